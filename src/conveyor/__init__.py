@@ -1,0 +1,60 @@
+"""Conveyor: a fast, reliable job queue for Python on Redis.
+
+Define tasks on a :class:`Tasks` registry, enqueue them with :class:`Client` (sync) or
+:class:`AsyncClient` (asyncio), and run them with :class:`Worker` or ``conveyor worker``.
+"""
+
+from .backoff import Custom, Exponential, Fixed
+from .client import AsyncClient, AsyncJobHandle, Client, JobHandle
+from .config import Settings
+from .errors import (
+    ConfigurationError,
+    ConveyorError,
+    InvalidState,
+    JobFailed,
+    JobNotFound,
+    PayloadTooLarge,
+    ResultTimeout,
+    SerializationError,
+    StaleToken,
+    UnknownTask,
+)
+from .execution import Retry
+from .job import EnqueueOutcome, Job, JobState
+from .operations import Retention
+from .task import Task, TaskCall, Tasks
+from .worker import Worker, WorkerSettings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "AsyncJobHandle",
+    "Client",
+    "ConfigurationError",
+    "ConveyorError",
+    "Custom",
+    "EnqueueOutcome",
+    "Exponential",
+    "Fixed",
+    "InvalidState",
+    "Job",
+    "JobFailed",
+    "JobHandle",
+    "JobNotFound",
+    "JobState",
+    "PayloadTooLarge",
+    "Retention",
+    "ResultTimeout",
+    "Retry",
+    "SerializationError",
+    "Settings",
+    "StaleToken",
+    "Task",
+    "TaskCall",
+    "Tasks",
+    "UnknownTask",
+    "Worker",
+    "WorkerSettings",
+    "__version__",
+]

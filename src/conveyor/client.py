@@ -1,0 +1,302 @@
+"""Producers: enqueue jobs, read them back and manage queues, from sync or async code.
+
+:class:`Client` and :class:`AsyncClient` share everything but I/O: both build the same
+operations (:mod:`conveyor.operations`) and hand them to their executor. Each public
+method is therefore a one-line wrapper on each face.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Iterable, Sequence
+from typing import Any, Generic, TypeVar
+
+from . import operations as ops
+from . import serialization
+from .config import Settings
+from .connection import async_client, sync_client
+from .errors import JobNotFound, ResultTimeout
+from .executor import AsyncExecutor, AsyncRedis, SyncExecutor, SyncRedis
+from .ids import new_job_id
+from .job import EnqueueOutcome, Job, JobState
+from .keys import QueueKeys, queues_key, validate_queue_name, workers_key
+from .task import P, R, Task, TaskCall
+
+T = TypeVar("T")
+
+BULK_CHUNK = 10_000
+"""Jobs per enqueue script call: large enough for one round trip per chunk, small enough
+that one call does not hold Redis for long (about 25 ms for 10,000 jobs)."""
+
+
+class _Producer:
+    """What both faces share: settings, key names and the building of operations."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._keys: dict[str, QueueKeys] = {}
+        self._known_queues: set[str] = set()
+
+    def keys(self, queue: str) -> QueueKeys:
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = QueueKeys(validate_queue_name(queue), self.settings.prefix)
+        return keys
+
+    def _encode(self, call: TaskCall[Any]) -> ops.NewJob:
+        options = call.options
+        limit = self.settings.max_payload_bytes
+        args = serialization.dumps(list(call.args), what=f"arguments of {call.task}", limit=limit)
+        kwargs = (
+            serialization.dumps(call.kwargs, what=f"keyword arguments of {call.task}", limit=limit)
+            if call.kwargs
+            else ""
+        )
+        stored = options.stored()
+        when = ""
+        if options.run_at is not None:
+            when = "@%d" % math.ceil(options.run_at.timestamp() * 1000)
+        elif options.delay:
+            when = "+%d" % math.ceil(options.delay * 1000)
+        return ops.NewJob(
+            id=options.job_id or new_job_id(),
+            task=call.task,
+            args=args,
+            kwargs=kwargs,
+            options=serialization.dumps(stored) if stored else "",
+            priority=call.priority,
+            when=when,
+        )
+
+    def _enqueue_ops(self, calls: Iterable[TaskCall[Any]]) -> Generator[ops.Step, Any, list[ops.Enqueued]]:
+        """Encode everything first (nothing is written if any call is invalid), then write."""
+        by_queue: dict[str, list[ops.NewJob]] = {}
+        order: list[tuple[str, int]] = []
+        for call in calls:
+            jobs = by_queue.setdefault(call.queue, [])
+            order.append((call.queue, len(jobs)))
+            jobs.append(self._encode(call))
+        results: dict[str, list[ops.Enqueued]] = {}
+        for queue, jobs in by_queue.items():
+            if queue not in self._known_queues:
+                yield from ops.register_queue(queues_key(self.settings.prefix), queue)
+                self._known_queues.add(queue)
+            done: list[ops.Enqueued] = []
+            for start in range(0, len(jobs), BULK_CHUNK):
+                done += yield from ops.enqueue(self.keys(queue), jobs[start : start + BULK_CHUNK])
+            results[queue] = done
+        return [results[queue][index] for queue, index in order]
+
+    def _wait_op(self, queue: str, job_id: str, timeout: float | None) -> Generator[ops.Step, Any, Any]:
+        result = yield from ops.wait_result(self.keys(queue), job_id, timeout)
+        if result is ops.TIMEOUT:
+            raise ResultTimeout(f"job {job_id} did not finish within {timeout} s; it is still queued or running")
+        return result
+
+    def _require(self, job: Job | None, queue: str, job_id: str) -> Job:
+        if job is None:
+            raise JobNotFound(f"no job {job_id} in queue {queue!r}")
+        return job
+
+
+class JobHandle(Generic[R]):
+    """What ``Client.enqueue`` returns: the job's id, whether it was created, and ways to follow it."""
+
+    def __init__(self, client: Client, enqueued: ops.Enqueued) -> None:
+        self.client = client
+        self.id = enqueued.id
+        self.queue = enqueued.queue
+        self.outcome = enqueued.outcome
+
+    @property
+    def created(self) -> bool:
+        """False when a job with this id already existed: nothing new was enqueued."""
+        return self.outcome is EnqueueOutcome.CREATED
+
+    def fetch(self) -> Job:
+        """A fresh snapshot of the job."""
+        return self.client.get_job(self.queue, self.id)
+
+    def result(self, timeout: float | None = None) -> R:
+        """Block until the job finishes and return its result; raises ``JobFailed`` or ``ResultTimeout``.
+
+        Waits in Redis (BLPOP), not by polling. ``timeout=None`` waits forever.
+        """
+        return self.client.wait_result(self.queue, self.id, timeout)  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.queue}/{self.id} {self.outcome.value}>"
+
+
+class AsyncJobHandle(Generic[R]):
+    """The asyncio twin of :class:`JobHandle`."""
+
+    def __init__(self, client: AsyncClient, enqueued: ops.Enqueued) -> None:
+        self.client = client
+        self.id = enqueued.id
+        self.queue = enqueued.queue
+        self.outcome = enqueued.outcome
+
+    @property
+    def created(self) -> bool:
+        return self.outcome is EnqueueOutcome.CREATED
+
+    async def fetch(self) -> Job:
+        return await self.client.get_job(self.queue, self.id)
+
+    async def result(self, timeout: float | None = None) -> R:
+        return await self.client.wait_result(self.queue, self.id, timeout)  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"<AsyncJobHandle {self.queue}/{self.id} {self.outcome.value}>"
+
+
+class Client(_Producer):
+    """Synchronous producer and manager. Thread-safe (redis-py pools connections).
+
+    ::
+
+        client = Client.from_url("redis://localhost:6379/0")
+        handle = client.enqueue(add, 1, 2)
+        print(handle.result(timeout=10))
+    """
+
+    def __init__(self, redis: SyncRedis, settings: Settings | None = None) -> None:
+        super().__init__(settings or Settings.from_env())
+        self.redis = redis
+        self._executor = SyncExecutor(redis)
+
+    @classmethod
+    def from_url(cls, url: str | None = None, **settings: Any) -> Client:
+        resolved = Settings.from_env(redis_url=url, **settings)
+        return cls(sync_client(resolved.redis_url), resolved)
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, operation: Generator[ops.Step, Any, T]) -> T:
+        return self._executor.run(operation)
+
+    # producing
+    def enqueue(self, task: Task[P, R], /, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
+        """Enqueue one job of ``task``; options come from ``task.with_options(...)``."""
+        [enqueued] = self.run(self._enqueue_ops([task.call(*args, **kwargs)]))
+        return JobHandle(self, enqueued)
+
+    def enqueue_many(self, calls: Iterable[TaskCall[R]]) -> list[JobHandle[R]]:
+        """Enqueue many jobs (``[add.call(i, i) for i in ...]``) in one round trip per queue."""
+        return [JobHandle(self, e) for e in self.run(self._enqueue_ops(calls))]
+
+    # reading
+    def get_job(self, queue: str, job_id: str) -> Job:
+        return self._require(self.run(ops.get_job(self.keys(queue), job_id)), queue, job_id)
+
+    def wait_result(self, queue: str, job_id: str, timeout: float | None = None) -> Any:
+        return self.run(self._wait_op(queue, job_id, timeout))
+
+    def counts(self, queue: str) -> dict[str, int]:
+        return self.run(ops.counts(self.keys(queue)))
+
+    def list_jobs(self, queue: str, state: JobState | str, offset: int = 0, limit: int = 50) -> tuple[list[Job], int]:
+        return self.run(ops.list_jobs(self.keys(queue), JobState(state), offset, limit))
+
+    def queues(self) -> list[str]:
+        return self.run(ops.list_queues(queues_key(self.settings.prefix)))
+
+    def workers(self) -> list[dict[str, Any]]:
+        from .registry import list_workers
+
+        return self.run(list_workers(workers_key(self.settings.prefix), self.settings.prefix))
+
+    # managing
+    def retry(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
+        """Move dead-lettered jobs back to waiting: the given ones, or all of them."""
+        if job_ids is not None:
+            return self.run(ops.retry_failed(self.keys(queue), job_ids))
+        total = 0
+        while moved := self.run(ops.retry_failed(self.keys(queue), None)):
+            total += moved
+        return total
+
+    def remove(self, queue: str, job_id: str) -> JobState:
+        return self.run(ops.remove(self.keys(queue), job_id))
+
+    def purge(self, queue: str, states: Sequence[JobState | str] = (JobState.WAITING, JobState.DELAYED)) -> int:
+        return self.run(ops.purge(self.keys(queue), [JobState(s) for s in states]))
+
+
+class AsyncClient(_Producer):
+    """The asyncio twin of :class:`Client`, with the same methods as coroutines."""
+
+    def __init__(self, redis: AsyncRedis, settings: Settings | None = None) -> None:
+        super().__init__(settings or Settings.from_env())
+        self.redis = redis
+        self._executor = AsyncExecutor(redis)
+
+    @classmethod
+    def from_url(cls, url: str | None = None, **settings: Any) -> AsyncClient:
+        resolved = Settings.from_env(redis_url=url, **settings)
+        return cls(async_client(resolved.redis_url), resolved)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def run(self, operation: Generator[ops.Step, Any, T]) -> T:
+        return await self._executor.run(operation)
+
+    async def enqueue(self, task: Task[P, R], /, *args: P.args, **kwargs: P.kwargs) -> AsyncJobHandle[R]:
+        [enqueued] = await self.run(self._enqueue_ops([task.call(*args, **kwargs)]))
+        return AsyncJobHandle(self, enqueued)
+
+    async def enqueue_many(self, calls: Iterable[TaskCall[R]]) -> list[AsyncJobHandle[R]]:
+        return [AsyncJobHandle(self, e) for e in await self.run(self._enqueue_ops(calls))]
+
+    async def get_job(self, queue: str, job_id: str) -> Job:
+        return self._require(await self.run(ops.get_job(self.keys(queue), job_id)), queue, job_id)
+
+    async def wait_result(self, queue: str, job_id: str, timeout: float | None = None) -> Any:
+        return await self.run(self._wait_op(queue, job_id, timeout))
+
+    async def counts(self, queue: str) -> dict[str, int]:
+        return await self.run(ops.counts(self.keys(queue)))
+
+    async def list_jobs(
+        self, queue: str, state: JobState | str, offset: int = 0, limit: int = 50
+    ) -> tuple[list[Job], int]:
+        return await self.run(ops.list_jobs(self.keys(queue), JobState(state), offset, limit))
+
+    async def queues(self) -> list[str]:
+        return await self.run(ops.list_queues(queues_key(self.settings.prefix)))
+
+    async def workers(self) -> list[dict[str, Any]]:
+        from .registry import list_workers
+
+        return await self.run(list_workers(workers_key(self.settings.prefix), self.settings.prefix))
+
+    async def retry(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
+        if job_ids is not None:
+            return await self.run(ops.retry_failed(self.keys(queue), job_ids))
+        total = 0
+        while moved := await self.run(ops.retry_failed(self.keys(queue), None)):
+            total += moved
+        return total
+
+    async def remove(self, queue: str, job_id: str) -> JobState:
+        return await self.run(ops.remove(self.keys(queue), job_id))
+
+    async def purge(
+        self, queue: str, states: Sequence[JobState | str] = (JobState.WAITING, JobState.DELAYED)
+    ) -> int:
+        return await self.run(ops.purge(self.keys(queue), [JobState(s) for s in states]))

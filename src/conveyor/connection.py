@@ -1,0 +1,98 @@
+"""Redis connections from a URL: plain, TLS, unix socket, Sentinel and Cluster.
+
+URL forms:
+
+* ``redis://[[user]:password@]host[:port][/db]`` and ``rediss://`` (TLS), ``unix:///path.sock``
+* ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db]``
+* ``redis+cluster://[[user]:password@]host:port`` (any node; the others are discovered)
+
+Clients always decode replies as UTF-8 text: every value Conveyor stores is JSON or an id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.sentinel
+
+from .errors import ConfigurationError
+from .executor import AsyncRedis, SyncRedis
+
+_COMMON: dict[str, Any] = {"decode_responses": True, "health_check_interval": 30}
+
+
+def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, dict[str, Any]]:
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    auth: dict[str, Any] = {}
+    if "@" in netloc:
+        credentials, netloc = netloc.rsplit("@", 1)
+        user, _, password = credentials.partition(":")
+        if user:
+            auth["username"] = unquote(user)
+        if password:
+            auth["password"] = unquote(password)
+    hosts = []
+    for item in netloc.split(","):
+        host, _, port = item.partition(":")
+        hosts.append((host, int(port or 26379)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ConfigurationError(f"sentinel URL {url!r} needs a service name: redis+sentinel://host:26379/mymaster")
+    db = int(path[1]) if len(path) > 1 else 0
+    return hosts, path[0], db, auth
+
+
+def _check_scheme(url: str) -> str:
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
+        raise ConfigurationError(
+            f"unsupported Redis URL scheme {scheme!r} in {url!r}; use redis://, rediss://, unix://, "
+            "redis+sentinel:// or redis+cluster://"
+        )
+    return scheme
+
+
+def sync_client(url: str, **kwargs: Any) -> SyncRedis:
+    """A synchronous client for ``url``."""
+    scheme = _check_scheme(url)
+    options = {**_COMMON, **kwargs}
+    if scheme == "redis+sentinel":
+        hosts, service, db, auth = _sentinel_parts(url)
+        sentinel = redis.sentinel.Sentinel(hosts, sentinel_kwargs=dict(auth), **auth, **options)
+        return sentinel.master_for(service, db=db)
+    if scheme == "redis+cluster":
+        options.pop("health_check_interval")
+        return redis.cluster.RedisCluster.from_url(url.replace("redis+cluster://", "redis://", 1), **options)
+    return redis.Redis.from_url(url, **options)
+
+
+def async_client(url: str, **kwargs: Any) -> AsyncRedis:
+    """An asyncio client for ``url``."""
+    scheme = _check_scheme(url)
+    options = {**_COMMON, **kwargs}
+    if scheme == "redis+sentinel":
+        hosts, service, db, auth = _sentinel_parts(url)
+        sentinel = redis.asyncio.sentinel.Sentinel(hosts, sentinel_kwargs=dict(auth), **auth, **options)
+        return sentinel.master_for(service, db=db)
+    if scheme == "redis+cluster":
+        options.pop("health_check_interval")
+        return redis.asyncio.cluster.RedisCluster.from_url(
+            url.replace("redis+cluster://", "redis://", 1), **options
+        )
+    return redis.asyncio.Redis.from_url(url, **options)
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

@@ -1,0 +1,89 @@
+"""Exceptions. Lua scripts fail with stable codes (``CONVEYOR:<CODE> detail``) mapped here."""
+
+from __future__ import annotations
+
+
+class ConveyorError(Exception):
+    """Base class of every error Conveyor raises on purpose."""
+
+    code = "ERROR"
+
+
+class SerializationError(ConveyorError, TypeError):
+    """Arguments or a result could not be encoded as JSON; nothing was written."""
+
+    code = "SERIALIZATION"
+
+
+class PayloadTooLarge(ConveyorError, ValueError):
+    """An encoded payload is larger than the configured cap; nothing was written."""
+
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class UnknownTask(ConveyorError, LookupError):
+    """A job names a task the worker does not know."""
+
+    code = "UNKNOWN_TASK"
+
+
+class JobNotFound(ConveyorError, LookupError):
+    """No job with this id exists (it never did, or retention removed it)."""
+
+    code = "NOT_FOUND"
+
+
+class InvalidState(ConveyorError):
+    """The job is not in a state that allows the operation (for example removing an active job)."""
+
+    code = "INVALID_STATE"
+
+
+class StaleToken(ConveyorError):
+    """A worker tried to finish a job with a fencing token that is no longer current.
+
+    The job was re-delivered (its lease expired) and a newer attempt owns it now; the
+    late result is discarded so it cannot overwrite the newer attempt.
+    """
+
+    code = "STALE_TOKEN"
+
+
+class JobFailed(ConveyorError):
+    """Raised by ``result()`` when the job ended in the failed (dead-letter) state."""
+
+    code = "JOB_FAILED"
+
+    def __init__(self, job_id: str, error: dict[str, str] | None) -> None:
+        self.job_id = job_id
+        self.error = error or {}
+        kind = self.error.get("type", "Error")
+        message = self.error.get("message", "")
+        super().__init__(f"job {job_id} failed: {kind}: {message}")
+
+
+class ResultTimeout(ConveyorError, TimeoutError):
+    """``result(timeout=...)`` gave up before the job finished. The job itself goes on."""
+
+    code = "RESULT_TIMEOUT"
+
+
+class ConfigurationError(ConveyorError, ValueError):
+    """A setting is missing or invalid."""
+
+    code = "CONFIGURATION"
+
+
+_BY_CODE: dict[str, type[ConveyorError]] = {
+    cls.code: cls for cls in (JobNotFound, InvalidState, StaleToken, PayloadTooLarge)
+}
+
+
+def from_script_error(message: str) -> ConveyorError | None:
+    """Translate ``CONVEYOR:<CODE> detail`` raised by a Lua script into a typed exception."""
+    marker = message.find("CONVEYOR:")
+    if marker < 0:
+        return None
+    code, _, detail = message[marker + len("CONVEYOR:") :].partition(" ")
+    cls = _BY_CODE.get(code, ConveyorError)
+    return cls(detail.strip() or code)

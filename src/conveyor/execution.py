@@ -1,0 +1,108 @@
+"""What happens to one claimed job: decode it, decide its outcome, describe its error.
+
+Pure functions and plain data; the worker (:mod:`conveyor.worker`) does the I/O.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from . import backoff as backoff_policies
+from . import serialization
+from .errors import UnknownTask
+from .operations import Claimed
+from .task import Task, Tasks
+
+MAX_TRACEBACK_CHARS = 8_000
+
+
+class Retry(Exception):  # noqa: N818 - raised by users as a signal, like Celery's Retry
+    """Raise from a task to retry it after ``delay`` seconds, counting an attempt."""
+
+    def __init__(self, delay: float | None = None, reason: str = "") -> None:
+        self.delay = delay
+        super().__init__(reason or "retry requested by the task")
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A claimed job ready to run: its task, decoded arguments and effective options."""
+
+    queue: str
+    claimed: Claimed
+    task: Task[Any, Any]
+    args: list[Any]
+    kwargs: dict[str, Any]
+    retries: int
+    timeout: float | None
+    backoff: backoff_policies.Backoff
+
+
+class Undeliverable(Exception):  # noqa: N818 - a job that cannot be run at all
+    """The job names an unknown task or carries a payload that cannot be decoded."""
+
+    def __init__(self, reason: str, message: str, kind: str) -> None:
+        self.reason = reason
+        self.kind = kind
+        super().__init__(message)
+
+
+def prepare(queue: str, claimed: Claimed, tasks: Tasks) -> Prepared:
+    """Decode a claimed job; raises :class:`Undeliverable` when it can never run here."""
+    try:
+        task = tasks.get(claimed.task)
+    except UnknownTask as exc:
+        raise Undeliverable("unknown_task", str(exc), "UnknownTask") from None
+    try:
+        args = serialization.loads(claimed.args) if claimed.args else []
+        kwargs = serialization.loads(claimed.kwargs) if claimed.kwargs else {}
+        options = serialization.loads(claimed.options) if claimed.options else {}
+        if not isinstance(args, list) or not isinstance(kwargs, dict) or not isinstance(options, dict):
+            raise ValueError("args must be a JSON array, kwargs and options JSON objects")
+    except ValueError as exc:
+        raise Undeliverable(
+            "bad_payload", f"the job's payload cannot be decoded: {exc}", "PayloadDecodeError"
+        ) from None
+    defaults = task.defaults
+    backoff = defaults.backoff
+    if "backoff" in options:
+        try:
+            backoff = backoff_policies.from_dict(options["backoff"])
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise Undeliverable("bad_payload", f"invalid backoff option: {exc}", "PayloadDecodeError") from None
+    return Prepared(
+        queue=queue,
+        claimed=claimed,
+        task=task,
+        args=args,
+        kwargs=kwargs,
+        retries=int(options.get("retries", defaults.retries)),
+        timeout=options.get("timeout", defaults.timeout),
+        backoff=backoff,
+    )
+
+
+def error_payload(exc: BaseException, *, reason: str = "exception", with_traceback: bool = True) -> bytes:
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ in ("builtins", None) else f"{kind.__module__}.{kind.__qualname__}"
+    data: dict[str, Any] = {"type": name, "message": str(exc), "reason": reason}
+    if with_traceback and exc.__traceback__ is not None:
+        text = "".join(traceback.format_exception(exc))
+        data["traceback"] = text[-MAX_TRACEBACK_CHARS:]
+    return serialization.dumps(data)
+
+
+def retry_delay_ms(job: Prepared, exc: BaseException) -> int:
+    """Milliseconds until the next attempt, or -1 when the job is out of retries."""
+    attempt = int(job.claimed.attempts)
+    if attempt > job.retries:
+        return -1
+    if isinstance(exc, Retry) and exc.delay is not None:
+        return max(0, round(exc.delay * 1000))
+    try:
+        seconds = job.backoff.delay(attempt, exc)
+    except Exception:  # a broken custom backoff must not lose the job: retry at once
+        seconds = 0.0
+    return max(0, round(seconds * 1000))

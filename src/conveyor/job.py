@@ -1,0 +1,135 @@
+"""Job: plain data describing one job, as read from Redis. No I/O here."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import serialization
+
+
+class JobState(enum.StrEnum):
+    """Where a job is. A job is in exactly one state at any moment."""
+
+    WAITING = "waiting"
+    """Ready to run; will be claimed by the next worker with a free slot."""
+    DELAYED = "delayed"
+    """Scheduled for later (``delay=``/``run_at=``, or waiting out a retry backoff)."""
+    ACTIVE = "active"
+    """Claimed by a worker that holds a lease on it."""
+    COMPLETED = "completed"
+    """Finished successfully; the result is kept for the retention period."""
+    FAILED = "failed"
+    """Dead-lettered: out of retries, or failed in a way retrying cannot fix."""
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED)
+
+
+class EnqueueOutcome(enum.StrEnum):
+    CREATED = "created"
+    EXISTED = "existed"
+    """A job with this id already existed; nothing was written and the existing job stands."""
+
+
+def _ms_to_datetime(value: str | bytes | None) -> datetime | None:
+    if value is None or value in ("", b""):
+        return None
+    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+
+
+def _text(value: str | bytes | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A snapshot of one job."""
+
+    id: str
+    queue: str
+    task: str
+    state: JobState
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    attempts: int = 0
+    """How many times a worker has started this job."""
+    crashes: int = 0
+    """How many times a worker died (or lost its lease) while running this job."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Options given at enqueue that override the task's defaults (retries, timeout, backoff)."""
+    created_at: datetime | None = None
+    run_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker: str | None = None
+    token: int | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    """For failed jobs and jobs waiting to retry: ``type``, ``message``, ``traceback``, ``reason``."""
+
+    @classmethod
+    def from_hash(cls, queue: str, job_id: str, data: dict[Any, Any]) -> Job:
+        """Build a job from the fields of its Redis hash (see ``scripts/enqueue.lua``)."""
+        d = {_text(k): v for k, v in data.items()}
+        raw_args = d.get("a")
+        args: list[Any] = serialization.loads(raw_args) if raw_args else []
+        raw_kwargs = d.get("k")
+        kwargs: dict[str, Any] = serialization.loads(raw_kwargs) if raw_kwargs else {}
+        raw_options = d.get("o")
+        result_raw = d.get("r")
+        error_raw = d.get("e")
+        token = d.get("tk")
+        return cls(
+            id=job_id,
+            queue=queue,
+            task=_text(d.get("n")) or "",
+            state=JobState(_text(d.get("s")) or "waiting"),
+            args=args,
+            kwargs=kwargs,
+            priority=int(d.get("p") or 0),
+            attempts=int(d.get("at") or 0),
+            crashes=int(d.get("cr") or 0),
+            options=serialization.loads(raw_options) if raw_options else {},
+            created_at=_ms_to_datetime(d.get("ct")),
+            run_at=_ms_to_datetime(d.get("due")),
+            started_at=_ms_to_datetime(d.get("st")),
+            finished_at=_ms_to_datetime(d.get("ft")),
+            worker=_text(d.get("w")),
+            token=int(token) if token else None,
+            result=serialization.loads(result_raw) if result_raw else None,
+            error=serialization.loads(error_raw) if error_raw else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view (used by the CLI and, later, the HTTP API)."""
+
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "id": self.id,
+            "queue": self.queue,
+            "task": self.task,
+            "state": self.state.value,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "priority": self.priority,
+            "attempts": self.attempts,
+            "crashes": self.crashes,
+            "options": self.options,
+            "created_at": iso(self.created_at),
+            "run_at": iso(self.run_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "worker": self.worker,
+            "token": self.token,
+            "result": self.result,
+            "error": self.error,
+        }

@@ -1,0 +1,20 @@
+-- await: register a client that will block until a job finishes, or answer at once.
+--
+-- KEYS[1] job hash
+-- Returns: false when there is no such job; {state, payload} where payload is the result
+--   (completed) or error (failed) JSON when the job already finished, else '' after the
+--   caller was registered as a waiter (complete/fail push to the job's done list for it).
+-- Errors: none.
+
+local f = redis.call('HMGET', KEYS[1], 's', 'r', 'e')
+if not f[1] then
+  return false
+end
+if f[1] == 'completed' then
+  return {f[1], f[2] or 'null'}
+end
+if f[1] == 'failed' then
+  return {f[1], f[3] or '{}'}
+end
+redis.call('HINCRBY', KEYS[1], 'wt', 1)
+return {f[1], ''}

@@ -1,0 +1,32 @@
+-- complete: record the results of finished jobs (a batch from one worker).
+--
+-- KEYS[1] active ZSET   KEYS[2] completed ZSET   KEYS[3] job hash prefix   KEYS[4] done-list prefix
+-- ARGV[1] keep count (-1 unlimited, 0 delete at once)   ARGV[2] keep ms (-1 forever, 0 delete at once)
+-- then triples: id, fencing token, result JSON.
+-- Returns: an array with one integer per job: 1 recorded, 0 refused because the token is
+--   stale (the job was re-delivered to a newer attempt, or is no longer active).
+-- Errors: none.
+-- @include common
+
+local keep_count = tonumber(ARGV[1])
+local keep_ms = tonumber(ARGV[2])
+local now = now_ms()
+local out = {}
+
+for i = 3, #ARGV, 3 do
+  local id = ARGV[i]
+  local key = KEYS[3] .. id
+  local f = redis.call('HMGET', key, 'tk', 's', 'wt')
+  if f[1] == ARGV[i + 1] and f[2] == 'active' then
+    redis.call('ZREM', KEYS[1], id)
+    notify_waiters(KEYS[4], id, f[3], 'c' .. ARGV[i + 2])
+    redis.call('HSET', key, 's', 'completed', 'ft', now, 'r', ARGV[i + 2])
+    keep_finished(KEYS[2], key, id, keep_count, keep_ms, now)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+
+trim_finished(KEYS[2], KEYS[3], keep_count, keep_ms, now)
+return out

@@ -1,0 +1,14 @@
+-- counts: number of jobs in each state of one queue, read in one consistent snapshot.
+--
+-- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] active ZSET
+-- KEYS[5] completed ZSET KEYS[6] failed ZSET
+-- Returns: {waiting, delayed, active, completed, failed}
+-- Errors: none.
+
+return {
+  redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]),
+  redis.call('ZCARD', KEYS[3]),
+  redis.call('ZCARD', KEYS[4]),
+  redis.call('ZCARD', KEYS[5]),
+  redis.call('ZCARD', KEYS[6]),
+}

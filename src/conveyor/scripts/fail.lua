@@ -1,0 +1,50 @@
+-- fail: record failed attempts (a batch from one worker): schedule a retry or dead-letter.
+--
+-- KEYS[1] active ZSET    KEYS[2] waiting LIST   KEYS[3] prioritized ZSET   KEYS[4] delayed ZSET
+-- KEYS[5] failed ZSET    KEYS[6] marker ZSET    KEYS[7] sequence counter   KEYS[8] job hash prefix
+-- KEYS[9] done-list prefix
+-- ARGV[1] keep count for failed jobs (-1 unlimited)   ARGV[2] keep ms (-1 forever)
+-- then groups of 4: id, fencing token, error JSON, retry delay ms (-1 = no retry: dead-letter).
+-- Returns: one integer per job: 1 retrying, 2 dead-lettered, 0 refused (stale token).
+-- Errors: none.
+-- @include common
+
+local keep_count = tonumber(ARGV[1])
+local keep_ms = tonumber(ARGV[2])
+local now = now_ms()
+local out = {}
+local woke = false
+
+for i = 3, #ARGV, 4 do
+  local id = ARGV[i]
+  local key = KEYS[8] .. id
+  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p')
+  if f[1] == ARGV[i + 1] and f[2] == 'active' then
+    local delay = tonumber(ARGV[i + 3])
+    redis.call('ZREM', KEYS[1], id)
+    if delay < 0 then
+      notify_waiters(KEYS[9], id, f[3], 'f' .. ARGV[i + 2])
+      redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', ARGV[i + 2])
+      keep_finished(KEYS[5], key, id, keep_count, keep_ms, now)
+      out[#out + 1] = 2
+    elseif delay == 0 then
+      redis.call('HSET', key, 's', 'waiting', 'e', ARGV[i + 2])
+      push_ready(KEYS[2], KEYS[3], KEYS[7], id, tonumber(f[4] or 0), false)
+      woke = true
+      out[#out + 1] = 1
+    else
+      redis.call('HSET', key, 's', 'delayed', 'due', now + delay, 'e', ARGV[i + 2])
+      redis.call('ZADD', KEYS[4], now + delay, id)
+      woke = true
+      out[#out + 1] = 1
+    end
+  else
+    out[#out + 1] = 0
+  end
+end
+
+if woke then
+  wake(KEYS[6])
+end
+trim_finished(KEYS[5], KEYS[8], keep_count, keep_ms, now)
+return out

@@ -1,0 +1,82 @@
+-- Shared helpers, included at the top of scripts that need them (see scripts/__init__.py).
+--
+-- Job hash fields: n task name, a args JSON, k kwargs JSON, o options JSON, p priority,
+-- s state, ct created ms, due run-at ms, at attempts, cr crashes, tk fencing token,
+-- st started ms, ft finished ms, w worker id, r result JSON, e error JSON, wt waiters.
+
+-- Server time in ms. Every worker reads the same clock, so leases and delays do not
+-- depend on the clocks of the machines the workers run on.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Priority jobs sort by (-priority, sequence): ZPOPMIN then yields the highest priority
+-- first and FIFO within one priority. 2^32 sequences per priority level; priorities are
+-- limited to +-2^20 so the score stays an exact integer in a double.
+local function priority_score(priority, seq_key)
+  local seq = redis.call('INCR', seq_key) % 4294967296
+  return -priority * 4294967296 + seq
+end
+
+-- Put a job id where workers look for ready work. front=true puts it first in line
+-- (a job handed back by a crashed or stopping worker goes before newer jobs).
+local function push_ready(waiting_key, prioritized_key, seq_key, id, priority, front)
+  if priority == 0 then
+    if front then
+      redis.call('RPUSH', waiting_key, id)
+    else
+      redis.call('LPUSH', waiting_key, id)
+    end
+  else
+    redis.call('ZADD', prioritized_key, priority_score(priority, seq_key), id)
+  end
+end
+
+-- Wake one worker blocked in BZPOPMIN on the marker. The marker holds at most one member,
+-- so it never grows however many jobs arrive while nobody listens.
+local function wake(marker_key)
+  redis.call('ZADD', marker_key, 0, 'w')
+end
+
+-- Tell clients blocked in result() that the job ended: one entry per registered waiter.
+local function notify_waiters(done_prefix, id, waiters, payload)
+  local count = tonumber(waiters or 0) or 0
+  if count > 0 then
+    local done_key = done_prefix .. id
+    for _ = 1, count do
+      redis.call('RPUSH', done_key, payload)
+    end
+    redis.call('PEXPIRE', done_key, 60000)
+  end
+end
+
+-- Retention of finished jobs: at most keep_count ids (oldest dropped first, their hashes
+-- deleted) and nothing older than keep_ms (hashes expire by their own TTL).
+local function trim_finished(set_key, job_prefix, keep_count, keep_ms, now)
+  if keep_ms > 0 then
+    redis.call('ZREMRANGEBYSCORE', set_key, '-inf', now - keep_ms)
+  end
+  if keep_count >= 0 then
+    local excess = redis.call('ZCARD', set_key) - keep_count
+    if excess > 0 then
+      local old = redis.call('ZRANGE', set_key, 0, excess - 1)
+      for i = 1, #old do
+        redis.call('DEL', job_prefix .. old[i])
+      end
+      redis.call('ZREMRANGEBYRANK', set_key, 0, excess - 1)
+    end
+  end
+end
+
+-- Store a finished job: in the set, or deleted at once when nothing is to be kept.
+local function keep_finished(set_key, job_key, id, keep_count, keep_ms, now)
+  if keep_count == 0 or keep_ms == 0 then
+    redis.call('DEL', job_key)
+    return
+  end
+  redis.call('ZADD', set_key, now, id)
+  if keep_ms > 0 then
+    redis.call('PEXPIRE', job_key, keep_ms)
+  end
+end

@@ -1,0 +1,58 @@
+-- list: one page of the jobs in a state, in the order they will run (waiting, delayed)
+-- or most recent first (active, completed, failed).
+--
+-- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] active ZSET
+-- KEYS[5] completed ZSET KEYS[6] failed ZSET        KEYS[7] job hash prefix
+-- ARGV[1] state   ARGV[2] offset   ARGV[3] page size
+-- Returns: {total, id1, fields1, id2, fields2, ...} where fields is the job's HGETALL reply.
+-- Errors: CONVEYOR:INVALID_STATE for an unknown state name.
+
+local state = ARGV[1]
+local offset = tonumber(ARGV[2])
+local size = tonumber(ARGV[3])
+local ids = {}
+local total = 0
+
+local function zpage(key, reverse)
+  total = redis.call('ZCARD', key)
+  if reverse then
+    return redis.call('ZREVRANGE', key, offset, offset + size - 1)
+  end
+  return redis.call('ZRANGE', key, offset, offset + size - 1)
+end
+
+if state == 'waiting' then
+  -- Run order: positive priorities, then the FIFO list (oldest at the right), then negative.
+  local high = redis.call('ZCOUNT', KEYS[2], '-inf', '(0')
+  local plain = redis.call('LLEN', KEYS[1])
+  local low = redis.call('ZCARD', KEYS[2]) - high
+  total = high + plain + low
+  local pos = offset
+  while #ids < size and pos < total do
+    if pos < high then
+      ids[#ids + 1] = redis.call('ZRANGE', KEYS[2], pos, pos)[1]
+    elseif pos < high + plain then
+      ids[#ids + 1] = redis.call('LINDEX', KEYS[1], -(pos - high) - 1)
+    else
+      ids[#ids + 1] = redis.call('ZRANGE', KEYS[2], pos - plain, pos - plain)[1]
+    end
+    pos = pos + 1
+  end
+elseif state == 'delayed' then
+  ids = zpage(KEYS[3], false)
+elseif state == 'active' then
+  ids = zpage(KEYS[4], false)
+elseif state == 'completed' then
+  ids = zpage(KEYS[5], true)
+elseif state == 'failed' then
+  ids = zpage(KEYS[6], true)
+else
+  return redis.error_reply('CONVEYOR:INVALID_STATE unknown state ' .. state)
+end
+
+local reply = {total}
+for i = 1, #ids do
+  reply[#reply + 1] = ids[i]
+  reply[#reply + 1] = redis.call('HGETALL', KEYS[7] .. ids[i])
+end
+return reply

@@ -1,0 +1,60 @@
+-- purge: delete up to a limit of jobs in the given states; call again while it returns more.
+--
+-- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] completed ZSET
+-- KEYS[5] failed ZSET    KEYS[6] job hash prefix
+-- ARGV[1] max jobs to delete in this call, then state names (waiting, delayed, completed, failed).
+-- Returns: {deleted, remaining} where remaining counts jobs still in the given states.
+-- Errors: none. Active jobs are never purged: their workers own them.
+
+local limit = tonumber(ARGV[1])
+local deleted = 0
+local sets = {delayed = KEYS[3], completed = KEYS[4], failed = KEYS[5]}
+
+local function drop(ids)
+  for i = 1, #ids do
+    redis.call('DEL', KEYS[6] .. ids[i])
+  end
+  deleted = deleted + #ids
+end
+
+for s = 2, #ARGV do
+  local state = ARGV[s]
+  if state == 'waiting' then
+    local room = limit - deleted
+    if room > 0 then
+      local ids = redis.call('LRANGE', KEYS[1], 0, room - 1)
+      if #ids > 0 then
+        redis.call('LTRIM', KEYS[1], #ids, -1)
+        drop(ids)
+      end
+    end
+    room = limit - deleted
+    if room > 0 then
+      local ids = redis.call('ZRANGE', KEYS[2], 0, room - 1)
+      if #ids > 0 then
+        redis.call('ZREMRANGEBYRANK', KEYS[2], 0, #ids - 1)
+        drop(ids)
+      end
+    end
+  elseif sets[state] then
+    local room = limit - deleted
+    if room > 0 then
+      local ids = redis.call('ZRANGE', sets[state], 0, room - 1)
+      if #ids > 0 then
+        redis.call('ZREMRANGEBYRANK', sets[state], 0, #ids - 1)
+        drop(ids)
+      end
+    end
+  end
+end
+
+local remaining = 0
+for s = 2, #ARGV do
+  local state = ARGV[s]
+  if state == 'waiting' then
+    remaining = remaining + redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+  elseif sets[state] then
+    remaining = remaining + redis.call('ZCARD', sets[state])
+  end
+end
+return {deleted, remaining}

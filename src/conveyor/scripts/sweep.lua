@@ -1,0 +1,48 @@
+-- sweep: re-deliver jobs whose lease expired because their worker died or froze.
+--
+-- KEYS[1] active ZSET    KEYS[2] waiting LIST   KEYS[3] prioritized ZSET   KEYS[4] failed ZSET
+-- KEYS[5] marker ZSET    KEYS[6] sequence counter   KEYS[7] job hash prefix   KEYS[8] done-list prefix
+-- ARGV[1] max crashes: a job whose worker was lost this many times is dead-lettered
+-- ARGV[2] max jobs to look at   ARGV[3] keep count for failed   ARGV[4] keep ms for failed
+-- Returns: {recovered ids..., '|', dead-lettered ids...}
+-- Errors: none.
+-- @include common
+
+local max_crashes = tonumber(ARGV[1])
+local now = now_ms()
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local recovered, dead = {}, {}
+
+for i = 1, #expired do
+  local id = expired[i]
+  local key = KEYS[7] .. id
+  redis.call('ZREM', KEYS[1], id)
+  if redis.call('EXISTS', key) == 1 then
+    local crashes = redis.call('HINCRBY', key, 'cr', 1)
+    if crashes >= max_crashes then
+      local err = cjson.encode({
+        type = 'WorkerLost',
+        message = 'worker lost ' .. crashes .. ' times while running this job',
+        reason = 'worker_lost',
+      })
+      local f = redis.call('HMGET', key, 'wt')
+      notify_waiters(KEYS[8], id, f[1], 'f' .. err)
+      redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
+      keep_finished(KEYS[4], key, id, tonumber(ARGV[3]), tonumber(ARGV[4]), now)
+      dead[#dead + 1] = id
+    else
+      local priority = tonumber(redis.call('HGET', key, 'p') or 0)
+      redis.call('HSET', key, 's', 'waiting')
+      push_ready(KEYS[2], KEYS[3], KEYS[6], id, priority, true)
+      recovered[#recovered + 1] = id
+    end
+  end
+end
+
+if #recovered > 0 then
+  wake(KEYS[5])
+end
+local reply = recovered
+reply[#reply + 1] = '|'
+for i = 1, #dead do reply[#reply + 1] = dead[i] end
+return reply

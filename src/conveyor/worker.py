@@ -1,0 +1,486 @@
+"""The worker: claims jobs in batches, runs many at once, acknowledges them in batches.
+
+Three loops share one event loop:
+
+* the *fetch* loop claims up to as many jobs as there are free slots in one script call
+  per queue (queues in strict priority order) and blocks in Redis (BZPOPMIN on the
+  queue's marker) when there is nothing to do, waking when work arrives or the next
+  delayed job is due;
+* the *flush* loop writes finished jobs back in batches: whatever finished while the
+  previous batch was in flight goes in the next one, so acknowledgements cost one round
+  trip per batch, not per job;
+* the *heartbeat* loop renews the leases of every held job (one script call per queue)
+  and sweeps expired leases of dead workers back to waiting.
+
+Async tasks run as asyncio tasks; sync tasks run in a bounded thread pool with the
+caller's context variables copied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio.cluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from . import operations as ops
+from . import registry, serialization
+from .config import Settings
+from .connection import async_client
+from .errors import SerializationError
+from .execution import Prepared, Undeliverable, error_payload, prepare, retry_delay_ms
+from .executor import AsyncExecutor, AsyncRedis
+from .keys import QueueKeys, worker_key, workers_key
+from .task import Tasks
+
+log = logging.getLogger("conveyor.worker")
+
+_RETRYABLE_REDIS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """How a worker behaves. Times are in seconds."""
+
+    concurrency: int = 100
+    """Jobs run at once by this process."""
+    threads: int | None = None
+    """Threads for sync tasks; default ``min(concurrency, 64)``."""
+    lease: float = 10.0
+    """How long a claimed job stays ours without a heartbeat. A job of a dead worker is
+    re-delivered within ``lease + sweep_interval``."""
+    sweep_interval: float = 5.0
+    max_crashes: int = 3
+    """A job whose worker was lost this many times is dead-lettered instead of re-delivered."""
+    shutdown_grace: float = 30.0
+    """On SIGTERM, how long running jobs may take before they are handed back to waiting."""
+    burst: bool = False
+    """Drain the queues, then exit."""
+    completed: ops.Retention = field(default_factory=lambda: ops.Retention(10_000, 24 * 3600 * 1000))
+    """Completed jobs kept per queue: at most this many, for at most this long (ms)."""
+    failed: ops.Retention = field(default_factory=lambda: ops.Retention(100_000, 7 * 24 * 3600 * 1000))
+    """Dead-lettered jobs kept per queue."""
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.lease < 1:
+            raise ValueError("lease must be at least 1 second")
+
+
+@dataclass(slots=True)
+class _Held:
+    """A job this worker holds a lease on: running, or finished and waiting for its ack."""
+
+    token: str
+    timed_out: bool = False
+    lost: bool = False
+
+
+class Worker:
+    """Runs the tasks of a :class:`~conveyor.Tasks` registry.
+
+    ::
+
+        Worker(tasks, url="redis://localhost:6379/0", concurrency=200).run()
+    """
+
+    def __init__(
+        self,
+        tasks: Tasks,
+        *,
+        url: str | None = None,
+        redis: AsyncRedis | None = None,
+        queues: Sequence[str] | None = None,
+        settings: Settings | None = None,
+        worker_settings: WorkerSettings | None = None,
+        **options: Any,
+    ) -> None:
+        self.tasks = tasks
+        self.settings = settings or Settings.from_env(redis_url=url)
+        base = worker_settings or WorkerSettings()
+        self.config = WorkerSettings(**{**{f: getattr(base, f) for f in base.__dataclass_fields__}, **options})
+        self.queues = list(queues or tasks.queues)
+        self.keys = {q: QueueKeys(q, self.settings.prefix) for q in self.queues}
+        self._redis = redis
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**4):04x}"
+        self._held: dict[str, dict[str, _Held]] = {q: {} for q in self.queues}
+        self._done: dict[str, list[tuple[str, str, bytes]]] = {q: [] for q in self.queues}
+        self._failures: dict[str, list[tuple[str, str, bytes, int]]] = {q: [] for q in self.queues}
+        self._jobs: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._busy = 0
+        self.processed = 0
+        self.failed = 0
+        self._stopping = False
+        self._stopped_claiming = False
+        self._signals = 0
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> None:
+        """Run until stopped by SIGTERM/SIGINT (or, in burst mode, until the queues are empty)."""
+        try:
+            import uvloop
+
+            loop_factory: Any = uvloop.new_event_loop
+        except ImportError:
+            loop_factory = None
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(self.serve(install_signal_handlers=True))
+
+    async def serve(self, install_signal_handlers: bool = False) -> None:
+        """Run in the current event loop until :meth:`stop` (or burst mode) ends it."""
+        self._loop = asyncio.get_running_loop()
+        owns_client = self._redis is None
+        if self._redis is None:
+            self._redis = async_client(self.settings.redis_url)
+        self.executor = AsyncExecutor(self._redis)
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.config.threads or min(self.config.concurrency, 64), thread_name_prefix="conveyor-job"
+        )
+        self._slot_freed = asyncio.Event()
+        self._flush_wanted = asyncio.Event()
+        self._stop_event = asyncio.Event()
+        if install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+        log.info(
+            "worker %s starting: queues=%s concurrency=%d tasks=%d",
+            self.id, ",".join(self.queues), self.config.concurrency, len(self.tasks),
+        )
+        await self._with_retries(self._register)
+        fetcher = asyncio.create_task(self._fetch_loop(), name="conveyor-fetch")
+        flusher = asyncio.create_task(self._flush_loop(), name="conveyor-flush")
+        beater = asyncio.create_task(self._heartbeat_loop(), name="conveyor-heartbeat")
+        sweeper = asyncio.create_task(self._sweep_loop(), name="conveyor-sweep")
+        try:
+            await self._stop_event.wait()
+        finally:
+            self._stopped_claiming = True
+            fetcher.cancel()
+            await asyncio.gather(fetcher, return_exceptions=True)
+            await self._drain_running()
+            self._flush_wanted.set()
+            self._stopping = True
+            await flusher
+            beater.cancel()
+            sweeper.cancel()
+            await asyncio.gather(beater, sweeper, return_exceptions=True)
+            await self._hand_back()
+            try:
+                await self.executor.run(registry.unregister(
+                    workers_key(self.settings.prefix), worker_key(self.id, self.settings.prefix), self.id))
+            except RedisError:
+                pass
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            if owns_client:
+                await self._redis.aclose()
+            log.info("worker %s stopped: %d completed, %d failed", self.id, self.processed, self.failed)
+
+    def stop(self) -> None:
+        """Stop claiming; running jobs get ``shutdown_grace`` seconds to finish."""
+        if not self._stop_event.is_set():
+            self._stop_event.set()
+
+    def _on_signal(self, sig: int) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("received %s: finishing running jobs (grace %.0f s); send again to stop at once",
+                     signal.Signals(sig).name, self.config.shutdown_grace)
+            self.stop()
+        else:
+            log.warning("received %s again: stopping at once, handing running jobs back", signal.Signals(sig).name)
+            for job in list(self._jobs.values()):
+                job.cancel()
+
+    async def _drain_running(self) -> None:
+        if not self._jobs:
+            return
+        _, pending = await asyncio.wait(list(self._jobs.values()), timeout=self.config.shutdown_grace)
+        if pending:
+            log.warning("%d jobs still running after the grace period; handing them back to waiting", len(pending))
+            for job in pending:
+                job.cancel()
+            await asyncio.wait(pending, timeout=1.0)
+
+    async def _hand_back(self) -> None:
+        """Requeue every job still held (running when we stopped), at once, not after lease expiry."""
+        for queue, held in self._held.items():
+            pairs = [(job_id, h.token) for job_id, h in held.items()]
+            if pairs:
+                try:
+                    count = await self.executor.run(ops.requeue(self.keys[queue], pairs))
+                    log.info("handed %d unfinished jobs of %s back to waiting", count, queue)
+                except RedisError as exc:
+                    log.error("could not hand %d jobs back (%s); they return after their lease expires",
+                              len(pairs), exc)
+                held.clear()
+
+    async def _register(self) -> None:
+        now = int(time.time() * 1000)
+        info = {
+            "host": socket.gethostname(), "pid": os.getpid(), "queues": ",".join(self.queues),
+            "concurrency": self.config.concurrency, "started": getattr(self, "_started", now),
+            "processed": self.processed, "failed": self.failed, "busy": self._busy,
+        }
+        self._started = info["started"]
+        ttl = int(self.config.lease * 3000)
+        await self.executor.run(registry.heartbeat(
+            workers_key(self.settings.prefix), worker_key(self.id, self.settings.prefix), self.id, info, ttl, now))
+
+    async def _with_retries(self, action: Any) -> Any:
+        """Run ``action`` until Redis answers; a worker rides out a Redis restart instead of exiting."""
+        delay = 0.05
+        while True:
+            try:
+                return await action()
+            except _RETRYABLE_REDIS as exc:
+                if self._stopping:
+                    raise
+                log.warning("Redis unavailable (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # ------------------------------------------------------------------ fetching
+    async def _fetch_loop(self) -> None:
+        concurrency = self.config.concurrency
+        lease_ms = int(self.config.lease * 1000)
+        max_block = self.config.sweep_interval
+        failures = 0
+        while not self._stopped_claiming:
+            free = concurrency - self._busy
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                claimed_any = False
+                wait_ms = -1
+                for queue in self.queues:
+                    jobs, next_due = await self.executor.run(
+                        ops.claim(self.keys[queue], free, lease_ms, self.id))
+                    if next_due >= 0:
+                        wait_ms = next_due if wait_ms < 0 else min(wait_ms, next_due)
+                    if jobs:
+                        claimed_any = True
+                        for claimed in jobs:
+                            self._start(queue, claimed)
+                        free -= len(jobs)
+                        if free <= 0:
+                            break
+                failures = 0
+                if claimed_any:
+                    continue
+                if self.config.burst:
+                    if self._busy == 0 and (wait_ms < 0 or wait_ms > max_block * 1000):
+                        log.info("burst mode: queues drained")
+                        self.stop()
+                        return
+                    if self._busy > 0:
+                        self._slot_freed.clear()
+                        await self._slot_freed.wait()
+                        continue
+                timeout = max_block if wait_ms < 0 else min(max_block, max(wait_ms, 1) / 1000)
+                await self._block(timeout)
+            except _RETRYABLE_REDIS as exc:
+                failures += 1
+                delay = min(0.05 * 2**failures, 2.0)
+                log.warning("claim failed (%s); retrying in %.2f s", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _block(self, timeout: float) -> None:
+        """Wait in Redis until a marker says there is work, or ``timeout`` seconds pass."""
+        assert self._redis is not None
+        markers = [self.keys[q].marker for q in self.queues]
+        if len(markers) == 1 or not isinstance(self._redis, redis.asyncio.cluster.RedisCluster):
+            await self._redis.execute_command("BZPOPMIN", *markers, timeout)
+            return
+        # In a cluster the markers live in different slots: wait on each, first one wins.
+        waits = [asyncio.ensure_future(self._redis.execute_command("BZPOPMIN", m, timeout)) for m in markers]
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in pending:
+            waiter.cancel()
+
+    # ------------------------------------------------------------------ running jobs
+    def _start(self, queue: str, claimed: ops.Claimed) -> None:
+        self._held[queue][claimed.id] = _Held(claimed.token)
+        try:
+            job = prepare(queue, claimed, self.tasks)
+        except Undeliverable as exc:
+            log.error("job %s/%s cannot run: %s", queue, claimed.id, exc)
+            payload = serialization.dumps({"type": exc.kind, "message": str(exc), "reason": exc.reason})
+            self._record_failure(queue, claimed, payload, -1)
+            return
+        self._busy += 1
+        if job.task.is_async:
+            running: asyncio.Future[Any] = self._loop.create_task(self._run_async(job))
+        else:
+            call = functools.partial(contextvars.copy_context().run, job.task.function, *job.args, **job.kwargs)
+            running = self._loop.create_task(self._run_sync(job, self._loop.run_in_executor(self._pool, call)))
+        self._jobs[(queue, claimed.id)] = running
+
+    async def _run_async(self, job: Prepared) -> None:
+        try:
+            if job.timeout:
+                async with asyncio.timeout(job.timeout):
+                    result = await job.task.function(*job.args, **job.kwargs)
+            else:
+                result = await job.task.function(*job.args, **job.kwargs)
+        except asyncio.CancelledError:
+            self._release(job)  # shutdown: the job stays held and is handed back to waiting
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any failure of user code is the job's failure
+            self._finish_error(job, exc)
+        else:
+            self._finish_ok(job, result)
+
+    async def _run_sync(self, job: Prepared, future: asyncio.Future[Any]) -> None:
+        try:
+            if job.timeout:
+                # The thread cannot be interrupted: on timeout the job is failed now and
+                # the thread's late result, whenever it comes, is discarded.
+                result = await asyncio.wait_for(asyncio.shield(future), job.timeout)
+            else:
+                result = await future
+        except asyncio.CancelledError:
+            self._release(job)
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            self._finish_error(job, exc)
+        else:
+            self._finish_ok(job, result)
+
+    def _release(self, job: Prepared) -> None:
+        self._busy -= 1
+        self._jobs.pop((job.queue, job.claimed.id), None)
+        self._slot_freed.set()
+
+    def _finish_ok(self, job: Prepared, result: Any) -> None:
+        self._release(job)
+        try:
+            payload = serialization.dumps(result, what=f"result of {job.task.name}",
+                                          limit=self.settings.max_payload_bytes)
+        except (SerializationError, ValueError) as exc:
+            self._record_failure(job.queue, job.claimed, error_payload(exc, reason="bad_result"), -1)
+            return
+        self._done[job.queue].append((job.claimed.id, job.claimed.token, payload))
+        self._flush_wanted.set()
+        self.processed += 1
+        if log.isEnabledFor(logging.INFO):
+            log.info("job %s/%s %s completed (attempt %d)", job.queue, job.claimed.id, job.task.name,
+                     job.claimed.attempts)
+
+    def _finish_error(self, job: Prepared, exc: BaseException) -> None:
+        self._release(job)
+        if isinstance(exc, TimeoutError) and job.timeout:
+            exc = TimeoutError(f"job exceeded its timeout of {job.timeout:g} s")
+            reason = "timeout"
+        else:
+            reason = "exception"
+        delay = retry_delay_ms(job, exc)
+        self._record_failure(job.queue, job.claimed, error_payload(exc, reason=reason), delay)
+        if delay >= 0:
+            log.warning("job %s/%s %s failed (attempt %d/%d), retrying in %.1f s: %s: %s", job.queue,
+                        job.claimed.id, job.task.name, job.claimed.attempts, job.retries + 1, delay / 1000,
+                        type(exc).__name__, exc)
+        else:
+            log.error("job %s/%s %s failed for good after %d attempts: %s: %s", job.queue, job.claimed.id,
+                      job.task.name, job.claimed.attempts, type(exc).__name__, exc)
+
+    def _record_failure(self, queue: str, claimed: ops.Claimed, payload: bytes, delay_ms: int) -> None:
+        self._failures[queue].append((claimed.id, claimed.token, payload, delay_ms))
+        if delay_ms < 0:
+            self.failed += 1
+        self._flush_wanted.set()
+
+    # ------------------------------------------------------------------ acknowledging
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            for queue in self.queues:
+                if self._done[queue]:
+                    await self._flush(queue, self._done, ops.complete, self.config.completed)
+                if self._failures[queue]:
+                    await self._flush(queue, self._failures, ops.fail, self.config.failed)
+            if self._stopping and not any(self._done.values()) and not any(self._failures.values()):
+                return
+
+    async def _flush(self, queue: str, buffer: dict[str, list[Any]], operation: Any,
+                     retention: ops.Retention) -> None:
+        batch = buffer[queue]
+        buffer[queue] = []
+        delay = 0.05
+        while True:
+            try:
+                replies = await self.executor.run(operation(self.keys[queue], retention, batch))
+                break
+            except _RETRYABLE_REDIS as exc:
+                # Keep the batch: the results are not lost while Redis is away, and the
+                # heartbeat keeps extending their leases once it is back.
+                log.warning("could not record %d finished jobs (%s); retrying in %.1f s", len(batch), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        held = self._held[queue]
+        for item, reply in zip(batch, replies, strict=True):
+            job_id = item[0]
+            held.pop(job_id, None)
+            if not reply:
+                log.warning("job %s/%s: result discarded, its lease had expired and it was re-delivered",
+                            queue, job_id)
+
+    # ------------------------------------------------------------------ leases
+    async def _heartbeat_loop(self) -> None:
+        interval = self.config.lease / 3
+        lease_ms = int(self.config.lease * 1000)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                for queue, held in self._held.items():
+                    if not held:
+                        continue
+                    pairs = [(job_id, h.token) for job_id, h in held.items()]
+                    for start in range(0, len(pairs), 1000):
+                        lost = await self.executor.run(ops.extend(self.keys[queue], lease_ms, pairs[start:start + 1000]))
+                        for job_id in lost:
+                            log.warning("job %s/%s: lease lost (it was re-delivered); its result will be discarded",
+                                        queue, job_id)
+                            held.pop(job_id, None)
+                await self._register()
+            except _RETRYABLE_REDIS as exc:
+                log.warning("heartbeat failed (%s); will retry", exc)
+
+    async def _sweep_loop(self) -> None:
+        """Every worker sweeps; the script is atomic, so concurrent sweeps never re-deliver twice."""
+        interval = self.config.sweep_interval
+        await asyncio.sleep(random.uniform(0, interval))  # spread the sweeps of workers started together
+        while True:
+            try:
+                await self._sweep()
+            except _RETRYABLE_REDIS as exc:
+                log.warning("sweep failed (%s); will retry", exc)
+            await asyncio.sleep(interval)
+
+    async def _sweep(self) -> None:
+        for queue in self.queues:
+            recovered, dead = await self.executor.run(
+                ops.sweep(self.keys[queue], self.config.max_crashes, self.config.failed))
+            if recovered:
+                log.warning("re-delivered %d jobs of %s whose worker was lost: %s", len(recovered), queue,
+                            ", ".join(recovered[:10]))
+            if dead:
+                log.error("dead-lettered %d jobs of %s that lost their worker %d times: %s", len(dead), queue,
+                          self.config.max_crashes, ", ".join(dead[:10]))
