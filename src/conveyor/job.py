@@ -41,6 +41,18 @@ def _ms_to_datetime(value: str | bytes | None) -> datetime | None:
     return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
 
 
+def _json(value: Any, default: Any, problems: list[str], name: str) -> Any:
+    """Decode a JSON field; a malformed one is reported in ``problems`` instead of raising,
+    so that a bad job can still be inspected (it is the job the worker dead-letters)."""
+    if not value:
+        return default
+    try:
+        return serialization.loads(value)
+    except ValueError:
+        problems.append(f"{name} is not valid JSON: {str(value)[:200]!r}")
+        return default
+
+
 def _text(value: str | bytes | None) -> str | None:
     if value is None:
         return None
@@ -73,38 +85,35 @@ class Job:
     result: Any = None
     error: dict[str, Any] | None = None
     """For failed jobs and jobs waiting to retry: ``type``, ``message``, ``traceback``, ``reason``."""
+    payload_problems: tuple[str, ...] = ()
+    """Fields that could not be decoded (a job written by something other than Conveyor)."""
 
     @classmethod
     def from_hash(cls, queue: str, job_id: str, data: dict[Any, Any]) -> Job:
         """Build a job from the fields of its Redis hash (see ``scripts/enqueue.lua``)."""
         d = {_text(k): v for k, v in data.items()}
-        raw_args = d.get("a")
-        args: list[Any] = serialization.loads(raw_args) if raw_args else []
-        raw_kwargs = d.get("k")
-        kwargs: dict[str, Any] = serialization.loads(raw_kwargs) if raw_kwargs else {}
-        raw_options = d.get("o")
-        result_raw = d.get("r")
-        error_raw = d.get("e")
+        problems: list[str] = []
         token = d.get("tk")
         return cls(
             id=job_id,
             queue=queue,
             task=_text(d.get("n")) or "",
             state=JobState(_text(d.get("s")) or "waiting"),
-            args=args,
-            kwargs=kwargs,
+            args=_json(d.get("a"), [], problems, "args"),
+            kwargs=_json(d.get("k"), {}, problems, "kwargs"),
             priority=int(d.get("p") or 0),
             attempts=int(d.get("at") or 0),
             crashes=int(d.get("cr") or 0),
-            options=serialization.loads(raw_options) if raw_options else {},
+            options=_json(d.get("o"), {}, problems, "options"),
             created_at=_ms_to_datetime(d.get("ct")),
             run_at=_ms_to_datetime(d.get("due")),
             started_at=_ms_to_datetime(d.get("st")),
             finished_at=_ms_to_datetime(d.get("ft")),
             worker=_text(d.get("w")),
             token=int(token) if token else None,
-            result=serialization.loads(result_raw) if result_raw else None,
-            error=serialization.loads(error_raw) if error_raw else None,
+            result=_json(d.get("r"), None, problems, "result"),
+            error=_json(d.get("e"), None, problems, "error"),
+            payload_problems=tuple(problems),
         )
 
     def to_dict(self) -> dict[str, Any]:

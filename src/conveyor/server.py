@@ -71,7 +71,7 @@ class RedisServer:
     ) -> None:
         self.binary = binary or find_server_binary()
         self._own_directory = directory is None
-        self.directory = Path(directory or tempfile.mkdtemp(prefix="conveyor-redis-"))
+        self.directory = Path(directory or tempfile.mkdtemp(prefix="conveyor-redis-")).resolve()
         self.port = port or free_port()
         self.password = password if password is not None else secrets.token_urlsafe(18)
         self.appendonly = appendonly

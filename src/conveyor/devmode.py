@@ -1,0 +1,110 @@
+"""``conveyor dev``: Redis, a worker and a demo workload, started and stopped together."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .client import Client
+from .connection import redact
+from .demo import checksum, flaky_call, resize_image, tasks
+from .job import JobState
+from .server import RedisServer, _die_with_parent
+from .task import TaskCall
+
+
+def _workload(count: int) -> list[TaskCall[object]]:
+    calls: list[TaskCall[object]] = []
+    for i in range(count):
+        roll = random.random()
+        if roll < 0.6:
+            calls.append(resize_image.with_options(priority=random.choice([0, 0, 0, 5])).call(i, width=320))
+        elif roll < 0.9:
+            calls.append(checksum.call(f"document-{i}"))
+        elif roll < 0.95:
+            calls.append(flaky_call.call(i))
+        else:
+            calls.append(resize_image.with_options(delay=random.uniform(1, 3)).call(i))
+    return calls
+
+
+def run_dev(*, job_count: int, exit_after: bool, state_dir: str, console: Console) -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server: RedisServer | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    url = os.environ.get("CONVEYOR_REDIS_URL")
+    try:
+        if url:
+            console.print(f"using Redis at {redact(url)}")
+        else:
+            directory = Path(state_dir) / "redis"
+            server = RedisServer(directory=directory).start()
+            url = server.url
+            console.print(f"started embedded Redis ({Path(server.binary).name}) on 127.0.0.1:{server.port}, "
+                          f"data in {directory}")
+        env = {**os.environ, "CONVEYOR_REDIS_URL": url}
+        worker = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "conveyor", "worker", "conveyor.demo:tasks", "--concurrency", "50",
+             "--log-level", "warning"],
+            env=env, preexec_fn=_die_with_parent,
+        )
+        console.print(f"started a worker (pid {worker.pid}) for conveyor.demo:tasks on queue 'demo'")
+        with Client.from_url(url) as client:
+            client.purge("demo", [s for s in JobState if s is not JobState.ACTIVE])
+            started = time.perf_counter()
+            client.enqueue_many(_workload(job_count))
+            console.print(f"enqueued {job_count:,} demo jobs in one round trip "
+                          f"({(time.perf_counter() - started) * 1000:.0f} ms)")
+            with Progress(TextColumn("[bold]demo"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console) as bar:
+                progress = bar.add_task("jobs", total=job_count, detail="")
+                while not stop.is_set():
+                    counts = client.counts("demo")
+                    finished = counts["completed"] + counts["failed"]
+                    bar.update(progress, completed=finished,
+                               detail=f"active {counts['active']}, delayed {counts['delayed']}, "
+                                      f"failed {counts['failed']}")
+                    if finished >= job_count:
+                        break
+                    if worker.poll() is not None:
+                        console.print(f"[red]the worker exited with code {worker.returncode}[/red]")
+                        return 1
+                    stop.wait(0.2)
+            table = Table(title="queue 'demo'")
+            for state in JobState:
+                table.add_column(state.value, justify="right")
+            counts = client.counts("demo")
+            table.add_row(*(f"{counts[s.value]:,}" for s in JobState))
+            console.print(table)
+        if not exit_after and not stop.is_set():
+            console.print("the worker keeps running. Try, in another terminal:\n"
+                          f"  CONVEYOR_REDIS_URL='{url}' conveyor enqueue resize_image 7 --queue demo --wait 5\n"
+                          "Ctrl-C stops everything.")
+            stop.wait()
+        return 0
+    finally:
+        if worker and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        if server:
+            server.stop()
+        console.print("stopped")
+
+
+__all__ = ["run_dev", "tasks"]

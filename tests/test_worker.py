@@ -1,0 +1,272 @@
+"""The worker end to end, in this process's event loop, against the session's real server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+
+from conveyor import AsyncClient, Fixed, JobState, Retry, Tasks, Worker
+from conveyor import operations as ops
+
+from helpers import running_worker, wait_until
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
+
+
+async def test_async_and_sync_tasks_complete(aclient: AsyncClient, tasks: Tasks, url: str) -> None:
+    @tasks.task
+    async def add(x: int, y: int) -> int:
+        await asyncio.sleep(0.01)
+        return x + y
+
+    @tasks.task
+    def thread_name() -> str:
+        return threading.current_thread().name
+
+    async with running_worker(tasks, url):
+        a = await aclient.enqueue(add, 2, 3)
+        b = await aclient.enqueue(thread_name)
+        assert await a.result(timeout=5) == 5
+        assert (await b.result(timeout=5)).startswith("conveyor-job")
+    job = await a.fetch()
+    assert job.state is JobState.COMPLETED and job.attempts == 1 and job.started_at and job.finished_at
+
+
+async def test_context_variables_reach_sync_tasks(aclient: AsyncClient, tasks: Tasks, url: str) -> None:
+    @tasks.task
+    def read_var() -> str:
+        return request_id.get()
+
+    request_id.set("from-worker-context")
+    async with running_worker(tasks, url):
+        handle = await aclient.enqueue(read_var)
+        assert await handle.result(timeout=5) == "from-worker-context"
+
+
+async def test_retries_then_success(aclient: AsyncClient, tasks: Tasks, url: str) -> None:
+    calls: list[int] = []
+
+    @tasks.task(retries=3, backoff=Fixed(0))
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("try again")
+        return "ok"
+
+    async with running_worker(tasks, url):
+        handle = await aclient.enqueue(flaky)
+        assert await handle.result(timeout=5) == "ok"
+    job = await handle.fetch()
+    assert job.attempts == 3 and len(calls) == 3
+    assert job.error and job.error["type"] == "ConnectionError", "the last error stays visible"
+
+
+async def test_out_of_retries_goes_to_dead_letter_with_traceback(
+    aclient: AsyncClient, tasks: Tasks, url: str
+) -> None:
+    @tasks.task(retries=1, backoff=0)
+    def broken(n: int) -> None:
+        raise ValueError(f"bad input {n}")
+
+    async with running_worker(tasks, url):
+        handle = await aclient.enqueue(broken, 7)
+        await wait_until(lambda: _state_is(aclient, tasks.default_queue, handle.id, JobState.FAILED))
+    job = await handle.fetch()
+    assert job.attempts == 2 and job.error is not None
+    assert job.error["type"] == "ValueError" and job.error["message"] == "bad input 7"
+    assert "raise ValueError" in job.error["traceback"]
+
+
+async def _state_is(aclient: AsyncClient, queue: str, job_id: str, state: JobState) -> bool:
+    return (await aclient.get_job(queue, job_id)).state is state
+
+
+async def test_retry_exception_sets_its_own_delay(aclient: AsyncClient, tasks: Tasks, url: str) -> None:
+    seen: list[float] = []
+
+    @tasks.task(retries=2)
+    async def later() -> str:
+        seen.append(time.monotonic())
+        if len(seen) == 1:
+            raise Retry(delay=0.3, reason="upstream busy")
+        return "done"
+
+    async with running_worker(tasks, url):
+        handle = await aclient.enqueue(later)
+        assert await handle.result(timeout=5) == "done"
+    assert 0.25 < seen[1] - seen[0] < 2.0, "woke for the due retry, without a fixed poll"
+
+
+async def test_unknown_task_and_bad_payload_are_dead_lettered_and_worker_goes_on(
+    aclient: AsyncClient, tasks: Tasks, url: str, queue: str
+) -> None:
+    @tasks.task
+    async def fine() -> str:
+        return "fine"
+
+    keys = aclient.keys(queue)
+    bad = [
+        ops.NewJob("unknown", "no_such_task", b"[]", "", "", 0, ""),
+        ops.NewJob("garbled", "fine", b"[not json", "", "", 0, ""),
+        ops.NewJob("wrong-shape", "fine", b'{"a": 1}', "", "", 0, ""),
+    ]
+    await aclient.run(ops.enqueue(keys, bad))
+    async with running_worker(tasks, url):
+        good = await aclient.enqueue(fine)
+        assert await good.result(timeout=5) == "fine"
+        await wait_until(lambda: _count(aclient, queue, "failed", 3))
+    unknown = await aclient.get_job(queue, "unknown")
+    assert unknown.error and unknown.error["reason"] == "unknown_task" and unknown.attempts == 1
+    assert "no task named 'no_such_task'" in unknown.error["message"]
+    garbled = await aclient.get_job(queue, "garbled")
+    assert garbled.error and garbled.error["reason"] == "bad_payload"
+
+
+async def _count(aclient: AsyncClient, queue: str, state: str, n: int) -> bool:
+    return (await aclient.counts(queue))[state] == n
+
+
+async def test_async_timeout_cancels_the_task(aclient: AsyncClient, tasks: Tasks, url: str) -> None:
+    cancelled = asyncio.Event()
+
+    @tasks.task(timeout=0.2, retries=0)
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with running_worker(tasks, url):
+        handle = await aclient.enqueue(slow)
+        await wait_until(lambda: _state_is(aclient, tasks.default_queue, handle.id, JobState.FAILED))
+    assert cancelled.is_set()
+    job = await handle.fetch()
+    assert job.error and job.error["reason"] == "timeout" and "0.2 s" in job.error["message"]
+
+
+async def test_sync_timeout_fails_the_job_and_discards_the_late_result(
+    aclient: AsyncClient, tasks: Tasks, url: str
+) -> None:
+    finished = threading.Event()
+
+    @tasks.task(timeout=0.2, retries=0)
+    def stubborn() -> str:
+        time.sleep(0.6)
+        finished.set()
+        return "too late"
+
+    async with running_worker(tasks, url):
+        handle = await aclient.enqueue(stubborn)
+        await wait_until(lambda: _state_is(aclient, tasks.default_queue, handle.id, JobState.FAILED))
+        await asyncio.to_thread(finished.wait, 5)
+        await asyncio.sleep(0.1)
+    job = await handle.fetch()
+    assert job.state is JobState.FAILED and job.result is None and job.error["reason"] == "timeout"  # type: ignore[index]
+
+
+async def test_graceful_stop_hands_unfinished_jobs_back_at_once(
+    aclient: AsyncClient, tasks: Tasks, url: str, queue: str
+) -> None:
+    started = asyncio.Event()
+
+    @tasks.task
+    async def long() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    worker = Worker(tasks, url=url, shutdown_grace=0.2, lease=30)
+    serving = asyncio.create_task(worker.serve())
+    handle = await aclient.enqueue(long)
+    await asyncio.wait_for(started.wait(), 5)
+    begin = time.monotonic()
+    worker.stop()
+    await asyncio.wait_for(serving, 5)
+    assert time.monotonic() - begin < 2
+    job = await handle.fetch()
+    assert job.state is JobState.WAITING, "back in waiting at once, not after the 30 s lease"
+    assert job.attempts == 0
+    assert (await aclient.counts(queue))["active"] == 0
+
+
+async def test_delayed_job_runs_when_due(aclient: AsyncClient, tasks: Tasks, url: str) -> None:
+    ran_at: list[float] = []
+
+    @tasks.task
+    async def tick() -> None:
+        ran_at.append(time.monotonic())
+
+    async with running_worker(tasks, url, sweep_interval=30):
+        await asyncio.sleep(0.1)  # the worker is idle and blocked in Redis
+        sent = time.monotonic()
+        await aclient.enqueue(tick.with_options(delay=0.4))
+        await wait_until(lambda: bool(ran_at), timeout=5)
+    assert 0.35 < ran_at[0] - sent < 1.5
+
+
+async def test_idle_worker_picks_up_new_job_promptly(aclient: AsyncClient, tasks: Tasks, url: str) -> None:
+    ran_at: list[float] = []
+
+    @tasks.task
+    async def tick() -> None:
+        ran_at.append(time.monotonic())
+
+    async with running_worker(tasks, url, sweep_interval=30):
+        await asyncio.sleep(0.2)
+        sent = time.monotonic()
+        await aclient.enqueue(tick)
+        await wait_until(lambda: bool(ran_at), timeout=5)
+    assert ran_at[0] - sent < 1.0, "blocked in Redis, not sleeping on a poll interval"
+
+
+async def test_queues_are_served_in_strict_priority_order(aclient: AsyncClient, url: str, queue: str) -> None:
+    tasks = Tasks(queue=queue + "-low")
+    order: list[str] = []
+
+    @tasks.task
+    async def record(tag: str) -> None:
+        order.append(tag)
+
+    high = record.with_options(queue=queue + "-high")
+    await aclient.enqueue_many([record.call("low") for _ in range(5)])
+    await aclient.enqueue_many([high.call("high") for _ in range(5)])
+    async with running_worker(tasks, url, queues=[queue + "-high", queue + "-low"], concurrency=1):
+        await wait_until(lambda: len(order) == 10)
+    assert order == ["high"] * 5 + ["low"] * 5
+
+
+async def test_burst_mode_drains_then_exits(aclient: AsyncClient, tasks: Tasks, url: str, queue: str) -> None:
+    @tasks.task
+    async def noop() -> None: ...
+
+    await aclient.enqueue_many([noop.call() for _ in range(2000)])
+    worker = Worker(tasks, url=url, burst=True, concurrency=50)
+    await asyncio.wait_for(worker.serve(), 30)
+    assert worker.processed == 2000
+    counts = await aclient.counts(queue)
+    assert counts["completed"] == 2000 and counts["waiting"] == 0 and counts["active"] == 0
+
+
+async def test_unserialisable_result_fails_the_job_clearly(aclient: AsyncClient, tasks: Tasks, url: str) -> None:
+    @tasks.task
+    async def returns_object() -> object:
+        return object()
+
+    async with running_worker(tasks, url):
+        handle = await aclient.enqueue(returns_object)
+        await wait_until(lambda: _state_is(aclient, tasks.default_queue, handle.id, JobState.FAILED))
+    job = await handle.fetch()
+    assert job.error and job.error["reason"] == "bad_result" and "cannot be encoded as JSON" in job.error["message"]
+
+
+async def test_worker_registry_lists_live_workers(aclient: AsyncClient, tasks: Tasks, url: str) -> None:
+    @tasks.task
+    async def noop() -> None: ...
+
+    async with running_worker(tasks, url) as worker:
+        await asyncio.sleep(0.1)
+        ids = [w["id"] for w in await aclient.workers()]
+        assert worker.id in ids
+    assert worker.id not in [w["id"] for w in await aclient.workers()]
