@@ -66,6 +66,7 @@ LATENCY_RATE = 100.0  # jobs/s sent in the latency scenario
 FAIL_EVERY = 5  # every 5th job (20 %) raises on its first attempt
 SLEEP_S = 0.010  # the io scenario's per-job wait
 POLL_S = 0.005  # how often the driver looks at the board
+SUBSLOTS = 8  # board sub-slots per worker process (for pools of child processes)
 BENCH_DIR = Path(__file__).resolve().parent
 PEERS_DIR = BENCH_DIR / "peers"
 
@@ -210,9 +211,14 @@ class MiniRedis:
 
 
 class Board:
-    """Shared-memory tally: per worker slot a count and first/last completion
-    times; per slot and job id a run count and an attempt count; per job id the
-    pickup latency.  Workers write their own slot only, so no cross-process races."""
+    """Shared-memory tally, one file per measured run.
+
+    It has `slots` sub-slots; every OS process that runs jobs claims one of its
+    own (held by an flock for the process's life, so RQ's one-process-per-job
+    horses reuse one and Celery's prefork children get one each) and writes only
+    there: per sub-slot a count, first/last completion time and the worker it
+    belongs to; per sub-slot and job id a run count and an attempt count.  The
+    pickup latency per job id is shared (each id is written by whoever ran it)."""
 
     def __init__(self, path: str, n: int = 0, slots: int = 0, create: bool = False) -> None:
         if create:
@@ -227,7 +233,7 @@ class Board:
         self.n, self.slots = struct.unpack_from("qq", self.mm, 0)
         n, s = self.n, self.slots
         mv = memoryview(self.mm)
-        self.stats = mv[16 : 16 + s * 32].cast("d")
+        self.stats = mv[16 : 16 + s * 32].cast("d")  # per sub-slot: count, first, last, worker+1
         off = 16 + s * 32
         self.runs = mv[off : off + s * n].cast("B")
         off += s * n
@@ -235,37 +241,64 @@ class Board:
         off += s * n
         self.lat = mv[off : off + 8 * n].cast("d")
 
-    def count(self, slot: int) -> int:
-        return int(self.stats[slot * 4])
+    def worker(self, w: int) -> tuple[int, float, float]:
+        """(count, first completion, last completion) of worker process w and its children."""
+        st, count, first, last = self.stats, 0, float("inf"), 0.0
+        for k in range(self.slots):
+            if st[k * 4 + 3] == w + 1 and st[k * 4]:
+                count += int(st[k * 4])
+                first, last = min(first, st[k * 4 + 1]), max(last, st[k * 4 + 2])
+        return count, first, last
 
     def total(self) -> int:
-        return sum(int(self.stats[s * 4]) for s in range(self.slots))
+        return sum(int(self.stats[k * 4]) for k in range(self.slots))
 
     def run_counts(self, ids: Iterable[int]) -> list[int]:
         n, r = self.n, self.runs
-        return [sum(r[s * n + i] for s in range(self.slots)) for i in ids]
+        return [sum(r[k * n + i] for k in range(self.slots)) for i in ids]
 
     def attempt_counts(self, ids: Iterable[int]) -> list[int]:
         n, a = self.n, self.attempts
-        return [sum(a[s * n + i] for s in range(self.slots)) for i in ids]
+        return [sum(a[k * n + i] for k in range(self.slots)) for i in ids]
 
 
 class _Slot:
-    """The worker side of the board: this process's slot."""
+    """The worker side of the board: this process's own sub-slot."""
 
     def __init__(self) -> None:
-        self.board = Board(os.environ["BENCH_BOARD"])
-        self.slot = int(os.environ["BENCH_SLOT"])
-        b, s, n = self.board, self.slot, self.board.n
-        self.st = b.stats[s * 4 : s * 4 + 4]
-        self.runs = b.runs[s * n : (s + 1) * n]
-        self.attempts = b.attempts[s * n : (s + 1) * n]
+        import fcntl
+
+        self.board = b = Board(os.environ["BENCH_BOARD"])
+        for k in range(b.slots):
+            fd = os.open(f"{b.path}.lock{k}", os.O_CREAT | os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.lock_fd, self.k = fd, k  # held until this process exits
+            break
+        else:
+            raise RuntimeError("bench board: no free slot (more job-running processes than slots)")
+        n, k = b.n, self.k
+        self.st = b.stats[k * 4 : k * 4 + 4]
+        self.st[3] = int(os.environ["BENCH_SLOT"]) + 1
+        self.runs = b.runs[k * n : (k + 1) * n]
+        self.attempts = b.attempts[k * n : (k + 1) * n]
         self.lat = b.lat
         self.lock = threading.Lock()
 
 
 _slot: _Slot | None = None
 _slot_lock = threading.Lock()
+
+
+def _forget_slot() -> None:  # a forked child claims its own
+    global _slot, _slot_lock
+    _slot, _slot_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_slot)
 
 
 def _my_slot() -> _Slot:
@@ -294,12 +327,6 @@ def done(i: int, sent: float = 0.0) -> None:
             s.runs[i] += 1
 
 
-def started(i: int, sent: float) -> None:
-    """Record pickup latency at the start of a job body (used where the body does more)."""
-    s = _slot or _my_slot()
-    s.lat[i] = time.time() - sent
-
-
 def should_fail(i: int) -> bool:
     """Record an attempt of job i; True on the first attempt of every 5th job."""
     s = _slot or _my_slot()
@@ -323,7 +350,7 @@ class Workers:
 
     def __init__(self, args: argparse.Namespace, kind: str, n: int, processes: int, concurrency: int) -> None:
         self.tmp = tempfile.mkdtemp(prefix="bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-        self.board = Board(os.path.join(self.tmp, "board"), n=n, slots=processes, create=True)
+        self.board = Board(os.path.join(self.tmp, "board"), n=n, slots=SUBSLOTS * processes, create=True)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[str] = []
         for slot in range(processes):
@@ -351,23 +378,23 @@ class Workers:
         return None
 
     def wait(
-        self, target: int, redis: MiniRedis | None, max_seconds: float, stall_s: float = 20.0,
-        startup_s: float = 60.0,
-    ) -> dict[str, Any]:  # fmt: skip
+        self, target: int, redis: MiniRedis | None, max_seconds: float, startup_s: float = 60.0
+    ) -> dict[str, Any]:
         """Poll the board until `target` completions; sample CPU at each worker's
         first completion and at the end.  Stops early on a stall or max_seconds."""
-        b, slots = self.board, range(len(self.procs))
-        cpu0: dict[int, tuple[float, int]] = {}
+        b, workers = self.board, range(len(self.procs))
+        stall_s = min(20.0, max_seconds)
+        cpu0: dict[int, tuple[float, int]] = {}  # per worker: CPU and count at its first completion
         redis0: tuple[float, int] | None = None
         last_total, last_change, status = -1, time.monotonic(), "ok"
         t_first_seen = None
         while True:
-            counts = [b.count(s) for s in slots]
+            counts = [b.worker(w)[0] for w in workers]
             total = sum(counts)
             now = time.monotonic()
-            for s in slots:
-                if counts[s] and s not in cpu0:
-                    cpu0[s] = (proc_cpu(self.procs[s].pid), b.count(s))
+            for w in workers:
+                if counts[w] and w not in cpu0:
+                    cpu0[w] = (proc_cpu(self.procs[w].pid), b.worker(w)[0])
             if total and redis0 is None:
                 redis0 = (redis.cpu() if redis else 0.0, b.total())
                 t_first_seen = now
@@ -389,21 +416,20 @@ class Workers:
                 status = err
                 break
             time.sleep(POLL_S)
-        counts = [b.count(s) for s in slots]
-        cpu1 = {s: proc_cpu(self.procs[s].pid) for s in slots}
+        stats = [b.worker(w) for w in workers]
+        cpu1 = {w: proc_cpu(self.procs[w].pid) for w in workers}
         rss = sum(proc_rss(p.pid) for p in self.procs)
-        total = sum(counts)
+        total = sum(c for c, _, _ in stats)
         out: dict[str, Any] = {"completed": total, "status": status}
         if total >= 2:
-            st = b.stats
-            first = min(st[s * 4 + 1] for s in slots if counts[s])
-            last = max(st[s * 4 + 2] for s in slots if counts[s])
+            first = min(f for c, f, _ in stats if c)
+            last = max(la for c, _, la in stats if c)
             out["elapsed_s"] = rnd(last - first, 4)
             out["jobs_per_s"] = rnd((total - 1) / (last - first), 1) if last > first else None
             out["startup_s"] = rnd(first - self.t_launch, 3)
-            wjobs = sum(counts[s] - cpu0[s][1] for s in cpu0)
+            wjobs = sum(stats[w][0] - cpu0[w][1] for w in cpu0)
             if wjobs > 0:
-                wcpu = sum(cpu1[s] - cpu0[s][0] for s in cpu0)
+                wcpu = sum(cpu1[w] - cpu0[w][0] for w in cpu0)
                 out["worker_cpu_s_per_1k"] = rnd(wcpu / wjobs * 1000, 4)
             if redis and redis0 and total > redis0[1]:
                 out["redis_cpu_s_per_1k"] = rnd((redis.cpu() - redis0[0]) / (total - redis0[1]) * 1000, 4)
@@ -475,6 +501,7 @@ class Peer:
         raise NotImplementedError
 
     def bulk(self, kind: str, ids: range) -> None:
+        """Enqueue ids in one bulk call (may be `async def`: then aopen/aclose wrap it)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -484,6 +511,28 @@ class Peer:
     def work(self, kind: str, concurrency: int) -> None:
         """Run a worker for job kind in this process until killed."""
         raise NotImplementedError
+
+
+def _bulk(peer: Peer, kind: str, ids: range) -> float:
+    """Enqueue ids through peer.bulk (sync or async) in chunks; returns seconds taken."""
+    chunks = [range(k, min(k + BULK_CHUNK, ids.stop)) for k in range(ids.start, ids.stop, BULK_CHUNK)]
+    if not asyncio.iscoroutinefunction(peer.bulk):
+        t = time.perf_counter()
+        for c in chunks:
+            peer.bulk(kind, c)
+        return time.perf_counter() - t
+
+    async def go() -> float:
+        await peer.aopen()
+        try:
+            t = time.perf_counter()
+            for c in chunks:
+                await peer.bulk(kind, c)
+            return time.perf_counter() - t
+        finally:
+            await peer.aclose()
+
+    return asyncio.run(go())
 
 
 async def _inflight(peer: Peer, kind: str, ids: range, inflight: int) -> None:
@@ -499,8 +548,7 @@ async def _inflight(peer: Peer, kind: str, ids: range, inflight: int) -> None:
 def fill(peer: Peer, kind: str, ids: range, inflight: int = INFLIGHT, prefer_single_connection: bool = False) -> str:
     """Enqueue ids the fastest way the library offers (untimed setup); returns how."""
     if peer.has_bulk:
-        for k in range(ids.start, ids.stop, BULK_CHUNK):
-            peer.bulk(kind, range(k, min(k + BULK_CHUNK, ids.stop)))
+        _bulk(peer, kind, ids)
         return "bulk"
     if peer.has_async and not (prefer_single_connection and peer.has_sync):
 
@@ -620,10 +668,7 @@ def _run(peer: Peer, args: argparse.Namespace, sc: str, n: int, conc: int | None
     if sc == "enqueue-bulk":
         if not peer.has_bulk:
             return {"skipped": "no bulk enqueue API"}
-        t = time.perf_counter()
-        for k in range(0, n, BULK_CHUNK):
-            peer.bulk("noop", range(k, min(k + BULK_CHUNK, n)))
-        dt = time.perf_counter() - t
+        dt = _bulk(peer, "noop", ids)
         peer.close()
         return {"jobs_per_s": rnd(n / dt, 1), "elapsed_s": rnd(dt, 4), "chunk": BULK_CHUNK}
     if sc == "memory":
@@ -685,7 +730,7 @@ def _run(peer: Peer, args: argparse.Namespace, sc: str, n: int, conc: int | None
 
 
 def _ran(board: Board, i: int) -> bool:
-    return any(board.runs[s * board.n + i] for s in range(board.slots))
+    return any(board.runs[k * board.n + i] for k in range(board.slots))
 
 
 def lib_version(dist: str) -> str:

@@ -28,7 +28,13 @@ def test_enqueue_creates_a_waiting_job(client: Client, queue: str) -> None:
     handle = client.enqueue(add, 1, 2)  # type: ignore[arg-type]
     assert handle.created and handle.outcome is EnqueueOutcome.CREATED
     job = handle.fetch()
-    assert (job.state, job.task, job.args, job.kwargs, job.attempts) == (JobState.WAITING, "add", [1, 2], {}, 0)
+    assert (job.state, job.task, job.args, job.kwargs, job.attempts) == (
+        JobState.WAITING,
+        "add",
+        [1, 2],
+        {},
+        0,
+    )
     assert job.created_at is not None
     assert client.counts(queue) == {"waiting": 1, "delayed": 0, "active": 0, "completed": 0, "failed": 0}
 

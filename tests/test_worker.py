@@ -249,7 +249,9 @@ async def test_burst_mode_drains_then_exits(aclient: AsyncClient, tasks: Tasks, 
     assert counts["completed"] == 2000 and counts["waiting"] == 0 and counts["active"] == 0
 
 
-async def test_unserialisable_result_fails_the_job_clearly(aclient: AsyncClient, tasks: Tasks, url: str) -> None:
+async def test_unserialisable_result_fails_the_job_clearly(
+    aclient: AsyncClient, tasks: Tasks, url: str
+) -> None:
     @tasks.task
     async def returns_object() -> object:
         return object()
@@ -258,7 +260,11 @@ async def test_unserialisable_result_fails_the_job_clearly(aclient: AsyncClient,
         handle = await aclient.enqueue(returns_object)
         await wait_until(lambda: _state_is(aclient, tasks.default_queue, handle.id, JobState.FAILED))
     job = await handle.fetch()
-    assert job.error and job.error["reason"] == "bad_result" and "cannot be encoded as JSON" in job.error["message"]
+    assert (
+        job.error
+        and job.error["reason"] == "bad_result"
+        and "cannot be encoded as JSON" in job.error["message"]
+    )
 
 
 async def test_worker_registry_lists_live_workers(aclient: AsyncClient, tasks: Tasks, url: str) -> None:

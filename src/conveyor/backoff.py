@@ -34,8 +34,13 @@ class Exponential:
         return random.uniform(0, value) if self.jitter else value
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "exponential", "base": self.base, "factor": self.factor,
-                "maximum": self.maximum, "jitter": self.jitter}
+        return {
+            "kind": "exponential",
+            "base": self.base,
+            "factor": self.factor,
+            "maximum": self.maximum,
+            "jitter": self.jitter,
+        }
 
 
 @dataclass(frozen=True, slots=True)

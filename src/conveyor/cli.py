@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import click
+import redis
 from rich.console import Console
 from rich.table import Table
 
@@ -29,14 +30,26 @@ STATES = [s.value for s in JobState]
 
 def url_option(f: Any) -> Any:
     return click.option(
-        "--url", "url", envvar="CONVEYOR_REDIS_URL", show_envvar=True, default=DEFAULT_REDIS_URL,
-        show_default=True, help="Redis URL: redis://, rediss:// (TLS), unix://, redis+sentinel://, redis+cluster://.",
+        "--url",
+        "url",
+        envvar="CONVEYOR_REDIS_URL",
+        show_envvar=True,
+        default=DEFAULT_REDIS_URL,
+        show_default=True,
+        help="Redis URL: redis://, rediss:// (TLS), unix://, redis+sentinel://, redis+cluster://.",
     )(f)
 
 
 def queue_option(f: Any) -> Any:
-    return click.option("--queue", "-q", envvar="CONVEYOR_QUEUE", show_envvar=True, default="default",
-                        show_default=True, help="Queue name.")(f)
+    return click.option(
+        "--queue",
+        "-q",
+        envvar="CONVEYOR_QUEUE",
+        show_envvar=True,
+        default="default",
+        show_default=True,
+        help="Queue name.",
+    )(f)
 
 
 def _client(url: str) -> Client:
@@ -68,8 +81,11 @@ class _Main(click.Group):
         except ConveyorError as exc:
             err_console.print(f"[red]error:[/red] {exc}")
             sys.exit(1)
-        except (ConnectionError, OSError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError) as exc:
             err_console.print(f"[red]error:[/red] cannot reach Redis: {exc}")
+            sys.exit(2)
+        except redis.RedisError as exc:
+            err_console.print(f"[red]error:[/red] Redis answered with an error: {exc}")
             sys.exit(2)
 
 
@@ -90,30 +106,102 @@ def main() -> None:
 @main.command()
 @click.argument("app", envvar="CONVEYOR_APP")
 @url_option
-@click.option("--queues", "-Q", envvar="CONVEYOR_QUEUES", show_envvar=True, default=None,
-              help="Comma-separated queues in strict priority order [default: the queues of APP's tasks].")
-@click.option("--concurrency", "-c", envvar="CONVEYOR_CONCURRENCY", show_envvar=True, type=click.IntRange(1),
-              default=100, show_default=True, help="Jobs run at once per process.")
-@click.option("--processes", "-p", envvar="CONVEYOR_PROCESSES", show_envvar=True, type=click.IntRange(1),
-              default=1, show_default=True, help="Worker processes under one supervisor.")
-@click.option("--threads", envvar="CONVEYOR_THREADS", show_envvar=True, type=click.IntRange(1), default=None,
-              help="Threads for sync tasks [default: min(concurrency, 64)].")
-@click.option("--lease", envvar="CONVEYOR_LEASE", show_envvar=True, type=click.FloatRange(1), default=10.0,
-              show_default=True, help="Seconds a claimed job stays leased without a heartbeat.")
-@click.option("--sweep-interval", envvar="CONVEYOR_SWEEP_INTERVAL", show_envvar=True,
-              type=click.FloatRange(0.1), default=5.0, show_default=True,
-              help="Seconds between sweeps for jobs of dead workers.")
-@click.option("--shutdown-grace", envvar="CONVEYOR_SHUTDOWN_GRACE", show_envvar=True, type=click.FloatRange(0),
-              default=30.0, show_default=True, help="Seconds running jobs get to finish on SIGTERM.")
-@click.option("--burst", envvar="CONVEYOR_BURST", show_envvar=True, is_flag=True,
-              help="Drain the queues, then exit.")
-@click.option("--log-level", envvar="CONVEYOR_LOG_LEVEL", show_envvar=True, default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--log-format", envvar="CONVEYOR_LOG_FORMAT", show_envvar=True, default="text", show_default=True,
-              type=click.Choice(["text", "json"]))
-def worker(app: str, url: str, queues: str | None, concurrency: int, processes: int, threads: int | None,
-           lease: float, sweep_interval: float, shutdown_grace: float, burst: bool, log_level: str,
-           log_format: str) -> None:
+@click.option(
+    "--queues",
+    "-Q",
+    envvar="CONVEYOR_QUEUES",
+    show_envvar=True,
+    default=None,
+    help="Comma-separated queues in strict priority order [default: the queues of APP's tasks].",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    envvar="CONVEYOR_CONCURRENCY",
+    show_envvar=True,
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    help="Jobs run at once per process.",
+)
+@click.option(
+    "--processes",
+    "-p",
+    envvar="CONVEYOR_PROCESSES",
+    show_envvar=True,
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Worker processes under one supervisor.",
+)
+@click.option(
+    "--threads",
+    envvar="CONVEYOR_THREADS",
+    show_envvar=True,
+    type=click.IntRange(1),
+    default=None,
+    help="Threads for sync tasks [default: min(concurrency, 64)].",
+)
+@click.option(
+    "--lease",
+    envvar="CONVEYOR_LEASE",
+    show_envvar=True,
+    type=click.FloatRange(1),
+    default=10.0,
+    show_default=True,
+    help="Seconds a claimed job stays leased without a heartbeat.",
+)
+@click.option(
+    "--sweep-interval",
+    envvar="CONVEYOR_SWEEP_INTERVAL",
+    show_envvar=True,
+    type=click.FloatRange(0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between sweeps for jobs of dead workers.",
+)
+@click.option(
+    "--shutdown-grace",
+    envvar="CONVEYOR_SHUTDOWN_GRACE",
+    show_envvar=True,
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="Seconds running jobs get to finish on SIGTERM.",
+)
+@click.option(
+    "--burst", envvar="CONVEYOR_BURST", show_envvar=True, is_flag=True, help="Drain the queues, then exit."
+)
+@click.option(
+    "--log-level",
+    envvar="CONVEYOR_LOG_LEVEL",
+    show_envvar=True,
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.option(
+    "--log-format",
+    envvar="CONVEYOR_LOG_FORMAT",
+    show_envvar=True,
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+)
+def worker(
+    app: str,
+    url: str,
+    queues: str | None,
+    concurrency: int,
+    processes: int,
+    threads: int | None,
+    lease: float,
+    sweep_interval: float,
+    shutdown_grace: float,
+    burst: bool,
+    log_level: str,
+    log_format: str,
+) -> None:
     """Run a worker for the tasks in APP (module:attribute, e.g. myapp.jobs:tasks).
 
     SIGTERM or Ctrl-C stops claiming and lets running jobs finish within the grace period;
@@ -123,15 +211,23 @@ def worker(app: str, url: str, queues: str | None, concurrency: int, processes: 
     if processes > 1:
         from .supervisor import supervise
 
-        args = [a for a in sys.argv[1:]]
-        child = _without_option(args, ("--processes", "-p")) + ["--processes", "1"]
+        child = [*_without_option(sys.argv[1:], ("--processes", "-p")), "--processes", "1"]
         sys.exit(supervise(child, processes, burst=burst))
     from .worker import Worker
 
     registry = load_tasks(app)
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    Worker(registry, url=url, queues=queue_list, concurrency=concurrency, threads=threads, lease=lease,
-           sweep_interval=sweep_interval, shutdown_grace=shutdown_grace, burst=burst).run()
+    Worker(
+        registry,
+        url=url,
+        queues=queue_list,
+        concurrency=concurrency,
+        threads=threads,
+        lease=lease,
+        sweep_interval=sweep_interval,
+        shutdown_grace=shutdown_grace,
+        burst=burst,
+    ).run()
 
 
 def _without_option(args: list[str], names: tuple[str, ...]) -> list[str]:
@@ -156,15 +252,35 @@ def _without_option(args: list[str], names: tuple[str, ...]) -> list[str]:
 @click.argument("args", nargs=-1)
 @url_option
 @queue_option
-@click.option("--kwargs", "kwargs_json", default=None, help='Keyword arguments as a JSON object, e.g. \'{"to": "a@b"}\'.')
+@click.option(
+    "--kwargs",
+    "kwargs_json",
+    default=None,
+    help='Keyword arguments as a JSON object, e.g. \'{"to": "a@b"}\'.',
+)
 @click.option("--delay", type=click.FloatRange(0), default=None, help="Seconds before the job may run.")
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
 @click.option("--job-id", default=None, help="Your own id; enqueueing an existing id creates nothing.")
 @click.option("--retries", type=click.IntRange(0), default=None, help="Override the task's retries.")
-@click.option("--wait", "wait_seconds", type=click.FloatRange(0), default=None,
-              help="Wait up to this many seconds for the result and print it.")
-def enqueue(task: str, args: tuple[str, ...], url: str, queue: str, kwargs_json: str | None, delay: float | None,
-            priority: int, job_id: str | None, retries: int | None, wait_seconds: float | None) -> None:
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=click.FloatRange(0),
+    default=None,
+    help="Wait up to this many seconds for the result and print it.",
+)
+def enqueue(
+    task: str,
+    args: tuple[str, ...],
+    url: str,
+    queue: str,
+    kwargs_json: str | None,
+    delay: float | None,
+    priority: int,
+    job_id: str | None,
+    retries: int | None,
+    wait_seconds: float | None,
+) -> None:
     """Enqueue one job of TASK with ARGS (each parsed as JSON, else taken as a string).
 
     \b
@@ -179,8 +295,14 @@ def enqueue(task: str, args: tuple[str, ...], url: str, queue: str, kwargs_json:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--kwargs") from None
     if not isinstance(kwargs, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--kwargs")
-    call: TaskCall[Any] = TaskCall(task, tuple(parsed), kwargs, queue, _check_priority(priority),
-                                   EnqueueOptions(job_id=job_id, delay=delay, retries=retries))
+    call: TaskCall[Any] = TaskCall(
+        task,
+        tuple(parsed),
+        kwargs,
+        queue,
+        _check_priority(priority),
+        EnqueueOptions(job_id=job_id, delay=delay, retries=retries),
+    )
     with _client(url) as client:
         [handle] = client.enqueue_many([call])
         word = "created" if handle.created else "already existed"
@@ -253,12 +375,19 @@ def jobs(url: str, queue: str, state: str, limit: int, offset: int) -> None:
     """List jobs of a queue in one state, a page at a time."""
     with _client(url) as client:
         page, total = client.list_jobs(queue, state, offset, limit)
-    table = Table(title=f"{state} jobs in {queue}: {offset + 1 if page else 0}-{offset + len(page)} of {total:,}")
+    table = Table(
+        title=f"{state} jobs in {queue}: {offset + 1 if page else 0}-{offset + len(page)} of {total:,}"
+    )
     for column in ("id", "task", "attempts", "created", "info"):
         table.add_column(column)
     for item in page:
-        table.add_row(item.id, item.task, str(item.attempts),
-                      item.created_at.strftime("%Y-%m-%d %H:%M:%S") if item.created_at else "", _summary(item))
+        table.add_row(
+            item.id,
+            item.task,
+            str(item.attempts),
+            item.created_at.strftime("%Y-%m-%d %H:%M:%S") if item.created_at else "",
+            _summary(item),
+        )
     console.print(table)
 
 
@@ -287,8 +416,15 @@ def workers(url: str) -> None:
     now = time.time()
     for w in found:
         up = now - int(w.get("started", now * 1000)) / 1000
-        table.add_row(w["id"], w.get("queues", ""), w.get("concurrency", ""), w.get("busy", ""),
-                      w.get("processed", ""), w.get("failed", ""), f"{up:.0f}s")
+        table.add_row(
+            w["id"],
+            w.get("queues", ""),
+            w.get("concurrency", ""),
+            w.get("busy", ""),
+            w.get("processed", ""),
+            w.get("failed", ""),
+            f"{up:.0f}s",
+        )
     console.print(table)
 
 
@@ -310,8 +446,14 @@ def retry(job_ids: tuple[str, ...], url: str, queue: str, retry_all: bool) -> No
 @main.command()
 @url_option
 @queue_option
-@click.option("--state", "-s", "states", multiple=True, type=click.Choice([s for s in STATES if s != "active"]),
-              help="States to purge (repeatable) [default: waiting and delayed].")
+@click.option(
+    "--state",
+    "-s",
+    "states",
+    multiple=True,
+    type=click.Choice([s for s in STATES if s != "active"]),
+    help="States to purge (repeatable) [default: waiting and delayed].",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def purge(url: str, queue: str, states: tuple[str, ...], yes: bool) -> None:
     """Delete the jobs of a queue in some states. Active jobs are never purged."""
@@ -336,11 +478,23 @@ def remove(job_id: str, url: str, queue: str) -> None:
 
 # ---------------------------------------------------------------------------- dev
 @main.command()
-@click.option("--jobs", "job_count", type=click.IntRange(1), default=2000, show_default=True,
-              help="Demo jobs to enqueue.")
+@click.option(
+    "--jobs",
+    "job_count",
+    type=click.IntRange(1),
+    default=2000,
+    show_default=True,
+    help="Demo jobs to enqueue.",
+)
 @click.option("--exit", "exit_after", is_flag=True, help="Exit when the demo workload is done.")
-@click.option("--state-dir", default=".conveyor", show_default=True, envvar="CONVEYOR_STATE_DIR",
-              show_envvar=True, help="Where the embedded Redis keeps its data.")
+@click.option(
+    "--state-dir",
+    default=".conveyor",
+    show_default=True,
+    envvar="CONVEYOR_STATE_DIR",
+    show_envvar=True,
+    help="Where the embedded Redis keeps its data.",
+)
 def dev(job_count: int, exit_after: bool, state_dir: str) -> None:
     """Run everything locally: Redis (embedded unless CONVEYOR_REDIS_URL is set), a worker, a demo.
 

@@ -55,9 +55,9 @@ class _Producer:
         stored = options.stored()
         when = ""
         if options.run_at is not None:
-            when = "@%d" % math.ceil(options.run_at.timestamp() * 1000)
+            when = f"@{math.ceil(options.run_at.timestamp() * 1000)}"
         elif options.delay:
-            when = "+%d" % math.ceil(options.delay * 1000)
+            when = f"+{math.ceil(options.delay * 1000)}"
         return ops.NewJob(
             id=options.job_id or new_job_id(),
             task=call.task,
@@ -90,7 +90,9 @@ class _Producer:
     def _wait_op(self, queue: str, job_id: str, timeout: float | None) -> Generator[ops.Step, Any, Any]:
         result = yield from ops.wait_result(self.keys(queue), job_id, timeout)
         if result is ops.TIMEOUT:
-            raise ResultTimeout(f"job {job_id} did not finish within {timeout} s; it is still queued or running")
+            raise ResultTimeout(
+                f"job {job_id} did not finish within {timeout} s; it is still queued or running"
+            )
         return result
 
     def _require(self, job: Job | None, queue: str, job_id: str) -> Job:
@@ -203,7 +205,9 @@ class Client(_Producer):
     def counts(self, queue: str) -> dict[str, int]:
         return self.run(ops.counts(self.keys(queue)))
 
-    def list_jobs(self, queue: str, state: JobState | str, offset: int = 0, limit: int = 50) -> tuple[list[Job], int]:
+    def list_jobs(
+        self, queue: str, state: JobState | str, offset: int = 0, limit: int = 50
+    ) -> tuple[list[Job], int]:
         return self.run(ops.list_jobs(self.keys(queue), JobState(state), offset, limit))
 
     def queues(self) -> list[str]:
@@ -227,7 +231,9 @@ class Client(_Producer):
     def remove(self, queue: str, job_id: str) -> JobState:
         return self.run(ops.remove(self.keys(queue), job_id))
 
-    def purge(self, queue: str, states: Sequence[JobState | str] = (JobState.WAITING, JobState.DELAYED)) -> int:
+    def purge(
+        self, queue: str, states: Sequence[JobState | str] = (JobState.WAITING, JobState.DELAYED)
+    ) -> int:
         return self.run(ops.purge(self.keys(queue), [JobState(s) for s in states]))
 
 

@@ -44,7 +44,9 @@ def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, dict[str
         hosts.append((host, int(port or 26379)))
     path = [p for p in parts.path.split("/") if p]
     if not path:
-        raise ConfigurationError(f"sentinel URL {url!r} needs a service name: redis+sentinel://host:26379/mymaster")
+        raise ConfigurationError(
+            f"sentinel URL {url!r} needs a service name: redis+sentinel://host:26379/mymaster"
+        )
     db = int(path[1]) if len(path) > 1 else 0
     return hosts, path[0], db, auth
 
@@ -65,8 +67,8 @@ def sync_client(url: str, **kwargs: Any) -> SyncRedis:
     options = {**_COMMON, **kwargs}
     if scheme == "redis+sentinel":
         hosts, service, db, auth = _sentinel_parts(url)
-        sentinel = redis.sentinel.Sentinel(hosts, sentinel_kwargs=dict(auth), **auth, **options)
-        return sentinel.master_for(service, db=db)
+        sentinel = redis.sentinel.Sentinel(hosts, sentinel_kwargs=dict(auth), **auth, **options)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(service, db=db)  # type: ignore[no-any-return, no-untyped-call]
     if scheme == "redis+cluster":
         options.pop("health_check_interval")
         return redis.cluster.RedisCluster.from_url(url.replace("redis+cluster://", "redis://", 1), **options)
@@ -79,8 +81,8 @@ def async_client(url: str, **kwargs: Any) -> AsyncRedis:
     options = {**_COMMON, **kwargs}
     if scheme == "redis+sentinel":
         hosts, service, db, auth = _sentinel_parts(url)
-        sentinel = redis.asyncio.sentinel.Sentinel(hosts, sentinel_kwargs=dict(auth), **auth, **options)
-        return sentinel.master_for(service, db=db)
+        sentinel = redis.asyncio.sentinel.Sentinel(hosts, sentinel_kwargs=dict(auth), **auth, **options)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(service, db=db)  # type: ignore[no-any-return]
     if scheme == "redis+cluster":
         options.pop("health_check_interval")
         return redis.asyncio.cluster.RedisCluster.from_url(

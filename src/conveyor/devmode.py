@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -23,8 +24,8 @@ from .server import RedisServer, _die_with_parent
 from .task import TaskCall
 
 
-def _workload(count: int) -> list[TaskCall[object]]:
-    calls: list[TaskCall[object]] = []
+def _workload(count: int) -> list[TaskCall[Any]]:
+    calls: list[TaskCall[Any]] = []
     for i in range(count):
         roll = random.random()
         if roll < 0.6:
@@ -52,30 +53,53 @@ def run_dev(*, job_count: int, exit_after: bool, state_dir: str, console: Consol
             directory = Path(state_dir) / "redis"
             server = RedisServer(directory=directory).start()
             url = server.url
-            console.print(f"started embedded Redis ({Path(server.binary).name}) on 127.0.0.1:{server.port}, "
-                          f"data in {directory}")
+            console.print(
+                f"started embedded Redis ({Path(server.binary).name}) on 127.0.0.1:{server.port}, "
+                f"data in {directory}"
+            )
         env = {**os.environ, "CONVEYOR_REDIS_URL": url}
-        worker = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "conveyor", "worker", "conveyor.demo:tasks", "--concurrency", "50",
-             "--log-level", "warning"],
-            env=env, preexec_fn=_die_with_parent,
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "conveyor",
+                "worker",
+                "conveyor.demo:tasks",
+                "--concurrency",
+                "50",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            preexec_fn=_die_with_parent,
         )
         console.print(f"started a worker (pid {worker.pid}) for conveyor.demo:tasks on queue 'demo'")
         with Client.from_url(url) as client:
             client.purge("demo", [s for s in JobState if s is not JobState.ACTIVE])
             started = time.perf_counter()
             client.enqueue_many(_workload(job_count))
-            console.print(f"enqueued {job_count:,} demo jobs in one round trip "
-                          f"({(time.perf_counter() - started) * 1000:.0f} ms)")
-            with Progress(TextColumn("[bold]demo"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console) as bar:
+            console.print(
+                f"enqueued {job_count:,} demo jobs in one round trip "
+                f"({(time.perf_counter() - started) * 1000:.0f} ms)"
+            )
+            with Progress(
+                TextColumn("[bold]demo"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[detail]}"),
+                TimeElapsedColumn(),
+                console=console,
+            ) as bar:
                 progress = bar.add_task("jobs", total=job_count, detail="")
                 while not stop.is_set():
                     counts = client.counts("demo")
                     finished = counts["completed"] + counts["failed"]
-                    bar.update(progress, completed=finished,
-                               detail=f"active {counts['active']}, delayed {counts['delayed']}, "
-                                      f"failed {counts['failed']}")
+                    bar.update(
+                        progress,
+                        completed=finished,
+                        detail=f"active {counts['active']}, delayed {counts['delayed']}, "
+                        f"failed {counts['failed']}",
+                    )
                     if finished >= job_count:
                         break
                     if worker.poll() is not None:
@@ -89,9 +113,11 @@ def run_dev(*, job_count: int, exit_after: bool, state_dir: str, console: Consol
             table.add_row(*(f"{counts[s.value]:,}" for s in JobState))
             console.print(table)
         if not exit_after and not stop.is_set():
-            console.print("the worker keeps running. Try, in another terminal:\n"
-                          f"  CONVEYOR_REDIS_URL='{url}' conveyor enqueue resize_image 7 --queue demo --wait 5\n"
-                          "Ctrl-C stops everything.")
+            console.print(
+                "the worker keeps running. Try, in another terminal:\n"
+                f"  CONVEYOR_REDIS_URL='{url}' conveyor enqueue resize_image 7 --queue demo --wait 5\n"
+                "Ctrl-C stops everything."
+            )
             stop.wait()
         return 0
     finally:

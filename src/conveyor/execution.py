@@ -18,7 +18,7 @@ from .task import Task, Tasks
 MAX_TRACEBACK_CHARS = 8_000
 
 
-class Retry(Exception):  # noqa: N818 - raised by users as a signal, like Celery's Retry
+class Retry(Exception):
     """Raise from a task to retry it after ``delay`` seconds, counting an attempt."""
 
     def __init__(self, delay: float | None = None, reason: str = "") -> None:
@@ -40,7 +40,7 @@ class Prepared:
     backoff: backoff_policies.Backoff
 
 
-class Undeliverable(Exception):  # noqa: N818 - a job that cannot be run at all
+class Undeliverable(Exception):
     """The job names an unknown task or carries a payload that cannot be decoded."""
 
     def __init__(self, reason: str, message: str, kind: str) -> None:
@@ -71,7 +71,9 @@ def prepare(queue: str, claimed: Claimed, tasks: Tasks) -> Prepared:
         try:
             backoff = backoff_policies.from_dict(options["backoff"])
         except (ValueError, TypeError, AttributeError) as exc:
-            raise Undeliverable("bad_payload", f"invalid backoff option: {exc}", "PayloadDecodeError") from None
+            raise Undeliverable(
+                "bad_payload", f"invalid backoff option: {exc}", "PayloadDecodeError"
+            ) from None
     return Prepared(
         queue=queue,
         claimed=claimed,
@@ -86,7 +88,11 @@ def prepare(queue: str, claimed: Claimed, tasks: Tasks) -> Prepared:
 
 def error_payload(exc: BaseException, *, reason: str = "exception", with_traceback: bool = True) -> bytes:
     kind = type(exc)
-    name = kind.__qualname__ if kind.__module__ in ("builtins", None) else f"{kind.__module__}.{kind.__qualname__}"
+    name = (
+        kind.__qualname__
+        if kind.__module__ in ("builtins", None)
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
     data: dict[str, Any] = {"type": name, "message": str(exc), "reason": reason}
     if with_traceback and exc.__traceback__ is not None:
         text = "".join(traceback.format_exception(exc))

@@ -45,7 +45,7 @@ class SyncExecutor:
         try:
             if isinstance(step, Script):
                 return self._script(step)
-            return self.redis.execute_command(*step.args)
+            return self.redis.execute_command(*step.args)  # type: ignore[no-untyped-call]
         except NoScriptError:
             raise
         except ResponseError as exc:
@@ -54,10 +54,10 @@ class SyncExecutor:
     def _script(self, step: Script) -> Any:
         keys, args = step.keys, step.args
         try:
-            return self.redis.evalsha(step.script.sha, len(keys), *keys, *args)  # type: ignore[arg-type]
+            return self.redis.evalsha(step.script.sha, len(keys), *keys, *args)
         except NoScriptError:
             self.redis.script_load(step.script.source)
-            return self.redis.evalsha(step.script.sha, len(keys), *keys, *args)  # type: ignore[arg-type]
+            return self.redis.evalsha(step.script.sha, len(keys), *keys, *args)
 
 
 class AsyncExecutor:
@@ -85,7 +85,7 @@ class AsyncExecutor:
     async def _script(self, step: Script) -> Any:
         keys, args = step.keys, step.args
         try:
-            return await self.redis.evalsha(step.script.sha, len(keys), *keys, *args)  # type: ignore[arg-type]
+            return await self.redis.evalsha(step.script.sha, len(keys), *keys, *args)
         except NoScriptError:
             await self.redis.script_load(step.script.source)
-            return await self.redis.evalsha(step.script.sha, len(keys), *keys, *args)  # type: ignore[arg-type]
+            return await self.redis.evalsha(step.script.sha, len(keys), *keys, *args)

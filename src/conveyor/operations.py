@@ -121,13 +121,23 @@ def claim(
     """Claim up to ``max_jobs``; returns the jobs and ms until the next delayed job (-1: none)."""
     reply = yield Script(
         CLAIM,
-        (keys.waiting, keys.prioritized, keys.delayed, keys.active, keys.marker, keys.sequence,
-         keys.job_prefix),
+        (
+            keys.waiting,
+            keys.prioritized,
+            keys.delayed,
+            keys.active,
+            keys.marker,
+            keys.sequence,
+            keys.job_prefix,
+        ),
         (max_jobs, lease_ms, worker_id, promote_limit),
     )
-    jobs = [Claimed(reply[i], reply[i + 1], int(reply[i + 2]), reply[i + 3], reply[i + 4],
-                    reply[i + 5], reply[i + 6])
-            for i in range(1, len(reply), 7)]
+    jobs = [
+        Claimed(
+            reply[i], reply[i + 1], int(reply[i + 2]), reply[i + 3], reply[i + 4], reply[i + 5], reply[i + 6]
+        )
+        for i in range(1, len(reply), 7)
+    ]
     return jobs, int(reply[0])
 
 
@@ -154,14 +164,25 @@ def fail(
         args += item
     reply = yield Script(
         FAIL,
-        (keys.active, keys.waiting, keys.prioritized, keys.delayed, keys.failed, keys.marker,
-         keys.sequence, keys.job_prefix, keys.base + "done:"),
+        (
+            keys.active,
+            keys.waiting,
+            keys.prioritized,
+            keys.delayed,
+            keys.failed,
+            keys.marker,
+            keys.sequence,
+            keys.job_prefix,
+            keys.base + "done:",
+        ),
         args,
     )
     return [int(flag) for flag in reply]
 
 
-def extend(keys: QueueKeys, lease_ms: int, held: Sequence[tuple[str, str]]) -> Generator[Step, Any, list[str]]:
+def extend(
+    keys: QueueKeys, lease_ms: int, held: Sequence[tuple[str, str]]
+) -> Generator[Step, Any, list[str]]:
     """Renew leases of ``(id, token)`` pairs; returns the ids whose lease was lost."""
     args: list[Any] = [lease_ms]
     for pair in held:
@@ -176,8 +197,16 @@ def sweep(
     """Re-deliver jobs with expired leases; returns (recovered ids, dead-lettered ids)."""
     reply = yield Script(
         SWEEP,
-        (keys.active, keys.waiting, keys.prioritized, keys.failed, keys.marker, keys.sequence,
-         keys.job_prefix, keys.base + "done:"),
+        (
+            keys.active,
+            keys.waiting,
+            keys.prioritized,
+            keys.failed,
+            keys.marker,
+            keys.sequence,
+            keys.job_prefix,
+            keys.base + "done:",
+        ),
         (max_crashes, limit, failed.keep_count, failed.keep_ms),
     )
     split = reply.index("|")
@@ -196,7 +225,9 @@ def requeue(keys: QueueKeys, held: Sequence[tuple[str, str]]) -> Generator[Step,
     return int(reply)
 
 
-def retry_failed(keys: QueueKeys, job_ids: Sequence[str] | None, limit: int = 1000) -> Generator[Step, Any, int]:
+def retry_failed(
+    keys: QueueKeys, job_ids: Sequence[str] | None, limit: int = 1000
+) -> Generator[Step, Any, int]:
     """Move dead-lettered jobs back to waiting: the given ids, or (None) up to ``limit`` of them."""
     args: list[Any] = ["all", limit] if job_ids is None else ["ids", *job_ids]
     reply = yield Script(
@@ -250,8 +281,15 @@ def list_jobs(
     """One page of jobs in ``state``; returns (jobs, total in that state)."""
     reply = yield Script(
         LIST,
-        (keys.waiting, keys.prioritized, keys.delayed, keys.active, keys.completed, keys.failed,
-         keys.job_prefix),
+        (
+            keys.waiting,
+            keys.prioritized,
+            keys.delayed,
+            keys.active,
+            keys.completed,
+            keys.failed,
+            keys.job_prefix,
+        ),
         (state.value, offset, limit),
     )
     jobs = []

@@ -86,9 +86,23 @@ class RedisServer:
 
     def command(self) -> list[str]:
         args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-            "--save", "", "--daemonize", "no", "--logfile", str(self.directory / "server.log"),
-            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync,
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.directory / "server.log"),
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.appendfsync,
         ]
         if self.password:
             args += ["--requirepass", self.password]
@@ -96,8 +110,8 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent
+        self.process = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
         self._wait_ready(timeout)
         return self
@@ -106,8 +120,13 @@ class RedisServer:
         import redis
 
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password or None,
-                             socket_timeout=1, socket_connect_timeout=1)
+        client = redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            password=self.password or None,
+            socket_timeout=1,
+            socket_connect_timeout=1,
+        )
         try:
             while True:
                 assert self.process is not None
@@ -142,8 +161,6 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process and self.process.stderr:
-            self.process.stderr.close()
         if self._own_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -154,8 +171,6 @@ class RedisServer:
         elif self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
-        if self.process and self.process.stderr:
-            self.process.stderr.close()
         self.start(timeout)
 
     def __enter__(self) -> RedisServer:

@@ -28,7 +28,7 @@ def supervise(child_args: list[str], processes: int, *, burst: bool = False) -> 
     restarts: dict[int, float] = {}
 
     def spawn(slot: int) -> None:
-        children[slot] = subprocess.Popen(command, preexec_fn=_die_with_parent)  # noqa: S603
+        children[slot] = subprocess.Popen(command, preexec_fn=_die_with_parent)
         log.info("started worker process %d (pid %d)", slot, children[slot].pid)
 
     def forward(sig: int, _frame: FrameType | None) -> None:
@@ -56,8 +56,13 @@ def supervise(child_args: list[str], processes: int, *, burst: bool = False) -> 
                 continue
             # A child died on its own: restart it, but not faster than once a second.
             wait = max(0.0, restarts.get(slot, 0.0) + 1.0 - time.monotonic())
-            log.error("worker process %d (pid %d) exited with code %d; restarting in %.1f s",
-                      slot, child.pid, code, wait)
+            log.error(
+                "worker process %d (pid %d) exited with code %d; restarting in %.1f s",
+                slot,
+                child.pid,
+                code,
+                wait,
+            )
             time.sleep(wait)
             restarts[slot] = time.monotonic()
             if not signals_seen:

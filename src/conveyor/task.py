@@ -13,7 +13,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from . import backoff as backoff_policies
 from .errors import UnknownTask
@@ -22,6 +22,7 @@ from .keys import validate_queue_name
 
 P = ParamSpec("P")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 DEFAULT_QUEUE = "default"
 DEFAULT_RETRIES = 3
@@ -86,7 +87,7 @@ class EnqueueOptions:
 
 
 @dataclass(frozen=True, slots=True)
-class TaskCall(Generic[R]):
+class TaskCall(Generic[R_co]):
     """One invocation of a task, ready to enqueue (``add.call(1, 2)``); used for bulk enqueue."""
 
     task: str
@@ -147,7 +148,9 @@ class Task(Generic[P, R]):
         if backoff is not None:
             coerced = backoff_policies.coerce(backoff)
             if isinstance(coerced, backoff_policies.Custom):
-                raise ValueError("a custom backoff function belongs on the task decorator, not on one enqueue")
+                raise ValueError(
+                    "a custom backoff function belongs on the task decorator, not on one enqueue"
+                )
             policy = coerced
         current = self.enqueue_options
         options = replace(
@@ -176,6 +179,14 @@ class Task(Generic[P, R]):
         )
 
 
+class _Decorator(Protocol):
+    @overload
+    def __call__(self, function: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, function: Callable[P, R], /) -> Task[P, R]: ...
+
+
 class Tasks:
     """A registry of tasks: what ``conveyor worker module:tasks`` serves.
 
@@ -192,6 +203,9 @@ class Tasks:
         self._tasks: dict[str, Task[Any, Any]] = {}
 
     @overload
+    def task(self, function: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+
+    @overload
     def task(self, function: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
@@ -201,28 +215,32 @@ class Tasks:
         name: str | None = None,
         queue: str | None = None,
         retries: int = DEFAULT_RETRIES,
-        backoff: backoff_policies.Backoff | float | Callable[[int, BaseException | None], float] | None = None,
+        backoff: backoff_policies.Backoff
+        | float
+        | Callable[[int, BaseException | None], float]
+        | None = None,
         timeout: float | timedelta | None = None,
         priority: int = 0,
-    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    ) -> _Decorator: ...
 
-    def task(
+    def task(  # ``function`` is not positional-only: mypy 2 rejects that overload implementation
         self,
-        function: Callable[..., Any] | None = None,
-        /,
+        function: Any = None,
         *,
         name: str | None = None,
         queue: str | None = None,
         retries: int = DEFAULT_RETRIES,
         backoff: Any = None,
-        timeout: float | timedelta | None = None,
+        timeout: Any = None,
         priority: int = 0,
     ) -> Any:
         """Register a function (sync or async) as a task. Usable with or without arguments."""
         defaults = TaskDefaults(
             queue=validate_queue_name(queue) if queue is not None else self.default_queue,
             retries=_check_retries(retries),
-            backoff=backoff_policies.coerce(backoff) if backoff is not None else backoff_policies.Exponential(),
+            backoff=backoff_policies.coerce(backoff)
+            if backoff is not None
+            else backoff_policies.Exponential(),
             timeout=_seconds(timeout, "timeout"),
             priority=_check_priority(priority),
         )

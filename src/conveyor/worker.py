@@ -19,6 +19,7 @@ caller's context variables copied.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
@@ -113,7 +114,9 @@ class Worker:
         self.tasks = tasks
         self.settings = settings or Settings.from_env(redis_url=url)
         base = worker_settings or WorkerSettings()
-        self.config = WorkerSettings(**{**{f: getattr(base, f) for f in base.__dataclass_fields__}, **options})
+        self.config = WorkerSettings(
+            **{**{f: getattr(base, f) for f in base.__dataclass_fields__}, **options}
+        )
         self.queues = list(queues or tasks.queues)
         self.keys = {q: QueueKeys(q, self.settings.prefix) for q in self.queues}
         self._redis = redis
@@ -149,7 +152,8 @@ class Worker:
             self._redis = async_client(self.settings.redis_url)
         self.executor = AsyncExecutor(self._redis)
         self._pool = ThreadPoolExecutor(
-            max_workers=self.config.threads or min(self.config.concurrency, 64), thread_name_prefix="conveyor-job"
+            max_workers=self.config.threads or min(self.config.concurrency, 64),
+            thread_name_prefix="conveyor-job",
         )
         self._slot_freed = asyncio.Event()
         self._flush_wanted = asyncio.Event()
@@ -159,7 +163,10 @@ class Worker:
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
         log.info(
             "worker %s starting: queues=%s concurrency=%d tasks=%d",
-            self.id, ",".join(self.queues), self.config.concurrency, len(self.tasks),
+            self.id,
+            ",".join(self.queues),
+            self.config.concurrency,
+            len(self.tasks),
         )
         await self._with_retries(self._register)
         fetcher = asyncio.create_task(self._fetch_loop(), name="conveyor-fetch")
@@ -180,11 +187,12 @@ class Worker:
             sweeper.cancel()
             await asyncio.gather(beater, sweeper, return_exceptions=True)
             await self._hand_back()
-            try:
-                await self.executor.run(registry.unregister(
-                    workers_key(self.settings.prefix), worker_key(self.id, self.settings.prefix), self.id))
-            except RedisError:
-                pass
+            with contextlib.suppress(RedisError):
+                await self.executor.run(
+                    registry.unregister(
+                        workers_key(self.settings.prefix), worker_key(self.id, self.settings.prefix), self.id
+                    )
+                )
             self._pool.shutdown(wait=False, cancel_futures=True)
             if owns_client:
                 await self._redis.aclose()
@@ -198,11 +206,16 @@ class Worker:
     def _on_signal(self, sig: int) -> None:
         self._signals += 1
         if self._signals == 1:
-            log.info("received %s: finishing running jobs (grace %.0f s); send again to stop at once",
-                     signal.Signals(sig).name, self.config.shutdown_grace)
+            log.info(
+                "received %s: finishing running jobs (grace %.0f s); send again to stop at once",
+                signal.Signals(sig).name,
+                self.config.shutdown_grace,
+            )
             self.stop()
         else:
-            log.warning("received %s again: stopping at once, handing running jobs back", signal.Signals(sig).name)
+            log.warning(
+                "received %s again: stopping at once, handing running jobs back", signal.Signals(sig).name
+            )
             for job in list(self._jobs.values()):
                 job.cancel()
 
@@ -211,7 +224,9 @@ class Worker:
             return
         _, pending = await asyncio.wait(list(self._jobs.values()), timeout=self.config.shutdown_grace)
         if pending:
-            log.warning("%d jobs still running after the grace period; handing them back to waiting", len(pending))
+            log.warning(
+                "%d jobs still running after the grace period; handing them back to waiting", len(pending)
+            )
             for job in pending:
                 job.cancel()
             await asyncio.wait(pending, timeout=1.0)
@@ -225,21 +240,37 @@ class Worker:
                     count = await self.executor.run(ops.requeue(self.keys[queue], pairs))
                     log.info("handed %d unfinished jobs of %s back to waiting", count, queue)
                 except RedisError as exc:
-                    log.error("could not hand %d jobs back (%s); they return after their lease expires",
-                              len(pairs), exc)
+                    log.error(
+                        "could not hand %d jobs back (%s); they return after their lease expires",
+                        len(pairs),
+                        exc,
+                    )
                 held.clear()
 
     async def _register(self) -> None:
         now = int(time.time() * 1000)
         info = {
-            "host": socket.gethostname(), "pid": os.getpid(), "queues": ",".join(self.queues),
-            "concurrency": self.config.concurrency, "started": getattr(self, "_started", now),
-            "processed": self.processed, "failed": self.failed, "busy": self._busy,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": ",".join(self.queues),
+            "concurrency": self.config.concurrency,
+            "started": getattr(self, "_started", now),
+            "processed": self.processed,
+            "failed": self.failed,
+            "busy": self._busy,
         }
         self._started = info["started"]
         ttl = int(self.config.lease * 3000)
-        await self.executor.run(registry.heartbeat(
-            workers_key(self.settings.prefix), worker_key(self.id, self.settings.prefix), self.id, info, ttl, now))
+        await self.executor.run(
+            registry.heartbeat(
+                workers_key(self.settings.prefix),
+                worker_key(self.id, self.settings.prefix),
+                self.id,
+                info,
+                ttl,
+                now,
+            )
+        )
 
     async def _with_retries(self, action: Any) -> Any:
         """Run ``action`` until Redis answers; a worker rides out a Redis restart instead of exiting."""
@@ -271,7 +302,8 @@ class Worker:
                 wait_ms = -1
                 for queue in self.queues:
                     jobs, next_due = await self.executor.run(
-                        ops.claim(self.keys[queue], free, lease_ms, self.id))
+                        ops.claim(self.keys[queue], free, lease_ms, self.id)
+                    )
                     if next_due >= 0:
                         wait_ms = next_due if wait_ms < 0 else min(wait_ms, next_due)
                     if jobs:
@@ -328,8 +360,12 @@ class Worker:
         if job.task.is_async:
             running: asyncio.Future[Any] = self._loop.create_task(self._run_async(job))
         else:
-            call = functools.partial(contextvars.copy_context().run, job.task.function, *job.args, **job.kwargs)
-            running = self._loop.create_task(self._run_sync(job, self._loop.run_in_executor(self._pool, call)))
+            call = functools.partial(
+                contextvars.copy_context().run, job.task.function, *job.args, **job.kwargs
+            )
+            running = self._loop.create_task(
+                self._run_sync(job, self._loop.run_in_executor(self._pool, call))
+            )
         self._jobs[(queue, claimed.id)] = running
 
     async def _run_async(self, job: Prepared) -> None:
@@ -342,7 +378,7 @@ class Worker:
         except asyncio.CancelledError:
             self._release(job)  # shutdown: the job stays held and is handed back to waiting
             raise
-        except BaseException as exc:  # noqa: BLE001 - any failure of user code is the job's failure
+        except BaseException as exc:
             self._finish_error(job, exc)
         else:
             self._finish_ok(job, result)
@@ -358,7 +394,7 @@ class Worker:
         except asyncio.CancelledError:
             self._release(job)
             raise
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             self._finish_error(job, exc)
         else:
             self._finish_ok(job, result)
@@ -371,8 +407,9 @@ class Worker:
     def _finish_ok(self, job: Prepared, result: Any) -> None:
         self._release(job)
         try:
-            payload = serialization.dumps(result, what=f"result of {job.task.name}",
-                                          limit=self.settings.max_payload_bytes)
+            payload = serialization.dumps(
+                result, what=f"result of {job.task.name}", limit=self.settings.max_payload_bytes
+            )
         except (SerializationError, ValueError) as exc:
             self._record_failure(job.queue, job.claimed, error_payload(exc, reason="bad_result"), -1)
             return
@@ -380,8 +417,13 @@ class Worker:
         self._flush_wanted.set()
         self.processed += 1
         if log.isEnabledFor(logging.INFO):
-            log.info("job %s/%s %s completed (attempt %d)", job.queue, job.claimed.id, job.task.name,
-                     job.claimed.attempts)
+            log.info(
+                "job %s/%s %s completed (attempt %d)",
+                job.queue,
+                job.claimed.id,
+                job.task.name,
+                job.claimed.attempts,
+            )
 
     def _finish_error(self, job: Prepared, exc: BaseException) -> None:
         self._release(job)
@@ -393,12 +435,27 @@ class Worker:
         delay = retry_delay_ms(job, exc)
         self._record_failure(job.queue, job.claimed, error_payload(exc, reason=reason), delay)
         if delay >= 0:
-            log.warning("job %s/%s %s failed (attempt %d/%d), retrying in %.1f s: %s: %s", job.queue,
-                        job.claimed.id, job.task.name, job.claimed.attempts, job.retries + 1, delay / 1000,
-                        type(exc).__name__, exc)
+            log.warning(
+                "job %s/%s %s failed (attempt %d/%d), retrying in %.1f s: %s: %s",
+                job.queue,
+                job.claimed.id,
+                job.task.name,
+                job.claimed.attempts,
+                job.retries + 1,
+                delay / 1000,
+                type(exc).__name__,
+                exc,
+            )
         else:
-            log.error("job %s/%s %s failed for good after %d attempts: %s: %s", job.queue, job.claimed.id,
-                      job.task.name, job.claimed.attempts, type(exc).__name__, exc)
+            log.error(
+                "job %s/%s %s failed for good after %d attempts: %s: %s",
+                job.queue,
+                job.claimed.id,
+                job.task.name,
+                job.claimed.attempts,
+                type(exc).__name__,
+                exc,
+            )
 
     def _record_failure(self, queue: str, claimed: ops.Claimed, payload: bytes, delay_ms: int) -> None:
         self._failures[queue].append((claimed.id, claimed.token, payload, delay_ms))
@@ -419,8 +476,9 @@ class Worker:
             if self._stopping and not any(self._done.values()) and not any(self._failures.values()):
                 return
 
-    async def _flush(self, queue: str, buffer: dict[str, list[Any]], operation: Any,
-                     retention: ops.Retention) -> None:
+    async def _flush(
+        self, queue: str, buffer: dict[str, list[Any]], operation: Any, retention: ops.Retention
+    ) -> None:
         batch = buffer[queue]
         buffer[queue] = []
         delay = 0.05
@@ -431,7 +489,9 @@ class Worker:
             except _RETRYABLE_REDIS as exc:
                 # Keep the batch: the results are not lost while Redis is away, and the
                 # heartbeat keeps extending their leases once it is back.
-                log.warning("could not record %d finished jobs (%s); retrying in %.1f s", len(batch), exc, delay)
+                log.warning(
+                    "could not record %d finished jobs (%s); retrying in %.1f s", len(batch), exc, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         held = self._held[queue]
@@ -439,8 +499,11 @@ class Worker:
             job_id = item[0]
             held.pop(job_id, None)
             if not reply:
-                log.warning("job %s/%s: result discarded, its lease had expired and it was re-delivered",
-                            queue, job_id)
+                log.warning(
+                    "job %s/%s: result discarded, its lease had expired and it was re-delivered",
+                    queue,
+                    job_id,
+                )
 
     # ------------------------------------------------------------------ leases
     async def _heartbeat_loop(self) -> None:
@@ -454,10 +517,15 @@ class Worker:
                         continue
                     pairs = [(job_id, h.token) for job_id, h in held.items()]
                     for start in range(0, len(pairs), 1000):
-                        lost = await self.executor.run(ops.extend(self.keys[queue], lease_ms, pairs[start:start + 1000]))
+                        lost = await self.executor.run(
+                            ops.extend(self.keys[queue], lease_ms, pairs[start : start + 1000])
+                        )
                         for job_id in lost:
-                            log.warning("job %s/%s: lease lost (it was re-delivered); its result will be discarded",
-                                        queue, job_id)
+                            log.warning(
+                                "job %s/%s: lease lost (it was re-delivered); its result will be discarded",
+                                queue,
+                                job_id,
+                            )
                             held.pop(job_id, None)
                 await self._register()
             except _RETRYABLE_REDIS as exc:
@@ -477,10 +545,20 @@ class Worker:
     async def _sweep(self) -> None:
         for queue in self.queues:
             recovered, dead = await self.executor.run(
-                ops.sweep(self.keys[queue], self.config.max_crashes, self.config.failed))
+                ops.sweep(self.keys[queue], self.config.max_crashes, self.config.failed)
+            )
             if recovered:
-                log.warning("re-delivered %d jobs of %s whose worker was lost: %s", len(recovered), queue,
-                            ", ".join(recovered[:10]))
+                log.warning(
+                    "re-delivered %d jobs of %s whose worker was lost: %s",
+                    len(recovered),
+                    queue,
+                    ", ".join(recovered[:10]),
+                )
             if dead:
-                log.error("dead-lettered %d jobs of %s that lost their worker %d times: %s", len(dead), queue,
-                          self.config.max_crashes, ", ".join(dead[:10]))
+                log.error(
+                    "dead-lettered %d jobs of %s that lost their worker %d times: %s",
+                    len(dead),
+                    queue,
+                    self.config.max_crashes,
+                    ", ".join(dead[:10]),
+                )

@@ -37,7 +37,5 @@ def load(name: str) -> LuaScript:
 
 def names() -> list[str]:
     return sorted(
-        entry.name[:-4]
-        for entry in resources.files(__name__).iterdir()
-        if entry.name.endswith(".lua")
+        entry.name[:-4] for entry in resources.files(__name__).iterdir() if entry.name.endswith(".lua")
     )

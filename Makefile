@@ -1,0 +1,42 @@
+# Two commands matter: `make run` (everything, locally) and `make test` (what CI runs).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint typecheck bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start an embedded Redis (unless CONVEYOR_REDIS_URL is set), a worker and a demo workload.
+run: $(STAMP)
+	$(BIN)/conveyor dev
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## Lint, type-check and run the whole test suite against private servers the tests start.
+test: lint typecheck
+	$(BIN)/python -m pytest
+
+## Full benchmark against the peer libraries (minutes; see BENCHMARKS.md).
+bench: $(STAMP)
+	bash bench/setup_peers.sh
+	$(BIN)/python bench/run.py
+
+bench-quick: $(STAMP)
+	bash bench/setup_peers.sh
+	$(BIN)/python bench/run.py --quick
+
+clean:
+	rm -rf $(VENV) .conveyor .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,110 @@
+"""The conveyor command, run as a user runs it: a real process against the session's server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conveyor import Client, JobState, Tasks
+from conveyor import operations as ops
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CONVEYOR_REDIS_URL": url, "COLUMNS": "200"}
+    result = subprocess.run(
+        [sys.executable, "-m", "conveyor", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_help_lists_commands_and_env_vars(url: str) -> None:
+    out = cli(url, "--help").stdout
+    for command in ("worker", "enqueue", "info", "job", "jobs", "retry", "purge", "workers", "dev"):
+        assert command in out
+    assert "CONVEYOR_CONCURRENCY" in cli(url, "worker", "--help").stdout
+
+
+def test_enqueue_info_job_and_jobs(url: str, client: Client, queue: str) -> None:
+    out = cli(url, "enqueue", "add", "1", "2", "--queue", queue, "--job-id", "cli-1").stdout
+    assert "cli-1 created" in out
+    again = cli(url, "enqueue", "add", "1", "2", "--queue", queue, "--job-id", "cli-1").stdout
+    assert "already existed" in again
+    job = client.get_job(queue, "cli-1")
+    assert job.task == "add" and job.args == [1, 2]
+    info = cli(url, "info", "--queue", queue).stdout
+    assert queue in info and "waiting" in info
+    shown = json.loads(cli(url, "job", "cli-1", "--queue", queue, "--json").stdout)
+    assert shown["state"] == "waiting" and shown["args"] == [1, 2]
+    listed = cli(url, "jobs", "--queue", queue, "--state", "waiting").stdout
+    assert "cli-1" in listed and "of 1" in listed
+
+
+def test_missing_job_is_a_clear_error(url: str, queue: str) -> None:
+    result = cli(url, "job", "nope", "--queue", queue, check=False)
+    assert result.returncode == 1 and "no job nope" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_retry_and_purge_from_the_cli(url: str, client: Client, queue: str) -> None:
+    tasks = Tasks(queue=queue)
+
+    @tasks.task
+    async def w() -> None: ...
+
+    client.enqueue_many([w.call() for _ in range(3)])
+    jobs, _ = client.run(ops.claim(client.keys(queue), 3, 10_000, "w"))
+    client.run(
+        ops.fail(client.keys(queue), ops.Retention(-1, -1), [(j.id, j.token, b"{}", -1) for j in jobs])
+    )
+    assert "1 job(s) moved" in cli(url, "retry", jobs[0].id, "--queue", queue).stdout
+    assert client.get_job(queue, jobs[0].id).state is JobState.WAITING
+    assert "2 job(s) moved" in cli(url, "retry", "--all", "--queue", queue).stdout
+    assert "deleted 3" in cli(url, "purge", "--queue", queue, "--yes").stdout
+    assert client.counts(queue)["waiting"] == 0
+
+
+def test_worker_burst_from_the_cli_and_enqueue_wait(url: str, client: Client, queue: str) -> None:
+    env_queue = {"TEST_QUEUE": queue, "PYTHONPATH": str(ROOT)}
+    tasks = Tasks(queue=queue)
+
+    @tasks.task
+    async def noop() -> None: ...
+
+    client.enqueue_many([noop.call() for _ in range(300)])
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "worker",
+            "tests.apps.recovery:tasks",
+            "--burst",
+            "--log-format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CONVEYOR_REDIS_URL": url, **env_queue},
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert client.counts(queue)["completed"] == 300
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert any("completed" in line["message"] for line in lines), "one JSON log line per job event"
+
+
+def test_bad_app_is_reported(url: str) -> None:
+    result = cli(url, "worker", "no_such_module:tasks", check=False)
+    assert result.returncode == 2 and "cannot import 'no_such_module'" in result.stderr
