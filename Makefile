@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(BIN)/conveyor dev
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 
 typecheck: $(STAMP)
