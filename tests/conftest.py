@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from conveyor import AsyncClient, Client, Tasks
 from conveyor.server import RedisServer
@@ -48,6 +49,14 @@ def queue(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def url(redis_server: RedisServer) -> str:
     return redis_server.url
+
+
+@pytest.fixture
+def raw(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A plain redis-py client, for tests that look at or tamper with keys directly."""
+    client = redis.Redis(port=redis_server.port, password=redis_server.password, decode_responses=True)
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import redis
+
 from conveyor import Client, JobState, Tasks
 from conveyor import operations as ops
 
@@ -18,7 +20,9 @@ def setup(queue: str) -> tuple[Tasks, object]:
     return tasks, work
 
 
-def test_claims_up_to_n_in_fifo_order_with_increasing_tokens(client: Client, queue: str) -> None:
+def test_claims_up_to_n_in_fifo_order_with_increasing_tokens(
+    client: Client, raw: redis.Redis, queue: str
+) -> None:
     _, work = setup(queue)
     handles = client.enqueue_many([work.call(i) for i in range(10)])  # type: ignore[attr-defined]
     jobs, wait_ms = client.run(ops.claim(client.keys(queue), 4, 10_000, "w1"))
@@ -30,7 +34,7 @@ def test_claims_up_to_n_in_fifo_order_with_increasing_tokens(client: Client, que
     assert client.counts(queue)["active"] == 4 and client.counts(queue)["waiting"] == 6
     job = client.get_job(queue, jobs[0].id)
     assert job.state is JobState.ACTIVE and job.worker == "w1" and job.token == tokens[0]
-    lease = client.redis.zscore(client.keys(queue).active, jobs[0].id)
+    lease = raw.zscore(client.keys(queue).active, jobs[0].id)
     assert lease is not None and lease > time.time() * 1000 + 9_000
 
 
@@ -62,17 +66,17 @@ def test_due_delayed_jobs_are_promoted_and_wait_time_reported(client: Client, qu
     assert 29_000 < wait_ms <= 30_000
 
 
-def test_claim_wakes_next_worker_when_work_remains(client: Client, queue: str) -> None:
+def test_claim_wakes_next_worker_when_work_remains(client: Client, raw: redis.Redis, queue: str) -> None:
     _, work = setup(queue)
     keys = client.keys(queue)
     client.enqueue_many([work.call(i) for i in range(5)])  # type: ignore[attr-defined]
-    assert client.redis.zcard(keys.marker) == 1
-    client.redis.delete(keys.marker)
+    assert raw.zcard(keys.marker) == 1
+    raw.delete(keys.marker)
     client.run(ops.claim(keys, 2, 10_000, "w"))
-    assert client.redis.zcard(keys.marker) == 1, "work remains: the next blocked worker is woken"
-    client.redis.delete(keys.marker)
+    assert raw.zcard(keys.marker) == 1, "work remains: the next blocked worker is woken"
+    raw.delete(keys.marker)
     client.run(ops.claim(keys, 10, 10_000, "w"))
-    assert client.redis.zcard(keys.marker) == 0, "nothing left: nobody is woken"
+    assert raw.zcard(keys.marker) == 0, "nothing left: nobody is woken"
 
 
 def test_removed_waiting_job_is_skipped(client: Client, queue: str) -> None:

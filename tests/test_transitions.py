@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 
 from conveyor import Client, InvalidState, JobFailed, JobNotFound, JobState, ResultTimeout, Tasks
 from conveyor import operations as ops
@@ -37,26 +38,26 @@ def test_complete_stores_result_and_refuses_stale_token(client: Client, queue: s
     assert client.wait_result(queue, job.id, timeout=0.1) == {"ok": True}
 
 
-def test_completed_retention_by_count_and_ttl(client: Client, queue: str) -> None:
+def test_completed_retention_by_count_and_ttl(client: Client, raw: redis.Redis, queue: str) -> None:
     jobs = make(client, queue, 5)
     keys = client.keys(queue)
     client.run(ops.complete(keys, ops.Retention(2, 60_000), [(j.id, j.token, b"0") for j in jobs]))
     assert client.counts(queue)["completed"] == 2
     kept, _ = client.list_jobs(queue, "completed")
     assert {j.id for j in kept} == {jobs[3].id, jobs[4].id}
-    assert not client.redis.exists(keys.job(jobs[0].id)), "trimmed jobs are deleted, not orphaned"
-    ttl = client.redis.pttl(keys.job(jobs[4].id))
+    assert not raw.exists(keys.job(jobs[0].id)), "trimmed jobs are deleted, not orphaned"
+    ttl = raw.pttl(keys.job(jobs[4].id))
     assert 50_000 < ttl <= 60_000
 
 
-def test_keep_nothing_deletes_at_once(client: Client, queue: str) -> None:
+def test_keep_nothing_deletes_at_once(client: Client, raw: redis.Redis, queue: str) -> None:
     [job] = make(client, queue)
     client.run(ops.complete(client.keys(queue), ops.Retention(0, 0), [(job.id, job.token, b"0")]))
     assert client.counts(queue) == dict.fromkeys(["waiting", "delayed", "active", "completed", "failed"], 0)
-    assert not client.redis.exists(client.keys(queue).job(job.id))
+    assert not raw.exists(client.keys(queue).job(job.id))
 
 
-def test_fail_retries_then_dead_letters(client: Client, queue: str) -> None:
+def test_fail_retries_then_dead_letters(client: Client, raw: redis.Redis, queue: str) -> None:
     [job] = make(client, queue)
     keys = client.keys(queue)
     assert client.run(ops.fail(keys, KEEP, [(job.id, job.token, b'{"type":"E"}', 0)])) == [1]
@@ -66,7 +67,7 @@ def test_fail_retries_then_dead_letters(client: Client, queue: str) -> None:
     assert client.run(ops.fail(keys, KEEP, [(again.id, again.token, b'{"type":"E"}', 60_000)])) == [1]
     delayed = client.get_job(queue, job.id)
     assert delayed.state is JobState.DELAYED and delayed.error == {"type": "E"}
-    client.redis.zadd(keys.delayed, {job.id: 0})  # make it due now
+    raw.zadd(keys.delayed, {job.id: 0})  # make it due now
     [third], _ = client.run(ops.claim(keys, 1, 10_000, "w"))
     err = b'{"type":"ValueError","message":"bad"}'
     assert client.run(ops.fail(keys, KEEP, [(third.id, third.token, err, -1)])) == [2]
@@ -76,17 +77,17 @@ def test_fail_retries_then_dead_letters(client: Client, queue: str) -> None:
         client.wait_result(queue, job.id, timeout=0.1)
 
 
-def test_extend_renews_and_reports_lost_leases(client: Client, queue: str) -> None:
+def test_extend_renews_and_reports_lost_leases(client: Client, raw: redis.Redis, queue: str) -> None:
     a, b = make(client, queue, 2)
     keys = client.keys(queue)
-    before = client.redis.zscore(keys.active, a.id)
+    before = raw.zscore(keys.active, a.id)
     time.sleep(0.01)
     lost = client.run(ops.extend(keys, 60_000, [(a.id, a.token), (b.id, "999999")]))
     assert lost == [b.id]
-    assert client.redis.zscore(keys.active, a.id) > before + 40_000
+    assert raw.zscore(keys.active, a.id) > before + 40_000
 
 
-def test_sweep_redelivers_expired_leases_first_in_line(client: Client, queue: str) -> None:
+def test_sweep_redelivers_expired_leases_first_in_line(client: Client, raw: redis.Redis, queue: str) -> None:
     jobs = make(client, queue, 2)
     keys = client.keys(queue)
     tasks = Tasks(queue=queue)
@@ -95,7 +96,7 @@ def test_sweep_redelivers_expired_leases_first_in_line(client: Client, queue: st
     async def other() -> None: ...
 
     newer = client.enqueue(other)
-    client.redis.zadd(keys.active, {jobs[0].id: 0})  # lease expired: its worker died
+    raw.zadd(keys.active, {jobs[0].id: 0})  # lease expired: its worker died
     recovered, dead = client.run(ops.sweep(keys, 3, KEEP))
     assert recovered == [jobs[0].id] and dead == []
     state = client.get_job(queue, jobs[0].id)
@@ -107,11 +108,13 @@ def test_sweep_redelivers_expired_leases_first_in_line(client: Client, queue: st
     )
 
 
-def test_sweep_dead_letters_a_job_that_keeps_killing_workers(client: Client, queue: str) -> None:
+def test_sweep_dead_letters_a_job_that_keeps_killing_workers(
+    client: Client, raw: redis.Redis, queue: str
+) -> None:
     [job] = make(client, queue)
     keys = client.keys(queue)
     for crash in range(1, 4):
-        client.redis.zadd(keys.active, {job.id: 0})
+        raw.zadd(keys.active, {job.id: 0})
         recovered, dead = client.run(ops.sweep(keys, 3, KEEP))
         if crash < 3:
             assert recovered == [job.id]

@@ -108,9 +108,9 @@ async def test_unknown_task_and_bad_payload_are_dead_lettered_and_worker_goes_on
 
     keys = aclient.keys(queue)
     bad = [
-        ops.NewJob("unknown", "no_such_task", b"[]", "", "", 0, ""),
-        ops.NewJob("garbled", "fine", b"[not json", "", "", 0, ""),
-        ops.NewJob("wrong-shape", "fine", b'{"a": 1}', "", "", 0, ""),
+        ops.NewJob("unknown", "no_such_task", b"[]"),
+        ops.NewJob("garbled", "fine", b"[not json"),
+        ops.NewJob("wrong-shape", "fine", b'{"a": 1}'),
     ]
     await aclient.run(ops.enqueue(keys, bad))
     async with running_worker(tasks, url):

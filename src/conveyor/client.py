@@ -14,13 +14,14 @@ from typing import Any, Generic, TypeVar
 from . import operations as ops
 from . import serialization
 from .config import Settings
-from .connection import async_client, sync_client
+from .connection import as_async_transport, as_sync_transport, async_transport, sync_transport
 from .errors import JobNotFound, ResultTimeout
-from .executor import AsyncExecutor, AsyncRedis, SyncExecutor, SyncRedis
-from .ids import new_job_id
+from .executor import AsyncExecutor, SyncExecutor
+from .ids import new_job_ids
 from .job import EnqueueOutcome, Job, JobState
 from .keys import QueueKeys, queues_key, validate_queue_name, workers_key
-from .task import P, R, Task, TaskCall
+from .task import DEFAULT_OPTIONS, P, R, Task, TaskCall
+from .transport import AsyncTransport, SyncTransport
 
 T = TypeVar("T")
 
@@ -43,39 +44,39 @@ class _Producer:
             keys = self._keys[queue] = QueueKeys(validate_queue_name(queue), self.settings.prefix)
         return keys
 
-    def _encode(self, call: TaskCall[Any]) -> ops.NewJob:
-        options = call.options
+    def _encode(self, call: TaskCall[Any], job_id: str) -> ops.NewJob:
         limit = self.settings.max_payload_bytes
-        args = serialization.dumps(list(call.args), what=f"arguments of {call.task}", limit=limit)
-        kwargs = (
-            serialization.dumps(call.kwargs, what=f"keyword arguments of {call.task}", limit=limit)
-            if call.kwargs
-            else ""
-        )
+        args = serialization.dumps(call.args, what=f"arguments of {call.task}", limit=limit)
+        options = call.options
+        if options is DEFAULT_OPTIONS and not call.kwargs and not call.priority:
+            return ops.NewJob(job_id, call.task, args)  # the common case, kept cheap for bulk
+        extras: list[Any] = []
+        if call.kwargs:
+            extras += (
+                "k",
+                serialization.dumps(call.kwargs, what=f"keyword arguments of {call.task}", limit=limit),
+            )
         stored = options.stored()
-        when = ""
+        if stored:
+            extras += ("o", serialization.dumps(stored))
+        if call.priority:
+            extras += ("p", call.priority)
         if options.run_at is not None:
-            when = f"@{math.ceil(options.run_at.timestamp() * 1000)}"
+            extras += ("w", f"@{math.ceil(options.run_at.timestamp() * 1000)}")
         elif options.delay:
-            when = f"+{math.ceil(options.delay * 1000)}"
-        return ops.NewJob(
-            id=options.job_id or new_job_id(),
-            task=call.task,
-            args=args,
-            kwargs=kwargs,
-            options=serialization.dumps(stored) if stored else "",
-            priority=call.priority,
-            when=when,
-        )
+            extras += ("w", f"+{math.ceil(options.delay * 1000)}")
+        return ops.NewJob(options.job_id or job_id, call.task, args, tuple(extras))
 
     def _enqueue_ops(self, calls: Iterable[TaskCall[Any]]) -> Generator[ops.Step, Any, list[ops.Enqueued]]:
         """Encode everything first (nothing is written if any call is invalid), then write."""
+        calls = list(calls)
+        ids = new_job_ids(len(calls))
         by_queue: dict[str, list[ops.NewJob]] = {}
         order: list[tuple[str, int]] = []
-        for call in calls:
+        for call, job_id in zip(calls, ids, strict=True):
             jobs = by_queue.setdefault(call.queue, [])
             order.append((call.queue, len(jobs)))
-            jobs.append(self._encode(call))
+            jobs.append(self._encode(call, job_id))
         results: dict[str, list[ops.Enqueued]] = {}
         for queue, jobs in by_queue.items():
             if queue not in self._known_queues:
@@ -85,6 +86,8 @@ class _Producer:
             for start in range(0, len(jobs), BULK_CHUNK):
                 done += yield from ops.enqueue(self.keys(queue), jobs[start : start + BULK_CHUNK])
             results[queue] = done
+        if len(results) == 1:
+            return results[order[0][0]]
         return [results[queue][index] for queue, index in order]
 
     def _wait_op(self, queue: str, job_id: str, timeout: float | None) -> Generator[ops.Step, Any, Any]:
@@ -163,18 +166,19 @@ class Client(_Producer):
         print(handle.result(timeout=10))
     """
 
-    def __init__(self, redis: SyncRedis, settings: Settings | None = None) -> None:
+    def __init__(self, connection: SyncTransport | Any, settings: Settings | None = None) -> None:
+        """``connection``: a transport, or a redis-py client made with ``decode_responses=True``."""
         super().__init__(settings or Settings.from_env())
-        self.redis = redis
-        self._executor = SyncExecutor(redis)
+        self.transport = as_sync_transport(connection)
+        self._executor = SyncExecutor(self.transport)
 
     @classmethod
     def from_url(cls, url: str | None = None, **settings: Any) -> Client:
         resolved = Settings.from_env(redis_url=url, **settings)
-        return cls(sync_client(resolved.redis_url), resolved)
+        return cls(sync_transport(resolved.redis_url), resolved)
 
     def close(self) -> None:
-        self.redis.close()
+        self.transport.close()
 
     def __enter__(self) -> Client:
         return self
@@ -240,18 +244,18 @@ class Client(_Producer):
 class AsyncClient(_Producer):
     """The asyncio twin of :class:`Client`, with the same methods as coroutines."""
 
-    def __init__(self, redis: AsyncRedis, settings: Settings | None = None) -> None:
+    def __init__(self, connection: AsyncTransport | Any, settings: Settings | None = None) -> None:
         super().__init__(settings or Settings.from_env())
-        self.redis = redis
-        self._executor = AsyncExecutor(redis)
+        self.transport = as_async_transport(connection)
+        self._executor = AsyncExecutor(self.transport)
 
     @classmethod
     def from_url(cls, url: str | None = None, **settings: Any) -> AsyncClient:
         resolved = Settings.from_env(redis_url=url, **settings)
-        return cls(async_client(resolved.redis_url), resolved)
+        return cls(async_transport(resolved.redis_url), resolved)
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await self.transport.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self

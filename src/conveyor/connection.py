@@ -22,7 +22,18 @@ import redis.cluster
 import redis.sentinel
 
 from .errors import ConfigurationError
-from .executor import AsyncRedis, SyncRedis
+from .transport import (
+    AsyncTransport,
+    Endpoint,
+    FastAsyncTransport,
+    FastSyncTransport,
+    RedisPyAsyncTransport,
+    RedisPySyncTransport,
+    SyncTransport,
+)
+
+SyncRedis = redis.Redis | redis.cluster.RedisCluster
+AsyncRedis = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
 _COMMON: dict[str, Any] = {"decode_responses": True, "health_check_interval": 30}
 
@@ -89,6 +100,41 @@ def async_client(url: str, **kwargs: Any) -> AsyncRedis:
             url.replace("redis+cluster://", "redis://", 1), **options
         )
     return redis.asyncio.Redis.from_url(url, **options)
+
+
+def sync_transport(url: str) -> SyncTransport:
+    """The fast transport for plain, TLS and unix-socket URLs; redis-py for Sentinel and Cluster."""
+    if _check_scheme(url) in ("redis", "rediss", "unix"):
+        return FastSyncTransport(Endpoint.from_url(url))
+    return RedisPySyncTransport(sync_client(url))
+
+
+def async_transport(url: str) -> AsyncTransport:
+    if _check_scheme(url) in ("redis", "rediss", "unix"):
+        return FastAsyncTransport(Endpoint.from_url(url))
+    return RedisPyAsyncTransport(async_client(url))
+
+
+def as_sync_transport(connection: Any) -> SyncTransport:
+    """Accept a transport or a redis-py client (which must decode responses)."""
+    if isinstance(connection, redis.Redis | redis.cluster.RedisCluster):
+        _require_decoding(connection)
+        return RedisPySyncTransport(connection)
+    return connection  # type: ignore[no-any-return]
+
+
+def as_async_transport(connection: Any) -> AsyncTransport:
+    if isinstance(connection, redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster):
+        _require_decoding(connection)
+        return RedisPyAsyncTransport(connection)
+    return connection  # type: ignore[no-any-return]
+
+
+def _require_decoding(client: Any) -> None:
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or getattr(client, "get_connection_kwargs", dict)()
+    if not kwargs.get("decode_responses"):
+        raise ConfigurationError("pass a redis-py client created with decode_responses=True")
 
 
 def redact(url: str) -> str:

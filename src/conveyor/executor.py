@@ -10,19 +10,13 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any, TypeVar
 
-import redis
-import redis.asyncio
-import redis.asyncio.cluster
-import redis.cluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from .errors import from_script_error
 from .operations import Script, Step
+from .transport import AsyncTransport, SyncTransport
 
 T = TypeVar("T")
-
-SyncRedis = redis.Redis | redis.cluster.RedisCluster
-AsyncRedis = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
 
 def _typed(exc: ResponseError) -> Exception:
@@ -30,8 +24,8 @@ def _typed(exc: ResponseError) -> Exception:
 
 
 class SyncExecutor:
-    def __init__(self, client: SyncRedis) -> None:
-        self.redis = client
+    def __init__(self, transport: SyncTransport) -> None:
+        self.transport = transport
 
     def run(self, operation: Generator[Step, Any, T]) -> T:
         try:
@@ -45,24 +39,24 @@ class SyncExecutor:
         try:
             if isinstance(step, Script):
                 return self._script(step)
-            return self.redis.execute_command(*step.args)  # type: ignore[no-untyped-call]
+            return self.transport.call(*step.args)
         except NoScriptError:
             raise
         except ResponseError as exc:
             raise _typed(exc) from None
 
     def _script(self, step: Script) -> Any:
-        keys, args = step.keys, step.args
+        command = ("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args)
         try:
-            return self.redis.evalsha(step.script.sha, len(keys), *keys, *args)
+            return self.transport.call(*command)
         except NoScriptError:
-            self.redis.script_load(step.script.source)
-            return self.redis.evalsha(step.script.sha, len(keys), *keys, *args)
+            self.transport.load_script(step.script.source)
+            return self.transport.call(*command)
 
 
 class AsyncExecutor:
-    def __init__(self, client: AsyncRedis) -> None:
-        self.redis = client
+    def __init__(self, transport: AsyncTransport) -> None:
+        self.transport = transport
 
     async def run(self, operation: Generator[Step, Any, T]) -> T:
         try:
@@ -76,16 +70,18 @@ class AsyncExecutor:
         try:
             if isinstance(step, Script):
                 return await self._script(step)
-            return await self.redis.execute_command(*step.args)
+            if step.blocking:
+                return await self.transport.call_blocking(*step.args)
+            return await self.transport.call(*step.args)
         except NoScriptError:
             raise
         except ResponseError as exc:
             raise _typed(exc) from None
 
     async def _script(self, step: Script) -> Any:
-        keys, args = step.keys, step.args
+        command = ("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args)
         try:
-            return await self.redis.evalsha(step.script.sha, len(keys), *keys, *args)
+            return await self.transport.call(*command)
         except NoScriptError:
-            await self.redis.script_load(step.script.source)
-            return await self.redis.evalsha(step.script.sha, len(keys), *keys, *args)
+            await self.transport.load_script(step.script.source)
+            return await self.transport.call(*command)

@@ -64,11 +64,9 @@ class NewJob:
     id: str
     task: str
     args: bytes
-    kwargs: bytes | str
-    options: bytes | str
-    priority: int
-    when: str
-    """'' now, '+<ms>' after a delay, '@<ms>' at an absolute time."""
+    extras: tuple[Any, ...] = ()
+    """Optional fields as a flat name/value sequence: 'k' kwargs JSON, 'o' options JSON,
+    'p' priority, 'w' when ('+<ms>' delay or '@<ms>' absolute)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,19 +98,18 @@ class Retention:
 
 
 def enqueue(keys: QueueKeys, jobs: Sequence[NewJob]) -> Operation:
-    args: list[Any] = [len(jobs)]
+    args: list[Any] = []
     for job in jobs:
-        args += (job.id, job.task, job.args, job.kwargs, job.options, job.priority)
-    args += [job.when for job in jobs]
-    reply = yield Script(
+        args += (job.id, job.task, job.args, len(job.extras) // 2, *job.extras)
+    existed = yield Script(
         ENQUEUE,
         (keys.waiting, keys.prioritized, keys.delayed, keys.marker, keys.sequence, keys.job_prefix),
         args,
     )
-    return [
-        Enqueued(job.id, keys.queue, EnqueueOutcome.CREATED if flag else EnqueueOutcome.EXISTED)
-        for job, flag in zip(jobs, reply, strict=True)
-    ]
+    outcomes = [EnqueueOutcome.CREATED] * len(jobs)
+    for position in existed:
+        outcomes[int(position) - 1] = EnqueueOutcome.EXISTED
+    return [Enqueued(job.id, keys.queue, outcome) for job, outcome in zip(jobs, outcomes, strict=True)]
 
 
 def claim(
@@ -261,9 +258,16 @@ def purge(keys: QueueKeys, states: Sequence[JobState], batch: int = 1000) -> Gen
             return total
 
 
+def as_dict(reply: Any) -> dict[str, Any]:
+    """An HGETALL reply as a dict: a flat list from the fast transport, a dict from redis-py."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
 def get_job(keys: QueueKeys, job_id: str) -> Generator[Step, Any, Job | None]:
     data = yield Command(("HGETALL", keys.job(job_id)))
-    return Job.from_hash(keys.queue, job_id, data) if data else None
+    return Job.from_hash(keys.queue, job_id, as_dict(data)) if data else None
 
 
 def counts(keys: QueueKeys) -> Generator[Step, Any, dict[str, int]]:
@@ -296,8 +300,7 @@ def list_jobs(
     for i in range(1, len(reply), 2):
         flat = reply[i + 1]
         if flat:  # a finished job whose hash expired between the two reads is skipped
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            jobs.append(Job.from_hash(keys.queue, reply[i], fields))
+            jobs.append(Job.from_hash(keys.queue, reply[i], as_dict(flat)))
     return jobs, int(reply[0])
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Generator, Mapping
 from typing import Any
 
-from .operations import Command, Step
+from .operations import Command, Step, as_dict
 
 
 def heartbeat(
@@ -35,7 +35,7 @@ def list_workers(workers_key: str, prefix: str) -> Generator[Step, Any, list[dic
     for worker_id in ids:
         info = yield Command(("HGETALL", f"{prefix}:worker:{worker_id}"))
         if info:
-            live.append({"id": worker_id, **info})
+            live.append({"id": worker_id, **as_dict(info)})
         else:
             yield Command(("ZREM", workers_key, worker_id))
     return live

@@ -86,6 +86,9 @@ class EnqueueOptions:
         return out
 
 
+DEFAULT_OPTIONS = EnqueueOptions()
+
+
 @dataclass(frozen=True, slots=True)
 class TaskCall(Generic[R_co]):
     """One invocation of a task, ready to enqueue (``add.call(1, 2)``); used for bulk enqueue."""
@@ -95,7 +98,7 @@ class TaskCall(Generic[R_co]):
     kwargs: dict[str, Any] = field(default_factory=dict)
     queue: str = DEFAULT_QUEUE
     priority: int = 0
-    options: EnqueueOptions = field(default_factory=EnqueueOptions)
+    options: EnqueueOptions = DEFAULT_OPTIONS
 
 
 class Task(Generic[P, R]):
@@ -111,7 +114,7 @@ class Task(Generic[P, R]):
         self.function = function
         self.name = name
         self.defaults = defaults
-        self.enqueue_options = options or EnqueueOptions()
+        self.enqueue_options = options or DEFAULT_OPTIONS
         self.is_async = inspect.iscoroutinefunction(function)
         self.__doc__ = function.__doc__
         self.__name__ = getattr(function, "__name__", name)

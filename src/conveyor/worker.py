@@ -33,7 +33,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio.cluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -41,12 +40,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import operations as ops
 from . import registry, serialization
 from .config import Settings
-from .connection import async_client
+from .connection import as_async_transport, async_transport
 from .errors import SerializationError
 from .execution import Prepared, Undeliverable, error_payload, prepare, retry_delay_ms
-from .executor import AsyncExecutor, AsyncRedis
+from .executor import AsyncExecutor
 from .keys import QueueKeys, worker_key, workers_key
 from .task import Tasks
+from .transport import AsyncTransport, RedisPyAsyncTransport
 
 log = logging.getLogger("conveyor.worker")
 
@@ -105,7 +105,7 @@ class Worker:
         tasks: Tasks,
         *,
         url: str | None = None,
-        redis: AsyncRedis | None = None,
+        connection: AsyncTransport | Any = None,
         queues: Sequence[str] | None = None,
         settings: Settings | None = None,
         worker_settings: WorkerSettings | None = None,
@@ -119,7 +119,7 @@ class Worker:
         )
         self.queues = list(queues or tasks.queues)
         self.keys = {q: QueueKeys(q, self.settings.prefix) for q in self.queues}
-        self._redis = redis
+        self._connection = connection
         self.id = f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**4):04x}"
         self._held: dict[str, dict[str, _Held]] = {q: {} for q in self.queues}
         self._done: dict[str, list[tuple[str, str, bytes]]] = {q: [] for q in self.queues}
@@ -147,10 +147,11 @@ class Worker:
     async def serve(self, install_signal_handlers: bool = False) -> None:
         """Run in the current event loop until :meth:`stop` (or burst mode) ends it."""
         self._loop = asyncio.get_running_loop()
-        owns_client = self._redis is None
-        if self._redis is None:
-            self._redis = async_client(self.settings.redis_url)
-        self.executor = AsyncExecutor(self._redis)
+        owns_client = self._connection is None
+        self.transport = (
+            async_transport(self.settings.redis_url) if owns_client else as_async_transport(self._connection)
+        )
+        self.executor = AsyncExecutor(self.transport)
         self._pool = ThreadPoolExecutor(
             max_workers=self.config.threads or min(self.config.concurrency, 64),
             thread_name_prefix="conveyor-job",
@@ -195,7 +196,7 @@ class Worker:
                 )
             self._pool.shutdown(wait=False, cancel_futures=True)
             if owns_client:
-                await self._redis.aclose()
+                await self.transport.aclose()
             log.info("worker %s stopped: %d completed, %d failed", self.id, self.processed, self.failed)
 
     def stop(self) -> None:
@@ -335,13 +336,15 @@ class Worker:
 
     async def _block(self, timeout: float) -> None:
         """Wait in Redis until a marker says there is work, or ``timeout`` seconds pass."""
-        assert self._redis is not None
         markers = [self.keys[q].marker for q in self.queues]
-        if len(markers) == 1 or not isinstance(self._redis, redis.asyncio.cluster.RedisCluster):
-            await self._redis.execute_command("BZPOPMIN", *markers, timeout)
+        clustered = isinstance(self.transport, RedisPyAsyncTransport) and hasattr(
+            self.transport.client, "nodes_manager"
+        )
+        if len(markers) == 1 or not clustered:
+            await self.transport.call_blocking("BZPOPMIN", *markers, timeout)
             return
         # In a cluster the markers live in different slots: wait on each, first one wins.
-        waits = [asyncio.ensure_future(self._redis.execute_command("BZPOPMIN", m, timeout)) for m in markers]
+        waits = [asyncio.ensure_future(self.transport.call_blocking("BZPOPMIN", m, timeout)) for m in markers]
         _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for waiter in pending:
             waiter.cancel()

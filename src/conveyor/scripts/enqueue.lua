@@ -2,44 +2,45 @@
 --
 -- KEYS[1] waiting LIST     KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET
 -- KEYS[4] marker ZSET      KEYS[5] sequence counter   KEYS[6] job hash prefix
--- ARGV[1] number of jobs N, then N groups of 6:
---   id, task name, args JSON, kwargs JSON ('' if none), options JSON ('' if none), priority,
---   followed by one more group of N values `when`: '' now, '+<ms>' after a delay, '@<ms>' at a time.
--- Returns: an array of N integers, 1 where the job was created, 0 where a job with that
---   id already existed (it is left untouched; the caller reports "already existed").
+-- ARGV: for each job: id, task name, args JSON, E, then E pairs of optional fields:
+--   'k' kwargs JSON, 'o' options JSON, 'p' priority (non-zero integer),
+--   'w' when: '+<ms>' after a delay or '@<ms>' at an absolute time (ms since the epoch).
+--   Most jobs have none (E = 0), which keeps a bulk call small.
+-- Returns: the 1-based positions of jobs whose id already existed (empty when all were
+--   created). Those jobs are left untouched; the caller reports "already existed".
 -- Errors: none of its own; the caller validates ids, sizes and priorities before calling.
 -- @include common
 
-local n = tonumber(ARGV[1])
 local now = now_ms()
-local created = {}
-local woke = false
-local when_base = 1 + n * 6
+local existed = {}
+local plain = {}  -- priority-0 ids, pushed together at the end (one LPUSH per 1,000 ids)
+local created_any = false
+local i = 1
+local position = 0
 
-for i = 0, n - 1 do
-  local base = 2 + i * 6
-  local id = ARGV[base]
+while i <= #ARGV do
+  position = position + 1
+  local id = ARGV[i]
   local key = KEYS[6] .. id
+  local extras = tonumber(ARGV[i + 3])
   if redis.call('EXISTS', key) == 1 then
-    created[i + 1] = 0
+    existed[#existed + 1] = position
   else
-    local priority = tonumber(ARGV[base + 5])
-    local fields = {'n', ARGV[base + 1], 'a', ARGV[base + 2], 'ct', now}
-    if ARGV[base + 3] ~= '' then
-      fields[#fields + 1] = 'k'; fields[#fields + 1] = ARGV[base + 3]
-    end
-    if ARGV[base + 4] ~= '' then
-      fields[#fields + 1] = 'o'; fields[#fields + 1] = ARGV[base + 4]
-    end
-    if priority ~= 0 then
-      fields[#fields + 1] = 'p'; fields[#fields + 1] = priority
-    end
-    local when = ARGV[when_base + i + 1]
+    local priority = 0
     local due = 0
-    if when ~= '' then
-      local kind = string.sub(when, 1, 1)
-      local value = tonumber(string.sub(when, 2))
-      if kind == '+' then due = now + value else due = value end
+    local fields = {'n', ARGV[i + 1], 'a', ARGV[i + 2], 'ct', now}
+    for e = i + 4, i + 2 + extras * 2, 2 do
+      local name, value = ARGV[e], ARGV[e + 1]
+      if name == 'p' then
+        priority = tonumber(value)
+      elseif name == 'w' then
+        local amount = tonumber(string.sub(value, 2))
+        if string.sub(value, 1, 1) == '+' then due = now + amount else due = amount end
+        name = nil
+      end
+      if name then
+        fields[#fields + 1] = name; fields[#fields + 1] = value
+      end
     end
     if due > now then
       fields[#fields + 1] = 's'; fields[#fields + 1] = 'delayed'
@@ -49,14 +50,21 @@ for i = 0, n - 1 do
     else
       fields[#fields + 1] = 's'; fields[#fields + 1] = 'waiting'
       redis.call('HSET', key, unpack(fields))
-      push_ready(KEYS[1], KEYS[2], KEYS[5], id, priority, false)
+      if priority == 0 then
+        plain[#plain + 1] = id
+      else
+        push_ready(KEYS[1], KEYS[2], KEYS[5], id, priority, false)
+      end
     end
-    woke = true
-    created[i + 1] = 1
+    created_any = true
   end
+  i = i + 4 + extras * 2
 end
 
-if woke then
+for start = 1, #plain, 1000 do
+  redis.call('LPUSH', KEYS[1], unpack(plain, start, math.min(start + 999, #plain)))
+end
+if created_any then
   wake(KEYS[4])
 end
-return created
+return existed

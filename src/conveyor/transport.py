@@ -1,0 +1,419 @@
+"""A lean RESP transport over hiredis, for the hot paths (enqueue, claim, acknowledge).
+
+redis-py spends about 100 µs of Python per round trip here; a socket and hiredis's C
+parser spend about half that, and that difference is most of a small job's cost. This
+module does only what Conveyor needs: commands in, replies out, pipelining, AUTH/SELECT,
+TLS and unix sockets. Sentinel and Cluster, which need topology discovery, go through
+redis-py instead (:class:`RedisPyTransport`); both kinds offer the same small interface,
+so the executors do not care which one they drive.
+
+The asyncio connection multiplexes: any number of coroutines may send commands on one
+connection, replies are matched to requests in order. A coroutine cancelled while it
+waits only drops its interest in the reply; the reply is still read and discarded, so no
+reply ever reaches the wrong request. Blocking commands (BZPOPMIN, BLPOP) use connections
+of their own, because they hold the connection until they return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import ssl
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import hiredis
+from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and how to connect, parsed from a ``redis://``, ``rediss://`` or ``unix://`` URL."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    path: str | None = None
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+    tls: bool = False
+    tls_verify: bool = True
+    tls_ca_file: str | None = None
+    connect_timeout: float = 10.0
+
+    @classmethod
+    def from_url(cls, url: str) -> Endpoint:
+        parts = urlsplit(url)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        db = int(query.get("db", 0))
+        if parts.scheme == "unix":
+            return cls(path=parts.path, username=username, password=password, db=db)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ConfigurationError(f"the fast transport does not handle {parts.scheme}:// URLs")
+        path = parts.path.strip("/")
+        if path:
+            try:
+                db = int(path)
+            except ValueError:
+                raise ConfigurationError(f"database in {url!r} must be a number, got {path!r}") from None
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            username=username,
+            password=password,
+            db=db,
+            tls=parts.scheme == "rediss",
+            tls_verify=query.get("ssl_cert_reqs", "required") != "none",
+            tls_ca_file=query.get("ssl_ca_certs"),
+        )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=self.tls_ca_file)
+        if not self.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def handshake(self) -> list[tuple[Any, ...]]:
+        commands: list[tuple[Any, ...]] = []
+        if self.password is not None:
+            auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
+            commands.append(auth)
+        if self.db:
+            commands.append(("SELECT", self.db))
+        return commands
+
+
+def _reader() -> hiredis.Reader:
+    return hiredis.Reader(encoding="utf-8", replyError=ResponseError)
+
+
+def _raise_if_error(reply: Any) -> Any:
+    if isinstance(reply, ResponseError):
+        message = str(reply)
+        if message.startswith("NOSCRIPT"):
+            raise NoScriptError(message)
+        if message.startswith(("WRONGPASS", "NOAUTH", "NOPERM")):
+            raise AuthenticationError(message)
+        raise reply
+    return reply
+
+
+class SyncTransport(Protocol):
+    def call(self, *args: Any) -> Any: ...
+    def load_script(self, source: str) -> str: ...
+    def close(self) -> None: ...
+
+
+class AsyncTransport(Protocol):
+    async def call(self, *args: Any) -> Any: ...
+    async def call_blocking(self, *args: Any) -> Any: ...
+    async def load_script(self, source: str) -> str: ...
+    async def aclose(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------ sync
+class _SyncConnection:
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.reader = _reader()
+        self.sock = self._connect()
+        for command in endpoint.handshake():
+            self.call(command)
+
+    def _connect(self) -> socket.socket:
+        e = self.endpoint
+        try:
+            if e.path:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(e.connect_timeout)
+                sock.connect(e.path)
+            else:
+                sock = socket.create_connection((e.host, e.port), timeout=e.connect_timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            context = e.ssl_context()
+            if context is not None:
+                sock = context.wrap_socket(sock, server_hostname=e.host)
+            sock.settimeout(None)
+            return sock
+        except OSError as exc:
+            where = e.path or f"{e.host}:{e.port}"
+            raise RedisConnectionError(f"cannot connect to Redis at {where}: {exc}") from None
+
+    def call(self, args: Sequence[Any]) -> Any:
+        return self.call_many([args])[0]
+
+    def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        try:
+            self.sock.sendall(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
+            replies: list[Any] = []
+            while len(replies) < len(commands):
+                reply = self.reader.gets()
+                if reply is False:
+                    data = self.sock.recv(262144)
+                    if not data:
+                        raise RedisConnectionError("Redis closed the connection")
+                    self.reader.feed(data)
+                    continue
+                replies.append(reply)
+            return replies
+        except OSError as exc:
+            self.close()
+            raise RedisConnectionError(f"lost the connection to Redis: {exc}") from None
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class FastSyncTransport:
+    """A thread-safe pool of plain RESP connections (one per concurrent caller)."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self._idle: list[_SyncConnection] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _connection(self) -> Iterator[_SyncConnection]:
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = _SyncConnection(self.endpoint)
+        broken = True
+        try:
+            yield conn
+            broken = False
+        except ResponseError:
+            broken = False  # an error reply leaves the connection in a good state
+            raise
+        finally:
+            if broken:
+                conn.close()
+            else:
+                with self._lock:
+                    self._idle.append(conn)
+
+    def call(self, *args: Any) -> Any:
+        with self._connection() as conn:
+            return _raise_if_error(conn.call(args))
+
+    def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send all commands, then read all replies: one round trip. Error replies are returned."""
+        with self._connection() as conn:
+            return conn.call_many(commands)
+
+    def load_script(self, source: str) -> str:
+        return str(self.call("SCRIPT", "LOAD", source))
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+# ------------------------------------------------------------------------------ async
+class _AsyncConnection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = _reader()
+        self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check here.
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        waiters = self.waiters
+        while True:
+            reply = self.reader.gets()
+            if reply is False:
+                return
+            waiter = waiters.popleft()
+            if not waiter.done():  # a cancelled caller's reply is read and dropped
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        error = RedisConnectionError(f"lost the connection to Redis: {exc or 'closed by the server'}")
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def send(self, args: Sequence[Any]) -> asyncio.Future[Any]:
+        if self.closed or self.transport is None:
+            raise RedisConnectionError("the connection to Redis is closed")
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        self.transport.write(hiredis.pack_command(tuple(args)))
+        return waiter
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def _open(endpoint: Endpoint) -> _AsyncConnection:
+    loop = asyncio.get_running_loop()
+    context = endpoint.ssl_context()
+    try:
+        async with asyncio.timeout(endpoint.connect_timeout):
+            if endpoint.path:
+                _, conn = await loop.create_unix_connection(_AsyncConnection, endpoint.path, ssl=context)
+            else:
+                _, conn = await loop.create_connection(
+                    _AsyncConnection,
+                    endpoint.host,
+                    endpoint.port,
+                    ssl=context,
+                    server_hostname=endpoint.host if context else None,
+                )
+    except (OSError, TimeoutError) as exc:
+        where = endpoint.path or f"{endpoint.host}:{endpoint.port}"
+        raise RedisConnectionError(f"cannot connect to Redis at {where}: {exc or 'timed out'}") from None
+    sock = conn.transport.get_extra_info("socket") if conn.transport else None
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        for command in endpoint.handshake():
+            _raise_if_error(await conn.send(command))
+    except BaseException:  # cancelled or refused during AUTH: do not leak the socket
+        conn.close()
+        raise
+    return conn
+
+
+class FastAsyncTransport:
+    """One multiplexed connection for ordinary commands, dedicated ones for blocking commands."""
+
+    def __init__(self, endpoint: Endpoint, command_timeout: float | None = 60.0) -> None:
+        self.endpoint = endpoint
+        self.command_timeout = command_timeout
+        self._shared: _AsyncConnection | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._idle_blocking: list[_AsyncConnection] = []
+
+    async def _connection(self) -> _AsyncConnection:
+        conn = self._shared
+        if conn is not None and not conn.closed:
+            return conn
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._shared is None or self._shared.closed:
+                self._shared = await _open(self.endpoint)
+            return self._shared
+
+    async def call(self, *args: Any) -> Any:
+        conn = await self._connection()
+        waiter = conn.send(args)
+        if self.command_timeout is None:
+            return _raise_if_error(await waiter)
+        try:
+            async with asyncio.timeout(self.command_timeout):
+                return _raise_if_error(await waiter)
+        except TimeoutError:
+            # A silent connection (a network blackhole) fails every request on it and is replaced.
+            conn.close()
+            raise RedisTimeoutError(f"Redis did not answer within {self.command_timeout} s") from None
+
+    async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Pipeline: send all, then await all replies. Error replies are returned, not raised."""
+        conn = await self._connection()
+        waiters = [conn.send(c) for c in commands]
+        return list(await asyncio.gather(*waiters))
+
+    async def call_blocking(self, *args: Any) -> Any:
+        conn = self._idle_blocking.pop() if self._idle_blocking else await _open(self.endpoint)
+        try:
+            reply = _raise_if_error(await conn.send(args))
+        except BaseException:
+            conn.close()  # cancelled mid-command: the connection's state is unknown
+            raise
+        self._idle_blocking.append(conn)
+        return reply
+
+    async def load_script(self, source: str) -> str:
+        return str(await self.call("SCRIPT", "LOAD", source))
+
+    async def aclose(self) -> None:
+        if self._shared is not None:
+            self._shared.close()
+        for conn in self._idle_blocking:
+            conn.close()
+        self._idle_blocking.clear()
+        # The transports finish closing on the next loop iteration; let them, so a loop
+        # that ends right after this does not leave sockets to the garbage collector.
+        await asyncio.sleep(0)
+
+
+# ------------------------------------------------------------------------------ redis-py
+class RedisPySyncTransport:
+    """Adapter for a redis-py client: Sentinel, Cluster, or a client the user already has."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def call(self, *args: Any) -> Any:
+        return self.client.execute_command(*args)
+
+    def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        return [self._try(c) for c in commands]
+
+    def _try(self, command: Sequence[Any]) -> Any:
+        try:
+            return self.client.execute_command(*command)
+        except ResponseError as exc:
+            return exc
+
+    def load_script(self, source: str) -> str:
+        return str(self.client.script_load(source))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class RedisPyAsyncTransport:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def call(self, *args: Any) -> Any:
+        return await self.client.execute_command(*args)
+
+    async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        out = []
+        for command in commands:
+            try:
+                out.append(await self.client.execute_command(*command))
+            except ResponseError as exc:
+                out.append(exc)
+        return out
+
+    async def call_blocking(self, *args: Any) -> Any:
+        return await self.client.execute_command(*args)
+
+    async def load_script(self, source: str) -> str:
+        return str(await self.client.script_load(source))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
