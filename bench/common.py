@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import mmap
 import os
@@ -67,6 +68,7 @@ FAIL_EVERY = 5  # every 5th job (20 %) raises on its first attempt
 SLEEP_S = 0.010  # the io scenario's per-job wait
 POLL_S = 0.005  # how often the driver looks at the board
 SUBSLOTS = 8  # board sub-slots per worker process (for pools of child processes)
+MIN_CPU_S = 0.05  # below this the worker CPU figure is left out: too few clock ticks to mean much
 BENCH_DIR = Path(__file__).resolve().parent
 PEERS_DIR = BENCH_DIR / "peers"
 
@@ -319,12 +321,20 @@ def done(i: int, sent: float = 0.0) -> None:
         if sent:
             s.lat[i] = time.time() - sent
         st = s.st
-        if st[0] == 0:
+        if st[1] == 0:
             st[1] = now
         st[0] += 1
         st[2] = now
         if s.runs[i] < 255:
             s.runs[i] += 1
+
+
+def begin() -> None:
+    """Call at the start of a job body that waits (the io scenario): its start, not its
+    completion, opens this process's measured interval."""
+    s = _slot or _my_slot()
+    if s.st[1] == 0:
+        s.st[1] = time.monotonic()
 
 
 def should_fail(i: int) -> bool:
@@ -357,21 +367,35 @@ class Workers:
             log = os.path.join(self.tmp, f"worker{slot}.log")
             self.logs.append(log)
             cmd = [
-                sys.executable, os.path.abspath(sys.argv[0]), "worker",
-                "--kind", kind, "--redis-url", args.redis_url, "--queue", args.queue,
-                "--concurrency", str(concurrency), "--variant", args.variant, "--n", str(n),
-            ]  # fmt: skip
+                sys.executable,
+                os.path.abspath(sys.argv[0]),
+                "worker",
+                "--kind",
+                kind,
+                "--redis-url",
+                args.redis_url,
+                "--queue",
+                args.queue,
+                "--concurrency",
+                str(concurrency),
+                "--variant",
+                args.variant,
+                "--n",
+                str(n),
+            ]
             # PYTHONPATH: job modules are imported by name in worker (and child) processes
             path = os.pathsep.join([str(PEERS_DIR), str(BENCH_DIR), os.environ.get("PYTHONPATH", "")])
             env = dict(os.environ, BENCH_BOARD=self.board.path, BENCH_SLOT=str(slot), PYTHONPATH=path)
             with open(log, "wb") as lf:
                 self.procs.append(
-                    subprocess.Popen(cmd, env=env, stdout=lf, stderr=subprocess.STDOUT, start_new_session=True)
+                    subprocess.Popen(
+                        cmd, env=env, stdout=lf, stderr=subprocess.STDOUT, start_new_session=True
+                    )
                 )
         self.t_launch = time.monotonic()
 
     def dead(self) -> str | None:
-        for p, log in zip(self.procs, self.logs):
+        for p, log in zip(self.procs, self.logs, strict=True):
             if p.poll() is not None:
                 tail = Path(log).read_text(errors="replace")[-1500:]
                 return f"worker exited with {p.returncode}: {tail}"
@@ -403,10 +427,10 @@ class Workers:
             if total != last_total:
                 last_total, last_change = total, now
             if total == 0 and now - self.t_launch > startup_s:
-                status = "no job completed within %ds" % startup_s
+                status = f"no job completed within {startup_s:.0f}s"
                 break
             if total and now - last_change > stall_s:
-                status = "stalled at %d of %d" % (total, target)
+                status = f"stalled at {total} of {target}"
                 break
             if t_first_seen is not None and now - t_first_seen > max_seconds:
                 status = "capped"
@@ -421,6 +445,8 @@ class Workers:
         rss = sum(proc_rss(p.pid) for p in self.procs)
         total = sum(c for c, _, _ in stats)
         out: dict[str, Any] = {"completed": total, "status": status}
+        if status not in ("ok", "capped"):
+            out["worker_log"] = Path(self.logs[0]).read_text(errors="replace")[-1500:]
         if total >= 2:
             first = min(f for c, f, _ in stats if c)
             last = max(la for c, _, la in stats if c)
@@ -428,8 +454,9 @@ class Workers:
             out["jobs_per_s"] = rnd((total - 1) / (last - first), 1) if last > first else None
             out["startup_s"] = rnd(first - self.t_launch, 3)
             wjobs = sum(stats[w][0] - cpu0[w][1] for w in cpu0)
-            if wjobs > 0:
-                wcpu = sum(cpu1[w] - cpu0[w][0] for w in cpu0)
+            wcpu = sum(cpu1[w] - cpu0[w][0] for w in cpu0)
+            out["worker_cpu_s"] = rnd(wcpu, 3)
+            if wjobs > 0 and wcpu >= MIN_CPU_S:  # /proc counts in 10 ms ticks
                 out["worker_cpu_s_per_1k"] = rnd(wcpu / wjobs * 1000, 4)
             if redis and redis0 and total > redis0[1]:
                 out["redis_cpu_s_per_1k"] = rnd((redis.cpu() - redis0[0]) / (total - redis0[1]) * 1000, 4)
@@ -440,10 +467,8 @@ class Workers:
         """Kill the workers and everything they started (measurements are already taken)."""
         for p in self.procs:
             for pid in process_tree(p.pid):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         for p in self.procs:
             p.wait()
 
@@ -478,8 +503,6 @@ class Peer:
     has_sync = False
     has_async = False
     has_bulk = False
-    #: a comment shown in the results when something is not comparable
-    notes = ""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -545,7 +568,9 @@ async def _inflight(peer: Peer, kind: str, ids: range, inflight: int) -> None:
     await asyncio.gather(*(lane() for _ in range(inflight)))
 
 
-def fill(peer: Peer, kind: str, ids: range, inflight: int = INFLIGHT, prefer_single_connection: bool = False) -> str:
+def fill(
+    peer: Peer, kind: str, ids: range, inflight: int = INFLIGHT, prefer_single_connection: bool = False
+) -> str:
     """Enqueue ids the fastest way the library offers (untimed setup); returns how."""
     if peer.has_bulk:
         _bulk(peer, kind, ids)
@@ -624,8 +649,6 @@ def main(peer_cls: type[Peer], argv: list[str] | None = None) -> None:
         "n": n,
         "python": sys.version.split()[0],
     }
-    if peer.notes:
-        res["notes"] = peer.notes
     if sc == "info":
         emit(res)
         return
@@ -637,9 +660,12 @@ def main(peer_cls: type[Peer], argv: list[str] | None = None) -> None:
     finally:
         redis.close()
     emit(res)
+    os._exit(0)  # don't wait for threads a library left behind
 
 
-def _run(peer: Peer, args: argparse.Namespace, sc: str, n: int, conc: int | None, redis: MiniRedis) -> dict[str, Any]:
+def _run(
+    peer: Peer, args: argparse.Namespace, sc: str, n: int, conc: int | None, redis: MiniRedis
+) -> dict[str, Any]:
     ids = range(n)
     if sc == "enqueue-sync":
         if not peer.has_sync:

@@ -114,14 +114,17 @@ async function runWorker(a) {
   const done = (i, sent) => {
     const now = nowMs();
     if (sent) lat[i] = now - sent;
-    if (st.count === 0) st.first = now;
+    if (st.first === 0) st.first = now;
     st.count += 1;
     st.last = now;
     if (runs[i] < 255) runs[i] += 1;
   };
   const processor = async (job) => {
     const { i, sent } = job.data;
-    if (job.name === 'sleep') await sleep(10);
+    if (job.name === 'sleep') {
+      if (st.first === 0) st.first = nowMs(); // the io interval opens at the first start
+      await sleep(10);
+    }
     else if (job.name === 'flaky') {
       attempts[i] += 1; // one worker process in the failure scenario, so this count is global
       if (i % FAIL_EVERY === 0 && attempts[i] === 1) throw new Error('flake');
@@ -221,7 +224,8 @@ class Workers {
       let wjobs = 0;
       let wcpu = 0;
       for (const [w, [c0, n0]] of cpu0) { wjobs += dumps[w].count - n0; wcpu += cpu1[w] - c0; }
-      if (wjobs > 0) out.worker_cpu_s_per_1k = rnd((wcpu / wjobs) * 1000, 4);
+      out.worker_cpu_s = rnd(wcpu, 3);
+      if (wjobs > 0 && wcpu >= 0.05) out.worker_cpu_s_per_1k = rnd((wcpu / wjobs) * 1000, 4); // 10 ms ticks
       if (redis && redis0 && total > redis0[1]) {
         out.redis_cpu_s_per_1k = rnd((((await redisCpu(redis)) - redis0[0]) / (total - redis0[1])) * 1000, 4);
       }

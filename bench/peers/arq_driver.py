@@ -5,9 +5,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import common  # noqa: E402
-from arq import Retry, Worker, create_pool  # noqa: E402
-from arq.connections import RedisSettings  # noqa: E402
+import common
+from arq import Retry, Worker, create_pool
+from arq.connections import RedisSettings
 
 
 async def noop(ctx, i, sent=0.0):
@@ -15,6 +15,7 @@ async def noop(ctx, i, sent=0.0):
 
 
 async def sleep(ctx, i, sent=0.0):
+    common.begin()
     await common.async_sleep()
     common.done(i)
 

@@ -5,13 +5,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import common  # noqa: E402
-from bullmq import Queue, Worker  # noqa: E402
+import common
+from bullmq import Queue, Worker
 
 
 async def process(job, token):
     i, sent = job.data["i"], job.data.get("sent", 0.0)
     if job.name == "sleep":
+        common.begin()
         await common.async_sleep()
     elif job.name == "flaky" and common.should_fail(i):
         raise common.Flake(i)

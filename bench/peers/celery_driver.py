@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import common  # noqa: E402
-from celery import Celery  # noqa: E402
+import common
+from celery import Celery
 
 app = Celery("bench")
 
@@ -18,11 +18,14 @@ def noop(i, sent=0.0):
 
 @app.task(name="sleep")
 def sleep(i, sent=0.0):
+    common.begin()
     common.sync_sleep()
     common.done(i)
 
 
-@app.task(name="flaky", autoretry_for=(common.Flake,), max_retries=1, default_retry_delay=0, retry_backoff=False)
+@app.task(
+    name="flaky", autoretry_for=(common.Flake,), max_retries=1, default_retry_delay=0, retry_backoff=False
+)
 def flaky(i, sent=0.0):
     if common.should_fail(i):
         raise common.Flake(i)

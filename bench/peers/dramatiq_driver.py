@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import common  # noqa: E402
-import dramatiq  # noqa: E402
-from dramatiq.brokers.redis import RedisBroker  # noqa: E402
+import common
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 
 
 def noop(i, sent=0.0):
@@ -17,6 +17,7 @@ def noop(i, sent=0.0):
 
 
 def sleep(i, sent=0.0):
+    common.begin()
     common.sync_sleep()
     common.done(i)
 

@@ -5,9 +5,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import common  # noqa: E402
-from huey import RedisHuey  # noqa: E402
-from redis import ConnectionPool  # noqa: E402
+import common
+from huey import RedisHuey
+from redis import ConnectionPool
 
 
 def noop(i, sent=0.0):
@@ -15,6 +15,7 @@ def noop(i, sent=0.0):
 
 
 def sleep(i, sent=0.0):
+    common.begin()
     common.sync_sleep()
     common.done(i)
 

@@ -5,9 +5,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import common  # noqa: E402
-from redis import Redis  # noqa: E402
-from rq import Queue, Retry, SimpleWorker, Worker  # noqa: E402
+import common
+from redis import Redis
+from rq import Queue, Retry, SimpleWorker, Worker
 
 MOD = "rq_driver"
 
@@ -17,6 +17,7 @@ def noop(i, sent=0.0):
 
 
 def sleep(i, sent=0.0):
+    common.begin()
     common.sync_sleep()
     common.done(i)
 

@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import common  # noqa: E402
-from saq import Queue, Worker  # noqa: E402
+import common
+from saq import Queue, Worker
 
 
 async def noop(ctx, *, i, sent=0.0):
@@ -14,6 +14,7 @@ async def noop(ctx, *, i, sent=0.0):
 
 
 async def sleep(ctx, *, i, sent=0.0):
+    common.begin()
     await common.async_sleep()
     common.done(i)
 

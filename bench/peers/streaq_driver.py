@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import common  # noqa: E402
-from streaq import StreaqRetry, Worker  # noqa: E402
+import common
+from streaq import StreaqRetry, Worker
 
 
 async def noop(i: int, sent: float = 0.0) -> None:
@@ -13,6 +13,7 @@ async def noop(i: int, sent: float = 0.0) -> None:
 
 
 async def sleep(i: int, sent: float = 0.0) -> None:
+    common.begin()
     await common.async_sleep()
     common.done(i)
 

@@ -3,15 +3,16 @@
 (BRPOP, no acks)."""
 
 import asyncio
+import contextlib
 import signal
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import common  # noqa: E402
-from taskiq import SimpleRetryMiddleware  # noqa: E402
-from taskiq.api import run_receiver_task  # noqa: E402
-from taskiq_redis import ListQueueBroker, RedisStreamBroker  # noqa: E402
+import common
+from taskiq import SimpleRetryMiddleware
+from taskiq.api import run_receiver_task
+from taskiq_redis import ListQueueBroker, RedisStreamBroker
 
 
 async def noop(i: int, sent: float = 0.0) -> None:
@@ -19,6 +20,7 @@ async def noop(i: int, sent: float = 0.0) -> None:
 
 
 async def sleep(i: int, sent: float = 0.0) -> None:
+    common.begin()
     await common.async_sleep()
     common.done(i)
 
@@ -66,10 +68,8 @@ class TaskiqPeer(common.Peer):
             await self.broker.startup()
             task = asyncio.create_task(run_receiver_task(self.broker, max_async_tasks=concurrency))
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
 
         asyncio.run(run())
 
