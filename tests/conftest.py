@@ -74,3 +74,21 @@ async def aclient(url: str) -> AsyncIterator[AsyncClient]:
 @pytest.fixture
 def tasks(queue: str) -> Tasks:
     return Tasks(queue=queue)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Any]:
+    from topology import Cluster
+
+    started = Cluster()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from topology import SentinelSetup
+
+    started = SentinelSetup(tmp_path_factory.mktemp("sentinel"))
+    yield started
+    started.stop()

@@ -1,6 +1,7 @@
 """Celery driver, Redis broker, no result backend.  Sync API (no async, no bulk:
 group/chunks still publish one message per task)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -57,6 +58,8 @@ class CeleryPeer(common.Peer):
         )
         if self.variant == "solo":
             app.conf.worker_prefetch_multiplier = 64
+        else:
+            self.concurrency = os.cpu_count() or 1  # prefork's default pool size (for the report)
 
     def enqueue(self, kind, i, sent=0.0):
         TASKS[kind].apply_async((i, sent))

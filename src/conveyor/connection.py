@@ -106,13 +106,18 @@ def sync_transport(url: str) -> SyncTransport:
     """The fast transport for plain, TLS and unix-socket URLs; redis-py for Sentinel and Cluster."""
     if _check_scheme(url) in ("redis", "rediss", "unix"):
         return FastSyncTransport(Endpoint.from_url(url))
-    return RedisPySyncTransport(sync_client(url))
+    client = sync_client(url)
+    sentinels = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    return RedisPySyncTransport(client, also_close=list(getattr(sentinels, "sentinels", [])))
 
 
 def async_transport(url: str) -> AsyncTransport:
     if _check_scheme(url) in ("redis", "rediss", "unix"):
         return FastAsyncTransport(Endpoint.from_url(url))
-    return RedisPyAsyncTransport(async_client(url))
+    client = async_client(url)
+    # A Sentinel-managed client keeps connections to the sentinels; close those too.
+    sentinels = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    return RedisPyAsyncTransport(client, also_close=list(getattr(sentinels, "sentinels", [])))
 
 
 def as_sync_transport(connection: Any) -> SyncTransport:

@@ -44,10 +44,28 @@ def find_server_binary() -> str:
     return str(get_binary_path())
 
 
-def free_port() -> int:
+def _is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, cluster: bool = False) -> int:
+    """A free loopback port. A cluster node also needs port + 10000 (its bus), so <= 55535."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if not cluster:
+            return port
+        if port <= 55535 and _is_free(port + 10000):
+            return port
+        port = secrets.randbelow(55535 - 20000) + 20000
+        if _is_free(port) and _is_free(port + 10000):
+            return port
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -72,7 +90,7 @@ class RedisServer:
         self.binary = binary or find_server_binary()
         self._own_directory = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="conveyor-redis-")).resolve()
-        self.port = port or free_port()
+        self.port = port or free_port(cluster="--cluster-enabled" in extra_args)
         self.password = password if password is not None else secrets.token_urlsafe(18)
         self.appendonly = appendonly
         self.appendfsync = appendfsync

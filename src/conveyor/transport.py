@@ -369,8 +369,9 @@ class FastAsyncTransport:
 class RedisPySyncTransport:
     """Adapter for a redis-py client: Sentinel, Cluster, or a client the user already has."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, also_close: Sequence[Any] = ()) -> None:
         self.client = client
+        self.also_close = list(also_close)
 
     def call(self, *args: Any) -> Any:
         return self.client.execute_command(*args)
@@ -389,11 +390,14 @@ class RedisPySyncTransport:
 
     def close(self) -> None:
         self.client.close()
+        for other in self.also_close:
+            other.close()
 
 
 class RedisPyAsyncTransport:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, also_close: Sequence[Any] = ()) -> None:
         self.client = client
+        self.also_close = list(also_close)
 
     async def call(self, *args: Any) -> Any:
         return await self.client.execute_command(*args)
@@ -415,3 +419,5 @@ class RedisPyAsyncTransport:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        for other in self.also_close:
+            await other.aclose()

@@ -159,6 +159,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._flush_wanted = asyncio.Event()
         self._stop_event = asyncio.Event()
+        self._closing = asyncio.Event()
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
@@ -184,8 +185,11 @@ class Worker:
             self._flush_wanted.set()
             self._stopping = True
             await flusher
-            beater.cancel()
-            sweeper.cancel()
+            # Not cancelled mid-command: redis-py's cluster client does not always survive that.
+            self._closing.set()
+            _, late = await asyncio.wait([beater, sweeper], timeout=5)
+            for loop_task in late:
+                loop_task.cancel()
             await asyncio.gather(beater, sweeper, return_exceptions=True)
             await self._hand_back()
             with contextlib.suppress(RedisError):
@@ -345,9 +349,13 @@ class Worker:
             return
         # In a cluster the markers live in different slots: wait on each, first one wins.
         waits = [asyncio.ensure_future(self.transport.call_blocking("BZPOPMIN", m, timeout)) for m in markers]
-        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in pending:
-            waiter.cancel()
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+            # Let the cancelled commands drop their connections before we go on.
+            await asyncio.gather(*waits, return_exceptions=True)
 
     # ------------------------------------------------------------------ running jobs
     def _start(self, queue: str, claimed: ops.Claimed) -> None:
@@ -512,8 +520,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         interval = self.config.lease / 3
         lease_ms = int(self.config.lease * 1000)
-        while True:
-            await asyncio.sleep(interval)
+        while not await self._closing_within(interval):
             try:
                 for queue, held in self._held.items():
                     if not held:
@@ -537,13 +544,22 @@ class Worker:
     async def _sweep_loop(self) -> None:
         """Every worker sweeps; the script is atomic, so concurrent sweeps never re-deliver twice."""
         interval = self.config.sweep_interval
-        await asyncio.sleep(random.uniform(0, interval))  # spread the sweeps of workers started together
-        while True:
+        # The first sweep comes at a random point, to spread the sweeps of workers started together.
+        pause = random.uniform(0, interval)
+        while not await self._closing_within(pause):
             try:
                 await self._sweep()
             except _RETRYABLE_REDIS as exc:
                 log.warning("sweep failed (%s); will retry", exc)
-            await asyncio.sleep(interval)
+            pause = interval
+
+    async def _closing_within(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True as soon as the worker is closing."""
+        try:
+            await asyncio.wait_for(self._closing.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
 
     async def _sweep(self) -> None:
         for queue in self.queues:

@@ -1,0 +1,90 @@
+"""The same product on Redis Cluster and behind Sentinel, through their URLs."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from conveyor import AsyncClient, Client, JobState, Tasks, Worker
+
+from helpers import running_worker, wait_until
+
+
+def build(queue: str) -> tuple[Tasks, Any, Any]:
+    tasks = Tasks(queue=queue)
+
+    @tasks.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    @tasks.task
+    def shout(text: str) -> str:
+        return text.upper()
+
+    return tasks, add, shout
+
+
+@pytest.fixture(params=["cluster", "sentinel"])
+def topology_url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue(request.param).url)
+
+
+async def test_enqueue_work_and_results(topology_url: str, queue: str) -> None:
+    tasks, add, shout = build(queue)
+    async with AsyncClient.from_url(topology_url) as client:
+        handle = await client.enqueue(add, 2, 40)
+        many = await client.enqueue_many([shout.call(f"w{i}") for i in range(500)])
+        again = await client.enqueue(add.with_options(job_id=handle.id), 0, 0)
+        assert not again.created
+        async with running_worker(tasks, topology_url):
+            assert await handle.result(timeout=10) == 42
+            assert await many[-1].result(timeout=10) == "W499"
+        counts = await client.counts(queue)
+        assert counts["completed"] == 501 and counts["active"] == 0
+
+
+def test_sync_client_and_inspection(topology_url: str, queue: str) -> None:
+    _, add, _ = build(queue)
+    with Client.from_url(topology_url) as client:
+        handle = client.enqueue(add.with_options(delay=60), 1, 1)
+        assert client.get_job(queue, handle.id).state is JobState.DELAYED
+        assert queue in client.queues()
+        jobs, total = client.list_jobs(queue, "delayed")
+        assert total == 1 and jobs[0].id == handle.id
+        assert client.purge(queue) == 1
+
+
+async def test_cluster_worker_blocks_on_queues_in_different_slots(cluster: Any, queue: str) -> None:
+    tasks = Tasks(queue=queue + "-a")
+
+    @tasks.task
+    async def tag(value: str) -> str:
+        return value
+
+    other = tag.with_options(queue=queue + "-b")
+    async with (
+        AsyncClient.from_url(cluster.url) as client,
+        running_worker(tasks, cluster.url, queues=[queue + "-a", queue + "-b"]),
+    ):
+        await asyncio.sleep(0.3)  # idle: blocked on both markers
+        handle = await client.enqueue(other, "b")
+        assert await handle.result(timeout=5) == "b"
+        handle = await client.enqueue(tag, "a")
+        assert await handle.result(timeout=5) == "a"
+
+
+async def test_script_flush_mid_run_loses_nothing(cluster: Any, queue: str) -> None:
+    tasks, add, _ = build(queue)
+    async with AsyncClient.from_url(cluster.url) as client:
+        await client.enqueue_many([add.call(i, 1) for i in range(300)])
+        worker = Worker(tasks, url=cluster.url, burst=True, concurrency=20)
+        serving = asyncio.create_task(worker.serve())
+        await wait_until(lambda: worker.processed > 50)
+        for node in cluster.nodes:
+            with Client.from_url(f"redis://:{node.password}@127.0.0.1:{node.port}") as direct:
+                direct.transport.call("SCRIPT", "FLUSH")
+        await asyncio.wait_for(serving, 30)
+        assert worker.processed == 300
+        assert (await client.counts(queue))["completed"] == 300
