@@ -54,8 +54,8 @@ class Endpoint:
     def from_url(cls, url: str) -> Endpoint:
         parts = urlsplit(url)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        username = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password else None
+        username = unquote(parts.username) if parts.username else query.get("username")
+        password = unquote(parts.password) if parts.password else query.get("password")
         db = int(query.get("db", 0))
         if parts.scheme == "unix":
             return cls(path=parts.path, username=username, password=password, db=db)
@@ -131,8 +131,12 @@ class _SyncConnection:
         self.endpoint = endpoint
         self.reader = _reader()
         self.sock = self._connect()
-        for command in endpoint.handshake():
-            self.call(command)
+        try:
+            for command in endpoint.handshake():
+                _raise_if_error(self.call(command))
+        except BaseException:
+            self.close()
+            raise
 
     def _connect(self) -> socket.socket:
         e = self.endpoint
