@@ -102,7 +102,9 @@ def test_worker_burst_from_the_cli_and_enqueue_wait(url: str, client: Client, qu
     assert result.returncode == 0, result.stderr
     assert client.counts(queue)["completed"] == 300
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
-    assert any("completed" in line["message"] for line in lines), "one JSON log line per job event"
+    completed = [line for line in lines if line.get("event") == "completed"]
+    assert len(completed) == 300, "one JSON log line per job event"
+    assert {"queue", "job_id", "task", "attempt"} <= set(completed[0])
 
 
 def test_bad_app_is_reported(url: str) -> None:

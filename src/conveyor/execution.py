@@ -38,6 +38,8 @@ class Prepared:
     retries: int
     timeout: float | None
     backoff: backoff_policies.Backoff
+    started: float = 0.0
+    """Event-loop time when the job started, for its duration in the log."""
 
 
 class Undeliverable(Exception):

@@ -53,6 +53,28 @@ log = logging.getLogger("conveyor.worker")
 _RETRYABLE_REDIS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
+def _log_job(level: int, event: str, job: Prepared, message: str, *args: Any, **fields: Any) -> None:
+    """One log line per job event; with ``--log-format json`` the fields become JSON keys."""
+    extra = {
+        "event": event,
+        "queue": job.queue,
+        "job_id": job.claimed.id,
+        "task": job.task.name,
+        "attempt": job.claimed.attempts,
+        **fields,
+    }
+    log.log(
+        level,
+        "job %s/%s %s (attempt %d) " + message,
+        job.queue,
+        job.claimed.id,
+        job.task.name,
+        job.claimed.attempts,
+        *args,
+        extra=extra,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     """How a worker behaves. Times are in seconds."""
@@ -368,6 +390,7 @@ class Worker:
             self._record_failure(queue, claimed, payload, -1)
             return
         self._busy += 1
+        job.started = self._loop.time()
         if job.task.is_async:
             running: asyncio.Future[Any] = self._loop.create_task(self._run_async(job))
         else:
@@ -428,13 +451,7 @@ class Worker:
         self._flush_wanted.set()
         self.processed += 1
         if log.isEnabledFor(logging.INFO):
-            log.info(
-                "job %s/%s %s completed (attempt %d)",
-                job.queue,
-                job.claimed.id,
-                job.task.name,
-                job.claimed.attempts,
-            )
+            _log_job(logging.INFO, "completed", job, "completed in %.1f ms", self._elapsed_ms(job))
 
     def _finish_error(self, job: Prepared, exc: BaseException) -> None:
         self._release(job)
@@ -445,28 +462,23 @@ class Worker:
             reason = "exception"
         delay = retry_delay_ms(job, exc)
         self._record_failure(job.queue, job.claimed, error_payload(exc, reason=reason), delay)
+        error = f"{type(exc).__name__}: {exc}"
         if delay >= 0:
-            log.warning(
-                "job %s/%s %s failed (attempt %d/%d), retrying in %.1f s: %s: %s",
-                job.queue,
-                job.claimed.id,
-                job.task.name,
-                job.claimed.attempts,
-                job.retries + 1,
+            _log_job(
+                logging.WARNING,
+                "retrying",
+                job,
+                "failed, retrying in %.1f s: %s",
                 delay / 1000,
-                type(exc).__name__,
-                exc,
+                error,
+                retry_in_ms=delay,
+                error=error,
             )
         else:
-            log.error(
-                "job %s/%s %s failed for good after %d attempts: %s: %s",
-                job.queue,
-                job.claimed.id,
-                job.task.name,
-                job.claimed.attempts,
-                type(exc).__name__,
-                exc,
-            )
+            _log_job(logging.ERROR, "failed", job, "failed for good: %s", error, error=error)
+
+    def _elapsed_ms(self, job: Prepared) -> float:
+        return (self._loop.time() - job.started) * 1000
 
     def _record_failure(self, queue: str, claimed: ops.Claimed, payload: bytes, delay_ms: int) -> None:
         self._failures[queue].append((claimed.id, claimed.token, payload, delay_ms))
