@@ -112,6 +112,7 @@ def run_dev(*, job_count: int, exit_after: bool, state_dir: str, console: Consol
             counts = client.counts("demo")
             table.add_row(*(f"{counts[s.value]:,}" for s in JobState))
             console.print(table)
+            console.print(f"demo finished: {counts['completed']} completed, {counts['failed']} failed")
         if not exit_after and not stop.is_set():
             console.print(
                 "the worker keeps running. Try, in another terminal:\n"
