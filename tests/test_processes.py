@@ -191,3 +191,25 @@ def test_cli_reports_unreachable_or_bad_url_clearly(bad: str) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "error" in result.stderr.lower()
+
+
+def test_worker_rides_out_a_redis_crash_and_restart(server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(appendfsync="always")
+    queue = "restart"
+    _, noop = recovery_tasks(queue)
+    worker = start_worker(server.url, queue)
+    try:
+        with Client.from_url(server.url) as c:
+            c.enqueue_many([noop.call() for _ in range(100)])
+            wait_for(lambda: c.counts(queue)["completed"] == 100, 10)
+        server.restart(kill=True)  # SIGKILL, then start again from the AOF
+        back = time.monotonic()
+        with Client.from_url(server.url) as c:
+            assert c.counts(queue)["completed"] == 100, "completed jobs survived the crash"
+            c.enqueue_many([noop.call() for _ in range(100)])
+            wait_for(lambda: c.counts(queue)["completed"] == 200, 15)
+        assert time.monotonic() - back < 10, "the same worker process resumed"
+        assert worker.poll() is None, "the worker did not exit"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
-from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
+from redis.exceptions import AuthenticationError, BusyLoadingError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -101,11 +101,18 @@ def _reader() -> hiredis.Reader:
     return hiredis.Reader(encoding="utf-8", replyError=ResponseError)
 
 
+_TRANSIENT = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
+
+
 def _raise_if_error(reply: Any) -> Any:
     if isinstance(reply, ResponseError):
         message = str(reply)
         if message.startswith("NOSCRIPT"):
             raise NoScriptError(message)
+        if message.startswith(_TRANSIENT):
+            # The server is there but cannot answer yet (replaying its AOF, running a slow
+            # script, failing over): callers treat this like a lost connection and retry.
+            raise BusyLoadingError(message)
         if message.startswith(("WRONGPASS", "NOAUTH", "NOPERM")):
             raise AuthenticationError(message)
         raise reply
