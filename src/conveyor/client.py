@@ -67,10 +67,13 @@ class _Producer:
             extras += ("w", f"+{math.ceil(options.delay * 1000)}")
         return ops.NewJob(options.job_id or job_id, call.task, args, tuple(extras))
 
-    def _enqueue_ops(self, calls: Iterable[TaskCall[Any]]) -> Generator[ops.Step, Any, list[ops.Enqueued]]:
+    def _enqueue_ops(self, calls: Sequence[TaskCall[Any]]) -> Generator[ops.Step, Any, list[ops.Enqueued]]:
         """Encode everything first (nothing is written if any call is invalid), then write."""
-        calls = list(calls)
         ids = new_job_ids(len(calls))
+        if len(calls) == 1:  # the single enqueue: no grouping needed
+            call = calls[0]
+            yield from self._register(call.queue)
+            return (yield from ops.enqueue(self.keys(call.queue), [self._encode(call, ids[0])]))
         by_queue: dict[str, list[ops.NewJob]] = {}
         order: list[tuple[str, int]] = []
         for call, job_id in zip(calls, ids, strict=True):
@@ -79,9 +82,7 @@ class _Producer:
             jobs.append(self._encode(call, job_id))
         results: dict[str, list[ops.Enqueued]] = {}
         for queue, jobs in by_queue.items():
-            if queue not in self._known_queues:
-                yield from ops.register_queue(queues_key(self.settings.prefix), queue)
-                self._known_queues.add(queue)
+            yield from self._register(queue)
             done: list[ops.Enqueued] = []
             for start in range(0, len(jobs), BULK_CHUNK):
                 done += yield from ops.enqueue(self.keys(queue), jobs[start : start + BULK_CHUNK])
@@ -89,6 +90,12 @@ class _Producer:
         if len(results) == 1:
             return results[order[0][0]]
         return [results[queue][index] for queue, index in order]
+
+    def _register(self, queue: str) -> Generator[ops.Step, Any, None]:
+        """Record the queue name once per client, for ``conveyor info`` (outside the queue's slot)."""
+        if queue not in self._known_queues:
+            yield from ops.register_queue(queues_key(self.settings.prefix), queue)
+            self._known_queues.add(queue)
 
     def _wait_op(self, queue: str, job_id: str, timeout: float | None) -> Generator[ops.Step, Any, Any]:
         result = yield from ops.wait_result(self.keys(queue), job_id, timeout)
@@ -197,7 +204,7 @@ class Client(_Producer):
 
     def enqueue_many(self, calls: Iterable[TaskCall[R]]) -> list[JobHandle[R]]:
         """Enqueue many jobs (``[add.call(i, i) for i in ...]``) in one round trip per queue."""
-        return [JobHandle(self, e) for e in self.run(self._enqueue_ops(calls))]
+        return [JobHandle(self, e) for e in self.run(self._enqueue_ops(list(calls)))]
 
     # reading
     def get_job(self, queue: str, job_id: str) -> Job:
@@ -271,7 +278,7 @@ class AsyncClient(_Producer):
         return AsyncJobHandle(self, enqueued)
 
     async def enqueue_many(self, calls: Iterable[TaskCall[R]]) -> list[AsyncJobHandle[R]]:
-        return [AsyncJobHandle(self, e) for e in await self.run(self._enqueue_ops(calls))]
+        return [AsyncJobHandle(self, e) for e in await self.run(self._enqueue_ops(list(calls)))]
 
     async def get_job(self, queue: str, job_id: str) -> Job:
         return self._require(await self.run(ops.get_job(self.keys(queue), job_id)), queue, job_id)

@@ -33,6 +33,9 @@ def _encode(value: int, width: int) -> str:
     return "".join(reversed(chars))
 
 
+_prefix_cache: dict[int, str] = {}  # the encoded millisecond part, shared by ids of the same ms
+
+
 def new_job_ids(count: int) -> list[str]:
     """``count`` ids at once, as :func:`new_job_id` would make them, for bulk enqueue.
 
@@ -54,14 +57,15 @@ def new_job_ids(count: int) -> list[str]:
             _last_ms += _counter >> 15
             _counter &= (1 << 15) - 1
     noise = os.urandom(3 * count)
-    prefix_cache: dict[int, str] = {}
     out = []
     for i in range(count):
         counter = first + i
         stamp = ms + (counter >> 15)
-        prefix = prefix_cache.get(stamp)
+        prefix = _prefix_cache.get(stamp)
         if prefix is None:
-            prefix = prefix_cache[stamp] = _encode(stamp, 9)
+            if len(_prefix_cache) > 64:
+                _prefix_cache.clear()
+            prefix = _prefix_cache[stamp] = _encode(stamp, 9)
         rand = int.from_bytes(noise[3 * i : 3 * i + 3], "big") >> 4
         out.append(prefix + _encode_35(((counter & 0x7FFF) << 20) | rand))
     return out

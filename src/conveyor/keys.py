@@ -8,8 +8,6 @@ built from :attr:`QueueKeys.job_prefix`, which carries the same tag.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 DEFAULT_PREFIX = "cv"
 
 
@@ -25,68 +23,64 @@ def validate_queue_name(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True, slots=True)
 class QueueKeys:
-    """Key names of one queue."""
+    """Key names of one queue, computed once (they are on every hot path)."""
 
-    queue: str
-    prefix: str = DEFAULT_PREFIX
+    __slots__ = (
+        "active",
+        "base",
+        "completed",
+        "delayed",
+        "done_prefix",
+        "failed",
+        "job_prefix",
+        "marker",
+        "prefix",
+        "prioritized",
+        "queue",
+        "sequence",
+        "waiting",
+    )
 
-    @property
-    def base(self) -> str:
-        return f"{self.prefix}:{{{self.queue}}}:"
-
-    @property
-    def waiting(self) -> str:
+    def __init__(self, queue: str, prefix: str = DEFAULT_PREFIX) -> None:
+        self.queue = queue
+        self.prefix = prefix
+        self.base = base = f"{prefix}:{{{queue}}}:"
+        self.waiting = base + "waiting"
         """LIST of job ids with priority 0, pushed on the left, popped on the right."""
-        return self.base + "waiting"
-
-    @property
-    def prioritized(self) -> str:
+        self.prioritized = base + "prioritized"
         """ZSET of waiting job ids with a non-zero priority, score from priority and sequence."""
-        return self.base + "prioritized"
-
-    @property
-    def delayed(self) -> str:
+        self.delayed = base + "delayed"
         """ZSET of job ids scored by the time (ms) they become due."""
-        return self.base + "delayed"
-
-    @property
-    def active(self) -> str:
+        self.active = base + "active"
         """ZSET of claimed job ids scored by their lease deadline (ms)."""
-        return self.base + "active"
-
-    @property
-    def completed(self) -> str:
+        self.completed = base + "completed"
         """ZSET of completed job ids scored by finish time (ms)."""
-        return self.base + "completed"
-
-    @property
-    def failed(self) -> str:
+        self.failed = base + "failed"
         """ZSET of dead-lettered job ids scored by finish time (ms)."""
-        return self.base + "failed"
-
-    @property
-    def marker(self) -> str:
+        self.marker = base + "marker"
         """ZSET holding at most one member; workers block on it (BZPOPMIN) to learn of new work."""
-        return self.base + "marker"
-
-    @property
-    def sequence(self) -> str:
+        self.sequence = base + "seq"
         """Counter for priority FIFO order and fencing tokens."""
-        return self.base + "seq"
+        self.job_prefix = base + "job:"
+        """Prefix of the HASH with one job's data."""
+        self.done_prefix = base + "done:"
+        """Prefix of the LIST a client blocks on while it waits for a job to finish."""
 
-    @property
-    def job_prefix(self) -> str:
-        return self.base + "job:"
+    def __repr__(self) -> str:
+        return f"QueueKeys({self.queue!r}, {self.prefix!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, QueueKeys) and (self.queue, self.prefix) == (other.queue, other.prefix)
+
+    def __hash__(self) -> int:
+        return hash((self.queue, self.prefix))
 
     def job(self, job_id: str) -> str:
-        """HASH with one job's data."""
         return self.job_prefix + job_id
 
     def done(self, job_id: str) -> str:
-        """LIST a client blocks on while it waits for this job to finish."""
-        return self.base + "done:" + job_id
+        return self.done_prefix + job_id
 
 
 def queues_key(prefix: str = DEFAULT_PREFIX) -> str:

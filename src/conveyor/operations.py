@@ -97,7 +97,7 @@ class Retention:
     keep_ms: int
 
 
-def enqueue(keys: QueueKeys, jobs: Sequence[NewJob]) -> Operation:
+def enqueue(keys: QueueKeys, jobs: Sequence[NewJob]) -> Generator[Step, Any, list[Enqueued]]:
     args: list[Any] = []
     for job in jobs:
         args += (job.id, job.task, job.args, len(job.extras) // 2, *job.extras)
@@ -145,7 +145,7 @@ def complete(
     args: list[Any] = [retention.keep_count, retention.keep_ms]
     for item in results:
         args += item
-    reply = yield Script(COMPLETE, (keys.active, keys.completed, keys.job_prefix, keys.base + "done:"), args)
+    reply = yield Script(COMPLETE, (keys.active, keys.completed, keys.job_prefix, keys.done_prefix), args)
     return [bool(flag) for flag in reply]
 
 
@@ -170,7 +170,7 @@ def fail(
             keys.marker,
             keys.sequence,
             keys.job_prefix,
-            keys.base + "done:",
+            keys.done_prefix,
         ),
         args,
     )
@@ -202,7 +202,7 @@ def sweep(
             keys.marker,
             keys.sequence,
             keys.job_prefix,
-            keys.base + "done:",
+            keys.done_prefix,
         ),
         (max_crashes, limit, failed.keep_count, failed.keep_ms),
     )
