@@ -213,3 +213,26 @@ def test_worker_rides_out_a_redis_crash_and_restart(server_factory, tmp_path: Pa
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
+
+
+def test_frozen_worker_cannot_overwrite_the_newer_attempt(client: Client, url: str, queue: str) -> None:
+    sleepy, _ = recovery_tasks(queue)
+    frozen = start_worker(url, queue, "--lease", "2", "--sweep-interval", "0.5")
+    rescuer = None
+    try:
+        handle = client.enqueue(sleepy, 3)
+        wait_for(lambda: client.get_job(queue, handle.id).state is JobState.ACTIVE, 10)
+        first_token = client.get_job(queue, handle.id).token
+        os.kill(frozen.pid, signal.SIGSTOP)  # a long GC pause, a stopped VM: alive but silent
+        rescuer = start_worker(url, queue, "--lease", "2", "--sweep-interval", "0.5")
+        wait_for(lambda: (client.get_job(queue, handle.id).token or 0) > (first_token or 0), 15)
+        os.kill(frozen.pid, signal.SIGCONT)  # wakes, finishes its stale attempt first
+        assert handle.result(timeout=15) == rescuer.pid, "the newer attempt's result stands"
+        job = client.get_job(queue, handle.id)
+        assert job.attempts == 2 and job.crashes == 1
+    finally:
+        for proc in (frozen, rescuer):
+            if proc is not None and proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
