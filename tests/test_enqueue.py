@@ -130,3 +130,16 @@ async def test_async_face_shares_the_same_operations(aclient: AsyncClient, queue
     assert (await aclient.counts(queue))["waiting"] == 101
     job = await handle.fetch()
     assert job.args == [2, 3]
+
+
+@pytest.mark.parametrize("bad", ["a{b}", "tab\there", "nul\x00", "line\nbreak", "x" * 300])
+def test_bad_names_are_refused_before_anything_is_written(bad: str) -> None:
+    tasks = Tasks()
+
+    @tasks.task
+    def noop() -> None: ...
+
+    with pytest.raises(ValueError, match="queue name"):
+        noop.with_options(queue=bad)
+    with pytest.raises(ValueError, match="job id"):
+        noop.with_options(job_id=bad)

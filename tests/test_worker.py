@@ -7,6 +7,8 @@ import contextvars
 import threading
 import time
 
+import pytest
+
 from conveyor import AsyncClient, Fixed, JobState, Retry, Tasks, Worker
 from conveyor import operations as ops
 
@@ -276,3 +278,18 @@ async def test_worker_registry_lists_live_workers(aclient: AsyncClient, tasks: T
         ids = [w["id"] for w in await aclient.workers()]
         assert worker.id in ids
     assert worker.id not in [w["id"] for w in await aclient.workers()]
+
+
+async def test_warns_when_redis_may_evict_jobs(
+    aclient: AsyncClient, tasks: Tasks, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    @tasks.task
+    async def noop() -> None: ...
+
+    await aclient.transport.call("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+    try:
+        async with running_worker(tasks, url):
+            await asyncio.sleep(0.05)
+    finally:
+        await aclient.transport.call("CONFIG", "SET", "maxmemory-policy", "noeviction")
+    assert any("maxmemory-policy is 'allkeys-lru'" in r.getMessage() for r in caplog.records)

@@ -97,6 +97,6 @@ def new_job_id() -> str:
 def validate_job_id(job_id: str) -> str:
     if not job_id or len(job_id) > 256:
         raise ValueError("job id must be 1 to 256 characters long")
-    if any(ch in job_id for ch in "{}") or any(ch.isspace() for ch in job_id):
-        raise ValueError(f"job id {job_id!r} must not contain braces or whitespace")
+    if any(ch in job_id for ch in "{}") or any(ch.isspace() or not ch.isprintable() for ch in job_id):
+        raise ValueError(f"job id {job_id!r} must not contain braces, whitespace or control characters")
     return job_id

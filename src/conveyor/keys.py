@@ -18,8 +18,8 @@ def validate_queue_name(name: str) -> str:
     """
     if not name or len(name) > 200:
         raise ValueError("queue name must be 1 to 200 characters long")
-    if any(ch in name for ch in "{}") or any(ch.isspace() for ch in name):
-        raise ValueError(f"queue name {name!r} must not contain braces or whitespace")
+    if any(ch in name for ch in "{}") or any(ch.isspace() or not ch.isprintable() for ch in name):
+        raise ValueError(f"queue name {name!r} must not contain braces, whitespace or control characters")
     return name
 
 

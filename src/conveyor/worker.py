@@ -193,6 +193,7 @@ class Worker:
             len(self.tasks),
         )
         await self._with_retries(self._register)
+        await self._check_eviction_policy()
         fetcher = asyncio.create_task(self._fetch_loop(), name="conveyor-fetch")
         flusher = asyncio.create_task(self._flush_loop(), name="conveyor-flush")
         beater = asyncio.create_task(self._heartbeat_loop(), name="conveyor-heartbeat")
@@ -273,6 +274,21 @@ class Worker:
                         exc,
                     )
                 held.clear()
+
+    async def _check_eviction_policy(self) -> None:
+        """Warn when Redis may evict keys under memory pressure: an evicted job is a lost job."""
+        try:
+            reply = await self.transport.call("CONFIG", "GET", "maxmemory-policy")
+        except RedisError:
+            return  # managed services often forbid CONFIG; nothing to check then
+        # A flat [name, value] list from the fast transport, a {name: value} dict from redis-py.
+        policy = reply.get("maxmemory-policy", "") if isinstance(reply, dict) else (reply or ["", ""])[-1]
+        if policy and policy != "noeviction":
+            log.warning(
+                "Redis maxmemory-policy is %r: under memory pressure Redis may evict job keys, "
+                "and an evicted job is lost. Set maxmemory-policy noeviction.",
+                policy,
+            )
 
     async def _register(self) -> None:
         now = int(time.time() * 1000)
