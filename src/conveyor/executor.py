@@ -14,7 +14,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from .errors import from_script_error
 from .operations import Script, Step
-from .transport import AsyncTransport, SyncTransport
+from .transport import AsyncTransport, SyncTransport, raise_for_reply
 
 T = TypeVar("T")
 
@@ -77,6 +77,33 @@ class AsyncExecutor:
             raise
         except ResponseError as exc:
             raise _typed(exc) from None
+
+    async def run_after_block(self, blocking: tuple[Any, ...], operation: Generator[Step, Any, T]) -> T:
+        """Send ``blocking`` and the operation's first step together on a blocking connection.
+
+        The server runs the step as soon as the blocking command returns, so a worker that
+        wakes up for new work has claimed it without another round trip.
+        """
+        step = next(operation)
+        if not isinstance(step, Script):
+            raise TypeError("run_after_block needs an operation that starts with a script")
+        _, reply = await self.transport.call_blocking_many([blocking, self._evalsha(step)])
+        try:
+            reply = raise_for_reply(reply)
+        except NoScriptError:
+            reply = await self.execute(step)
+        except ResponseError as exc:
+            raise _typed(exc) from None
+        try:
+            step = operation.send(reply)
+            while True:
+                step = operation.send(await self.execute(step))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _evalsha(step: Script) -> tuple[Any, ...]:
+        return ("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args)
 
     async def _script(self, step: Script) -> Any:
         command = ("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args)

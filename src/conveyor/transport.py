@@ -104,7 +104,7 @@ def _reader() -> hiredis.Reader:
 _TRANSIENT = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
 
 
-def _raise_if_error(reply: Any) -> Any:
+def raise_for_reply(reply: Any) -> Any:
     if isinstance(reply, ResponseError):
         message = str(reply)
         if message.startswith("NOSCRIPT"):
@@ -128,6 +128,7 @@ class SyncTransport(Protocol):
 class AsyncTransport(Protocol):
     async def call(self, *args: Any) -> Any: ...
     async def call_blocking(self, *args: Any) -> Any: ...
+    async def call_blocking_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]: ...
     async def load_script(self, source: str) -> str: ...
     async def aclose(self) -> None: ...
 
@@ -140,7 +141,7 @@ class _SyncConnection:
         self.sock = self._connect()
         try:
             for command in endpoint.handshake():
-                _raise_if_error(self.call(command))
+                raise_for_reply(self.call(command))
         except BaseException:
             self.close()
             raise
@@ -220,7 +221,7 @@ class FastSyncTransport:
 
     def call(self, *args: Any) -> Any:
         with self._connection() as conn:
-            return _raise_if_error(conn.call(args))
+            return raise_for_reply(conn.call(args))
 
     def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send all commands, then read all replies: one round trip. Error replies are returned."""
@@ -305,7 +306,7 @@ async def _open(endpoint: Endpoint) -> _AsyncConnection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         for command in endpoint.handshake():
-            _raise_if_error(await conn.send(command))
+            raise_for_reply(await conn.send(command))
     except BaseException:  # cancelled or refused during AUTH: do not leak the socket
         conn.close()
         raise
@@ -337,10 +338,10 @@ class FastAsyncTransport:
         conn = await self._connection()
         waiter = conn.send(args)
         if self.command_timeout is None:
-            return _raise_if_error(await waiter)
+            return raise_for_reply(await waiter)
         try:
             async with asyncio.timeout(self.command_timeout):
-                return _raise_if_error(await waiter)
+                return raise_for_reply(await waiter)
         except TimeoutError:
             # A silent connection (a network blackhole) fails every request on it and is replaced.
             conn.close()
@@ -355,12 +356,25 @@ class FastAsyncTransport:
     async def call_blocking(self, *args: Any) -> Any:
         conn = self._idle_blocking.pop() if self._idle_blocking else await _open(self.endpoint)
         try:
-            reply = _raise_if_error(await conn.send(args))
+            reply = raise_for_reply(await conn.send(args))
         except BaseException:
             conn.close()  # cancelled mid-command: the connection's state is unknown
             raise
         self._idle_blocking.append(conn)
         return reply
+
+    async def call_blocking_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Pipeline on a blocking connection: the server runs the commands after the first one
+        (a blocking command) returns, with no round trip in between. Error replies are returned."""
+        conn = self._idle_blocking.pop() if self._idle_blocking else await _open(self.endpoint)
+        try:
+            waiters = [conn.send(c) for c in commands]
+            replies = [await w for w in waiters]
+        except BaseException:
+            conn.close()
+            raise
+        self._idle_blocking.append(conn)
+        return replies
 
     async def load_script(self, source: str) -> str:
         return str(await self.call("SCRIPT", "LOAD", source))
@@ -424,6 +438,10 @@ class RedisPyAsyncTransport:
 
     async def call_blocking(self, *args: Any) -> Any:
         return await self.client.execute_command(*args)
+
+    async def call_blocking_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        # redis-py routes each command itself (possibly to different nodes): one after another.
+        return await self.call_many(commands)
 
     async def load_script(self, source: str) -> str:
         return str(await self.client.script_load(source))

@@ -278,9 +278,9 @@ class Worker:
     async def _check_eviction_policy(self) -> None:
         """Warn when Redis may evict keys under memory pressure: an evicted job is a lost job."""
         try:
-            reply = await self.transport.call("CONFIG", "GET", "maxmemory-policy")
-        except RedisError:
-            return  # managed services often forbid CONFIG; nothing to check then
+            reply = await asyncio.wait_for(self.transport.call("CONFIG", "GET", "maxmemory-policy"), 2)
+        except Exception:
+            return  # the check is advice, never a reason not to start
         # A flat [name, value] list from the fast transport, a {name: value} dict from redis-py.
         policy = reply.get("maxmemory-policy", "") if isinstance(reply, dict) else (reply or ["", ""])[-1]
         if policy and policy != "noeviction":
@@ -369,7 +369,17 @@ class Worker:
                         await self._slot_freed.wait()
                         continue
                 timeout = max_block if wait_ms < 0 else min(max_block, max(wait_ms, 1) / 1000)
-                await self._block(timeout)
+                if len(self.queues) == 1:
+                    # Block and claim in one go: the claim runs in Redis the moment work arrives.
+                    queue = self.queues[0]
+                    keys = self.keys[queue]
+                    jobs, _ = await self.executor.run_after_block(
+                        ("BZPOPMIN", keys.marker, timeout), ops.claim(keys, free, lease_ms, self.id)
+                    )
+                    for claimed in jobs:
+                        self._start(queue, claimed)
+                else:
+                    await self._block(timeout)
             except _RETRYABLE_REDIS as exc:
                 failures += 1
                 delay = min(0.05 * 2**failures, 2.0)
