@@ -65,7 +65,7 @@ def test_retry_and_purge_from_the_cli(url: str, client: Client, queue: str) -> N
     client.enqueue_many([w.call() for _ in range(3)])
     jobs, _ = client.run(ops.claim(client.keys(queue), 3, 10_000, "w"))
     client.run(
-        ops.fail(client.keys(queue), ops.Retention(-1, -1), [(j.id, j.token, b"{}", -1) for j in jobs])
+        ops.fail(client.keys(queue), ops.Retention(-1, -1), [(j.id, j.token, b"{}", -1, 0) for j in jobs])
     )
     assert "1 job(s) moved" in cli(url, "retry", jobs[0].id, "--queue", queue).stdout
     assert client.get_job(queue, jobs[0].id).state is JobState.WAITING
@@ -110,3 +110,16 @@ def test_worker_burst_from_the_cli_and_enqueue_wait(url: str, client: Client, qu
 def test_bad_app_is_reported(url: str) -> None:
     result = cli(url, "worker", "no_such_module:tasks", check=False)
     assert result.returncode == 2 and "cannot import 'no_such_module'" in result.stderr
+
+
+def test_pause_resume_limits_and_cancel_from_the_cli(url: str, client: Client, queue: str) -> None:
+    assert "paused" in cli(url, "pause", "--queue", queue).stdout
+    assert client.settings_of(queue) == {"paused": 1}
+    shown = cli(url, "limits", "--queue", queue, "--concurrency", "3", "--rate", "10/2").stdout
+    assert "paused=yes" in shown and "concurrency=3" in shown and "10 per 2 s" in shown
+    assert "resumed" in cli(url, "resume", "--queue", queue).stdout
+    assert "rate=none" in cli(url, "limits", "--queue", queue, "--rate", "off", "--concurrency", "0").stdout
+    assert client.settings_of(queue) == {}
+    cli(url, "enqueue", "add", "1", "--queue", queue, "--job-id", "to-cancel")
+    assert "cancelled" in cli(url, "cancel", "to-cancel", "--queue", queue).stdout
+    assert client.get_job(queue, "to-cancel").state is JobState.CANCELLED

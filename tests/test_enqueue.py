@@ -36,7 +36,14 @@ def test_enqueue_creates_a_waiting_job(client: Client, queue: str) -> None:
         0,
     )
     assert job.created_at is not None
-    assert client.counts(queue) == {"waiting": 1, "delayed": 0, "active": 0, "completed": 0, "failed": 0}
+    assert client.counts(queue) == {
+        "waiting": 1,
+        "delayed": 0,
+        "active": 0,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 0,
+    }
 
 
 def test_kwargs_and_options_are_stored(client: Client, queue: str) -> None:

@@ -26,6 +26,8 @@ CALLS = {
     "remove": lambda: ops.remove(KEYS, "x"),
     "purge": lambda: ops.purge(KEYS, []),
     "await": lambda: ops.wait_result(KEYS, "x", 1),
+    "cancel": lambda: ops.cancel(KEYS, "x", "me", "why", RETAIN),
+    "progress": lambda: ops.report(KEYS, "x", "1", "log", "line", 10, 1000),
     "counts": lambda: ops.counts(KEYS),
     "list": lambda: ops.list_jobs(KEYS, ops.JobState.WAITING),
 }

@@ -53,24 +53,26 @@ def test_completed_retention_by_count_and_ttl(client: Client, raw: redis.Redis, 
 def test_keep_nothing_deletes_at_once(client: Client, raw: redis.Redis, queue: str) -> None:
     [job] = make(client, queue)
     client.run(ops.complete(client.keys(queue), ops.Retention(0, 0), [(job.id, job.token, b"0")]))
-    assert client.counts(queue) == dict.fromkeys(["waiting", "delayed", "active", "completed", "failed"], 0)
+    assert client.counts(queue) == dict.fromkeys(
+        ["waiting", "delayed", "active", "completed", "failed", "cancelled"], 0
+    )
     assert not raw.exists(client.keys(queue).job(job.id))
 
 
 def test_fail_retries_then_dead_letters(client: Client, raw: redis.Redis, queue: str) -> None:
     [job] = make(client, queue)
     keys = client.keys(queue)
-    assert client.run(ops.fail(keys, KEEP, [(job.id, job.token, b'{"type":"E"}', 0)])) == [1]
+    assert client.run(ops.fail(keys, KEEP, [(job.id, job.token, b'{"type":"E"}', 0, 0)])) == [1]
     assert client.get_job(queue, job.id).state is JobState.WAITING
     [again], _ = client.run(ops.claim(keys, 1, 10_000, "w"))
     assert again.attempts == 2 and int(again.token) > int(job.token)
-    assert client.run(ops.fail(keys, KEEP, [(again.id, again.token, b'{"type":"E"}', 60_000)])) == [1]
+    assert client.run(ops.fail(keys, KEEP, [(again.id, again.token, b'{"type":"E"}', 60_000, 0)])) == [1]
     delayed = client.get_job(queue, job.id)
     assert delayed.state is JobState.DELAYED and delayed.error == {"type": "E"}
     raw.zadd(keys.delayed, {job.id: 0})  # make it due now
     [third], _ = client.run(ops.claim(keys, 1, 10_000, "w"))
     err = b'{"type":"ValueError","message":"bad"}'
-    assert client.run(ops.fail(keys, KEEP, [(third.id, third.token, err, -1)])) == [2]
+    assert client.run(ops.fail(keys, KEEP, [(third.id, third.token, err, -1, 0)])) == [2]
     dead = client.get_job(queue, job.id)
     assert dead.state is JobState.FAILED and dead.attempts == 3
     with pytest.raises(JobFailed, match="ValueError: bad"):
@@ -82,8 +84,8 @@ def test_extend_renews_and_reports_lost_leases(client: Client, raw: redis.Redis,
     keys = client.keys(queue)
     before = raw.zscore(keys.active, a.id)
     time.sleep(0.01)
-    lost = client.run(ops.extend(keys, 60_000, [(a.id, a.token), (b.id, "999999")]))
-    assert lost == [b.id]
+    lost, abort = client.run(ops.extend(keys, 60_000, [(a.id, a.token), (b.id, "999999")]))
+    assert lost == [b.id] and abort == []
     assert raw.zscore(keys.active, a.id) > before + 40_000
 
 
@@ -137,7 +139,7 @@ def test_requeue_hands_back_without_counting_the_attempt(client: Client, queue: 
 def test_retry_dead_jobs_one_or_all(client: Client, queue: str) -> None:
     jobs = make(client, queue, 3)
     keys = client.keys(queue)
-    client.run(ops.fail(keys, KEEP, [(j.id, j.token, b"{}", -1) for j in jobs]))
+    client.run(ops.fail(keys, KEEP, [(j.id, j.token, b"{}", -1, 0) for j in jobs]))
     assert client.retry(queue, [jobs[0].id, "nonexistent"]) == 1
     assert client.get_job(queue, jobs[0].id).state is JobState.WAITING
     assert client.retry(queue) == 2

@@ -7,10 +7,12 @@ Define tasks on a :class:`Tasks` registry, enqueue them with :class:`Client` (sy
 from .backoff import Custom, Exponential, Fixed
 from .client import AsyncClient, AsyncJobHandle, Client, JobHandle
 from .config import Settings
+from .context import Cancelled, JobContext, current_job
 from .errors import (
     ConfigurationError,
     ConveyorError,
     InvalidState,
+    JobCancelled,
     JobFailed,
     JobNotFound,
     PayloadTooLarge,
@@ -19,7 +21,7 @@ from .errors import (
     StaleToken,
     UnknownTask,
 )
-from .execution import Retry
+from .execution import Retry, RetryAfter
 from .job import EnqueueOutcome, Job, JobState
 from .operations import Retention
 from .task import Task, TaskCall, Tasks
@@ -30,6 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncClient",
     "AsyncJobHandle",
+    "Cancelled",
     "Client",
     "ConfigurationError",
     "ConveyorError",
@@ -39,6 +42,8 @@ __all__ = [
     "Fixed",
     "InvalidState",
     "Job",
+    "JobCancelled",
+    "JobContext",
     "JobFailed",
     "JobHandle",
     "JobNotFound",
@@ -47,6 +52,7 @@ __all__ = [
     "ResultTimeout",
     "Retention",
     "Retry",
+    "RetryAfter",
     "SerializationError",
     "Settings",
     "StaleToken",
@@ -57,4 +63,5 @@ __all__ = [
     "Worker",
     "WorkerSettings",
     "__version__",
+    "current_job",
 ]

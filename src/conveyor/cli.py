@@ -476,6 +476,87 @@ def remove(job_id: str, url: str, queue: str) -> None:
     console.print(f"removed {job_id} (was {state.value})")
 
 
+@main.command()
+@click.argument("job_id")
+@url_option
+@queue_option
+@click.option("--reason", default="cancelled from the command line", show_default=True)
+def cancel(job_id: str, url: str, queue: str, reason: str) -> None:
+    """Cancel a waiting or delayed job, or abort a running one."""
+    with _client(url) as client:
+        outcome = client.cancel(queue, job_id, reason=reason)
+    if outcome == "aborting":
+        console.print(f"{job_id} is running: its worker stops it at its next heartbeat")
+    else:
+        console.print(f"{job_id} cancelled")
+
+
+@main.command()
+@url_option
+@queue_option
+def pause(url: str, queue: str) -> None:
+    """Stop workers from claiming jobs of a queue (jobs keep arriving)."""
+    with _client(url) as client:
+        client.pause(queue)
+    console.print(f"{queue} paused")
+
+
+@main.command()
+@url_option
+@queue_option
+def resume(url: str, queue: str) -> None:
+    """Let workers claim jobs of a paused queue again."""
+    with _client(url) as client:
+        client.resume(queue)
+    console.print(f"{queue} resumed")
+
+
+@main.command()
+@url_option
+@queue_option
+@click.option(
+    "--concurrency",
+    type=click.IntRange(0),
+    default=None,
+    help="At most this many active jobs across all workers (0 removes the limit).",
+)
+@click.option(
+    "--rate",
+    default=None,
+    metavar="N/SECONDS",
+    help="At most N jobs started per SECONDS across all workers, e.g. 100/60 ('off' removes it).",
+)
+def limits(url: str, queue: str, concurrency: int | None, rate: str | None) -> None:
+    """Show or set a queue's limits across all workers."""
+    from .client import UNSET
+
+    with _client(url) as client:
+        if concurrency is not None or rate is not None:
+            parsed: Any = UNSET
+            if rate is not None:
+                if rate == "off":
+                    parsed = None
+                else:
+                    try:
+                        count, _, seconds = rate.partition("/")
+                        parsed = (int(count), float(seconds or 1))
+                    except ValueError:
+                        raise click.BadParameter("use N/SECONDS, e.g. 100/60", param_hint="--rate") from None
+            client.set_limits(
+                queue,
+                concurrency=UNSET if concurrency is None else (concurrency or None),
+                rate=parsed,
+            )
+        current = client.settings_of(queue)
+    rate_text = (
+        f"{current['rate_max']} per {current['rate_ms'] / 1000:g} s" if "rate_max" in current else "none"
+    )
+    console.print(
+        f"{queue}: paused={'yes' if current.get('paused') else 'no'}, "
+        f"concurrency={current.get('concurrency', 'unlimited')}, rate={rate_text}"
+    )
+
+
 # ---------------------------------------------------------------------------- dev
 @main.command()
 @click.option(

@@ -8,6 +8,8 @@ method is therefore a one-line wrapper on each face.
 from __future__ import annotations
 
 import math
+import os
+import socket
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -24,6 +26,17 @@ from .task import DEFAULT_OPTIONS, P, R, Task, TaskCall
 from .transport import AsyncTransport, SyncTransport
 
 T = TypeVar("T")
+
+
+class Unset:
+    """Marks an argument that was not given, where ``None`` has a meaning of its own."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = Unset()
+CANCELLED_RETENTION = ops.Retention(100_000, 7 * 24 * 3600 * 1000)
 
 BULK_CHUNK = 10_000
 """Jobs per enqueue script call: large enough for one round trip per chunk, small enough
@@ -65,6 +78,8 @@ class _Producer:
             extras += ("w", f"@{math.ceil(options.run_at.timestamp() * 1000)}")
         elif options.delay:
             extras += ("w", f"+{math.ceil(options.delay * 1000)}")
+        if options.ttl is not None:
+            extras += ("x", math.ceil(options.ttl * 1000))
         return ops.NewJob(options.job_id or job_id, call.task, args, tuple(extras))
 
     def _enqueue_ops(self, calls: Sequence[TaskCall[Any]]) -> Generator[ops.Step, Any, list[ops.Enqueued]]:
@@ -104,6 +119,30 @@ class _Producer:
                 f"job {job_id} did not finish within {timeout} s; it is still queued or running"
             )
         return result
+
+    def _cancel_op(
+        self, queue: str, job_id: str, reason: str, by: str | None
+    ) -> Generator[ops.Step, Any, str]:
+        who = by or f"{socket.gethostname()}:{os.getpid()}"
+        return ops.cancel(self.keys(queue), job_id, who, reason, CANCELLED_RETENTION)
+
+    def _limits_op(
+        self, queue: str, concurrency: int | Unset | None, rate: tuple[int, float] | Unset | None
+    ) -> Generator[ops.Step, Any, None]:
+        values: dict[str, int | None] = {}
+        if not isinstance(concurrency, Unset):
+            if concurrency is not None and concurrency < 1:
+                raise ValueError("concurrency must be at least 1 (or None for no limit)")
+            values["concurrency"] = concurrency
+        if not isinstance(rate, Unset):
+            if rate is None:
+                values["rate_max"] = values["rate_ms"] = None
+            else:
+                count, seconds = rate
+                if count < 1 or seconds <= 0:
+                    raise ValueError("rate must be (jobs >= 1, per seconds > 0)")
+                values["rate_max"], values["rate_ms"] = int(count), math.ceil(seconds * 1000)
+        return ops.update_settings(self.keys(queue), values)
 
     def _require(self, job: Job | None, queue: str, job_id: str) -> Job:
         if job is None:
@@ -247,6 +286,41 @@ class Client(_Producer):
     ) -> int:
         return self.run(ops.purge(self.keys(queue), [JobState(s) for s in states]))
 
+    def cancel(
+        self, queue: str, job_id: str, reason: str = "cancelled by request", by: str | None = None
+    ) -> str:
+        """Cancel a waiting or delayed job (``"cancelled"``), or abort a running one (``"aborting"``).
+
+        A running async job is cancelled at its worker's next heartbeat (within a third of
+        the lease); a running sync job sees ``current_job().cancelled`` become true.
+        """
+        return self.run(self._cancel_op(queue, job_id, reason, by))
+
+    def job_logs(self, queue: str, job_id: str) -> list[str]:
+        """The log lines a job wrote with ``current_job().log(...)``, oldest first."""
+        return self.run(ops.job_logs(self.keys(queue), job_id))
+
+    def pause(self, queue: str) -> None:
+        """Workers stop claiming from the queue; enqueues go on."""
+        self.run(ops.update_settings(self.keys(queue), {"paused": 1}))
+
+    def resume(self, queue: str) -> None:
+        self.run(ops.update_settings(self.keys(queue), {"paused": None}))
+
+    def set_limits(
+        self,
+        queue: str,
+        *,
+        concurrency: int | None | Unset = UNSET,
+        rate: tuple[int, float] | None | Unset = UNSET,
+    ) -> None:
+        """Limits across all workers: at most ``concurrency`` active jobs, at most ``rate[0]``
+        jobs started per ``rate[1]`` seconds. ``None`` removes a limit; omitted leaves it."""
+        self.run(self._limits_op(queue, concurrency, rate))
+
+    def settings_of(self, queue: str) -> dict[str, int]:
+        return self.run(ops.get_settings(self.keys(queue)))
+
 
 class AsyncClient(_Producer):
     """The asyncio twin of :class:`Client`, with the same methods as coroutines."""
@@ -317,3 +391,29 @@ class AsyncClient(_Producer):
         self, queue: str, states: Sequence[JobState | str] = (JobState.WAITING, JobState.DELAYED)
     ) -> int:
         return await self.run(ops.purge(self.keys(queue), [JobState(s) for s in states]))
+
+    async def cancel(
+        self, queue: str, job_id: str, reason: str = "cancelled by request", by: str | None = None
+    ) -> str:
+        return await self.run(self._cancel_op(queue, job_id, reason, by))
+
+    async def job_logs(self, queue: str, job_id: str) -> list[str]:
+        return await self.run(ops.job_logs(self.keys(queue), job_id))
+
+    async def pause(self, queue: str) -> None:
+        await self.run(ops.update_settings(self.keys(queue), {"paused": 1}))
+
+    async def resume(self, queue: str) -> None:
+        await self.run(ops.update_settings(self.keys(queue), {"paused": None}))
+
+    async def set_limits(
+        self,
+        queue: str,
+        *,
+        concurrency: int | Unset | None = UNSET,
+        rate: tuple[int, float] | Unset | None = UNSET,
+    ) -> None:
+        await self.run(self._limits_op(queue, concurrency, rate))
+
+    async def settings_of(self, queue: str) -> dict[str, int]:
+        return await self.run(ops.get_settings(self.keys(queue)))

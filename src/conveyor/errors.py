@@ -62,6 +62,19 @@ class JobFailed(ConveyorError):
         super().__init__(f"job {job_id} failed: {kind}: {message}")
 
 
+class JobCancelled(ConveyorError):
+    """Raised by ``result()`` when the job was cancelled; ``reason`` says who and why."""
+
+    code = "JOB_CANCELLED"
+
+    def __init__(self, job_id: str, reason: dict[str, str] | None) -> None:
+        self.job_id = job_id
+        self.reason = reason or {}
+        by = self.reason.get("by") or "someone"
+        why = self.reason.get("message") or "no reason given"
+        super().__init__(f"job {job_id} was cancelled by {by}: {why}")
+
+
 class ResultTimeout(ConveyorError, TimeoutError):
     """``result(timeout=...)`` gave up before the job finished. The job itself goes on."""
 

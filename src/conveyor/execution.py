@@ -26,6 +26,20 @@ class Retry(Exception):
         super().__init__(reason or "retry requested by the task")
 
 
+class RetryAfter(Exception):
+    """Raise from a task to come back after ``delay`` seconds without spending an attempt.
+
+    For "rate limited, retry after T" answers from a downstream service (HTTP 429 with
+    Retry-After): the job did nothing wrong, so its retry budget is left intact.
+    """
+
+    def __init__(self, delay: float, reason: str = "") -> None:
+        if delay < 0:
+            raise ValueError("delay must not be negative")
+        self.delay = delay
+        super().__init__(reason or f"asked to come back after {delay:g} s")
+
+
 @dataclass(slots=True)
 class Prepared:
     """A claimed job ready to run: its task, decoded arguments and effective options."""
@@ -40,6 +54,10 @@ class Prepared:
     backoff: backoff_policies.Backoff
     started: float = 0.0
     """Event-loop time when the job started, for its duration in the log."""
+    context: Any = None
+    """The job's :class:`~conveyor.context.JobContext`, once it runs."""
+    aborted: bool = False
+    """Someone cancelled the job while it ran; its outcome is recorded as cancelled."""
 
 
 class Undeliverable(Exception):
@@ -105,6 +123,8 @@ def error_payload(exc: BaseException, *, reason: str = "exception", with_traceba
 def retry_delay_ms(job: Prepared, exc: BaseException) -> int:
     """Milliseconds until the next attempt, or -1 when the job is out of retries."""
     attempt = int(job.claimed.attempts)
+    if isinstance(exc, RetryAfter):
+        return max(0, round(exc.delay * 1000))
     if attempt > job.retries:
         return -1
     if isinstance(exc, Retry) and exc.delay is not None:

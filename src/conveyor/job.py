@@ -23,10 +23,12 @@ class JobState(enum.StrEnum):
     """Finished successfully; the result is kept for the retention period."""
     FAILED = "failed"
     """Dead-lettered: out of retries, or failed in a way retrying cannot fix."""
+    CANCELLED = "cancelled"
+    """Cancelled before it ran, or aborted while it ran; ``error`` says who and why."""
 
     @property
     def is_terminal(self) -> bool:
-        return self in (JobState.COMPLETED, JobState.FAILED)
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 
 
 class EnqueueOutcome(enum.StrEnum):
@@ -85,6 +87,8 @@ class Job:
     result: Any = None
     error: dict[str, Any] | None = None
     """For failed jobs and jobs waiting to retry: ``type``, ``message``, ``traceback``, ``reason``."""
+    progress: Any = None
+    """The last value the job reported with ``current_job().progress(...)``."""
     payload_problems: tuple[str, ...] = ()
     """Fields that could not be decoded (a job written by something other than Conveyor)."""
 
@@ -113,6 +117,7 @@ class Job:
             token=int(token) if token else None,
             result=_json(d.get("r"), None, problems, "result"),
             error=_json(d.get("e"), None, problems, "error"),
+            progress=_json(d.get("pg"), None, problems, "progress"),
             payload_problems=tuple(problems),
         )
 
@@ -141,4 +146,5 @@ class Job:
             "token": self.token,
             "result": self.result,
             "error": self.error,
+            "progress": self.progress,
         }

@@ -29,16 +29,20 @@ class QueueKeys:
     __slots__ = (
         "active",
         "base",
+        "cancelled",
         "completed",
         "delayed",
         "done_prefix",
         "failed",
         "job_prefix",
+        "logs_prefix",
         "marker",
         "prefix",
         "prioritized",
         "queue",
+        "rate",
         "sequence",
+        "settings",
         "waiting",
     )
 
@@ -58,6 +62,12 @@ class QueueKeys:
         """ZSET of completed job ids scored by finish time (ms)."""
         self.failed = base + "failed"
         """ZSET of dead-lettered job ids scored by finish time (ms)."""
+        self.cancelled = base + "cancelled"
+        """ZSET of cancelled job ids scored by the time they were cancelled (ms)."""
+        self.settings = base + "settings"
+        """HASH of the queue's own limits: paused, concurrency, rate_max, rate_ms."""
+        self.rate = base + "rate"
+        """Counter of jobs started in the current rate-limit window (expires with the window)."""
         self.marker = base + "marker"
         """ZSET holding at most one member; workers block on it (BZPOPMIN) to learn of new work."""
         self.sequence = base + "seq"
@@ -66,6 +76,8 @@ class QueueKeys:
         """Prefix of the HASH with one job's data."""
         self.done_prefix = base + "done:"
         """Prefix of the LIST a client blocks on while it waits for a job to finish."""
+        self.logs_prefix = base + "logs:"
+        """Prefix of the capped LIST of log lines a job wrote while it ran."""
 
     def __repr__(self) -> str:
         return f"QueueKeys({self.queue!r}, {self.prefix!r})"
@@ -81,6 +93,9 @@ class QueueKeys:
 
     def done(self, job_id: str) -> str:
         return self.done_prefix + job_id
+
+    def logs(self, job_id: str) -> str:
+        return self.logs_prefix + job_id
 
 
 def queues_key(prefix: str = DEFAULT_PREFIX) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import serialization
-from .errors import JobFailed, JobNotFound
+from .errors import JobCancelled, JobFailed, JobNotFound
 from .job import EnqueueOutcome, Job, JobState
 from .keys import QueueKeys
 from .scripts import LuaScript, load
@@ -51,6 +51,8 @@ RETRY = load("retry")
 REMOVE = load("remove")
 PURGE = load("purge")
 AWAIT = load("await")
+CANCEL = load("cancel")
+PROGRESS = load("progress")
 COUNTS = load("counts")
 LIST = load("list")
 
@@ -113,9 +115,15 @@ def enqueue(keys: QueueKeys, jobs: Sequence[NewJob]) -> Generator[Step, Any, lis
 
 
 def claim(
-    keys: QueueKeys, max_jobs: int, lease_ms: int, worker_id: str, promote_limit: int = 1000
+    keys: QueueKeys,
+    max_jobs: int,
+    lease_ms: int,
+    worker_id: str,
+    failed: Retention = Retention(-1, -1),
+    promote_limit: int = 1000,
 ) -> Generator[Step, Any, tuple[list[Claimed], int]]:
-    """Claim up to ``max_jobs``; returns the jobs and ms until the next delayed job (-1: none)."""
+    """Claim up to ``max_jobs``; returns the jobs and ms until the worker should look again
+    by itself (the next delayed job is due, the rate window resets), -1 when never."""
     reply = yield Script(
         CLAIM,
         (
@@ -126,8 +134,12 @@ def claim(
             keys.marker,
             keys.sequence,
             keys.job_prefix,
+            keys.settings,
+            keys.rate,
+            keys.failed,
+            keys.done_prefix,
         ),
-        (max_jobs, lease_ms, worker_id, promote_limit),
+        (max_jobs, lease_ms, worker_id, promote_limit, failed.keep_count, failed.keep_ms),
     )
     jobs = [
         Claimed(
@@ -145,16 +157,35 @@ def complete(
     args: list[Any] = [retention.keep_count, retention.keep_ms]
     for item in results:
         args += item
-    reply = yield Script(COMPLETE, (keys.active, keys.completed, keys.job_prefix, keys.done_prefix), args)
+    reply = yield Script(
+        COMPLETE,
+        (
+            keys.active,
+            keys.completed,
+            keys.job_prefix,
+            keys.done_prefix,
+            keys.waiting,
+            keys.prioritized,
+            keys.marker,
+        ),
+        args,
+    )
     return [bool(flag) for flag in reply]
 
 
-def fail(
-    keys: QueueKeys, retention: Retention, failures: Sequence[tuple[str, str, bytes, int]]
-) -> Generator[Step, Any, list[int]]:
-    """Record ``(id, token, error_json, retry_delay_ms)``; delay -1 dead-letters.
+RETRY_NEVER = -1
+"""Retry delay meaning: dead-letter the job."""
+CANCELLED = -2
+"""Retry delay meaning: the job was aborted; record it as cancelled."""
 
-    Returns per job: 1 retrying, 2 dead-lettered, 0 stale token.
+
+def fail(
+    keys: QueueKeys, retention: Retention, failures: Sequence[tuple[str, str, bytes, int, int]]
+) -> Generator[Step, Any, list[int]]:
+    """Record ``(id, token, error_json, retry_delay_ms, refund)`` for attempts that did not complete.
+
+    A delay of ``RETRY_NEVER`` dead-letters, ``CANCELLED`` records an abort; ``refund`` 1
+    gives the attempt back. Returns per job: 1 retrying, 2 dead-lettered, 3 cancelled, 0 stale.
     """
     args: list[Any] = [retention.keep_count, retention.keep_ms]
     for item in failures:
@@ -171,21 +202,73 @@ def fail(
             keys.sequence,
             keys.job_prefix,
             keys.done_prefix,
+            keys.cancelled,
         ),
         args,
     )
     return [int(flag) for flag in reply]
 
 
+def cancel(
+    keys: QueueKeys, job_id: str, by: str, reason: str, retention: Retention
+) -> Generator[Step, Any, str]:
+    """Cancel a waiting or delayed job, or ask its worker to abort a running one.
+
+    Returns ``"cancelled"`` or ``"aborting"``.
+    """
+    payload = serialization.dumps({"type": "Cancelled", "message": reason, "by": by, "reason": "cancelled"})
+    reply = yield Script(
+        CANCEL,
+        (keys.waiting, keys.prioritized, keys.delayed, keys.cancelled, keys.job_prefix, keys.done_prefix),
+        (job_id, payload, retention.keep_count, retention.keep_ms),
+    )
+    return str(reply)
+
+
+def report(
+    keys: QueueKeys, job_id: str, token: str, kind: str, value: bytes | str, max_lines: int, keep_ms: int
+) -> Generator[Step, Any, bool]:
+    """Write a running job's progress (``kind="progress"``) or one log line (``kind="log"``)."""
+    reply = yield Script(
+        PROGRESS, (keys.job(job_id), keys.logs(job_id)), (token, kind, value, max_lines, keep_ms)
+    )
+    return bool(reply)
+
+
+def job_logs(keys: QueueKeys, job_id: str, start: int = 0, end: int = -1) -> Generator[Step, Any, list[str]]:
+    reply = yield Command(("LRANGE", keys.logs(job_id), start, end))
+    return list(reply)
+
+
+SETTING_NAMES = ("paused", "concurrency", "rate_max", "rate_ms")
+
+
+def get_settings(keys: QueueKeys) -> Generator[Step, Any, dict[str, int]]:
+    reply = yield Command(("HMGET", keys.settings, *SETTING_NAMES))
+    return {name: int(value) for name, value in zip(SETTING_NAMES, reply, strict=True) if value is not None}
+
+
+def update_settings(keys: QueueKeys, values: dict[str, int | None]) -> Generator[Step, Any, None]:
+    """Set (or with ``None`` remove) queue settings, then wake a worker to apply them."""
+    drop = [name for name, value in values.items() if value is None]
+    keep = [item for name, value in values.items() if value is not None for item in (name, value)]
+    if drop:
+        yield Command(("HDEL", keys.settings, *drop))
+    if keep:
+        yield Command(("HSET", keys.settings, *keep))
+    yield Command(("ZADD", keys.marker, 0, "w"))
+
+
 def extend(
     keys: QueueKeys, lease_ms: int, held: Sequence[tuple[str, str]]
-) -> Generator[Step, Any, list[str]]:
-    """Renew leases of ``(id, token)`` pairs; returns the ids whose lease was lost."""
+) -> Generator[Step, Any, tuple[list[str], list[str]]]:
+    """Renew leases of ``(id, token)`` pairs; returns (ids whose lease was lost, ids to abort)."""
     args: list[Any] = [lease_ms]
     for pair in held:
         args += pair
     reply = yield Script(EXTEND, (keys.active, keys.job_prefix), args)
-    return list(reply)
+    split = reply.index("|")
+    return list(reply[:split]), list(reply[split + 1 :])
 
 
 def sweep(
@@ -238,7 +321,15 @@ def retry_failed(
 def remove(keys: QueueKeys, job_id: str) -> Generator[Step, Any, JobState]:
     reply = yield Script(
         REMOVE,
-        (keys.waiting, keys.prioritized, keys.delayed, keys.completed, keys.failed, keys.job_prefix),
+        (
+            keys.waiting,
+            keys.prioritized,
+            keys.delayed,
+            keys.completed,
+            keys.failed,
+            keys.job_prefix,
+            keys.cancelled,
+        ),
         (job_id,),
     )
     return JobState(reply)
@@ -250,7 +341,15 @@ def purge(keys: QueueKeys, states: Sequence[JobState], batch: int = 1000) -> Gen
     while True:
         deleted, remaining = yield Script(
             PURGE,
-            (keys.waiting, keys.prioritized, keys.delayed, keys.completed, keys.failed, keys.job_prefix),
+            (
+                keys.waiting,
+                keys.prioritized,
+                keys.delayed,
+                keys.completed,
+                keys.failed,
+                keys.job_prefix,
+                keys.cancelled,
+            ),
             (batch, *(state.value for state in states)),
         )
         total += int(deleted)
@@ -273,7 +372,15 @@ def get_job(keys: QueueKeys, job_id: str) -> Generator[Step, Any, Job | None]:
 def counts(keys: QueueKeys) -> Generator[Step, Any, dict[str, int]]:
     reply = yield Script(
         COUNTS,
-        (keys.waiting, keys.prioritized, keys.delayed, keys.active, keys.completed, keys.failed),
+        (
+            keys.waiting,
+            keys.prioritized,
+            keys.delayed,
+            keys.active,
+            keys.completed,
+            keys.failed,
+            keys.cancelled,
+        ),
         (),
     )
     return dict(zip((s.value for s in JobState), (int(v) for v in reply), strict=True))
@@ -293,6 +400,7 @@ def list_jobs(
             keys.completed,
             keys.failed,
             keys.job_prefix,
+            keys.cancelled,
         ),
         (state.value, offset, limit),
     )
@@ -319,10 +427,12 @@ def wait_result(keys: QueueKeys, job_id: str, timeout: float | None) -> Generato
         if popped is None:
             return TIMEOUT
         payload = popped[1]
-        state = "completed" if payload[0] == "c" else "failed"
+        state = {"c": "completed", "f": "failed", "x": "cancelled"}[payload[0]]
         payload = payload[1:]
     if state == "completed":
         return serialization.loads(payload)
+    if state == "cancelled":
+        raise JobCancelled(job_id, serialization.loads(payload))
     raise JobFailed(job_id, serialization.loads(payload))
 
 

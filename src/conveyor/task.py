@@ -73,6 +73,8 @@ class EnqueueOptions:
     retries: int | None = None
     backoff: backoff_policies.Exponential | backoff_policies.Fixed | None = None
     timeout: float | None = None
+    ttl: float | None = None
+    """Seconds the job may wait to be started; after that it expires (failed, reason "expired")."""
 
     def stored(self) -> dict[str, Any]:
         """The overrides the worker must see, as they are kept in the job (only those given)."""
@@ -137,6 +139,7 @@ class Task(Generic[P, R]):
         retries: int | None = None,
         backoff: backoff_policies.Exponential | backoff_policies.Fixed | float | None = None,
         timeout: float | timedelta | None = None,
+        ttl: float | timedelta | None = None,
     ) -> Task[P, R]:
         """A copy of this task whose enqueues use these options.
 
@@ -166,6 +169,7 @@ class Task(Generic[P, R]):
             retries=_check_retries(retries) if retries is not None else current.retries,
             backoff=policy or current.backoff,
             timeout=_seconds(timeout, "timeout") if timeout is not None else current.timeout,
+            ttl=_seconds(ttl, "ttl") if ttl is not None else current.ttl,
         )
         return Task(self.function, self.name, self.defaults, options)
 

@@ -41,8 +41,9 @@ from . import operations as ops
 from . import registry, serialization
 from .config import Settings
 from .connection import as_async_transport, async_transport
+from .context import JobContext, loop_submitter, run_with_context, set_current
 from .errors import SerializationError
-from .execution import Prepared, Undeliverable, error_payload, prepare, retry_delay_ms
+from .execution import Prepared, RetryAfter, Undeliverable, error_payload, prepare, retry_delay_ms
 from .executor import AsyncExecutor
 from .keys import QueueKeys, worker_key, workers_key
 from .task import Tasks
@@ -51,6 +52,10 @@ from .transport import AsyncTransport, RedisPyAsyncTransport
 log = logging.getLogger("conveyor.worker")
 
 _RETRYABLE_REDIS = (RedisConnectionError, RedisTimeoutError, OSError)
+MAX_LOG_LINES = 1_000
+"""Log lines kept per job."""
+LOG_KEEP_MS = 7 * 24 * 3600 * 1000
+"""How long a job's log outlives its last line."""
 
 
 def _log_job(level: int, event: str, job: Prepared, message: str, *args: Any, **fields: Any) -> None:
@@ -145,8 +150,10 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**4):04x}"
         self._held: dict[str, dict[str, _Held]] = {q: {} for q in self.queues}
         self._done: dict[str, list[tuple[str, str, bytes]]] = {q: [] for q in self.queues}
-        self._failures: dict[str, list[tuple[str, str, bytes, int]]] = {q: [] for q in self.queues}
+        self._failures: dict[str, list[tuple[str, str, bytes, int, int]]] = {q: [] for q in self.queues}
         self._jobs: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._prepared: dict[tuple[str, str], Prepared] = {}
+        self._reports: set[asyncio.Task[Any]] = set()
         self._busy = 0
         self.processed = 0
         self.failed = 0
@@ -345,7 +352,7 @@ class Worker:
                 wait_ms = -1
                 for queue in self.queues:
                     jobs, next_due = await self.executor.run(
-                        ops.claim(self.keys[queue], free, lease_ms, self.id)
+                        ops.claim(self.keys[queue], free, lease_ms, self.id, self.config.failed)
                     )
                     if next_due >= 0:
                         wait_ms = next_due if wait_ms < 0 else min(wait_ms, next_due)
@@ -374,7 +381,8 @@ class Worker:
                     queue = self.queues[0]
                     keys = self.keys[queue]
                     jobs, _ = await self.executor.run_after_block(
-                        ("BZPOPMIN", keys.marker, timeout), ops.claim(keys, free, lease_ms, self.id)
+                        ("BZPOPMIN", keys.marker, timeout),
+                        ops.claim(keys, free, lease_ms, self.id, self.config.failed),
                     )
                     for claimed in jobs:
                         self._start(queue, claimed)
@@ -417,18 +425,33 @@ class Worker:
             return
         self._busy += 1
         job.started = self._loop.time()
+        job.context = JobContext(
+            id=claimed.id,
+            queue=queue,
+            task=job.task.name,
+            attempt=claimed.attempts,
+            token=claimed.token,
+            submit=self._submitter(queue, claimed.id, claimed.token),
+        )
         if job.task.is_async:
             running: asyncio.Future[Any] = self._loop.create_task(self._run_async(job))
         else:
             call = functools.partial(
-                contextvars.copy_context().run, job.task.function, *job.args, **job.kwargs
+                contextvars.copy_context().run,
+                run_with_context,
+                job.context,
+                job.task.function,
+                *job.args,
+                **job.kwargs,
             )
             running = self._loop.create_task(
                 self._run_sync(job, self._loop.run_in_executor(self._pool, call))
             )
         self._jobs[(queue, claimed.id)] = running
+        self._prepared[(queue, claimed.id)] = job
 
     async def _run_async(self, job: Prepared) -> None:
+        set_current(job.context)
         try:
             if job.timeout:
                 async with asyncio.timeout(job.timeout):
@@ -436,6 +459,9 @@ class Worker:
             else:
                 result = await job.task.function(*job.args, **job.kwargs)
         except asyncio.CancelledError:
+            if job.aborted:
+                self._finish_cancelled(job)
+                return
             self._release(job)  # shutdown: the job stays held and is handed back to waiting
             raise
         except BaseException as exc:
@@ -455,13 +481,56 @@ class Worker:
             self._release(job)
             raise
         except BaseException as exc:
-            self._finish_error(job, exc)
+            if job.aborted:
+                self._finish_cancelled(job)
+            else:
+                self._finish_error(job, exc)
         else:
-            self._finish_ok(job, result)
+            if job.aborted:  # it ran to the end anyway; the abort still decides its outcome
+                self._finish_cancelled(job)
+            else:
+                self._finish_ok(job, result)
+
+    def _abort(self, queue: str, job_id: str) -> None:
+        """Someone cancelled a running job: cancel an async task, flag a sync one."""
+        running = self._jobs.get((queue, job_id))
+        job = self._prepared.get((queue, job_id))
+        if running is None or job is None or job.aborted:
+            return
+        job.aborted = True
+        job.context._mark_cancelled(None)
+        if job.task.is_async:
+            running.cancel()
+        log.warning("job %s/%s: cancelled while running; stopping it", queue, job_id)
+
+    def _finish_cancelled(self, job: Prepared) -> None:
+        self._release(job)
+        payload = serialization.dumps(
+            {"type": "Cancelled", "message": "cancelled while running", "reason": "cancelled", "by": "client"}
+        )
+        self._record_failure(job.queue, job.claimed, payload, ops.CANCELLED)
+        _log_job(logging.WARNING, "cancelled", job, "cancelled")
+
+    def _submitter(self, queue: str, job_id: str, token: str) -> Any:
+        keys = self.keys[queue]
+
+        def send(kind: str, value: bytes | str) -> None:
+            operation = ops.report(keys, job_id, token, kind, value, MAX_LOG_LINES, LOG_KEEP_MS)
+            task = self._loop.create_task(self.executor.run(operation))
+            self._reports.add(task)
+            task.add_done_callback(self._report_done)
+
+        return loop_submitter(self._loop, send)
+
+    def _report_done(self, task: asyncio.Task[Any]) -> None:
+        self._reports.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not record a job's progress or log line: %s", task.exception())
 
     def _release(self, job: Prepared) -> None:
         self._busy -= 1
         self._jobs.pop((job.queue, job.claimed.id), None)
+        self._prepared.pop((job.queue, job.claimed.id), None)
         self._slot_freed.set()
 
     def _finish_ok(self, job: Prepared, result: Any) -> None:
@@ -486,8 +555,11 @@ class Worker:
             reason = "timeout"
         else:
             reason = "exception"
+        if isinstance(exc, RetryAfter):
+            reason = "retry_after"
         delay = retry_delay_ms(job, exc)
-        self._record_failure(job.queue, job.claimed, error_payload(exc, reason=reason), delay)
+        refund = 1 if isinstance(exc, RetryAfter) else 0
+        self._record_failure(job.queue, job.claimed, error_payload(exc, reason=reason), delay, refund)
         error = f"{type(exc).__name__}: {exc}"
         if delay >= 0:
             _log_job(
@@ -506,9 +578,11 @@ class Worker:
     def _elapsed_ms(self, job: Prepared) -> float:
         return (self._loop.time() - job.started) * 1000
 
-    def _record_failure(self, queue: str, claimed: ops.Claimed, payload: bytes, delay_ms: int) -> None:
-        self._failures[queue].append((claimed.id, claimed.token, payload, delay_ms))
-        if delay_ms < 0:
+    def _record_failure(
+        self, queue: str, claimed: ops.Claimed, payload: bytes, delay_ms: int, refund: int = 0
+    ) -> None:
+        self._failures[queue].append((claimed.id, claimed.token, payload, delay_ms, refund))
+        if delay_ms == ops.RETRY_NEVER:
             self.failed += 1
         self._flush_wanted.set()
 
@@ -565,9 +639,11 @@ class Worker:
                         continue
                     pairs = [(job_id, h.token) for job_id, h in held.items()]
                     for start in range(0, len(pairs), 1000):
-                        lost = await self.executor.run(
+                        lost, abort = await self.executor.run(
                             ops.extend(self.keys[queue], lease_ms, pairs[start : start + 1000])
                         )
+                        for job_id in abort:
+                            self._abort(queue, job_id)
                         for job_id in lost:
                             log.warning(
                                 "job %s/%s: lease lost (it was re-delivered); its result will be discarded",

@@ -2,7 +2,7 @@
 --
 -- KEYS[1] job hash
 -- Returns: false when there is no such job; {state, payload} where payload is the result
---   (completed) or error (failed) JSON when the job already finished, else '' after the
+--   (completed) or error (failed, cancelled) JSON when the job already finished, else '' after the
 --   caller was registered as a waiter (complete/fail push to the job's done list for it).
 -- Errors: none.
 
@@ -13,7 +13,7 @@ end
 if f[1] == 'completed' then
   return {f[1], f[2] or 'null'}
 end
-if f[1] == 'failed' then
+if f[1] == 'failed' or f[1] == 'cancelled' then
   return {f[1], f[3] or '{}'}
 end
 redis.call('HINCRBY', KEYS[1], 'wt', 1)

@@ -1,6 +1,7 @@
 -- complete: record the results of finished jobs (a batch from one worker).
 --
 -- KEYS[1] active ZSET   KEYS[2] completed ZSET   KEYS[3] job hash prefix   KEYS[4] done-list prefix
+-- KEYS[5] waiting LIST  KEYS[6] prioritized ZSET KEYS[7] marker ZSET
 -- ARGV[1] keep count (-1 unlimited, 0 delete at once)   ARGV[2] keep ms (-1 forever, 0 delete at once)
 -- then triples: id, fencing token, result JSON.
 -- Returns: an array with one integer per job: 1 recorded, 0 refused because the token is
@@ -29,4 +30,8 @@ for i = 3, #ARGV, 3 do
 end
 
 trim_finished(KEYS[2], KEYS[3], keep_count, keep_ms, now)
+-- Freed slots may let a worker that a concurrency limit kept waiting claim again.
+if redis.call('LLEN', KEYS[5]) > 0 or redis.call('ZCARD', KEYS[6]) > 0 then
+  wake(KEYS[7])
+end
 return out

@@ -1,8 +1,8 @@
 -- counts: number of jobs in each state of one queue, read in one consistent snapshot.
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] active ZSET
--- KEYS[5] completed ZSET KEYS[6] failed ZSET
--- Returns: {waiting, delayed, active, completed, failed}
+-- KEYS[5] completed ZSET KEYS[6] failed ZSET        KEYS[7] cancelled ZSET
+-- Returns: {waiting, delayed, active, completed, failed, cancelled}
 -- Errors: none.
 
 return {
@@ -11,4 +11,5 @@ return {
   redis.call('ZCARD', KEYS[4]),
   redis.call('ZCARD', KEYS[5]),
   redis.call('ZCARD', KEYS[6]),
+  redis.call('ZCARD', KEYS[7]),
 }

@@ -4,7 +4,8 @@
 -- KEYS[4] marker ZSET      KEYS[5] sequence counter   KEYS[6] job hash prefix
 -- ARGV: for each job: id, task name, args JSON, E, then E pairs of optional fields:
 --   'k' kwargs JSON, 'o' options JSON, 'p' priority (non-zero integer),
---   'w' when: '+<ms>' after a delay or '@<ms>' at an absolute time (ms since the epoch).
+--   'w' when: '+<ms>' after a delay or '@<ms>' at an absolute time (ms since the epoch),
+--   'x' time to live in ms: a job not started by then expires (see claim.lua).
 --   Most jobs have none (E = 0), which keeps a bulk call small.
 -- Returns: the 1-based positions of jobs whose id already existed (empty when all were
 --   created). Those jobs are left untouched; the caller reports "already existed".
@@ -37,6 +38,8 @@ while i <= #ARGV do
         local amount = tonumber(string.sub(value, 2))
         if string.sub(value, 1, 1) == '+' then due = now + amount else due = amount end
         name = nil
+      elseif name == 'x' then
+        value = now + tonumber(value)
       end
       if name then
         fields[#fields + 1] = name; fields[#fields + 1] = value

@@ -2,10 +2,12 @@
 --
 -- KEYS[1] active ZSET    KEYS[2] waiting LIST   KEYS[3] prioritized ZSET   KEYS[4] delayed ZSET
 -- KEYS[5] failed ZSET    KEYS[6] marker ZSET    KEYS[7] sequence counter   KEYS[8] job hash prefix
--- KEYS[9] done-list prefix
--- ARGV[1] keep count for failed jobs (-1 unlimited)   ARGV[2] keep ms (-1 forever)
--- then groups of 4: id, fencing token, error JSON, retry delay ms (-1 = no retry: dead-letter).
--- Returns: one integer per job: 1 retrying, 2 dead-lettered, 0 refused (stale token).
+-- KEYS[9] done-list prefix   KEYS[10] cancelled ZSET
+-- ARGV[1] keep count for failed and cancelled jobs (-1 unlimited)   ARGV[2] keep ms (-1 forever)
+-- then groups of 5: id, fencing token, error JSON, retry delay ms, refund flag.
+--   delay >= 0: retry after it; -1: dead-letter (failed); -2: cancelled (aborted while running).
+--   refund 1: the attempt does not count (the job was told to come back later, e.g. HTTP 429).
+-- Returns: one integer per job: 1 retrying, 2 dead-lettered, 3 cancelled, 0 refused (stale token).
 -- Errors: none.
 -- @include common
 
@@ -15,14 +17,22 @@ local now = now_ms()
 local out = {}
 local woke = false
 
-for i = 3, #ARGV, 4 do
+for i = 3, #ARGV, 5 do
   local id = ARGV[i]
   local key = KEYS[8] .. id
   local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p')
   if f[1] == ARGV[i + 1] and f[2] == 'active' then
     local delay = tonumber(ARGV[i + 3])
     redis.call('ZREM', KEYS[1], id)
-    if delay < 0 then
+    if ARGV[i + 4] == '1' then
+      redis.call('HINCRBY', key, 'at', -1)
+    end
+    if delay == -2 then
+      notify_waiters(KEYS[9], id, f[3], 'x' .. ARGV[i + 2])
+      redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', ARGV[i + 2])
+      keep_finished(KEYS[10], key, id, keep_count, keep_ms, now)
+      out[#out + 1] = 3
+    elseif delay < 0 then
       notify_waiters(KEYS[9], id, f[3], 'f' .. ARGV[i + 2])
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', ARGV[i + 2])
       keep_finished(KEYS[5], key, id, keep_count, keep_ms, now)
@@ -43,8 +53,11 @@ for i = 3, #ARGV, 4 do
   end
 end
 
-if woke then
+-- A retry is new work, and freed slots may let a worker that a concurrency limit kept
+-- waiting claim again.
+if woke or redis.call('LLEN', KEYS[2]) > 0 or redis.call('ZCARD', KEYS[3]) > 0 then
   wake(KEYS[6])
 end
 trim_finished(KEYS[5], KEYS[8], keep_count, keep_ms, now)
+trim_finished(KEYS[10], KEYS[8], keep_count, keep_ms, now)
 return out

@@ -1,8 +1,8 @@
 -- list: one page of the jobs in a state, in the order they will run (waiting, delayed)
--- or most recent first (active, completed, failed).
+-- or most recent first (completed, failed, cancelled); active by lease deadline.
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] active ZSET
--- KEYS[5] completed ZSET KEYS[6] failed ZSET        KEYS[7] job hash prefix
+-- KEYS[5] completed ZSET KEYS[6] failed ZSET        KEYS[7] job hash prefix   KEYS[8] cancelled ZSET
 -- ARGV[1] state   ARGV[2] offset   ARGV[3] page size
 -- Returns: {total, id1, fields1, id2, fields2, ...} where fields is the job's HGETALL reply.
 -- Errors: CONVEYOR:INVALID_STATE for an unknown state name.
@@ -46,6 +46,8 @@ elseif state == 'completed' then
   ids = zpage(KEYS[5], true)
 elseif state == 'failed' then
   ids = zpage(KEYS[6], true)
+elseif state == 'cancelled' then
+  ids = zpage(KEYS[8], true)
 else
   return redis.error_reply('CONVEYOR:INVALID_STATE unknown state ' .. state)
 end

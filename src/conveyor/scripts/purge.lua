@@ -1,14 +1,15 @@
 -- purge: delete up to a limit of jobs in the given states; call again while it returns more.
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] completed ZSET
--- KEYS[5] failed ZSET    KEYS[6] job hash prefix
--- ARGV[1] max jobs to delete in this call, then state names (waiting, delayed, completed, failed).
+-- KEYS[5] failed ZSET    KEYS[6] job hash prefix   KEYS[7] cancelled ZSET
+-- ARGV[1] max jobs to delete in this call, then state names (waiting, delayed, completed,
+--   failed, cancelled).
 -- Returns: {deleted, remaining} where remaining counts jobs still in the given states.
 -- Errors: none. Active jobs are never purged: their workers own them.
 
 local limit = tonumber(ARGV[1])
 local deleted = 0
-local sets = {delayed = KEYS[3], completed = KEYS[4], failed = KEYS[5]}
+local sets = {delayed = KEYS[3], completed = KEYS[4], failed = KEYS[5], cancelled = KEYS[7]}
 
 local function drop(ids)
   for i = 1, #ids do

@@ -1,7 +1,7 @@
 -- remove: delete one job that is not running.
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] completed ZSET
--- KEYS[5] failed ZSET    KEYS[6] job hash prefix
+-- KEYS[5] failed ZSET    KEYS[6] job hash prefix   KEYS[7] cancelled ZSET
 -- ARGV[1] job id
 -- Returns: the state the job was in.
 -- Errors: CONVEYOR:NOT_FOUND when there is no such job; CONVEYOR:INVALID_STATE when it is
@@ -26,6 +26,8 @@ elseif state == 'completed' then
   redis.call('ZREM', KEYS[4], id)
 elseif state == 'failed' then
   redis.call('ZREM', KEYS[5], id)
+elseif state == 'cancelled' then
+  redis.call('ZREM', KEYS[7], id)
 end
 redis.call('DEL', key)
 return state
