@@ -311,8 +311,8 @@ class Client(_Producer):
         self,
         queue: str,
         *,
-        concurrency: int | None | Unset = UNSET,
-        rate: tuple[int, float] | None | Unset = UNSET,
+        concurrency: int | Unset | None = UNSET,
+        rate: tuple[int, float] | Unset | None = UNSET,
     ) -> None:
         """Limits across all workers: at most ``concurrency`` active jobs, at most ``rate[0]``
         jobs started per ``rate[1]`` seconds. ``None`` removes a limit; omitted leaves it."""

@@ -37,38 +37,40 @@ class JobContext:
 
     ``progress`` and ``log`` return at once from async and sync tasks alike: the write is
     handed to the worker's event loop, which sends it in order before the job's result.
+    Made on first use of :func:`current_job`, so jobs that never ask cost nothing.
     """
 
-    __slots__ = ("_cancelled", "_submit", "attempt", "cancel_reason", "id", "queue", "task", "token")
+    __slots__ = ("_job", "_submit")
 
-    def __init__(
-        self,
-        *,
-        id: str,
-        queue: str,
-        task: str,
-        attempt: int,
-        token: str,
-        submit: Callable[[str, bytes | str], None],
-    ) -> None:
-        self.id = id
-        self.queue = queue
-        self.task = task
-        self.attempt = attempt
-        self.token = token
+    def __init__(self, job: Any, submit: Callable[[str, bytes | str], None]) -> None:
+        self._job = job  # the worker's execution.Prepared for this attempt
         self._submit = submit
-        # A plain flag, not a threading.Event: one is made per job, and a bool is atomic to read.
-        self._cancelled = False
-        self.cancel_reason: dict[str, Any] | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self._job.claimed.id)
+
+    @property
+    def queue(self) -> str:
+        return str(self._job.queue)
+
+    @property
+    def task(self) -> str:
+        return str(self._job.task.name)
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first run, 2 for the first retry, ..."""
+        return int(self._job.claimed.attempts)
 
     @property
     def cancelled(self) -> bool:
         """True once someone asked to abort this job (``client.cancel`` while it runs)."""
-        return self._cancelled
+        return bool(self._job.aborted)
 
     def raise_if_cancelled(self) -> None:
         """For sync tasks, which cannot be interrupted: call this at safe points."""
-        if self._cancelled:
+        if self._job.aborted:
             raise Cancelled(f"job {self.id} was cancelled")
 
     def progress(self, value: Any) -> None:
@@ -79,31 +81,40 @@ class JobContext:
         """Append one line to the job's log (the last 1,000 lines are kept)."""
         self._submit("log", str(line)[:MAX_LOG_LINE])
 
-    def _mark_cancelled(self, reason: dict[str, Any] | None) -> None:
-        self.cancel_reason = reason
-        self._cancelled = True
+
+class _Running:
+    """What the context variable holds: the attempt and a way to make its JobContext."""
+
+    __slots__ = ("job", "make")
+
+    def __init__(self, job: Any, make: Callable[[Any], JobContext]) -> None:
+        self.job = job
+        self.make = make
 
 
-_current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("conveyor_current_job")
+_current: contextvars.ContextVar[_Running] = contextvars.ContextVar("conveyor_current_job")
 
 
 def current_job() -> JobContext:
     """The job running in this task or thread; ``LookupError`` outside a job."""
     try:
-        return _current.get()
+        running = _current.get()
     except LookupError:
         raise LookupError("current_job() is only available inside a task run by a Conveyor worker") from None
+    if running.job.context is None:
+        running.job.context = running.make(running.job)
+    return running.job.context  # type: ignore[no-any-return]
 
 
-def run_with_context(context: JobContext, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``function`` with ``current_job()`` set (used for sync tasks, in their thread)."""
-    _current.set(context)
-    return function(*args, **kwargs)
-
-
-def set_current(context: JobContext) -> None:
+def set_current(running: _Running) -> None:
     """Set ``current_job()`` for the running asyncio task (each task has its own context copy)."""
-    _current.set(context)
+    _current.set(running)
+
+
+def run_with_context(running: _Running, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``function`` with ``current_job()`` set (used for sync tasks, in their thread)."""
+    _current.set(running)
+    return function(*args, **kwargs)
 
 
 def loop_submitter(

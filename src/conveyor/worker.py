@@ -41,7 +41,7 @@ from . import operations as ops
 from . import registry, serialization
 from .config import Settings
 from .connection import as_async_transport, async_transport
-from .context import JobContext, loop_submitter, run_with_context, set_current
+from .context import JobContext, _Running, loop_submitter, run_with_context, set_current
 from .errors import SerializationError
 from .execution import Prepared, RetryAfter, Undeliverable, error_payload, prepare, retry_delay_ms
 from .executor import AsyncExecutor
@@ -425,21 +425,14 @@ class Worker:
             return
         self._busy += 1
         job.started = self._loop.time()
-        job.context = JobContext(
-            id=claimed.id,
-            queue=queue,
-            task=job.task.name,
-            attempt=claimed.attempts,
-            token=claimed.token,
-            submit=self._submitter(queue, claimed.id, claimed.token),
-        )
+        running_job = _Running(job, self._make_context)
         if job.task.is_async:
-            running: asyncio.Future[Any] = self._loop.create_task(self._run_async(job))
+            running: asyncio.Future[Any] = self._loop.create_task(self._run_async(job, running_job))
         else:
             call = functools.partial(
                 contextvars.copy_context().run,
                 run_with_context,
-                job.context,
+                running_job,
                 job.task.function,
                 *job.args,
                 **job.kwargs,
@@ -450,8 +443,8 @@ class Worker:
         self._jobs[(queue, claimed.id)] = running
         self._prepared[(queue, claimed.id)] = job
 
-    async def _run_async(self, job: Prepared) -> None:
-        set_current(job.context)
+    async def _run_async(self, job: Prepared, running_job: _Running) -> None:
+        set_current(running_job)
         try:
             if job.timeout:
                 async with asyncio.timeout(job.timeout):
@@ -497,8 +490,7 @@ class Worker:
         job = self._prepared.get((queue, job_id))
         if running is None or job is None or job.aborted:
             return
-        job.aborted = True
-        job.context._mark_cancelled(None)
+        job.aborted = True  # what current_job().cancelled reads
         if job.task.is_async:
             running.cancel()
         log.warning("job %s/%s: cancelled while running; stopping it", queue, job_id)
@@ -510,6 +502,9 @@ class Worker:
         )
         self._record_failure(job.queue, job.claimed, payload, ops.CANCELLED)
         _log_job(logging.WARNING, "cancelled", job, "cancelled")
+
+    def _make_context(self, job: Prepared) -> JobContext:
+        return JobContext(job, self._submitter(job.queue, job.claimed.id, job.claimed.token))
 
     def _submitter(self, queue: str, job_id: str, token: str) -> Any:
         keys = self.keys[queue]

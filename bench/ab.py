@@ -1,0 +1,88 @@
+"""A/B drain benchmark of two git revisions of Conveyor, interleaved in one run.
+
+    .venv/bin/python bench/ab.py d0d62bd HEAD --jobs 100000 --rounds 5
+
+Each round drains N pre-enqueued no-op jobs with one worker process (burst mode) for
+revision A, then for revision B, on one private server; the medians and the ratio B/A are
+printed. Interleaving keeps the machine's drift out of the comparison. Used to check that
+a feature costs nothing on the claim path of jobs that do not use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DRAIN = r"""
+import json, sys, time, logging
+from conveyor import Tasks, Client, Worker
+tasks = Tasks(queue="ab")
+@tasks.task
+async def noop(i: int) -> None:
+    return None
+url, n = sys.argv[1], int(sys.argv[2])
+with Client.from_url(url) as c:
+    c.purge("ab", ["waiting", "delayed", "completed", "failed"])
+    for start in range(0, n, 10_000):
+        c.enqueue_many([noop.call(i) for i in range(start, min(n, start + 10_000))])
+logging.basicConfig(level=logging.WARNING)
+w = Worker(tasks, url=url, burst=True, concurrency=100)
+t = time.perf_counter(); w.run(); elapsed = time.perf_counter() - t
+print(json.dumps({"processed": w.processed, "rate": n / elapsed}))
+"""
+
+
+def export(revision: str, into: Path) -> Path:
+    target = into / revision.replace("/", "_")
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", revision, "src"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target / "src"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("a")
+    parser.add_argument("b")
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    from conveyor.server import RedisServer
+
+    with tempfile.TemporaryDirectory() as tmp, RedisServer(appendonly=False) as server:
+        sources = {rev: export(rev, Path(tmp)) for rev in (args.a, args.b)}
+        rates: dict[str, list[float]] = {rev: [] for rev in sources}
+        for round_no in range(args.rounds):
+            for rev, src in sources.items():
+                out = subprocess.run(
+                    [sys.executable, "-c", DRAIN, server.url, str(args.jobs)],
+                    env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                assert result["processed"] == args.jobs, result
+                rates[rev].append(result["rate"])
+                print(f"round {round_no + 1} {rev}: {result['rate']:,.0f} jobs/s", flush=True)
+        med = {rev: statistics.median(values) for rev, values in rates.items()}
+        print(
+            f"median {args.a}: {med[args.a]:,.0f} jobs/s; {args.b}: {med[args.b]:,.0f} jobs/s; "
+            f"ratio {args.b}/{args.a}: {med[args.b] / med[args.a]:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
