@@ -82,38 +82,29 @@ class JobContext:
         self._submit("log", str(line)[:MAX_LOG_LINE])
 
 
-class _Running:
-    """What the context variable holds: the attempt and a way to make its JobContext."""
-
-    __slots__ = ("job", "make")
-
-    def __init__(self, job: Any, make: Callable[[Any], JobContext]) -> None:
-        self.job = job
-        self.make = make
-
-
-_current: contextvars.ContextVar[_Running] = contextvars.ContextVar("conveyor_current_job")
+_current: contextvars.ContextVar[Any] = contextvars.ContextVar("conveyor_current_job")
+"""Holds the worker's ``execution.Prepared`` for the running attempt."""
 
 
 def current_job() -> JobContext:
     """The job running in this task or thread; ``LookupError`` outside a job."""
     try:
-        running = _current.get()
+        job = _current.get()
     except LookupError:
         raise LookupError("current_job() is only available inside a task run by a Conveyor worker") from None
-    if running.job.context is None:
-        running.job.context = running.make(running.job)
-    return running.job.context  # type: ignore[no-any-return]
+    if job.context is None:
+        job.context = job.make_context(job)
+    return job.context  # type: ignore[no-any-return]
 
 
-def set_current(running: _Running) -> None:
+def set_current(job: Any) -> None:
     """Set ``current_job()`` for the running asyncio task (each task has its own context copy)."""
-    _current.set(running)
+    _current.set(job)
 
 
-def run_with_context(running: _Running, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def run_with_context(job: Any, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call ``function`` with ``current_job()`` set (used for sync tasks, in their thread)."""
-    _current.set(running)
+    _current.set(job)
     return function(*args, **kwargs)
 
 

@@ -58,6 +58,8 @@ class Prepared:
     """The job's :class:`~conveyor.context.JobContext`, once it runs."""
     aborted: bool = False
     """Someone cancelled the job while it ran; its outcome is recorded as cancelled."""
+    make_context: Any = None
+    """Makes the JobContext on the first ``current_job()`` call."""
 
 
 class Undeliverable(Exception):

@@ -41,7 +41,7 @@ from . import operations as ops
 from . import registry, serialization
 from .config import Settings
 from .connection import as_async_transport, async_transport
-from .context import JobContext, _Running, loop_submitter, run_with_context, set_current
+from .context import JobContext, loop_submitter, run_with_context, set_current
 from .errors import SerializationError
 from .execution import Prepared, RetryAfter, Undeliverable, error_payload, prepare, retry_delay_ms
 from .executor import AsyncExecutor
@@ -115,8 +115,9 @@ class _Held:
     """A job this worker holds a lease on: running, or finished and waiting for its ack."""
 
     token: str
-    timed_out: bool = False
-    lost: bool = False
+    job: Prepared | None = None
+    task: asyncio.Future[Any] | None = None
+    """Set while the job runs."""
 
 
 class Worker:
@@ -151,9 +152,8 @@ class Worker:
         self._held: dict[str, dict[str, _Held]] = {q: {} for q in self.queues}
         self._done: dict[str, list[tuple[str, str, bytes]]] = {q: [] for q in self.queues}
         self._failures: dict[str, list[tuple[str, str, bytes, int, int]]] = {q: [] for q in self.queues}
-        self._jobs: dict[tuple[str, str], asyncio.Future[Any]] = {}
-        self._prepared: dict[tuple[str, str], Prepared] = {}
         self._reports: set[asyncio.Task[Any]] = set()
+        self._make_context_bound = self._make_context  # one bound method, not one per job
         self._busy = 0
         self.processed = 0
         self.failed = 0
@@ -251,13 +251,14 @@ class Worker:
             log.warning(
                 "received %s again: stopping at once, handing running jobs back", signal.Signals(sig).name
             )
-            for job in list(self._jobs.values()):
+            for job in self._running_tasks():
                 job.cancel()
 
     async def _drain_running(self) -> None:
-        if not self._jobs:
+        running = self._running_tasks()
+        if not running:
             return
-        _, pending = await asyncio.wait(list(self._jobs.values()), timeout=self.config.shutdown_grace)
+        _, pending = await asyncio.wait(running, timeout=self.config.shutdown_grace)
         if pending:
             log.warning(
                 "%d jobs still running after the grace period; handing them back to waiting", len(pending)
@@ -415,7 +416,7 @@ class Worker:
 
     # ------------------------------------------------------------------ running jobs
     def _start(self, queue: str, claimed: ops.Claimed) -> None:
-        self._held[queue][claimed.id] = _Held(claimed.token)
+        held = self._held[queue][claimed.id] = _Held(claimed.token)
         try:
             job = prepare(queue, claimed, self.tasks)
         except Undeliverable as exc:
@@ -425,14 +426,14 @@ class Worker:
             return
         self._busy += 1
         job.started = self._loop.time()
-        running_job = _Running(job, self._make_context)
+        job.make_context = self._make_context_bound
         if job.task.is_async:
-            running: asyncio.Future[Any] = self._loop.create_task(self._run_async(job, running_job))
+            running: asyncio.Future[Any] = self._loop.create_task(self._run_async(job))
         else:
             call = functools.partial(
                 contextvars.copy_context().run,
                 run_with_context,
-                running_job,
+                job,
                 job.task.function,
                 *job.args,
                 **job.kwargs,
@@ -440,11 +441,11 @@ class Worker:
             running = self._loop.create_task(
                 self._run_sync(job, self._loop.run_in_executor(self._pool, call))
             )
-        self._jobs[(queue, claimed.id)] = running
-        self._prepared[(queue, claimed.id)] = job
+        held.job = job
+        held.task = running
 
-    async def _run_async(self, job: Prepared, running_job: _Running) -> None:
-        set_current(running_job)
+    async def _run_async(self, job: Prepared) -> None:
+        set_current(job)
         try:
             if job.timeout:
                 async with asyncio.timeout(job.timeout):
@@ -486,10 +487,10 @@ class Worker:
 
     def _abort(self, queue: str, job_id: str) -> None:
         """Someone cancelled a running job: cancel an async task, flag a sync one."""
-        running = self._jobs.get((queue, job_id))
-        job = self._prepared.get((queue, job_id))
-        if running is None or job is None or job.aborted:
+        held = self._held[queue].get(job_id)
+        if held is None or held.task is None or held.job is None or held.job.aborted:
             return
+        running, job = held.task, held.job
         job.aborted = True  # what current_job().cancelled reads
         if job.task.is_async:
             running.cancel()
@@ -502,6 +503,9 @@ class Worker:
         )
         self._record_failure(job.queue, job.claimed, payload, ops.CANCELLED)
         _log_job(logging.WARNING, "cancelled", job, "cancelled")
+
+    def _running_tasks(self) -> list[asyncio.Future[Any]]:
+        return [h.task for held in self._held.values() for h in held.values() if h.task is not None]
 
     def _make_context(self, job: Prepared) -> JobContext:
         return JobContext(job, self._submitter(job.queue, job.claimed.id, job.claimed.token))
@@ -524,8 +528,9 @@ class Worker:
 
     def _release(self, job: Prepared) -> None:
         self._busy -= 1
-        self._jobs.pop((job.queue, job.claimed.id), None)
-        self._prepared.pop((job.queue, job.claimed.id), None)
+        held = self._held[job.queue].get(job.claimed.id)
+        if held is not None:
+            held.task = None
         self._slot_freed.set()
 
     def _finish_ok(self, job: Prepared, result: Any) -> None:
