@@ -32,15 +32,21 @@ with Client.from_url(url) as c:
     c.purge("ab", ["waiting", "delayed", "completed", "failed"])
     for start in range(0, n, 10_000):
         c.enqueue_many([noop.call(i) for i in range(start, min(n, start + 10_000))])
+def redis_cpu():
+    with Client.from_url(url) as c:
+        info = dict(l.split(":", 1) for l in c.transport.call("INFO", "cpu").splitlines() if ":" in l)
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 logging.basicConfig(level=logging.WARNING)
 w = Worker(tasks, url=url, burst=True, concurrency=100)
+cpu = redis_cpu()
 t = time.perf_counter(); w.run(); elapsed = time.perf_counter() - t
-print(json.dumps({"processed": w.processed, "rate": n / elapsed}))
+cpu = redis_cpu() - cpu
+print(json.dumps({"processed": w.processed, "rate": n / elapsed, "redis_us_per_job": cpu / n * 1e6}))
 """
 
 
-def export(revision: str, into: Path) -> Path:
-    target = into / revision.replace("/", "_")
+def export(revision: str, into: Path, label: str) -> Path:
+    target = into / label
     target.mkdir()
     archive = subprocess.run(
         ["git", "archive", revision, "src"], cwd=ROOT, check=True, capture_output=True
@@ -62,10 +68,15 @@ def main() -> None:
     from conveyor.server import RedisServer
 
     with tempfile.TemporaryDirectory() as tmp, RedisServer(appendonly=False) as server:
-        sources = {rev: export(rev, Path(tmp)) for rev in (args.a, args.b)}
+        # Labels, not revisions, name the runs: "HEAD HEAD" measures the harness's own bias.
+        args.a, args.b = f"A:{args.a}", f"B:{args.b}"
+        sources = {label: export(label[2:], Path(tmp), label[0]) for label in (args.a, args.b)}
         rates: dict[str, list[float]] = {rev: [] for rev in sources}
         for round_no in range(args.rounds):
-            for rev, src in sources.items():
+            order = list(sources.items())
+            if round_no % 2:  # alternate who goes first, so order effects cancel out
+                order.reverse()
+            for rev, src in order:
                 out = subprocess.run(
                     [sys.executable, "-c", DRAIN, server.url, str(args.jobs)],
                     env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
@@ -76,7 +87,11 @@ def main() -> None:
                 result = json.loads(out.stdout.strip().splitlines()[-1])
                 assert result["processed"] == args.jobs, result
                 rates[rev].append(result["rate"])
-                print(f"round {round_no + 1} {rev}: {result['rate']:,.0f} jobs/s", flush=True)
+                print(
+                    f"round {round_no + 1} {rev}: {result['rate']:,.0f} jobs/s, "
+                    f"Redis CPU {result['redis_us_per_job']:.1f} us/job",
+                    flush=True,
+                )
         med = {rev: statistics.median(values) for rev, values in rates.items()}
         print(
             f"median {args.a}: {med[args.a]:,.0f} jobs/s; {args.b}: {med[args.b]:,.0f} jobs/s; "
