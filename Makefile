@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck bench bench-quick clean
+.PHONY: install run test lint typecheck bench bench-quick bench-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## Lint, type-check and run the whole test suite against private servers the tests start.
+## Lint, type-check, run the whole test suite against private servers the tests start, then
+## a smoke run of the benchmark harness (tiny sizes, timings not judged) so it never rots.
 test: lint typecheck
 	$(BIN)/python -m pytest
+	$(MAKE) bench-smoke
+
+bench-smoke: $(STAMP)
+	bash bench/setup_peers.sh redis5 redis8
+	$(BIN)/python bench/run.py --quick --out $(or $(TMPDIR),/tmp)/conveyor-bench-smoke
 
 ## Full benchmark against the peer libraries (minutes; see BENCHMARKS.md).
 bench: $(STAMP)

@@ -676,6 +676,11 @@ def main() -> int:
     print_tables(summary, keys, run_sc, base)
     rel = os.path.relpath(out, Path.cwd())
     console.print(f"wrote {rel}/{stamp}.json and {rel}/{stamp}.md in {meta['wall_s']:.0f} s")
+    failed = [f"{r['entry']} / {r['run_scenario']}: {r['error']}" for r in runs if "error" in r]
+    if failed:
+        # Timings are never judged here; a driver that breaks is, so the harness cannot rot.
+        console.print("[red]driver errors:[/red]\n  " + "\n  ".join(failed))
+        return 1
     return 0
 
 
