@@ -23,7 +23,7 @@ from .errors import (
 )
 from .execution import Retry, RetryAfter
 from .job import EnqueueOutcome, Job, JobState
-from .operations import Retention
+from .operations import Event, Retention
 from .task import Task, TaskCall, Tasks
 from .worker import Worker, WorkerSettings
 
@@ -38,6 +38,7 @@ __all__ = [
     "ConveyorError",
     "Custom",
     "EnqueueOutcome",
+    "Event",
     "Exponential",
     "Fixed",
     "InvalidState",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import socket
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from . import operations as ops
@@ -300,6 +300,19 @@ class Client(_Producer):
         """The log lines a job wrote with ``current_job().log(...)``, oldest first."""
         return self.run(ops.job_logs(self.keys(queue), job_id))
 
+    def read_events(
+        self, queue: str, after: str = "0-0", count: int = 1000, block: float | None = None
+    ) -> tuple[list[ops.Event], str]:
+        """One read of the queue's event stream: events after ``after`` and the new position."""
+        block_ms = None if block is None else max(1, int(block * 1000))
+        return self.run(ops.read_events(self.keys(queue), after, count, block_ms))
+
+    def events(self, queue: str, after: str = "$") -> Iterator[ops.Event]:
+        """Follow the queue's lifecycle events as they happen (blocks in Redis between them)."""
+        while True:
+            batch, after = self.read_events(queue, after, block=5.0)
+            yield from batch
+
     def pause(self, queue: str) -> None:
         """Workers stop claiming from the queue; enqueues go on."""
         self.run(ops.update_settings(self.keys(queue), {"paused": 1}))
@@ -399,6 +412,18 @@ class AsyncClient(_Producer):
 
     async def job_logs(self, queue: str, job_id: str) -> list[str]:
         return await self.run(ops.job_logs(self.keys(queue), job_id))
+
+    async def read_events(
+        self, queue: str, after: str = "0-0", count: int = 1000, block: float | None = None
+    ) -> tuple[list[ops.Event], str]:
+        block_ms = None if block is None else max(1, int(block * 1000))
+        return await self.run(ops.read_events(self.keys(queue), after, count, block_ms))
+
+    async def events(self, queue: str, after: str = "$") -> AsyncIterator[ops.Event]:
+        while True:
+            batch, after = await self.read_events(queue, after, block=5.0)
+            for event in batch:
+                yield event
 
     async def pause(self, queue: str) -> None:
         await self.run(ops.update_settings(self.keys(queue), {"paused": 1}))

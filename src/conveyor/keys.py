@@ -33,6 +33,7 @@ class QueueKeys:
         "completed",
         "delayed",
         "done_prefix",
+        "events",
         "failed",
         "job_prefix",
         "logs_prefix",
@@ -64,6 +65,8 @@ class QueueKeys:
         """ZSET of dead-lettered job ids scored by finish time (ms)."""
         self.cancelled = base + "cancelled"
         """ZSET of cancelled job ids scored by the time they were cancelled (ms)."""
+        self.events = base + "events"
+        """STREAM of lifecycle events (ids and small fields), capped at about 10,000 entries."""
         self.settings = base + "settings"
         """HASH of the queue's own limits: paused, concurrency, rate_max, rate_ms."""
         self.rate = base + "rate"

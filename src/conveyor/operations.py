@@ -105,7 +105,15 @@ def enqueue(keys: QueueKeys, jobs: Sequence[NewJob]) -> Generator[Step, Any, lis
         args += (job.id, job.task, job.args, len(job.extras) // 2, *job.extras)
     existed = yield Script(
         ENQUEUE,
-        (keys.waiting, keys.prioritized, keys.delayed, keys.marker, keys.sequence, keys.job_prefix),
+        (
+            keys.waiting,
+            keys.prioritized,
+            keys.delayed,
+            keys.marker,
+            keys.sequence,
+            keys.job_prefix,
+            keys.events,
+        ),
         args,
     )
     outcomes = [EnqueueOutcome.CREATED] * len(jobs)
@@ -138,6 +146,7 @@ def claim(
             keys.rate,
             keys.failed,
             keys.done_prefix,
+            keys.events,
         ),
         (max_jobs, lease_ms, worker_id, promote_limit, failed.keep_count, failed.keep_ms),
     )
@@ -167,6 +176,7 @@ def complete(
             keys.waiting,
             keys.prioritized,
             keys.marker,
+            keys.events,
         ),
         args,
     )
@@ -203,6 +213,7 @@ def fail(
             keys.job_prefix,
             keys.done_prefix,
             keys.cancelled,
+            keys.events,
         ),
         args,
     )
@@ -219,7 +230,15 @@ def cancel(
     payload = serialization.dumps({"type": "Cancelled", "message": reason, "by": by, "reason": "cancelled"})
     reply = yield Script(
         CANCEL,
-        (keys.waiting, keys.prioritized, keys.delayed, keys.cancelled, keys.job_prefix, keys.done_prefix),
+        (
+            keys.waiting,
+            keys.prioritized,
+            keys.delayed,
+            keys.cancelled,
+            keys.job_prefix,
+            keys.done_prefix,
+            keys.events,
+        ),
         (job_id, payload, retention.keep_count, retention.keep_ms),
     )
     return str(reply)
@@ -230,7 +249,9 @@ def report(
 ) -> Generator[Step, Any, bool]:
     """Write a running job's progress (``kind="progress"``) or one log line (``kind="log"``)."""
     reply = yield Script(
-        PROGRESS, (keys.job(job_id), keys.logs(job_id)), (token, kind, value, max_lines, keep_ms)
+        PROGRESS,
+        (keys.job(job_id), keys.logs(job_id), keys.events),
+        (token, kind, value, max_lines, keep_ms, job_id),
     )
     return bool(reply)
 
@@ -238,6 +259,44 @@ def report(
 def job_logs(keys: QueueKeys, job_id: str, start: int = 0, end: int = -1) -> Generator[Step, Any, list[str]]:
     reply = yield Command(("LRANGE", keys.logs(job_id), start, end))
     return list(reply)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One lifecycle event of one job, as read from the queue's event stream."""
+
+    kind: str
+    """enqueued, active, progress, completed, retrying, failed, stalled, aborting, cancelled."""
+    job_id: str
+    stream_id: str
+    """Position in the stream; pass it as ``after`` to continue from here."""
+    fields: dict[str, str]
+    """Small extra fields: worker, delay, reason, crashes, progress value, count."""
+
+
+def read_events(
+    keys: QueueKeys, after: str = "0-0", count: int = 1000, block_ms: int | None = None
+) -> Generator[Step, Any, tuple[list[Event], str]]:
+    """Events after stream position ``after`` (``"$"``: only new ones); returns them and the
+    position to continue from. Batch entries (one per claim or acknowledgement) are expanded
+    into one event per job."""
+    command: tuple[Any, ...] = ("XREAD", "COUNT", count)
+    if block_ms is not None:
+        command += ("BLOCK", block_ms)
+    reply = yield Command((*command, "STREAMS", keys.events, after), blocking=block_ms is not None)
+    events: list[Event] = []
+    last = after
+    if reply:
+        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        for stream_id, raw in entries:
+            fields = as_dict(raw)
+            kind = fields.pop("e", "")
+            ids = fields.pop("ids", None)
+            single = fields.pop("id", None)
+            for job_id in ids.split(",") if ids else [single] if single else []:
+                events.append(Event(kind, job_id, stream_id, fields))
+            last = stream_id
+    return events, last
 
 
 SETTING_NAMES = ("paused", "concurrency", "rate_max", "rate_ms")
@@ -286,6 +345,7 @@ def sweep(
             keys.sequence,
             keys.job_prefix,
             keys.done_prefix,
+            keys.events,
         ),
         (max_crashes, limit, failed.keep_count, failed.keep_ms),
     )

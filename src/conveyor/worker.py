@@ -152,7 +152,7 @@ class Worker:
         self._held: dict[str, dict[str, _Held]] = {q: {} for q in self.queues}
         self._done: dict[str, list[tuple[str, str, bytes]]] = {q: [] for q in self.queues}
         self._failures: dict[str, list[tuple[str, str, bytes, int, int]]] = {q: [] for q in self.queues}
-        self._reports: set[asyncio.Task[Any]] = set()
+        self._reports: list[Any] = []  # progress and log writes waiting for the flush loop
         self._make_context_bound = self._make_context  # one bound method, not one per job
         self._busy = 0
         self.processed = 0
@@ -514,17 +514,12 @@ class Worker:
         keys = self.keys[queue]
 
         def send(kind: str, value: bytes | str) -> None:
-            operation = ops.report(keys, job_id, token, kind, value, MAX_LOG_LINES, LOG_KEEP_MS)
-            task = self._loop.create_task(self.executor.run(operation))
-            self._reports.add(task)
-            task.add_done_callback(self._report_done)
+            # Queued for the flush loop, which writes reports before results: a job's last
+            # progress is recorded before the job is completed, never refused after it.
+            self._reports.append(ops.report(keys, job_id, token, kind, value, MAX_LOG_LINES, LOG_KEEP_MS))
+            self._flush_wanted.set()
 
         return loop_submitter(self._loop, send)
-
-    def _report_done(self, task: asyncio.Task[Any]) -> None:
-        self._reports.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("could not record a job's progress or log line: %s", task.exception())
 
     def _release(self, job: Prepared) -> None:
         self._busy -= 1
@@ -591,6 +586,13 @@ class Worker:
         while True:
             await self._flush_wanted.wait()
             self._flush_wanted.clear()
+            if self._reports:
+                reports, self._reports = self._reports, []
+                for report in reports:
+                    try:
+                        await self.executor.run(report)
+                    except RedisError as exc:  # progress is best effort; results are not
+                        log.warning("could not record a job's progress or log line: %s", exc)
             for queue in self.queues:
                 if self._done[queue]:
                     await self._flush(queue, self._done, ops.complete, self.config.completed)

@@ -1,7 +1,7 @@
 -- cancel: cancel a job that has not run yet, or ask the worker running it to abort it.
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] cancelled ZSET
--- KEYS[5] job hash prefix   KEYS[6] done-list prefix
+-- KEYS[5] job hash prefix   KEYS[6] done-list prefix   KEYS[7] events STREAM
 -- ARGV[1] job id   ARGV[2] reason JSON ({"by": ..., "reason": ...})
 -- ARGV[3] keep count for cancelled jobs   ARGV[4] keep ms for cancelled jobs
 -- Returns: 'cancelled' when the job was waiting or delayed and is now cancelled;
@@ -20,6 +20,7 @@ if not state then
 end
 if state == 'active' then
   redis.call('HSET', key, 'ab', ARGV[2])
+  emit(KEYS[7], 'aborting', 'id', id)
   return 'aborting'
 end
 if state == 'waiting' then
@@ -36,4 +37,5 @@ notify_waiters(KEYS[6], id, f[2], 'x' .. ARGV[2])
 redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', ARGV[2])
 keep_finished(KEYS[4], key, id, tonumber(ARGV[3]), tonumber(ARGV[4]), now)
 trim_finished(KEYS[4], KEYS[5], tonumber(ARGV[3]), tonumber(ARGV[4]), now)
+emit(KEYS[7], 'cancelled', 'id', id)
 return 'cancelled'

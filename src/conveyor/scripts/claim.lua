@@ -5,6 +5,7 @@
 -- KEYS[4] active ZSET      KEYS[5] marker ZSET        KEYS[6] sequence counter
 -- KEYS[7] job hash prefix  KEYS[8] queue settings HASH (paused, concurrency, rate_max, rate_ms)
 -- KEYS[9] rate window counter   KEYS[10] failed ZSET   KEYS[11] done-list prefix
+-- KEYS[12] events STREAM
 -- ARGV[1] max jobs N   ARGV[2] lease ms   ARGV[3] worker id   ARGV[4] max delayed jobs to promote
 -- ARGV[5] keep count for failed jobs   ARGV[6] keep ms for failed jobs (for jobs that expired)
 -- Returns: {wait_ms, id1, token1, attempts1, name1, args1, kwargs1, options1, id2, ...}
@@ -100,6 +101,7 @@ if #ids > 0 then
       notify_waiters(KEYS[11], id, f[7], 'f' .. err)
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
       keep_finished(KEYS[10], key, id, tonumber(ARGV[5]), tonumber(ARGV[6]), now)
+      emit(KEYS[12], 'failed', 'id', id, 'reason', 'expired')
     elseif f[1] then
       local attempts = tonumber(f[5] or 0) + 1
       redis.call('HSET', key, 's', 'active', 'at', attempts, 'tk', token, 'st', now, 'w', worker)
@@ -114,6 +116,11 @@ if #ids > 0 then
       started = started + 1
     end
     -- An id without a hash was removed while it waited; there is nothing to run.
+  end
+  if started > 0 then
+    local started_ids = {}
+    for r = 2, #reply, 7 do started_ids[#started_ids + 1] = reply[r] end
+    emit(KEYS[12], 'active', 'ids', table.concat(started_ids, ','), 'worker', worker)
   end
   if rate_max > 0 and started > 0 then
     if redis.call('INCRBY', KEYS[9], started) == started then

@@ -1,7 +1,7 @@
 -- complete: record the results of finished jobs (a batch from one worker).
 --
 -- KEYS[1] active ZSET   KEYS[2] completed ZSET   KEYS[3] job hash prefix   KEYS[4] done-list prefix
--- KEYS[5] waiting LIST  KEYS[6] prioritized ZSET KEYS[7] marker ZSET
+-- KEYS[5] waiting LIST  KEYS[6] prioritized ZSET KEYS[7] marker ZSET   KEYS[8] events STREAM
 -- ARGV[1] keep count (-1 unlimited, 0 delete at once)   ARGV[2] keep ms (-1 forever, 0 delete at once)
 -- then triples: id, fencing token, result JSON.
 -- Returns: an array with one integer per job: 1 recorded, 0 refused because the token is
@@ -13,6 +13,7 @@ local keep_count = tonumber(ARGV[1])
 local keep_ms = tonumber(ARGV[2])
 local now = now_ms()
 local out = {}
+local done_ids = {}
 
 for i = 3, #ARGV, 3 do
   local id = ARGV[i]
@@ -24,11 +25,15 @@ for i = 3, #ARGV, 3 do
     redis.call('HSET', key, 's', 'completed', 'ft', now, 'r', ARGV[i + 2])
     keep_finished(KEYS[2], key, id, keep_count, keep_ms, now)
     out[#out + 1] = 1
+    done_ids[#done_ids + 1] = id
   else
     out[#out + 1] = 0
   end
 end
 
+if #done_ids > 0 then
+  emit(KEYS[8], 'completed', 'ids', table.concat(done_ids, ','))
+end
 trim_finished(KEYS[2], KEYS[3], keep_count, keep_ms, now)
 -- Freed slots may let a worker that a concurrency limit kept waiting claim again.
 if redis.call('LLEN', KEYS[5]) > 0 or redis.call('ZCARD', KEYS[6]) > 0 then

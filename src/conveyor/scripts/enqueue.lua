@@ -2,6 +2,7 @@
 --
 -- KEYS[1] waiting LIST     KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET
 -- KEYS[4] marker ZSET      KEYS[5] sequence counter   KEYS[6] job hash prefix
+-- KEYS[7] events STREAM
 -- ARGV: for each job: id, task name, args JSON, E, then E pairs of optional fields:
 --   'k' kwargs JSON, 'o' options JSON, 'p' priority (non-zero integer),
 --   'w' when: '+<ms>' after a delay or '@<ms>' at an absolute time (ms since the epoch),
@@ -16,6 +17,7 @@ local now = now_ms()
 local existed = {}
 local plain = {}  -- priority-0 ids, pushed together at the end (one LPUSH per 1,000 ids)
 local created_any = false
+local created_ids = {}
 local i = 1
 local position = 0
 
@@ -60,6 +62,7 @@ while i <= #ARGV do
       end
     end
     created_any = true
+    if #created_ids < 100 then created_ids[#created_ids + 1] = id end
   end
   i = i + 4 + extras * 2
 end
@@ -69,5 +72,7 @@ for start = 1, #plain, 1000 do
 end
 if created_any then
   wake(KEYS[4])
+  -- One event per call: a bulk enqueue lists its first 100 ids and says how many it made.
+  emit(KEYS[7], 'enqueued', 'ids', table.concat(created_ids, ','), 'count', position - #existed)
 end
 return existed

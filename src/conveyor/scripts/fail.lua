@@ -2,7 +2,7 @@
 --
 -- KEYS[1] active ZSET    KEYS[2] waiting LIST   KEYS[3] prioritized ZSET   KEYS[4] delayed ZSET
 -- KEYS[5] failed ZSET    KEYS[6] marker ZSET    KEYS[7] sequence counter   KEYS[8] job hash prefix
--- KEYS[9] done-list prefix   KEYS[10] cancelled ZSET
+-- KEYS[9] done-list prefix   KEYS[10] cancelled ZSET   KEYS[11] events STREAM
 -- ARGV[1] keep count for failed and cancelled jobs (-1 unlimited)   ARGV[2] keep ms (-1 forever)
 -- then groups of 5: id, fencing token, error JSON, retry delay ms, refund flag.
 --   delay >= 0: retry after it; -1: dead-letter (failed); -2: cancelled (aborted while running).
@@ -31,21 +31,25 @@ for i = 3, #ARGV, 5 do
       notify_waiters(KEYS[9], id, f[3], 'x' .. ARGV[i + 2])
       redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', ARGV[i + 2])
       keep_finished(KEYS[10], key, id, keep_count, keep_ms, now)
+      emit(KEYS[11], 'cancelled', 'id', id)
       out[#out + 1] = 3
     elseif delay < 0 then
       notify_waiters(KEYS[9], id, f[3], 'f' .. ARGV[i + 2])
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', ARGV[i + 2])
       keep_finished(KEYS[5], key, id, keep_count, keep_ms, now)
+      emit(KEYS[11], 'failed', 'id', id)
       out[#out + 1] = 2
     elseif delay == 0 then
       redis.call('HSET', key, 's', 'waiting', 'e', ARGV[i + 2])
       push_ready(KEYS[2], KEYS[3], KEYS[7], id, tonumber(f[4] or 0), false)
       woke = true
+      emit(KEYS[11], 'retrying', 'id', id, 'delay', 0)
       out[#out + 1] = 1
     else
       redis.call('HSET', key, 's', 'delayed', 'due', now + delay, 'e', ARGV[i + 2])
       redis.call('ZADD', KEYS[4], now + delay, id)
       woke = true
+      emit(KEYS[11], 'retrying', 'id', id, 'delay', delay)
       out[#out + 1] = 1
     end
   else

@@ -2,6 +2,7 @@
 --
 -- KEYS[1] active ZSET    KEYS[2] waiting LIST   KEYS[3] prioritized ZSET   KEYS[4] failed ZSET
 -- KEYS[5] marker ZSET    KEYS[6] sequence counter   KEYS[7] job hash prefix   KEYS[8] done-list prefix
+-- KEYS[9] events STREAM
 -- ARGV[1] max crashes: a job whose worker was lost this many times is dead-lettered
 -- ARGV[2] max jobs to look at   ARGV[3] keep count for failed   ARGV[4] keep ms for failed
 -- Returns: {recovered ids..., '|', dead-lettered ids...}
@@ -29,11 +30,13 @@ for i = 1, #expired do
       notify_waiters(KEYS[8], id, f[1], 'f' .. err)
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
       keep_finished(KEYS[4], key, id, tonumber(ARGV[3]), tonumber(ARGV[4]), now)
+      emit(KEYS[9], 'failed', 'id', id, 'reason', 'worker_lost')
       dead[#dead + 1] = id
     else
       local priority = tonumber(redis.call('HGET', key, 'p') or 0)
       redis.call('HSET', key, 's', 'waiting')
       push_ready(KEYS[2], KEYS[3], KEYS[6], id, priority, true)
+      emit(KEYS[9], 'stalled', 'id', id, 'crashes', crashes)
       recovered[#recovered + 1] = id
     end
   end

@@ -39,6 +39,13 @@ local function wake(marker_key)
   redis.call('ZADD', marker_key, 0, 'w')
 end
 
+-- Append a lifecycle event to the queue's stream, capped (approximately) at 10,000
+-- entries. Events carry ids and small fields, never results or arguments: a stream full of
+-- results is how a queue runs out of memory. Batch events list their ids comma-separated.
+local function emit(events_key, name, ...)
+  redis.call('XADD', events_key, 'MAXLEN', '~', 10000, '*', 'e', name, ...)
+end
+
 -- Tell clients blocked in result() that the job ended: one entry per registered waiter.
 local function notify_waiters(done_prefix, id, waiters, payload)
   local count = tonumber(waiters or 0) or 0

@@ -1,0 +1,75 @@
+"""The lifecycle event stream of a queue: what happened to which job, without results."""
+
+from __future__ import annotations
+
+import asyncio
+
+from conveyor import AsyncClient, Client, Fixed, Tasks
+
+from helpers import running_worker
+
+
+async def test_events_follow_a_job_through_its_life(
+    aclient: AsyncClient, tasks: Tasks, url: str, queue: str
+) -> None:
+    attempts = 0
+
+    @tasks.task(retries=1, backoff=Fixed(0))
+    async def flaky() -> str:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise ValueError("first try fails")
+        return "x" * 1000  # a large result must not travel in the events
+
+    async with running_worker(tasks, url):
+        handle = await aclient.enqueue(flaky)
+        await handle.result(timeout=5)
+    events, last = await aclient.read_events(queue)
+    mine = [e for e in events if e.job_id == handle.id]
+    assert [e.kind for e in mine] == ["enqueued", "active", "retrying", "active", "completed"]
+    assert mine[1].fields["worker"] and mine[2].fields["delay"] == "0"
+    assert all("x" * 100 not in str(e.fields) for e in events)
+    again, same = await aclient.read_events(queue, after=last)
+    assert again == [] and same == last
+
+
+def test_bulk_and_batches_are_expanded_per_job(client: Client, queue: str) -> None:
+    tasks = Tasks(queue=queue)
+
+    @tasks.task
+    async def noop() -> None: ...
+
+    handles = client.enqueue_many([noop.call() for _ in range(30)])
+    events, _ = client.read_events(queue)
+    assert [e.job_id for e in events] == [h.id for h in handles]
+    assert {e.kind for e in events} == {"enqueued"} and events[0].fields["count"] == "30"
+    client.cancel(queue, handles[0].id)
+    events, _ = client.read_events(queue, after=events[-1].stream_id)
+    assert [(e.kind, e.job_id) for e in events] == [("cancelled", handles[0].id)]
+
+
+async def test_follow_new_events_as_they_happen(
+    aclient: AsyncClient, tasks: Tasks, url: str, queue: str
+) -> None:
+    @tasks.task
+    async def report() -> None:
+        from conveyor import current_job
+
+        current_job().progress(42)
+
+    seen: list[tuple[str, str]] = []
+
+    async def follow() -> None:
+        async for event in aclient.events(queue):
+            seen.append((event.kind, event.fields.get("value", "")))
+            if event.kind == "completed":
+                return
+
+    follower = asyncio.create_task(follow())
+    await asyncio.sleep(0.1)  # following from "now": nothing earlier is replayed
+    async with running_worker(tasks, url):
+        await (await aclient.enqueue(report)).result(timeout=5)
+        await asyncio.wait_for(follower, 10)
+    assert [kind for kind, _ in seen] == ["enqueued", "active", "progress", "completed"]
+    assert ("progress", "42") in seen
