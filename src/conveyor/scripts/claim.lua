@@ -90,6 +90,7 @@ if #ids > 0 then
   local last_token = redis.call('INCRBY', KEYS[6], #ids)
   local token = last_token - #ids
   local deadline = now + lease
+  local leases = {}  -- score, member pairs for one ZADD
   for i = 1, #ids do
     local id = ids[i]
     local key = KEYS[7] .. id
@@ -105,7 +106,8 @@ if #ids > 0 then
     elseif f[1] then
       local attempts = tonumber(f[5] or 0) + 1
       redis.call('HSET', key, 's', 'active', 'at', attempts, 'tk', token, 'st', now, 'w', worker)
-      redis.call('ZADD', KEYS[4], deadline, id)
+      leases[#leases + 1] = deadline
+      leases[#leases + 1] = id
       reply[#reply + 1] = id
       reply[#reply + 1] = token
       reply[#reply + 1] = attempts
@@ -118,6 +120,7 @@ if #ids > 0 then
     -- An id without a hash was removed while it waited; there is nothing to run.
   end
   if started > 0 then
+    call_chunked('ZADD', KEYS[4], leases)
     local started_ids = {}
     for r = 2, #reply, 7 do started_ids[#started_ids + 1] = reply[r] end
     emit(KEYS[12], 'active', 'ids', table.concat(started_ids, ','), 'worker', worker)

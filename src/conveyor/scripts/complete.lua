@@ -14,16 +14,24 @@ local keep_ms = tonumber(ARGV[2])
 local now = now_ms()
 local out = {}
 local done_ids = {}
+local kept = {}  -- score, member pairs for one ZADD to the completed set
 
 for i = 3, #ARGV, 3 do
   local id = ARGV[i]
   local key = KEYS[3] .. id
   local f = redis.call('HMGET', key, 'tk', 's', 'wt')
   if f[1] == ARGV[i + 1] and f[2] == 'active' then
-    redis.call('ZREM', KEYS[1], id)
     notify_waiters(KEYS[4], id, f[3], 'c' .. ARGV[i + 2])
-    redis.call('HSET', key, 's', 'completed', 'ft', now, 'r', ARGV[i + 2])
-    keep_finished(KEYS[2], key, id, keep_count, keep_ms, now)
+    if keep_count == 0 or keep_ms == 0 then
+      redis.call('DEL', key)
+    else
+      redis.call('HSET', key, 's', 'completed', 'ft', now, 'r', ARGV[i + 2])
+      if keep_ms > 0 then
+        redis.call('PEXPIRE', key, keep_ms)
+      end
+      kept[#kept + 1] = now
+      kept[#kept + 1] = id
+    end
     out[#out + 1] = 1
     done_ids[#done_ids + 1] = id
   else
@@ -32,6 +40,8 @@ for i = 3, #ARGV, 3 do
 end
 
 if #done_ids > 0 then
+  call_chunked('ZREM', KEYS[1], done_ids)
+  call_chunked('ZADD', KEYS[2], kept)
   emit(KEYS[8], 'completed', 'ids', table.concat(done_ids, ','))
 end
 trim_finished(KEYS[2], KEYS[3], keep_count, keep_ms, now)
