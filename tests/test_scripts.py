@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from conveyor import Schedule, schedules
 from conveyor import operations as ops
 from conveyor.keys import QueueKeys
 from conveyor.scripts import load, names
@@ -28,6 +29,7 @@ CALLS = {
     "await": lambda: ops.wait_result(KEYS, "x", 1),
     "cancel": lambda: ops.cancel(KEYS, "x", "me", "why", RETAIN),
     "progress": lambda: ops.report(KEYS, "x", "1", "log", "line", 10, 1000),
+    "schedule": lambda: schedules._tick(KEYS, Schedule("s", "t", every=1), 0, 1000, True),
     "counts": lambda: ops.counts(KEYS),
     "list": lambda: ops.list_jobs(KEYS, ops.JobState.WAITING),
 }

@@ -24,6 +24,7 @@ from .errors import (
 from .execution import Retry, RetryAfter
 from .job import EnqueueOutcome, Job, JobState
 from .operations import Event, Retention
+from .schedules import Schedule, ScheduleState
 from .task import Task, TaskCall, Tasks
 from .worker import Worker, WorkerSettings
 
@@ -54,6 +55,8 @@ __all__ = [
     "Retention",
     "Retry",
     "RetryAfter",
+    "Schedule",
+    "ScheduleState",
     "SerializationError",
     "Settings",
     "StaleToken",

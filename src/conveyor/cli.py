@@ -557,6 +557,31 @@ def limits(url: str, queue: str, concurrency: int | None, rate: str | None) -> N
     )
 
 
+@main.command()
+@url_option
+@queue_option
+@click.option("--remove", "remove_name", default=None, metavar="NAME", help="Remove the schedule NAME.")
+def schedules(url: str, queue: str, remove_name: str | None) -> None:
+    """Repeatable jobs (cron and intervals) of a queue, with their next run times."""
+    with _client(url) as client:
+        if remove_name is not None:
+            if not client.remove_schedule(queue, remove_name):
+                raise click.ClickException(f"no schedule {remove_name!r} in {queue}")
+            console.print(f"removed schedule {remove_name}")
+        states = client.schedules(queue)
+    if not states:
+        console.print(f"no schedules in {queue}")
+        return
+    table = Table(title=f"Schedules of {queue}")
+    for column in ("name", "task", "when", "missed ticks", "next run (UTC)"):
+        table.add_column(column)
+    for state in states:
+        sched = state.schedule
+        next_run = state.next_run.strftime("%Y-%m-%d %H:%M:%S") if state.next_run else "-"
+        table.add_row(sched.name, sched.task, sched.description, sched.missed, next_run)
+    console.print(table)
+
+
 # ---------------------------------------------------------------------------- dev
 @main.command()
 @click.option(

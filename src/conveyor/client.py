@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from . import operations as ops
-from . import serialization
+from . import schedules, serialization
 from .config import Settings
 from .connection import as_async_transport, as_sync_transport, async_transport, sync_transport
 from .errors import JobNotFound, ResultTimeout
@@ -22,6 +23,7 @@ from .executor import AsyncExecutor, SyncExecutor
 from .ids import new_job_ids
 from .job import EnqueueOutcome, Job, JobState
 from .keys import QueueKeys, queues_key, validate_queue_name, workers_key
+from .schedules import Schedule, ScheduleState
 from .task import DEFAULT_OPTIONS, P, R, Task, TaskCall
 from .transport import AsyncTransport, SyncTransport
 
@@ -300,6 +302,17 @@ class Client(_Producer):
         """The log lines a job wrote with ``current_job().log(...)``, oldest first."""
         return self.run(ops.job_logs(self.keys(queue), job_id))
 
+    def add_schedule(self, schedule: Schedule) -> bool:
+        """Add or replace a repeatable job; returns True when it was new or changed."""
+        return self.run(schedules.upsert(self.keys(schedule.queue), schedule, int(time.time() * 1000)))
+
+    def remove_schedule(self, queue: str, name: str) -> bool:
+        return self.run(schedules.remove(self.keys(queue), name))
+
+    def schedules(self, queue: str) -> list[ScheduleState]:
+        """The queue's repeatable jobs with their next run times."""
+        return self.run(schedules.list_all(self.keys(queue)))
+
     def read_events(
         self, queue: str, after: str = "0-0", count: int = 1000, block: float | None = None
     ) -> tuple[list[ops.Event], str]:
@@ -412,6 +425,15 @@ class AsyncClient(_Producer):
 
     async def job_logs(self, queue: str, job_id: str) -> list[str]:
         return await self.run(ops.job_logs(self.keys(queue), job_id))
+
+    async def add_schedule(self, schedule: Schedule) -> bool:
+        return await self.run(schedules.upsert(self.keys(schedule.queue), schedule, int(time.time() * 1000)))
+
+    async def remove_schedule(self, queue: str, name: str) -> bool:
+        return await self.run(schedules.remove(self.keys(queue), name))
+
+    async def schedules(self, queue: str) -> list[ScheduleState]:
+        return await self.run(schedules.list_all(self.keys(queue)))
 
     async def read_events(
         self, queue: str, after: str = "0-0", count: int = 1000, block: float | None = None

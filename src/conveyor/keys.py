@@ -42,6 +42,8 @@ class QueueKeys:
         "prioritized",
         "queue",
         "rate",
+        "schedule_next",
+        "schedules",
         "sequence",
         "settings",
         "waiting",
@@ -69,6 +71,10 @@ class QueueKeys:
         """STREAM of lifecycle events (ids and small fields), capped at about 10,000 entries."""
         self.settings = base + "settings"
         """HASH of the queue's own limits: paused, concurrency, rate_max, rate_ms."""
+        self.schedules = base + "schedules"
+        """HASH of repeatable-job specs by name (JSON)."""
+        self.schedule_next = base + "schedule_next"
+        """ZSET of schedule names scored by their next tick (ms)."""
         self.rate = base + "rate"
         """Counter of jobs started in the current rate-limit window (expires with the window)."""
         self.marker = base + "marker"

@@ -208,6 +208,7 @@ class Tasks:
     def __init__(self, *, queue: str = DEFAULT_QUEUE) -> None:
         self.default_queue = validate_queue_name(queue)
         self._tasks: dict[str, Task[Any, Any]] = {}
+        self._schedules: dict[str, Any] = {}
 
     @overload
     def task(self, function: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
@@ -228,6 +229,10 @@ class Tasks:
         | None = None,
         timeout: float | timedelta | None = None,
         priority: int = 0,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        timezone: str = "UTC",
+        missed: str = "skip",
     ) -> _Decorator: ...
 
     def task(  # ``function`` is not positional-only: mypy 2 rejects that overload implementation
@@ -240,8 +245,17 @@ class Tasks:
         backoff: Any = None,
         timeout: Any = None,
         priority: int = 0,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        timezone: str = "UTC",
+        missed: str = "skip",
     ) -> Any:
-        """Register a function (sync or async) as a task. Usable with or without arguments."""
+        """Register a function (sync or async) as a task. Usable with or without arguments.
+
+        ``cron="*/5 * * * *"`` (with ``timezone=``) or ``every=timedelta(minutes=5)`` also
+        makes it a repeatable job, run without arguments by the workers of its queue;
+        ``missed="run_once"`` makes up for ticks missed while no worker ran (default: skip).
+        """
         defaults = TaskDefaults(
             queue=validate_queue_name(queue) if queue is not None else self.default_queue,
             retries=_check_retries(retries),
@@ -258,6 +272,19 @@ class Tasks:
                 raise ValueError(f"a different task is already registered as {task_name!r}; pass name=")
             registered: Task[Any, Any] = Task(fn, task_name, defaults)
             self._tasks[task_name] = registered
+            if cron is not None or every is not None:
+                from .schedules import Schedule
+
+                self._schedules[task_name] = Schedule(
+                    name=task_name,
+                    task=task_name,
+                    queue=defaults.queue,
+                    cron=cron,
+                    every=_seconds(every, "every"),
+                    timezone=timezone,
+                    missed=missed,  # type: ignore[arg-type]
+                    priority=defaults.priority,
+                )
             return registered
 
         return register(function) if function is not None else register
@@ -279,6 +306,13 @@ class Tasks:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+    def schedules(self) -> dict[str, list[Any]]:
+        """The repeatable jobs declared on tasks (``cron=``/``every=``), by queue."""
+        out: dict[str, list[Any]] = {}
+        for schedule in self._schedules.values():
+            out.setdefault(schedule.queue, []).append(schedule)
+        return out
 
     @property
     def queues(self) -> list[str]:

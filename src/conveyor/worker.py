@@ -46,6 +46,7 @@ from .errors import SerializationError
 from .execution import Prepared, RetryAfter, Undeliverable, error_payload, prepare, retry_delay_ms
 from .executor import AsyncExecutor
 from .keys import QueueKeys, worker_key, workers_key
+from .schedules import run_schedulers
 from .task import Tasks
 from .transport import AsyncTransport, RedisPyAsyncTransport
 
@@ -205,6 +206,10 @@ class Worker:
         flusher = asyncio.create_task(self._flush_loop(), name="conveyor-flush")
         beater = asyncio.create_task(self._heartbeat_loop(), name="conveyor-heartbeat")
         sweeper = asyncio.create_task(self._sweep_loop(), name="conveyor-sweep")
+        scheduler = asyncio.create_task(
+            run_schedulers(self.executor, list(self.keys.values()), self._closing, self.tasks.schedules()),
+            name="conveyor-scheduler",
+        )
         try:
             await self._stop_event.wait()
         finally:
@@ -217,10 +222,10 @@ class Worker:
             await flusher
             # Not cancelled mid-command: redis-py's cluster client does not always survive that.
             self._closing.set()
-            _, late = await asyncio.wait([beater, sweeper], timeout=5)
+            _, late = await asyncio.wait([beater, sweeper, scheduler], timeout=5)
             for loop_task in late:
                 loop_task.cancel()
-            await asyncio.gather(beater, sweeper, return_exceptions=True)
+            await asyncio.gather(beater, sweeper, scheduler, return_exceptions=True)
             await self._hand_back()
             with contextlib.suppress(RedisError):
                 await self.executor.run(

@@ -1,0 +1,119 @@
+"""Repeatable jobs: tick computation, exactly-once firing with several schedulers, missed ticks."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from conveyor import AsyncClient, Client, JobState, Schedule, Tasks
+from conveyor import schedules as sched
+
+from helpers import running_worker, wait_until
+
+
+def ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def test_cron_ticks_follow_the_time_zone_across_dst() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    daily = Schedule("report", "make_report", cron="30 2 * * *", timezone="Europe/Berlin")
+    before = datetime(2026, 3, 28, 12, 0, tzinfo=berlin)
+    first = datetime.fromtimestamp(daily.next_after(ms(before)) / 1000, berlin)
+    # 02:30 does not exist on 29 March in Berlin (clocks jump 02:00 -> 03:00): the day's run
+    # happens once, at the jump, and the next day is back at 02:30.
+    assert (first.day, first.hour, first.minute) == (29, 3, 0)
+    second = datetime.fromtimestamp(daily.next_after(ms(first)) / 1000, berlin)
+    assert (second.day, second.hour, second.minute) == (30, 2, 30)
+    every = Schedule("tick", "t", every=60)
+    assert (
+        every.next_after(0) == 60_000
+        and every.next_after(60_000) == 120_000
+        and every.next_after(59_999) == 60_000
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"cron": "61 * * * *"}, "invalid cron"),
+        ({"cron": "* * * * *", "every": 5}, "exactly one"),
+        ({}, "exactly one"),
+        ({"every": 0}, "positive"),
+        ({"every": 5, "timezone": "Mars/Base"}, "unknown time zone"),
+        ({"every": 5, "missed": "sometimes"}, "missed"),
+    ],
+)
+def test_invalid_schedules_are_refused(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Schedule("s", "t", **kwargs)  # type: ignore[arg-type]
+
+
+async def test_each_tick_runs_exactly_once_with_four_schedulers(
+    aclient: AsyncClient, url: str, queue: str
+) -> None:
+    tasks = Tasks(queue=queue)
+    ran: list[str] = []
+
+    @tasks.task(every=timedelta(milliseconds=200))
+    async def heartbeat() -> None:
+        from conveyor import current_job
+
+        ran.append(current_job().id)
+
+    async with (
+        running_worker(tasks, url),
+        running_worker(tasks, url),
+        running_worker(tasks, url),
+        running_worker(tasks, url),
+    ):
+        await asyncio.sleep(1.5)
+    assert len(ran) == len(set(ran)), f"a tick ran twice: {sorted(ran)}"
+    ticks = sorted(int(job_id.split("@")[1]) for job_id in ran)
+    assert 5 <= len(ticks) <= 9, ticks
+    assert all(b - a == 200 for a, b in itertools.pairwise(ticks)), f"no tick skipped: {ticks}"
+    [state] = await aclient.schedules(queue)
+    assert state.schedule.name == "heartbeat" and state.next_run is not None
+
+
+def test_add_list_and_remove_at_run_time(client: Client, queue: str) -> None:
+    nightly = Schedule("nightly", "cleanup", queue=queue, cron="0 3 * * *", args=(7,), missed="run_once")
+    assert client.add_schedule(nightly) is True
+    assert client.add_schedule(nightly) is False, "unchanged: keeps its next run"
+    [state] = client.schedules(queue)
+    assert state.schedule == nightly and state.next_run and state.next_run.hour == 3
+    assert client.remove_schedule(queue, "nightly") and client.schedules(queue) == []
+
+
+def test_missed_ticks_are_skipped_or_run_once(client: Client, queue: str) -> None:
+    keys = client.keys(queue)
+    now = int(time.time() * 1000)
+    for name, missed in (("skipper", "skip"), ("catcher", "run_once")):
+        client.add_schedule(Schedule(name, "work", queue=queue, every=60, missed=missed))  # type: ignore[arg-type]
+        client.transport.call("ZADD", keys.schedule_next, now - 10 * 60_000, name)  # ten minutes of downtime
+    wait_ms = client.run(sched.fire_due(keys, now))
+    assert 0 < wait_ms <= 60_000
+    jobs, total = client.list_jobs(queue, JobState.WAITING)
+    assert total == 1 and jobs[0].task == "work" and jobs[0].id == f"catcher@{now - 10 * 60_000}"
+    assert client.run(sched.fire_due(keys, now)) > 0 and client.counts(queue)["waiting"] == 1, "fired once"
+
+
+async def test_a_schedule_added_at_run_time_reaches_running_workers(
+    aclient: AsyncClient, url: str, queue: str
+) -> None:
+    tasks = Tasks(queue=queue)
+    seen: list[int] = []
+
+    @tasks.task
+    async def ping(n: int) -> None:
+        seen.append(n)
+
+    async with running_worker(tasks, url):
+        await aclient.add_schedule(Schedule("pinger", "ping", queue=queue, every=0.2, args=(5,)))
+        await wait_until(lambda: len(seen) >= 2, timeout=10)
+    assert set(seen) == {5}
