@@ -82,6 +82,13 @@ class _Producer:
             extras += ("w", f"+{math.ceil(options.delay * 1000)}")
         if options.ttl is not None:
             extras += ("x", math.ceil(options.ttl * 1000))
+        if options.dedup is not None:
+            window = math.ceil((options.dedup_window or 0) * 1000)
+            extras += ("du", options.dedup, "dw", window)
+            if options.debounce:
+                extras += ("db", 1)
+                if not options.delay and options.run_at is None:
+                    extras += ("w", f"+{window}")  # a debounced job waits out its quiet period
         return ops.NewJob(options.job_id or job_id, call.task, args, tuple(extras))
 
     def _enqueue_ops(self, calls: Sequence[TaskCall[Any]]) -> Generator[ops.Step, Any, list[ops.Enqueued]]:
@@ -160,10 +167,12 @@ class JobHandle(Generic[R]):
         self.id = enqueued.id
         self.queue = enqueued.queue
         self.outcome = enqueued.outcome
+        self.replaced = enqueued.replaced
 
     @property
     def created(self) -> bool:
-        """False when a job with this id already existed: nothing new was enqueued."""
+        """False when the id or the dedup key matched an existing job (``id`` names it):
+        nothing new was enqueued. ``outcome`` says which."""
         return self.outcome is EnqueueOutcome.CREATED
 
     def fetch(self) -> Job:
@@ -189,6 +198,7 @@ class AsyncJobHandle(Generic[R]):
         self.id = enqueued.id
         self.queue = enqueued.queue
         self.outcome = enqueued.outcome
+        self.replaced = enqueued.replaced
 
     @property
     def created(self) -> bool:

@@ -35,6 +35,8 @@ class EnqueueOutcome(enum.StrEnum):
     CREATED = "created"
     EXISTED = "existed"
     """A job with this id already existed; nothing was written and the existing job stands."""
+    DUPLICATE = "duplicate"
+    """The deduplication key matched an existing job (named by the handle); nothing was written."""
 
 
 def _ms_to_datetime(value: str | bytes | None) -> datetime | None:

@@ -31,6 +31,7 @@ class QueueKeys:
         "base",
         "cancelled",
         "completed",
+        "dedup_prefix",
         "delayed",
         "done_prefix",
         "events",
@@ -85,6 +86,8 @@ class QueueKeys:
         """Prefix of the HASH with one job's data."""
         self.done_prefix = base + "done:"
         """Prefix of the LIST a client blocks on while it waits for a job to finish."""
+        self.dedup_prefix = base + "dedup:"
+        """Prefix of the STRING naming the job that holds a deduplication key."""
         self.logs_prefix = base + "logs:"
         """Prefix of the capped LIST of log lines a job wrote while it ran."""
 

@@ -74,8 +74,11 @@ class NewJob:
 @dataclass(frozen=True, slots=True)
 class Enqueued:
     id: str
+    """The job this enqueue stands for: the new one, or the existing one it matched."""
     queue: str
     outcome: EnqueueOutcome
+    replaced: str | None = None
+    """With debounce: the not-yet-started job this one replaced (now cancelled)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,7 @@ def enqueue(keys: QueueKeys, jobs: Sequence[NewJob]) -> Generator[Step, Any, lis
     args: list[Any] = []
     for job in jobs:
         args += (job.id, job.task, job.args, len(job.extras) // 2, *job.extras)
-    existed = yield Script(
+    notes = yield Script(
         ENQUEUE,
         (
             keys.waiting,
@@ -113,13 +116,21 @@ def enqueue(keys: QueueKeys, jobs: Sequence[NewJob]) -> Generator[Step, Any, lis
             keys.sequence,
             keys.job_prefix,
             keys.events,
+            keys.cancelled,
+            keys.dedup_prefix,
         ),
         args,
     )
-    outcomes = [EnqueueOutcome.CREATED] * len(jobs)
-    for position in existed:
-        outcomes[int(position) - 1] = EnqueueOutcome.EXISTED
-    return [Enqueued(job.id, keys.queue, outcome) for job, outcome in zip(jobs, outcomes, strict=True)]
+    results = [Enqueued(job.id, keys.queue, EnqueueOutcome.CREATED) for job in jobs]
+    for i in range(0, len(notes), 3):
+        index, kind, other = int(notes[i]) - 1, notes[i + 1], notes[i + 2]
+        if kind == "existed":
+            results[index] = Enqueued(other, keys.queue, EnqueueOutcome.EXISTED)
+        elif kind == "duplicate":
+            results[index] = Enqueued(other, keys.queue, EnqueueOutcome.DUPLICATE)
+        else:
+            results[index] = Enqueued(jobs[index].id, keys.queue, EnqueueOutcome.CREATED, replaced=other)
+    return results
 
 
 def claim(

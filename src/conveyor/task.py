@@ -44,6 +44,12 @@ def _check_priority(priority: int) -> int:
     return priority
 
 
+def _check_dedup(key: str) -> str:
+    if not key or len(key) > 512 or any(ch in key for ch in "{}") or not key.isprintable():
+        raise ValueError(f"dedup key {key!r} must be 1 to 512 printable characters without braces")
+    return key
+
+
 def _check_retries(retries: int) -> int:
     if not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
@@ -75,6 +81,13 @@ class EnqueueOptions:
     timeout: float | None = None
     ttl: float | None = None
     """Seconds the job may wait to be started; after that it expires (failed, reason "expired")."""
+    dedup: str | None = None
+    """Deduplication key: an enqueue matching an existing job's key creates nothing."""
+    dedup_window: float | None = None
+    """Seconds the key holds after the first enqueue (throttle); None: while that job is unfinished."""
+    debounce: bool = False
+    """With ``dedup`` and ``dedup_window``: the job waits out the window, and a later enqueue
+    with the same key within it replaces the waiting job (the last one wins)."""
 
     def stored(self) -> dict[str, Any]:
         """The overrides the worker must see, as they are kept in the job (only those given)."""
@@ -140,6 +153,9 @@ class Task(Generic[P, R]):
         backoff: backoff_policies.Exponential | backoff_policies.Fixed | float | None = None,
         timeout: float | timedelta | None = None,
         ttl: float | timedelta | None = None,
+        dedup: str | None = None,
+        dedup_window: float | timedelta | None = None,
+        debounce: bool | None = None,
     ) -> Task[P, R]:
         """A copy of this task whose enqueues use these options.
 
@@ -170,7 +186,14 @@ class Task(Generic[P, R]):
             backoff=policy or current.backoff,
             timeout=_seconds(timeout, "timeout") if timeout is not None else current.timeout,
             ttl=_seconds(ttl, "ttl") if ttl is not None else current.ttl,
+            dedup=_check_dedup(dedup) if dedup is not None else current.dedup,
+            dedup_window=_seconds(dedup_window, "dedup_window")
+            if dedup_window is not None
+            else current.dedup_window,
+            debounce=debounce if debounce is not None else current.debounce,
         )
+        if options.debounce and not (options.dedup and options.dedup_window):
+            raise ValueError("debounce needs dedup= (the key) and dedup_window= (the quiet period)")
         return Task(self.function, self.name, self.defaults, options)
 
     def call(self, *args: P.args, **kwargs: P.kwargs) -> TaskCall[R]:

@@ -2,21 +2,26 @@
 --
 -- KEYS[1] waiting LIST     KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET
 -- KEYS[4] marker ZSET      KEYS[5] sequence counter   KEYS[6] job hash prefix
--- KEYS[7] events STREAM
+-- KEYS[7] events STREAM   KEYS[8] cancelled ZSET   KEYS[9] dedup-key prefix
 -- ARGV: for each job: id, task name, args JSON, E, then E pairs of optional fields:
 --   'k' kwargs JSON, 'o' options JSON, 'p' priority (non-zero integer),
 --   'w' when: '+<ms>' after a delay or '@<ms>' at an absolute time (ms since the epoch),
---   'x' time to live in ms: a job not started by then expires (see claim.lua).
+--   'x' time to live in ms: a job not started by then expires (see claim.lua),
+--   'du' deduplication key, 'dw' its window in ms (0: while the matched job is unfinished),
+--   'db' debounce (a later enqueue within the window replaces a job that has not started).
 --   Most jobs have none (E = 0), which keeps a bulk call small.
--- Returns: the 1-based positions of jobs whose id already existed (empty when all were
---   created). Those jobs are left untouched; the caller reports "already existed".
+-- Returns: a flat list of triples for jobs that were not simply created (empty when all
+--   were): position (1-based), 'existed' | 'duplicate' | 'replaced', the other job's id.
+--   existed: a job with this id exists; duplicate: the dedup key matched that job (nothing
+--   written); replaced: created, and the debounced job it names was cancelled.
 -- Errors: none of its own; the caller validates ids, sizes and priorities before calling.
 -- @include common
 -- @include jobs
 
 local now = now_ms()
-local q = {waiting = KEYS[1], prioritized = KEYS[2], delayed = KEYS[3], sequence = KEYS[5], prefix = KEYS[6]}
-local existed = {}
+local q = {waiting = KEYS[1], prioritized = KEYS[2], delayed = KEYS[3], sequence = KEYS[5], prefix = KEYS[6],
+           cancelled = KEYS[8], dedup_prefix = KEYS[9]}
+local notes = {}
 local plain = {}  -- priority-0 ids, pushed together at the end (one LPUSH per 1,000 ids)
 local created_ids = {}
 local created = 0
@@ -26,10 +31,15 @@ local position = 0
 while i <= #ARGV do
   position = position + 1
   local extras = tonumber(ARGV[i + 3])
-  local outcome = create_job(q, now, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV, i + 4, extras)
+  local outcome, other = create_job(q, now, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV, i + 4, extras)
   if outcome == nil then
-    existed[#existed + 1] = position
+    notes[#notes + 1] = position; notes[#notes + 1] = 'existed'; notes[#notes + 1] = ARGV[i]
+  elseif outcome == 'duplicate' then
+    notes[#notes + 1] = position; notes[#notes + 1] = 'duplicate'; notes[#notes + 1] = other
   else
+    if other then
+      notes[#notes + 1] = position; notes[#notes + 1] = 'replaced'; notes[#notes + 1] = other
+    end
     if outcome == 'plain' then plain[#plain + 1] = ARGV[i] end
     created = created + 1
     if #created_ids < 100 then created_ids[#created_ids + 1] = ARGV[i] end
@@ -43,4 +53,4 @@ if created > 0 then
   -- One event per call: a bulk enqueue lists its first 100 ids and says how many it made.
   emit(KEYS[7], 'enqueued', 'ids', table.concat(created_ids, ','), 'count', created)
 end
-return existed
+return notes

@@ -22,6 +22,7 @@ if ARGV[4] ~= '1' then
   return 1
 end
 local q = {waiting = KEYS[1], prioritized = KEYS[2], delayed = KEYS[3], sequence = KEYS[5], prefix = KEYS[6]}
+-- Scheduled ticks carry no dedup options: their ids already make each tick unique.
 local outcome = create_job(q, now_ms(), ARGV[5], ARGV[6], ARGV[7], ARGV, 9, tonumber(ARGV[8]))
 if outcome == nil then
   return 3

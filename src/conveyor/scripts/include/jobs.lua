@@ -1,11 +1,51 @@
 -- Creating a job, shared by enqueue.lua and schedule.lua. Needs include common first.
 --
 -- ARGV-style input: id, task name, args JSON, then `extras` name/value pairs read from
--- `source` starting at `at` ('k' kwargs, 'o' options, 'p' priority, 'w' when, 'x' ttl ms).
--- q: {waiting=, prioritized=, delayed=, sequence=, prefix=} key names.
--- Returns: nil when a job with this id exists (nothing written); 'plain' when the job is
--- waiting with priority 0 and the caller must LPUSH its id (callers batch those pushes);
--- 'placed' when it was put in the prioritized or delayed set already.
+-- `source` starting at `at`: 'k' kwargs, 'o' options, 'p' priority, 'w' when, 'x' ttl ms,
+-- 'du' dedup key, 'dw' dedup window ms, 'db' debounce.
+-- q: {waiting=, prioritized=, delayed=, cancelled=, sequence=, prefix=, dedup_prefix=}.
+local function is_finished(state)
+  return state == false or state == nil or state == 'completed' or state == 'failed' or state == 'cancelled'
+end
+
+-- Deduplication, before anything is written. `d` = {key=, window=ms (0: until the matched
+-- job finishes), debounce=bool}. Returns 'duplicate', id when an existing job matches;
+-- 'replace', id when a debounced job that has not started yet is to be replaced; nil.
+local function match_duplicate(q, d)
+  local other = redis.call('GET', d.key)
+  if not other then
+    return nil
+  end
+  local state = redis.call('HGET', q.prefix .. other, 's')
+  if d.debounce then
+    if state == 'delayed' or state == 'waiting' then
+      return 'replace', other
+    end
+    return nil
+  end
+  -- Without a window, the match lasts while the job is unfinished; a key left behind by a
+  -- finished, removed or expired job is simply taken over.
+  if d.window == 0 and is_finished(state) then
+    return nil
+  end
+  return 'duplicate', other
+end
+
+local function cancel_replaced(q, id, by_id, now)
+  local key = q.prefix .. id
+  if redis.call('ZREM', q.delayed, id) == 0 and redis.call('LREM', q.waiting, 1, id) == 0 then
+    redis.call('ZREM', q.prioritized, id)
+  end
+  local reason = cjson.encode({type = 'Cancelled', message = 'replaced by ' .. by_id .. ' (debounce)',
+                               by = 'debounce', reason = 'debounced'})
+  redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', reason)
+  redis.call('ZADD', q.cancelled, now, id)
+  redis.call('PEXPIRE', key, 86400000)
+end
+
+-- Returns the outcome and, for 'duplicate' and for a debounce replacement, the other job's id:
+--   nil: a job with this id exists (nothing written)     'duplicate', id: matched by dedup key
+--   'plain' / 'placed' (+ replaced id or nil): created; 'plain' means the caller must LPUSH it.
 local function create_job(q, now, id, task, args, source, at, extras)
   local key = q.prefix .. id
   if redis.call('EXISTS', key) == 1 then
@@ -13,6 +53,7 @@ local function create_job(q, now, id, task, args, source, at, extras)
   end
   local priority = 0
   local due = 0
+  local dedup = nil
   local fields = {'n', task, 'a', args, 'ct', now}
   for e = at, at + (extras - 1) * 2, 2 do
     local name, value = source[e], source[e + 1]
@@ -24,9 +65,36 @@ local function create_job(q, now, id, task, args, source, at, extras)
       name = nil
     elseif name == 'x' then
       value = now + tonumber(value)
+    elseif name == 'du' then
+      dedup = dedup or {window = 0, debounce = false}
+      dedup.key = q.dedup_prefix .. value
+    elseif name == 'dw' then
+      dedup = dedup or {window = 0, debounce = false}
+      dedup.window = tonumber(value)
+      name = nil
+    elseif name == 'db' then
+      dedup = dedup or {window = 0, debounce = false}
+      dedup.debounce = true
+      name = nil
     end
     if name then
       fields[#fields + 1] = name; fields[#fields + 1] = value
+    end
+  end
+  local replaced = nil
+  if dedup then
+    local verdict, other = match_duplicate(q, dedup)
+    if verdict == 'duplicate' then
+      return 'duplicate', other
+    end
+    if verdict == 'replace' then
+      cancel_replaced(q, other, id, now)
+      replaced = other
+    end
+    if dedup.window > 0 then
+      redis.call('SET', dedup.key, id, 'PX', dedup.window)
+    else
+      redis.call('SET', dedup.key, id)
     end
   end
   if due > now then
@@ -34,13 +102,13 @@ local function create_job(q, now, id, task, args, source, at, extras)
     fields[#fields + 1] = 'due'; fields[#fields + 1] = due
     redis.call('HSET', key, unpack(fields))
     redis.call('ZADD', q.delayed, due, id)
-    return 'placed'
+    return 'placed', replaced
   end
   fields[#fields + 1] = 's'; fields[#fields + 1] = 'waiting'
   redis.call('HSET', key, unpack(fields))
   if priority == 0 then
-    return 'plain'
+    return 'plain', replaced
   end
   push_ready(q.waiting, q.prioritized, q.sequence, id, priority, false)
-  return 'placed'
+  return 'placed', replaced
 end
