@@ -45,6 +45,7 @@ from .context import JobContext, loop_submitter, run_with_context, set_current
 from .errors import SerializationError
 from .execution import Prepared, RetryAfter, Undeliverable, error_payload, prepare, retry_delay_ms
 from .executor import AsyncExecutor
+from .hooks import Hooks
 from .keys import QueueKeys, worker_key, workers_key
 from .schedules import run_schedulers
 from .task import Tasks
@@ -138,9 +139,11 @@ class Worker:
         queues: Sequence[str] | None = None,
         settings: Settings | None = None,
         worker_settings: WorkerSettings | None = None,
+        hooks: Sequence[Hooks] = (),
         **options: Any,
     ) -> None:
         self.tasks = tasks
+        self.hooks = list(hooks)
         self.settings = settings or Settings.from_env(redis_url=url)
         base = worker_settings or WorkerSettings()
         self.config = WorkerSettings(
@@ -432,6 +435,8 @@ class Worker:
         self._busy += 1
         job.started = self._loop.time()
         job.make_context = self._make_context_bound
+        if self.hooks:
+            self._call_hooks("before_job", job)
         if job.task.is_async:
             running: asyncio.Future[Any] = self._loop.create_task(self._run_async(job))
         else:
@@ -545,6 +550,8 @@ class Worker:
         self._done[job.queue].append((job.claimed.id, job.claimed.token, payload))
         self._flush_wanted.set()
         self.processed += 1
+        if self.hooks:
+            self._call_hooks("after_job", job, result)
         if log.isEnabledFor(logging.INFO):
             _log_job(logging.INFO, "completed", job, "completed in %.1f ms", self._elapsed_ms(job))
 
@@ -561,6 +568,11 @@ class Worker:
         refund = 1 if isinstance(exc, RetryAfter) else 0
         self._record_failure(job.queue, job.claimed, error_payload(exc, reason=reason), delay, refund)
         error = f"{type(exc).__name__}: {exc}"
+        if self.hooks:
+            if delay >= 0:
+                self._call_hooks("on_retry", job, exc, delay / 1000)
+            else:
+                self._call_hooks("on_failure", job, exc)
         if delay >= 0:
             _log_job(
                 logging.WARNING,
@@ -574,6 +586,15 @@ class Worker:
             )
         else:
             _log_job(logging.ERROR, "failed", job, "failed for good: %s", error, error=error)
+
+    def _call_hooks(self, name: str, job: Prepared, *args: Any) -> None:
+        if job.context is None:
+            job.context = self._make_context(job)
+        for hook in self.hooks:
+            try:
+                getattr(hook, name)(job.context, *args)
+            except Exception:
+                log.exception("hook %s.%s failed (ignored)", type(hook).__name__, name)
 
     def _elapsed_ms(self, job: Prepared) -> float:
         return (self._loop.time() - job.started) * 1000

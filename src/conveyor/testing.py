@@ -1,0 +1,154 @@
+"""Testing helpers for users: run tasks in-process, at enqueue, without Redis or a worker.
+
+::
+
+    from conveyor.testing import EagerClient
+
+    def test_signup_sends_a_welcome_mail():
+        client = EagerClient(tasks)
+        signup(client, "ada@example.com")       # code under test calls client.enqueue(...)
+        [job] = client.jobs
+        assert job.task == "send_welcome" and job.result == "sent"
+
+When to use it: unit tests of code that *enqueues* — what was enqueued, with which
+arguments and options, and what the task returned. The task runs at once, in the calling
+thread (async tasks in a private event loop), retries run back to back without their
+delays, and ``current_job()`` works inside the task (progress and log lines are kept on the
+eager job).
+
+When not to: anything about delivery — delays, priorities, leases, limits, schedules,
+concurrency, crashes. Those live in Redis and its scripts; test them against a real server
+(``conveyor.server.RedisServer`` starts a private one in a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic
+
+from . import serialization
+from .context import JobContext, _current
+from .errors import JobCancelled, JobFailed
+from .execution import RetryAfter
+from .ids import new_job_id
+from .job import EnqueueOutcome, JobState
+from .task import P, R, Task, TaskCall, Tasks
+
+
+@dataclass
+class EagerJob:
+    """What an eager enqueue did."""
+
+    id: str
+    task: str
+    queue: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    state: JobState = JobState.WAITING
+    attempts: int = 0
+    result: Any = None
+    error: BaseException | None = None
+    progress: Any = None
+    logs: list[str] = field(default_factory=list)
+
+
+class EagerHandle(Generic[R]):
+    def __init__(self, job: EagerJob, outcome: EnqueueOutcome) -> None:
+        self.job = job
+        self.id = job.id
+        self.queue = job.queue
+        self.outcome = outcome
+
+    @property
+    def created(self) -> bool:
+        return self.outcome is EnqueueOutcome.CREATED
+
+    def result(self, timeout: float | None = None) -> R:
+        """The task's return value; raises ``JobFailed`` as the real client would."""
+        if self.job.state is JobState.FAILED:
+            error = self.job.error
+            raise JobFailed(self.id, {"type": type(error).__name__, "message": str(error)})
+        if self.job.state is JobState.CANCELLED:
+            raise JobCancelled(self.id, {"by": "eager", "message": "cancelled"})
+        return self.job.result  # type: ignore[no-any-return]
+
+
+class _EagerAttempt:
+    """Just enough of the worker's attempt for ``current_job()``."""
+
+    def __init__(self, job: EagerJob, name: str) -> None:
+        self.job = job
+        self.queue = job.queue
+        self.claimed = type("Claimed", (), {"id": job.id, "attempts": job.attempts})()
+        self.task = type("TaskName", (), {"name": name})()
+        self.aborted = False
+        self.context: JobContext | None = None
+
+    def make_context(self, _attempt: Any) -> JobContext:
+        def submit(kind: str, value: bytes | str) -> None:
+            if kind == "progress":
+                self.job.progress = serialization.loads(value)
+            else:
+                self.job.logs.append(str(value))
+
+        return JobContext(self, submit)
+
+
+class EagerClient:
+    """A stand-in for :class:`~conveyor.Client` that runs each task when it is enqueued."""
+
+    def __init__(self, tasks: Tasks, *, max_attempts_cap: int = 20) -> None:
+        self.tasks = tasks
+        self.jobs: list[EagerJob] = []
+        self._by_id: dict[str, EagerJob] = {}
+        self._cap = max_attempts_cap
+
+    def enqueue(self, task: Task[P, R], /, *args: P.args, **kwargs: P.kwargs) -> EagerHandle[R]:
+        return self._run(task.call(*args, **kwargs))
+
+    def enqueue_many(self, calls: Iterable[TaskCall[R]]) -> list[EagerHandle[R]]:
+        return [self._run(call) for call in calls]
+
+    def _run(self, call: TaskCall[Any]) -> EagerHandle[Any]:
+        # Encode as the real client does, so unserialisable arguments fail here too.
+        serialization.dumps(list(call.args), what=f"arguments of {call.task}")
+        if call.kwargs:
+            serialization.dumps(call.kwargs, what=f"keyword arguments of {call.task}")
+        job_id = call.options.job_id or new_job_id()
+        if job_id in self._by_id:
+            return EagerHandle(self._by_id[job_id], EnqueueOutcome.EXISTED)
+        task = self.tasks.get(call.task)
+        job = EagerJob(job_id, call.task, call.queue, list(call.args), dict(call.kwargs))
+        self.jobs.append(job)
+        self._by_id[job_id] = job
+        retries = call.options.retries if call.options.retries is not None else task.defaults.retries
+        while True:
+            job.attempts += 1
+            attempt = _EagerAttempt(job, call.task)
+            token = _current.set(attempt)
+            try:
+                value = task.function(*call.args, **call.kwargs)
+                if inspect.isawaitable(value):
+                    value = asyncio.run(_awaited(value))
+                job.result = serialization.loads(serialization.dumps(value, what=f"result of {call.task}"))
+                job.state = JobState.COMPLETED
+                break
+            except RetryAfter:
+                job.attempts -= 1
+                if job.attempts + 1 >= self._cap:
+                    raise
+            except Exception as exc:
+                job.error = exc
+                if job.attempts > retries:
+                    job.state = JobState.FAILED
+                    break
+            finally:
+                _current.reset(token)
+        return EagerHandle(job, EnqueueOutcome.CREATED)
+
+
+async def _awaited(value: Any) -> Any:
+    return await value
