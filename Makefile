@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck bench bench-quick bench-smoke clean
+.PHONY: install run test lint typecheck bench bench-quick bench-smoke chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: lint typecheck
 bench-smoke: $(STAMP)
 	bash bench/setup_peers.sh redis5 redis8
 	$(BIN)/python bench/run.py --quick --out $(or $(TMPDIR),/tmp)/conveyor-bench-smoke
+
+## Long reliability runs (see RELIABILITY.md); make test runs small variants of the same tests.
+chaos: $(STAMP)
+	CONVEYOR_STATEFUL_EXAMPLES=5000 CONVEYOR_STATEFUL_STEPS=50 $(BIN)/python -m pytest -p no:cacheprovider \
+		-o addopts="" --timeout=3600 tests/test_state_machine.py -q
 
 ## Full benchmark against the peer libraries (minutes; see BENCHMARKS.md).
 bench: $(STAMP)

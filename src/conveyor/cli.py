@@ -459,6 +459,8 @@ def purge(url: str, queue: str, states: tuple[str, ...], yes: bool) -> None:
     """Delete the jobs of a queue in some states. Active jobs are never purged."""
     chosen = list(states) or ["waiting", "delayed"]
     if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("not asking without a terminal: pass --yes to confirm the purge")
         click.confirm(f"Delete all {' and '.join(chosen)} jobs of {queue}?", abort=True)
     with _client(url) as client:
         deleted = client.purge(queue, chosen)
