@@ -123,3 +123,17 @@ def test_pause_resume_limits_and_cancel_from_the_cli(url: str, client: Client, q
     cli(url, "enqueue", "add", "1", "--queue", queue, "--job-id", "to-cancel")
     assert "cancelled" in cli(url, "cancel", "to-cancel", "--queue", queue).stdout
     assert client.get_job(queue, "to-cancel").state is JobState.CANCELLED
+
+
+def test_any_option_can_come_from_the_environment(url: str, client: Client, queue: str) -> None:
+    env = {**os.environ, "CONVEYOR_REDIS_URL": url, "CONVEYOR_QUEUE": queue, "CONVEYOR_ENQUEUE_PRIORITY": "7"}
+    result = subprocess.run(
+        [sys.executable, "-m", "conveyor", "enqueue", "add", "1", "--job-id", "from-env"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert client.get_job(queue, "from-env").priority == 7

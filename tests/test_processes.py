@@ -70,7 +70,8 @@ def test_jobs_of_a_sigkilled_worker_are_redelivered_within_lease_plus_sweep(
         rescuer = start_worker(url, queue, "--lease", "2", "--sweep-interval", "1", "--shutdown-grace", "0.5")
         try:
             wait_for(lambda: all(client.get_job(queue, h.id).crashes == 1 for h in handles), 10)
-            assert time.monotonic() - killed_at <= 2 + 1 + 1.5, "re-delivered within lease + sweep (+ slack)"
+            # lease + sweep interval, plus slack for starting the rescuer process on a busy machine
+            assert time.monotonic() - killed_at <= 2 + 1 + 3, "re-delivered within lease + sweep"
             job = client.get_job(queue, handles[0].id)
             assert job.state is JobState.ACTIVE and job.attempts == 2 and job.worker != str(victim.pid)
         finally:

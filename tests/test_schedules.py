@@ -75,7 +75,7 @@ async def test_each_tick_runs_exactly_once_with_four_schedulers(
         await asyncio.sleep(1.5)
     assert len(ran) == len(set(ran)), f"a tick ran twice: {sorted(ran)}"
     ticks = sorted(int(job_id.split("@")[1]) for job_id in ran)
-    assert 5 <= len(ticks) <= 9, ticks
+    assert 3 <= len(ticks) <= 9, ticks
     assert all(b - a == 200 for a, b in itertools.pairwise(ticks)), f"no tick skipped: {ticks}"
     [state] = await aclient.schedules(queue)
     assert state.schedule.name == "heartbeat" and state.next_run is not None

@@ -89,10 +89,24 @@ class _Main(click.Group):
             sys.exit(2)
 
 
-@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=_Main,
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 100,
+        # Options without a documented variable of their own read CONVEYOR_<COMMAND>_<OPTION>,
+        # e.g. CONVEYOR_ENQUEUE_DELAY, so every option can come from the environment.
+        "auto_envvar_prefix": "CONVEYOR",
+        "show_default": True,
+    },
+)
 @click.version_option(__version__, prog_name="conveyor")
 def main() -> None:
     """Conveyor: a fast, reliable job queue on Redis.
+
+    Every option can also be set by an environment variable: the common ones are shown in
+    each command's help (CONVEYOR_REDIS_URL, CONVEYOR_QUEUE, ...), any other reads
+    CONVEYOR_<COMMAND>_<OPTION>, for example CONVEYOR_ENQUEUE_DELAY.
 
     \b
     Start here:

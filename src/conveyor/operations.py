@@ -59,7 +59,7 @@ LIST = load("list")
 MAX_PRIORITY = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made once per job, and frozen init costs 3x
 class NewJob:
     """A job ready to be written: encoded and validated (see :mod:`conveyor.client`)."""
 
@@ -71,7 +71,7 @@ class NewJob:
     'p' priority, 'w' when ('+<ms>' delay or '@<ms>' absolute)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made once per job, and frozen init costs 3x
 class Enqueued:
     id: str
     """The job this enqueue stands for: the new one, or the existing one it matched."""
@@ -81,7 +81,7 @@ class Enqueued:
     """With debounce: the not-yet-started job this one replaced (now cancelled)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made once per job, and frozen init costs 3x
 class Claimed:
     """A job handed to a worker by the claim script."""
 

@@ -104,7 +104,7 @@ class EnqueueOptions:
 DEFAULT_OPTIONS = EnqueueOptions()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made once per job, and frozen init costs 3x
 class TaskCall(Generic[R_co]):
     """One invocation of a task, ready to enqueue (``add.call(1, 2)``); used for bulk enqueue."""
 
