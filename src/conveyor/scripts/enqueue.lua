@@ -47,10 +47,21 @@ while i <= #ARGV do
   i = i + 4 + extras * 2
 end
 
-call_chunked('LPUSH', KEYS[1], plain)
+local length = 0
+for start = 1, #plain, 1000 do
+  length = redis.call('LPUSH', KEYS[1], unpack(plain, start, math.min(start + 999, #plain)))
+end
 if created > 0 then
-  wake(KEYS[4])
+  -- Workers only block after finding the queue empty (or held back by a limit, which a
+  -- finishing job lifts), so a list that already held jobs needs no wake-up call.
+  if created > #plain or length == #plain then
+    wake(KEYS[4])
+  end
   -- One event per call: a bulk enqueue lists its first 100 ids and says how many it made.
-  emit(KEYS[7], 'enqueued', 'ids', table.concat(created_ids, ','), 'count', created)
+  if created == 1 then
+    emit(KEYS[7], 'enqueued', 'id', created_ids[1])
+  else
+    emit(KEYS[7], 'enqueued', 'ids', table.concat(created_ids, ','), 'count', created)
+  end
 end
 return notes
