@@ -20,6 +20,7 @@ class TlsProxy:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._writers: set[asyncio.StreamWriter] = set()
 
     def start(self) -> TlsProxy:
         self._thread.start()
@@ -41,6 +42,7 @@ class TlsProxy:
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers.update((client_writer, server_writer))
 
         async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             with contextlib.suppress(ConnectionError, OSError):
@@ -53,5 +55,11 @@ class TlsProxy:
         await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
 
     def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        async def close_all() -> None:
+            for writer in self._writers:
+                writer.close()
+            await asyncio.sleep(0.05)  # let the transports finish closing before the loop stops
+            self._loop.stop()
+
+        asyncio.run_coroutine_threadsafe(close_all(), self._loop)
         self._thread.join(5)

@@ -158,7 +158,11 @@ class _SyncConnection:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             context = e.ssl_context()
             if context is not None:
-                sock = context.wrap_socket(sock, server_hostname=e.host)
+                try:
+                    sock = context.wrap_socket(sock, server_hostname=e.host)
+                except BaseException:
+                    sock.close()  # a refused handshake must not leave the TCP socket open
+                    raise
             sock.settimeout(None)
             return sock
         except OSError as exc:
@@ -245,6 +249,8 @@ class _AsyncConnection(asyncio.Protocol):
         self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.lost = asyncio.get_running_loop().create_future()
+        """Done once the transport has really closed (TLS needs a few loop turns for that)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, so no isinstance check here.
@@ -263,6 +269,8 @@ class _AsyncConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.lost.done():
+            self.lost.set_result(None)
         error = RedisConnectionError(f"lost the connection to Redis: {exc or 'closed by the server'}")
         while self.waiters:
             waiter = self.waiters.popleft()
@@ -380,14 +388,15 @@ class FastAsyncTransport:
         return str(await self.call("SCRIPT", "LOAD", source))
 
     async def aclose(self) -> None:
-        if self._shared is not None:
-            self._shared.close()
-        for conn in self._idle_blocking:
-            conn.close()
+        closing = [conn for conn in (self._shared, *self._idle_blocking) if conn is not None]
+        self._shared = None
         self._idle_blocking.clear()
-        # The transports finish closing on the next loop iteration; let them, so a loop
-        # that ends right after this does not leave sockets to the garbage collector.
-        await asyncio.sleep(0)
+        for conn in closing:
+            conn.close()
+        # Transports finish closing a few loop turns later (TLS sends close_notify first);
+        # wait for that, so a loop that ends right after this leaves no socket behind.
+        if closing:
+            await asyncio.wait([conn.lost for conn in closing], timeout=1.0)
 
 
 # ------------------------------------------------------------------------------ redis-py

@@ -612,13 +612,7 @@ class Worker:
         while True:
             await self._flush_wanted.wait()
             self._flush_wanted.clear()
-            if self._reports:
-                reports, self._reports = self._reports, []
-                for report in reports:
-                    try:
-                        await self.executor.run(report)
-                    except RedisError as exc:  # progress is best effort; results are not
-                        log.warning("could not record a job's progress or log line: %s", exc)
+            await self._send_reports()
             for queue in self.queues:
                 if self._done[queue]:
                     await self._flush(queue, self._done, ops.complete, self.config.completed)
@@ -627,9 +621,21 @@ class Worker:
             if self._stopping and not any(self._done.values()) and not any(self._failures.values()):
                 return
 
+    async def _send_reports(self) -> None:
+        while self._reports:
+            reports, self._reports = self._reports, []
+            for report in reports:
+                try:
+                    await self.executor.run(report)
+                except RedisError as exc:  # progress is best effort; results are not
+                    log.warning("could not record a job's progress or log line: %s", exc)
+
     async def _flush(
         self, queue: str, buffer: dict[str, list[Any]], operation: Any, retention: ops.Retention
     ) -> None:
+        # Reports first: a job's progress and log lines are submitted before its result, so
+        # once they are written, no report of a job in this batch is still waiting.
+        await self._send_reports()
         batch = buffer[queue]
         buffer[queue] = []
         delay = 0.05
