@@ -18,7 +18,6 @@ from .errors import (
     PayloadTooLarge,
     ResultTimeout,
     SerializationError,
-    StaleToken,
     UnknownTask,
 )
 from .execution import Retry, RetryAfter
@@ -59,7 +58,6 @@ __all__ = [
     "ScheduleState",
     "SerializationError",
     "Settings",
-    "StaleToken",
     "Task",
     "TaskCall",
     "Tasks",

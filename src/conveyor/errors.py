@@ -39,16 +39,6 @@ class InvalidState(ConveyorError):
     code = "INVALID_STATE"
 
 
-class StaleToken(ConveyorError):
-    """A worker tried to finish a job with a fencing token that is no longer current.
-
-    The job was re-delivered (its lease expired) and a newer attempt owns it now; the
-    late result is discarded so it cannot overwrite the newer attempt.
-    """
-
-    code = "STALE_TOKEN"
-
-
 class JobFailed(ConveyorError):
     """Raised by ``result()`` when the job ended in the failed (dead-letter) state."""
 
@@ -87,9 +77,7 @@ class ConfigurationError(ConveyorError, ValueError):
     code = "CONFIGURATION"
 
 
-_BY_CODE: dict[str, type[ConveyorError]] = {
-    cls.code: cls for cls in (JobNotFound, InvalidState, StaleToken, PayloadTooLarge)
-}
+_BY_CODE: dict[str, type[ConveyorError]] = {cls.code: cls for cls in (JobNotFound, InvalidState)}
 
 
 def from_script_error(message: str) -> ConveyorError | None:

@@ -389,18 +389,24 @@ def retry_failed(
     return int(reply)
 
 
+def _not_running(keys: QueueKeys) -> tuple[str, ...]:
+    """The KEYS of remove.lua and purge.lua, which share one layout: every place a job that
+    is not running can be, and the job hash prefix."""
+    return (
+        keys.waiting,
+        keys.prioritized,
+        keys.delayed,
+        keys.completed,
+        keys.failed,
+        keys.job_prefix,
+        keys.cancelled,
+    )
+
+
 def remove(keys: QueueKeys, job_id: str) -> Generator[Step, Any, JobState]:
     reply = yield Script(
         REMOVE,
-        (
-            keys.waiting,
-            keys.prioritized,
-            keys.delayed,
-            keys.completed,
-            keys.failed,
-            keys.job_prefix,
-            keys.cancelled,
-        ),
+        _not_running(keys),
         (job_id,),
     )
     return JobState(reply)
@@ -412,15 +418,7 @@ def purge(keys: QueueKeys, states: Sequence[JobState], batch: int = 1000) -> Gen
     while True:
         deleted, remaining = yield Script(
             PURGE,
-            (
-                keys.waiting,
-                keys.prioritized,
-                keys.delayed,
-                keys.completed,
-                keys.failed,
-                keys.job_prefix,
-                keys.cancelled,
-            ),
+            _not_running(keys),
             (batch, *(state.value for state in states)),
         )
         total += int(deleted)
