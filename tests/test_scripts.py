@@ -32,6 +32,7 @@ CALLS = {
     "schedule": lambda: schedules._tick(KEYS, Schedule("s", "t", every=1), 0, 1000, True),
     "counts": lambda: ops.counts(KEYS),
     "list": lambda: ops.list_jobs(KEYS, ops.JobState.WAITING),
+    "promote": lambda: ops.promote(KEYS, "x"),
 }
 
 

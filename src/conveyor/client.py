@@ -357,6 +357,13 @@ class Client(_Producer):
     def settings_of(self, queue: str) -> dict[str, int]:
         return self.run(ops.get_settings(self.keys(queue)))
 
+    def promote(self, queue: str, job_id: str) -> str:
+        """Run a delayed job now (skipping its delay or retry backoff); returns ``"waiting"``.
+
+        Raises ``JobNotFound``, or ``InvalidState`` when the job is not delayed.
+        """
+        return self.run(ops.promote(self.keys(queue), job_id))
+
 
 class AsyncClient(_Producer):
     """The asyncio twin of :class:`Client`, with the same methods as coroutines."""
@@ -474,3 +481,6 @@ class AsyncClient(_Producer):
 
     async def settings_of(self, queue: str) -> dict[str, int]:
         return await self.run(ops.get_settings(self.keys(queue)))
+
+    async def promote(self, queue: str, job_id: str) -> str:
+        return await self.run(ops.promote(self.keys(queue), job_id))

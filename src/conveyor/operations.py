@@ -520,3 +520,24 @@ def register_queue(prefix_key: str, queue: str) -> Operation:
 def list_queues(prefix_key: str) -> Generator[Step, Any, list[str]]:
     reply = yield Command(("SMEMBERS", prefix_key))
     return sorted(reply)
+
+
+PROMOTE = load("promote")
+
+
+def promote(keys: QueueKeys, job_id: str) -> Generator[Step, Any, str]:
+    """Make a delayed job ready now; raises ``JobNotFound`` or ``InvalidState``."""
+    reply = yield Script(
+        PROMOTE,
+        (
+            keys.delayed,
+            keys.waiting,
+            keys.prioritized,
+            keys.marker,
+            keys.sequence,
+            keys.job_prefix,
+            keys.events,
+        ),
+        (job_id,),
+    )
+    return str(reply)
