@@ -1,0 +1,105 @@
+"""Tasks that write every execution to the ledger (``tests/chaos/ledger.py``), and a worker
+entry point for the chaos tests: ``python -m tests.apps.ledger_app``.
+
+Configured by environment variables, since the tests run it as a separate process they
+SIGKILL: ``CONVEYOR_REDIS_URL``, ``TEST_QUEUE``, ``CONVEYOR_LEDGER_DIR``, and
+``CHAOS_LEASE``, ``CHAOS_SWEEP``, ``CHAOS_CONCURRENCY``, ``CHAOS_MAX_CRASHES``. Finished
+jobs are kept without limit, so the checker can read every job's final state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from conveyor import Tasks, current_job
+from conveyor import operations as ops
+from conveyor.backoff import Fixed
+from tests.chaos.ledger import LedgerWriter
+
+tasks = Tasks(queue=os.environ.get("TEST_QUEUE", "ledger"))
+_writer: LedgerWriter | None = None
+
+
+def ledger() -> LedgerWriter:
+    global _writer
+    if _writer is None:
+        _writer = LedgerWriter(os.environ["CONVEYOR_LEDGER_DIR"])
+    return _writer
+
+
+def _identity() -> tuple[str, str]:
+    job = current_job()
+    # The fencing token is not public API; the ledger needs it to tell attempts apart.
+    return job.id, str(job._job.claimed.token)
+
+
+@tasks.task
+async def work(n: int, sleep: float = 0.0) -> int:
+    """A no-op (or a sleep) recorded in the ledger: started, then finished."""
+    job_id, token = _identity()
+    ledger().started(job_id, token)
+    if sleep:
+        await asyncio.sleep(sleep)
+    ledger().finished(job_id, token)
+    return n
+
+
+@tasks.task(retries=5, backoff=Fixed(0.05))
+async def flaky(n: int, failures: int = 1) -> int:
+    """Fails its first ``failures`` attempts, then succeeds (retries through the fail script)."""
+    job_id, token = _identity()
+    ledger().started(job_id, token)
+    if current_job().attempt <= failures:
+        ledger().finished(job_id, token, "raised")
+        raise RuntimeError(f"planned failure of attempt {current_job().attempt}")
+    ledger().finished(job_id, token)
+    return n
+
+
+@tasks.task
+def spin(seconds: float) -> int:
+    """A sync task busy in pure Python for ``seconds`` (holds the GIL most of the time)."""
+    job_id, token = _identity()
+    ledger().started(job_id, token)
+    deadline = time.monotonic() + seconds
+    count = 0
+    while time.monotonic() < deadline:
+        count += sum(i * i for i in range(200))
+    ledger().finished(job_id, token)
+    return count
+
+
+@tasks.task
+async def hog(seconds: float) -> None:
+    """An async task that blocks the event loop for ``seconds`` (a bug users do write)."""
+    job_id, token = _identity()
+    ledger().started(job_id, token)
+    time.sleep(seconds)  # noqa: ASYNC251 -- on purpose: the loop is blocked
+    ledger().finished(job_id, token)
+
+
+def main() -> None:
+    from conveyor import Worker
+    from conveyor.logs import configure
+
+    configure(os.environ.get("CHAOS_LOG_LEVEL", "warning"))
+    env: dict[str, Any] = os.environ
+    keep_all = ops.Retention(-1, -1)
+    Worker(
+        tasks,
+        url=env["CONVEYOR_REDIS_URL"],
+        concurrency=int(env.get("CHAOS_CONCURRENCY", "50")),
+        lease=float(env.get("CHAOS_LEASE", "2")),
+        sweep_interval=float(env.get("CHAOS_SWEEP", "0.5")),
+        max_crashes=int(env.get("CHAOS_MAX_CRASHES", "1000")),
+        shutdown_grace=float(env.get("CHAOS_GRACE", "5")),
+        completed=keep_all,
+        failed=keep_all,
+    ).run()
+
+
+if __name__ == "__main__":
+    main()
