@@ -37,8 +37,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import faults, registry, serialization
 from . import operations as ops
-from . import registry, serialization
 from .config import Settings
 from .connection import as_async_transport, async_transport
 from .context import JobContext, loop_submitter, run_with_context, set_current
@@ -424,6 +424,9 @@ class Worker:
 
     # ------------------------------------------------------------------ running jobs
     def _start(self, queue: str, claimed: ops.Claimed) -> None:
+        if faults.ARMED:  # crash points for the reliability tests; off in production
+            faults.reach("after_claim")
+            faults.reach("in_promotion")
         held = self._held[queue][claimed.id] = _Held(claimed.token)
         try:
             job = prepare(queue, claimed, self.tasks)
@@ -437,6 +440,8 @@ class Worker:
         job.make_context = self._make_context_bound
         if self.hooks:
             self._call_hooks("before_job", job)
+        if faults.ARMED:
+            faults.reach("before_handler")
         if job.task.is_async:
             running: asyncio.Future[Any] = self._loop.create_task(self._run_async(job))
         else:
@@ -540,6 +545,8 @@ class Worker:
 
     def _finish_ok(self, job: Prepared, result: Any) -> None:
         self._release(job)
+        if faults.ARMED:
+            faults.reach("after_handler")
         try:
             payload = serialization.dumps(
                 result, what=f"result of {job.task.name}", limit=self.settings.max_payload_bytes
@@ -566,6 +573,8 @@ class Worker:
             reason = "retry_after"
         delay = retry_delay_ms(job, exc)
         refund = 1 if isinstance(exc, RetryAfter) else 0
+        if faults.ARMED and delay >= 0:
+            faults.reach("in_retry")
         self._record_failure(job.queue, job.claimed, error_payload(exc, reason=reason), delay, refund)
         error = f"{type(exc).__name__}: {exc}"
         if self.hooks:
