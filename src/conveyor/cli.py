@@ -542,34 +542,63 @@ def resume(url: str, queue: str) -> None:
     metavar="N/SECONDS",
     help="At most N jobs started per SECONDS across all workers, e.g. 100/60 ('off' removes it).",
 )
-def limits(url: str, queue: str, concurrency: int | None, rate: str | None) -> None:
-    """Show or set a queue's limits across all workers."""
+@click.option(
+    "--group-concurrency",
+    type=click.IntRange(0),
+    default=None,
+    help="At most this many active jobs per group key (0 removes the limit).",
+)
+@click.option(
+    "--group-rate",
+    default=None,
+    metavar="N/SECONDS",
+    help="At most N jobs of one group key started per SECONDS ('off' removes it).",
+)
+def limits(
+    url: str,
+    queue: str,
+    concurrency: int | None,
+    rate: str | None,
+    group_concurrency: int | None,
+    group_rate: str | None,
+) -> None:
+    """Show or set a queue's limits across all workers, and per group key."""
     from .client import UNSET
 
+    def parse_rate(text: str | None, hint: str) -> Any:
+        if text is None:
+            return UNSET
+        if text == "off":
+            return None
+        try:
+            count, _, seconds = text.partition("/")
+            return (int(count), float(seconds or 1))
+        except ValueError:
+            raise click.BadParameter("use N/SECONDS, e.g. 100/60", param_hint=hint) from None
+
+    def parse_max(value: int | None) -> Any:
+        return UNSET if value is None else (value or None)
+
     with _client(url) as client:
-        if concurrency is not None or rate is not None:
-            parsed: Any = UNSET
-            if rate is not None:
-                if rate == "off":
-                    parsed = None
-                else:
-                    try:
-                        count, _, seconds = rate.partition("/")
-                        parsed = (int(count), float(seconds or 1))
-                    except ValueError:
-                        raise click.BadParameter("use N/SECONDS, e.g. 100/60", param_hint="--rate") from None
-            client.set_limits(
-                queue,
-                concurrency=UNSET if concurrency is None else (concurrency or None),
-                rate=parsed,
-            )
+        client.set_limits(
+            queue,
+            concurrency=parse_max(concurrency),
+            rate=parse_rate(rate, "--rate"),
+            group_concurrency=parse_max(group_concurrency),
+            group_rate=parse_rate(group_rate, "--group-rate"),
+        )
         current = client.settings_of(queue)
-    rate_text = (
-        f"{current['rate_max']} per {current['rate_ms'] / 1000:g} s" if "rate_max" in current else "none"
-    )
+
+    def rate_text(prefix: str) -> str:
+        if f"{prefix}rate_max" not in current:
+            return "none"
+        return f"{current[prefix + 'rate_max']} per {current[prefix + 'rate_ms'] / 1000:g} s"
+
     console.print(
         f"{queue}: paused={'yes' if current.get('paused') else 'no'}, "
-        f"concurrency={current.get('concurrency', 'unlimited')}, rate={rate_text}"
+        f"concurrency={current.get('concurrency', 'unlimited')}, rate={rate_text('')}, "
+        f"per group: concurrency={current.get('group_concurrency', 'unlimited')}, "
+        f"rate={rate_text('group_')}"
     )
 
 

@@ -89,6 +89,8 @@ class _Producer:
                 extras += ("db", 1)
                 if not options.delay and options.run_at is None:
                     extras += ("w", f"+{window}")  # a debounced job waits out its quiet period
+        if options.group is not None:
+            extras += ("g", options.group)
         return ops.NewJob(options.job_id or job_id, call.task, args, tuple(extras))
 
     def _enqueue_ops(self, calls: Sequence[TaskCall[Any]]) -> Generator[ops.Step, Any, list[ops.Enqueued]]:
@@ -136,21 +138,31 @@ class _Producer:
         return ops.cancel(self.keys(queue), job_id, who, reason, CANCELLED_RETENTION)
 
     def _limits_op(
-        self, queue: str, concurrency: int | Unset | None, rate: tuple[int, float] | Unset | None
+        self,
+        queue: str,
+        concurrency: int | Unset | None,
+        rate: tuple[int, float] | Unset | None,
+        group_concurrency: int | Unset | None = UNSET,
+        group_rate: tuple[int, float] | Unset | None = UNSET,
     ) -> Generator[ops.Step, Any, None]:
         values: dict[str, int | None] = {}
-        if not isinstance(concurrency, Unset):
-            if concurrency is not None and concurrency < 1:
-                raise ValueError("concurrency must be at least 1 (or None for no limit)")
-            values["concurrency"] = concurrency
-        if not isinstance(rate, Unset):
-            if rate is None:
-                values["rate_max"] = values["rate_ms"] = None
-            else:
-                count, seconds = rate
-                if count < 1 or seconds <= 0:
-                    raise ValueError("rate must be (jobs >= 1, per seconds > 0)")
-                values["rate_max"], values["rate_ms"] = int(count), math.ceil(seconds * 1000)
+        for prefix, max_active, per_window in (
+            ("", concurrency, rate),
+            ("group_", group_concurrency, group_rate),
+        ):
+            if not isinstance(max_active, Unset):
+                if max_active is not None and max_active < 1:
+                    raise ValueError(f"{prefix}concurrency must be at least 1 (or None for no limit)")
+                values[f"{prefix}concurrency"] = max_active
+            if not isinstance(per_window, Unset):
+                if per_window is None:
+                    values[f"{prefix}rate_max"] = values[f"{prefix}rate_ms"] = None
+                else:
+                    count, seconds = per_window
+                    if count < 1 or seconds <= 0:
+                        raise ValueError(f"{prefix}rate must be (jobs >= 1, per seconds > 0)")
+                    values[f"{prefix}rate_max"] = int(count)
+                    values[f"{prefix}rate_ms"] = math.ceil(seconds * 1000)
         return ops.update_settings(self.keys(queue), values)
 
     def _require(self, job: Job | None, queue: str, job_id: str) -> Job:
@@ -349,10 +361,13 @@ class Client(_Producer):
         *,
         concurrency: int | Unset | None = UNSET,
         rate: tuple[int, float] | Unset | None = UNSET,
+        group_concurrency: int | Unset | None = UNSET,
+        group_rate: tuple[int, float] | Unset | None = UNSET,
     ) -> None:
         """Limits across all workers: at most ``concurrency`` active jobs, at most ``rate[0]``
-        jobs started per ``rate[1]`` seconds. ``None`` removes a limit; omitted leaves it."""
-        self.run(self._limits_op(queue, concurrency, rate))
+        jobs started per ``rate[1]`` seconds; and the same for each group key on its own
+        (``group_concurrency``, ``group_rate``). ``None`` removes a limit; omitted leaves it."""
+        self.run(self._limits_op(queue, concurrency, rate, group_concurrency, group_rate))
 
     def settings_of(self, queue: str) -> dict[str, int]:
         return self.run(ops.get_settings(self.keys(queue)))
@@ -476,8 +491,10 @@ class AsyncClient(_Producer):
         *,
         concurrency: int | Unset | None = UNSET,
         rate: tuple[int, float] | Unset | None = UNSET,
+        group_concurrency: int | Unset | None = UNSET,
+        group_rate: tuple[int, float] | Unset | None = UNSET,
     ) -> None:
-        await self.run(self._limits_op(queue, concurrency, rate))
+        await self.run(self._limits_op(queue, concurrency, rate, group_concurrency, group_rate))
 
     async def settings_of(self, queue: str) -> dict[str, int]:
         return await self.run(ops.get_settings(self.keys(queue)))

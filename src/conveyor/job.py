@@ -91,6 +91,8 @@ class Job:
     """For failed jobs and jobs waiting to retry: ``type``, ``message``, ``traceback``, ``reason``."""
     progress: Any = None
     """The last value the job reported with ``current_job().progress(...)``."""
+    group: str | None = None
+    """The group key the job was enqueued with (fairness and per-group limits)."""
     payload_problems: tuple[str, ...] = ()
     """Fields that could not be decoded (a job written by something other than Conveyor)."""
 
@@ -120,6 +122,7 @@ class Job:
             result=_json(d.get("r"), None, problems, "result"),
             error=_json(d.get("e"), None, problems, "error"),
             progress=_json(d.get("pg"), None, problems, "progress"),
+            group=_text(d.get("g")),
             payload_problems=tuple(problems),
         )
 
@@ -149,4 +152,5 @@ class Job:
             "result": self.result,
             "error": self.error,
             "progress": self.progress,
+            "group": self.group,
         }

@@ -36,6 +36,7 @@ class QueueKeys:
         "done_prefix",
         "events",
         "failed",
+        "group_prefix",
         "job_prefix",
         "logs_prefix",
         "marker",
@@ -84,6 +85,9 @@ class QueueKeys:
         """Counter for priority FIFO order and fencing tokens."""
         self.job_prefix = base + "job:"
         """Prefix of the HASH with one job's data."""
+        self.group_prefix = base + "grp:"
+        """Prefix of the keys of grouped jobs (see ``scripts/include/common.lua``): ``ring``,
+        ``active``, ``limited``, ``known``, ``turn``, and per group ``q:<group>``, ``r:<group>``."""
         self.done_prefix = base + "done:"
         """Prefix of the LIST a client blocks on while it waits for a job to finish."""
         self.dedup_prefix = base + "dedup:"

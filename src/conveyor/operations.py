@@ -118,6 +118,7 @@ def enqueue(keys: QueueKeys, jobs: Sequence[NewJob]) -> Generator[Step, Any, lis
             keys.events,
             keys.cancelled,
             keys.dedup_prefix,
+            keys.group_prefix,
         ),
         args,
     )
@@ -158,6 +159,7 @@ def claim(
             keys.failed,
             keys.done_prefix,
             keys.events,
+            keys.group_prefix,
         ),
         (max_jobs, lease_ms, worker_id, promote_limit, failed.keep_count, failed.keep_ms),
     )
@@ -188,6 +190,7 @@ def complete(
             keys.prioritized,
             keys.marker,
             keys.events,
+            keys.group_prefix,
         ),
         args,
     )
@@ -225,6 +228,7 @@ def fail(
             keys.done_prefix,
             keys.cancelled,
             keys.events,
+            keys.group_prefix,
         ),
         args,
     )
@@ -249,6 +253,7 @@ def cancel(
             keys.job_prefix,
             keys.done_prefix,
             keys.events,
+            keys.group_prefix,
         ),
         (job_id, payload, retention.keep_count, retention.keep_ms),
     )
@@ -310,7 +315,15 @@ def read_events(
     return events, last
 
 
-SETTING_NAMES = ("paused", "concurrency", "rate_max", "rate_ms")
+SETTING_NAMES = (
+    "paused",
+    "concurrency",
+    "rate_max",
+    "rate_ms",
+    "group_concurrency",
+    "group_rate_max",
+    "group_rate_ms",
+)
 
 
 def get_settings(keys: QueueKeys) -> Generator[Step, Any, dict[str, int]]:
@@ -357,6 +370,7 @@ def sweep(
             keys.job_prefix,
             keys.done_prefix,
             keys.events,
+            keys.group_prefix,
         ),
         (max_crashes, limit, failed.keep_count, failed.keep_ms),
     )
@@ -370,7 +384,15 @@ def requeue(keys: QueueKeys, held: Sequence[tuple[str, str]]) -> Generator[Step,
         args += pair
     reply = yield Script(
         REQUEUE,
-        (keys.active, keys.waiting, keys.prioritized, keys.marker, keys.sequence, keys.job_prefix),
+        (
+            keys.active,
+            keys.waiting,
+            keys.prioritized,
+            keys.marker,
+            keys.sequence,
+            keys.job_prefix,
+            keys.group_prefix,
+        ),
         args,
     )
     return int(reply)
@@ -383,7 +405,15 @@ def retry_failed(
     args: list[Any] = ["all", limit] if job_ids is None else ["ids", *job_ids]
     reply = yield Script(
         RETRY,
-        (keys.failed, keys.waiting, keys.prioritized, keys.marker, keys.sequence, keys.job_prefix),
+        (
+            keys.failed,
+            keys.waiting,
+            keys.prioritized,
+            keys.marker,
+            keys.sequence,
+            keys.job_prefix,
+            keys.group_prefix,
+        ),
         args,
     )
     return int(reply)
@@ -400,6 +430,7 @@ def _not_running(keys: QueueKeys) -> tuple[str, ...]:
         keys.failed,
         keys.job_prefix,
         keys.cancelled,
+        keys.group_prefix,
     )
 
 
@@ -449,6 +480,7 @@ def counts(keys: QueueKeys) -> Generator[Step, Any, dict[str, int]]:
             keys.completed,
             keys.failed,
             keys.cancelled,
+            keys.group_prefix,
         ),
         (),
     )
@@ -470,6 +502,7 @@ def list_jobs(
             keys.failed,
             keys.job_prefix,
             keys.cancelled,
+            keys.group_prefix,
         ),
         (state.value, offset, limit),
     )

@@ -198,6 +198,7 @@ def _tick(
             keys.job_prefix,
             keys.events,
             keys.schedule_next,
+            keys.group_prefix,
         ),
         (
             schedule.name,

@@ -50,6 +50,12 @@ def _check_dedup(key: str) -> str:
     return key
 
 
+def _check_group(key: str) -> str:
+    if not key or len(key) > 256 or any(ch in key for ch in "{}") or not key.isprintable():
+        raise ValueError(f"group key {key!r} must be 1 to 256 printable characters without braces")
+    return key
+
+
 def _check_retries(retries: int) -> int:
     if not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
@@ -88,6 +94,9 @@ class EnqueueOptions:
     debounce: bool = False
     """With ``dedup`` and ``dedup_window``: the job waits out the window, and a later enqueue
     with the same key within it replaces the waiting job (the last one wins)."""
+    group: str | None = None
+    """Group key (a tenant, a customer, an API host): groups are served round-robin and held
+    to the queue's per-group limits (``set_limits(group_concurrency=, group_rate=)``)."""
 
     def stored(self) -> dict[str, Any]:
         """The overrides the worker must see, as they are kept in the job (only those given)."""
@@ -156,6 +165,7 @@ class Task(Generic[P, R]):
         dedup: str | None = None,
         dedup_window: float | timedelta | None = None,
         debounce: bool | None = None,
+        group: str | None = None,
     ) -> Task[P, R]:
         """A copy of this task whose enqueues use these options.
 
@@ -191,6 +201,7 @@ class Task(Generic[P, R]):
             if dedup_window is not None
             else current.dedup_window,
             debounce=debounce if debounce is not None else current.debounce,
+            group=_check_group(group) if group is not None else current.group,
         )
         if options.debounce and not (options.dedup and options.dedup_window):
             raise ValueError("debounce needs dedup= (the key) and dedup_window= (the quiet period)")

@@ -1,7 +1,7 @@
 -- cancel: cancel a job that has not run yet, or ask the worker running it to abort it.
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] cancelled ZSET
--- KEYS[5] job hash prefix   KEYS[6] done-list prefix   KEYS[7] events STREAM
+-- KEYS[5] job hash prefix   KEYS[6] done-list prefix   KEYS[7] events STREAM   KEYS[8] group prefix
 -- ARGV[1] job id   ARGV[2] reason JSON ({"by": ..., "reason": ...})
 -- ARGV[3] keep count for cancelled jobs   ARGV[4] keep ms for cancelled jobs
 -- Returns: 'cancelled' when the job was waiting or delayed and is now cancelled;
@@ -13,7 +13,7 @@
 
 local id = ARGV[1]
 local key = KEYS[5] .. id
-local f = redis.call('HMGET', key, 's', 'wt')
+local f = redis.call('HMGET', key, 's', 'wt', 'g')
 local state = f[1]
 if not state then
   return redis.error_reply('CONVEYOR:NOT_FOUND no job ' .. id)
@@ -24,9 +24,7 @@ if state == 'active' then
   return 'aborting'
 end
 if state == 'waiting' then
-  if redis.call('LREM', KEYS[1], 1, id) == 0 then
-    redis.call('ZREM', KEYS[2], id)
-  end
+  unlist_waiting(KEYS[1], KEYS[2], KEYS[8], f[3], id)
 elseif state == 'delayed' then
   redis.call('ZREM', KEYS[3], id)
 else

@@ -1,11 +1,18 @@
 -- claim: promote due delayed jobs, then hand up to N ready jobs to one worker, within the
--- queue's limits (pause, concurrency across all workers, rate per time window).
+-- queue's limits (pause, concurrency across all workers, rate per time window) and the
+-- limits of each group (at most K running, at most N started per window).
+--
+-- Order: grouped jobs are served round-robin across groups, one job per group per turn,
+-- so a group with 100,000 waiting jobs cannot starve a group with 10. Jobs without a group
+-- form one more line (highest priority first, FIFO within a priority); when both kinds
+-- wait, a claim takes half of its jobs from each.
 --
 -- KEYS[1] waiting LIST     KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET
 -- KEYS[4] active ZSET      KEYS[5] marker ZSET        KEYS[6] sequence counter
--- KEYS[7] job hash prefix  KEYS[8] queue settings HASH (paused, concurrency, rate_max, rate_ms)
+-- KEYS[7] job hash prefix  KEYS[8] queue settings HASH (paused, concurrency, rate_max,
+--   rate_ms, group_concurrency, group_rate_max, group_rate_ms)
 -- KEYS[9] rate window counter   KEYS[10] failed ZSET   KEYS[11] done-list prefix
--- KEYS[12] events STREAM
+-- KEYS[12] events STREAM   KEYS[13] group prefix (see include/common.lua)
 -- ARGV[1] max jobs N   ARGV[2] lease ms   ARGV[3] worker id   ARGV[4] max delayed jobs to promote
 -- ARGV[5] keep count for failed jobs   ARGV[6] keep ms for failed jobs (for jobs that expired)
 -- Returns: {wait_ms, id1, token1, attempts1, name1, args1, kwargs1, options1, id2, ...}
@@ -33,14 +40,15 @@ if #due > 0 then
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, #due - 1)
   for i = 1, #due do
     local key = KEYS[7] .. due[i]
-    local priority = tonumber(redis.call('HGET', key, 'p') or 0)
+    local f = redis.call('HMGET', key, 'p', 'g')
     redis.call('HSET', key, 's', 'waiting')
-    push_ready(KEYS[1], KEYS[2], KEYS[6], due[i], priority, false)
+    push_ready(KEYS[1], KEYS[2], KEYS[6], due[i], tonumber(f[1] or 0), false, f[2], KEYS[13])
   end
 end
 
 -- 2. The queue's own limits shrink N. Without settings this costs one HMGET.
-local settings = redis.call('HMGET', KEYS[8], 'paused', 'concurrency', 'rate_max', 'rate_ms')
+local settings = redis.call('HMGET', KEYS[8], 'paused', 'concurrency', 'rate_max', 'rate_ms',
+                           'group_concurrency', 'group_rate_max', 'group_rate_ms')
 if settings[1] then
   max_jobs = 0
 end
@@ -58,9 +66,70 @@ if rate_max > 0 and max_jobs > 0 then
   end
 end
 
--- 3. Take ids in dequeue order: positive priorities, then priority 0 (FIFO list), then negative.
+-- 3. Groups whose rate window reopened go back into the ring. Without grouped jobs this
+-- costs one ZCARD and one EXISTS.
+local G = KEYS[13]
+local ring = G .. 'ring'
+local group_max = tonumber(settings[5] or 0)
+local group_rate = tonumber(settings[6] or 0)
+local group_rate_ms = tonumber(settings[7] or 0)
+if redis.call('EXISTS', G .. 'limited') == 1 then
+  local reopened = redis.call('ZRANGEBYSCORE', G .. 'limited', '-inf', now)
+  if #reopened > 0 then
+    redis.call('ZREMRANGEBYSCORE', G .. 'limited', '-inf', now)
+    for i = 1, #reopened do ring_again(G, reopened[i]) end
+  end
+  local next_open = redis.call('ZRANGE', G .. 'limited', 0, 0, 'WITHSCORES')
+  if next_open[2] then wait_at_most(math.max(1, tonumber(next_open[2]) - now)) end
+end
+local grouped = redis.call('ZCARD', ring) > 0
+
+-- 4. Take ids: grouped jobs one per group per turn; the others in dequeue order (positive
+-- priorities, then priority 0 from the FIFO list, then negative).
 local ids = {}
+local group_of = {}   -- id -> group, for grouped ids taken by this call
+local taken_in = {}   -- group -> jobs taken from it by this call
+
+local function take_grouped(limit)
+  local taken = 0
+  while taken < limit do
+    local g = redis.call('ZRANGE', ring, 0, 0)[1]
+    if not g then return end
+    local blocked = false
+    if group_max > 0 then
+      local running = tonumber(redis.call('HGET', G .. 'active', g) or 0) + (taken_in[g] or 0)
+      blocked = running >= group_max
+    end
+    local rate_key = G .. 'r:' .. g
+    if not blocked and group_rate > 0 and tonumber(redis.call('GET', rate_key) or 0) >= group_rate then
+      local reopen = redis.call('PTTL', rate_key)
+      if reopen < 0 then reopen = group_rate_ms end
+      redis.call('ZADD', G .. 'limited', now + reopen, g)
+      wait_at_most(math.max(1, reopen))
+      blocked = true
+    end
+    if blocked then
+      -- Out of the ring until one of its jobs finishes (leave_group) or its window reopens.
+      redis.call('ZREM', ring, g)
+    else
+      local popped = redis.call('ZPOPMIN', G .. 'q:' .. g)
+      if popped[1] then
+        ids[#ids + 1] = popped[1]
+        group_of[popped[1]] = g
+        taken_in[g] = (taken_in[g] or 0) + 1
+        taken = taken + 1
+        if group_rate > 0 and redis.call('INCR', rate_key) == 1 then
+          redis.call('PEXPIRE', rate_key, group_rate_ms)
+        end
+      end
+      redis.call('ZREM', ring, g)
+      ring_again(G, g)  -- to the back of the ring, if it has more
+    end
+  end
+end
+
 if max_jobs > 0 then
+  if grouped then take_grouped(math.ceil(max_jobs / 2)) end
   local high = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(0', 'LIMIT', 0, max_jobs)
   if #high > 0 then
     redis.call('ZREMRANGEBYRANK', KEYS[2], 0, #high - 1)
@@ -81,9 +150,10 @@ if max_jobs > 0 then
       for i = 1, #low do ids[#ids + 1] = low[i] end
     end
   end
+  if grouped and #ids < max_jobs then take_grouped(max_jobs - #ids) end
 end
 
--- 4. Lease each job to this worker with a new fencing token.
+-- 5. Lease each job to this worker with a new fencing token.
 local reply = {-1}
 local started = 0
 if #ids > 0 then
@@ -103,7 +173,9 @@ if #ids > 0 then
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
       keep_finished(KEYS[10], key, id, tonumber(ARGV[5]), tonumber(ARGV[6]), now)
       emit(KEYS[12], 'failed', 'id', id, 'reason', 'expired')
+      if group_of[id] then ring_again(G, group_of[id]) end
     elseif f[1] then
+      if group_of[id] then redis.call('HINCRBY', G .. 'active', group_of[id], 1) end
       local attempts = tonumber(f[5] or 0) + 1
       redis.call('HSET', key, 's', 'active', 'at', attempts, 'tk', token, 'st', now, 'w', worker)
       leases[#leases + 1] = deadline
@@ -118,6 +190,7 @@ if #ids > 0 then
       started = started + 1
     end
     -- An id without a hash was removed while it waited; there is nothing to run.
+    if not f[1] and group_of[id] then ring_again(G, group_of[id]) end
   end
   if started > 0 then
     call_chunked('ZADD', KEYS[4], leases)
@@ -132,7 +205,8 @@ if #ids > 0 then
   end
   -- More work remains: wake the next blocked worker, so one enqueue wakes as many
   -- workers as there is work for, one after the other.
-  if #ids == max_jobs and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('ZCARD', KEYS[2]) > 0) then
+  if #ids == max_jobs and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('ZCARD', KEYS[2]) > 0
+                           or redis.call('ZCARD', ring) > 0) then
     wake(KEYS[5])
   end
 end

@@ -2,6 +2,7 @@
 --
 -- KEYS[1] active ZSET   KEYS[2] completed ZSET   KEYS[3] job hash prefix   KEYS[4] done-list prefix
 -- KEYS[5] waiting LIST  KEYS[6] prioritized ZSET KEYS[7] marker ZSET   KEYS[8] events STREAM
+-- KEYS[9] group prefix
 -- ARGV[1] keep count (-1 unlimited, 0 delete at once)   ARGV[2] keep ms (-1 forever, 0 delete at once)
 -- then triples: id, fencing token, result JSON.
 -- Returns: an array with one integer per job: 1 recorded, 0 refused because the token is
@@ -19,8 +20,9 @@ local kept = {}  -- score, member pairs for one ZADD to the completed set
 for i = 3, #ARGV, 3 do
   local id = ARGV[i]
   local key = KEYS[3] .. id
-  local f = redis.call('HMGET', key, 'tk', 's', 'wt')
+  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'g')
   if f[1] == ARGV[i + 1] and f[2] == 'active' then
+    if f[4] then leave_group(KEYS[9], f[4]) end
     notify_waiters(KEYS[4], id, f[3], 'c' .. ARGV[i + 2])
     if keep_count == 0 or keep_ms == 0 then
       redis.call('DEL', key)
@@ -46,7 +48,7 @@ if #done_ids > 0 then
 end
 trim_finished(KEYS[2], KEYS[3], keep_count, keep_ms, now)
 -- Freed slots may let a worker that a concurrency limit kept waiting claim again.
-if redis.call('LLEN', KEYS[5]) > 0 or redis.call('ZCARD', KEYS[6]) > 0 then
+if redis.call('LLEN', KEYS[5]) > 0 or redis.call('ZCARD', KEYS[6]) > 0 or redis.call('ZCARD', KEYS[9] .. 'ring') > 0 then
   wake(KEYS[7])
 end
 return out

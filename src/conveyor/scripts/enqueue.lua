@@ -2,13 +2,15 @@
 --
 -- KEYS[1] waiting LIST     KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET
 -- KEYS[4] marker ZSET      KEYS[5] sequence counter   KEYS[6] job hash prefix
--- KEYS[7] events STREAM   KEYS[8] cancelled ZSET   KEYS[9] dedup-key prefix
+-- KEYS[7] events STREAM   KEYS[8] cancelled ZSET   KEYS[9] dedup-key prefix   KEYS[10] group prefix
 -- ARGV: for each job: id, task name, args JSON, E, then E pairs of optional fields:
 --   'k' kwargs JSON, 'o' options JSON, 'p' priority (non-zero integer),
 --   'w' when: '+<ms>' after a delay or '@<ms>' at an absolute time (ms since the epoch),
 --   'x' time to live in ms: a job not started by then expires (see claim.lua),
 --   'du' deduplication key, 'dw' its window in ms (0: while the matched job is unfinished),
---   'db' debounce (a later enqueue within the window replaces a job that has not started).
+--   'db' debounce (a later enqueue within the window replaces a job that has not started),
+--   'g' group key: the job waits in its group's line, served round-robin with other groups
+--   and held to the per-group limits (see claim.lua).
 --   Most jobs have none (E = 0), which keeps a bulk call small.
 -- Returns: a flat list of triples for jobs that were not simply created (empty when all
 --   were): position (1-based), 'existed' | 'duplicate' | 'replaced', the other job's id.
@@ -20,7 +22,7 @@
 
 local now = now_ms()
 local q = {waiting = KEYS[1], prioritized = KEYS[2], delayed = KEYS[3], sequence = KEYS[5], prefix = KEYS[6],
-           cancelled = KEYS[8], dedup_prefix = KEYS[9]}
+           cancelled = KEYS[8], dedup_prefix = KEYS[9], groups = KEYS[10]}
 local notes = {}
 local plain = {}  -- priority-0 ids, pushed together at the end (one LPUSH per 1,000 ids)
 local created_ids = {}

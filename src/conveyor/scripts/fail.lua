@@ -2,7 +2,7 @@
 --
 -- KEYS[1] active ZSET    KEYS[2] waiting LIST   KEYS[3] prioritized ZSET   KEYS[4] delayed ZSET
 -- KEYS[5] failed ZSET    KEYS[6] marker ZSET    KEYS[7] sequence counter   KEYS[8] job hash prefix
--- KEYS[9] done-list prefix   KEYS[10] cancelled ZSET   KEYS[11] events STREAM
+-- KEYS[9] done-list prefix   KEYS[10] cancelled ZSET   KEYS[11] events STREAM   KEYS[12] group prefix
 -- ARGV[1] keep count for failed and cancelled jobs (-1 unlimited)   ARGV[2] keep ms (-1 forever)
 -- then groups of 5: id, fencing token, error JSON, retry delay ms, refund flag.
 --   delay >= 0: retry after it; -1: dead-letter (failed); -2: cancelled (aborted while running).
@@ -20,10 +20,11 @@ local woke = false
 for i = 3, #ARGV, 5 do
   local id = ARGV[i]
   local key = KEYS[8] .. id
-  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p')
+  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p', 'g')
   if f[1] == ARGV[i + 1] and f[2] == 'active' then
     local delay = tonumber(ARGV[i + 3])
     redis.call('ZREM', KEYS[1], id)
+    if f[5] then leave_group(KEYS[12], f[5]) end
     if ARGV[i + 4] == '1' then
       redis.call('HINCRBY', key, 'at', -1)
     end
@@ -41,7 +42,7 @@ for i = 3, #ARGV, 5 do
       out[#out + 1] = 2
     elseif delay == 0 then
       redis.call('HSET', key, 's', 'waiting', 'e', ARGV[i + 2])
-      push_ready(KEYS[2], KEYS[3], KEYS[7], id, tonumber(f[4] or 0), false)
+      push_ready(KEYS[2], KEYS[3], KEYS[7], id, tonumber(f[4] or 0), false, f[5], KEYS[12])
       woke = true
       emit(KEYS[11], 'retrying', 'id', id, 'delay', 0)
       out[#out + 1] = 1
@@ -59,7 +60,8 @@ end
 
 -- A retry is new work, and freed slots may let a worker that a concurrency limit kept
 -- waiting claim again.
-if woke or redis.call('LLEN', KEYS[2]) > 0 or redis.call('ZCARD', KEYS[3]) > 0 then
+if woke or redis.call('LLEN', KEYS[2]) > 0 or redis.call('ZCARD', KEYS[3]) > 0
+   or redis.call('ZCARD', KEYS[12] .. 'ring') > 0 then
   wake(KEYS[6])
 end
 trim_finished(KEYS[5], KEYS[8], keep_count, keep_ms, now)

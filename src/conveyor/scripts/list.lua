@@ -1,8 +1,10 @@
 -- list: one page of the jobs in a state, in the order they will run (waiting, delayed)
--- or most recent first (completed, failed, cancelled); active by lease deadline.
+-- or most recent first (completed, failed, cancelled); active by lease deadline. Grouped
+-- waiting jobs come after the others, group by group (by group name), each group in order.
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] active ZSET
 -- KEYS[5] completed ZSET KEYS[6] failed ZSET        KEYS[7] job hash prefix   KEYS[8] cancelled ZSET
+-- KEYS[9] group prefix
 -- ARGV[1] state   ARGV[2] offset   ARGV[3] page size
 -- Returns: {total, id1, fields1, id2, fields2, ...} where fields is the job's HGETALL reply.
 -- Errors: CONVEYOR:INVALID_STATE for an unknown state name.
@@ -26,9 +28,17 @@ if state == 'waiting' then
   local high = redis.call('ZCOUNT', KEYS[2], '-inf', '(0')
   local plain = redis.call('LLEN', KEYS[1])
   local low = redis.call('ZCARD', KEYS[2]) - high
-  total = high + plain + low
+  local ungrouped = high + plain + low
+  total = ungrouped
+  local groups = redis.call('SMEMBERS', KEYS[9] .. 'known')
+  table.sort(groups)
+  local group_sizes = {}
+  for g = 1, #groups do
+    group_sizes[g] = redis.call('ZCARD', KEYS[9] .. 'q:' .. groups[g])
+    total = total + group_sizes[g]
+  end
   local pos = offset
-  while #ids < size and pos < total do
+  while #ids < size and pos < ungrouped do
     if pos < high then
       ids[#ids + 1] = redis.call('ZRANGE', KEYS[2], pos, pos)[1]
     elseif pos < high + plain then
@@ -37,6 +47,17 @@ if state == 'waiting' then
       ids[#ids + 1] = redis.call('ZRANGE', KEYS[2], pos - plain, pos - plain)[1]
     end
     pos = pos + 1
+  end
+  local start = ungrouped
+  for g = 1, #groups do
+    if #ids >= size then break end
+    local stop = start + group_sizes[g]
+    if pos < stop then
+      local page = redis.call('ZRANGE', KEYS[9] .. 'q:' .. groups[g], pos - start, pos - start + size - #ids - 1)
+      for i = 1, #page do ids[#ids + 1] = page[i] end
+      pos = pos + #page
+    end
+    start = stop
   end
 elseif state == 'delayed' then
   ids = zpage(KEYS[3], false)

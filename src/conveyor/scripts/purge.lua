@@ -1,11 +1,12 @@
 -- purge: delete up to a limit of jobs in the given states; call again while it returns more.
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] completed ZSET
--- KEYS[5] failed ZSET    KEYS[6] job hash prefix   KEYS[7] cancelled ZSET
+-- KEYS[5] failed ZSET    KEYS[6] job hash prefix   KEYS[7] cancelled ZSET   KEYS[8] group prefix
 -- ARGV[1] max jobs to delete in this call, then state names (waiting, delayed, completed,
 --   failed, cancelled).
 -- Returns: {deleted, remaining} where remaining counts jobs still in the given states.
 -- Errors: none. Active jobs are never purged: their workers own them.
+-- @include common
 
 local limit = tonumber(ARGV[1])
 local deleted = 0
@@ -37,6 +38,22 @@ for s = 2, #ARGV do
         drop(ids)
       end
     end
+    local groups = redis.call('SMEMBERS', KEYS[8] .. 'known')
+    for g = 1, #groups do
+      room = limit - deleted
+      if room <= 0 then break end
+      local line = KEYS[8] .. 'q:' .. groups[g]
+      local ids = redis.call('ZRANGE', line, 0, room - 1)
+      if #ids > 0 then
+        redis.call('ZREMRANGEBYRANK', line, 0, #ids - 1)
+        drop(ids)
+      end
+      if redis.call('EXISTS', line) == 0 then
+        redis.call('SREM', KEYS[8] .. 'known', groups[g])
+        redis.call('ZREM', KEYS[8] .. 'ring', groups[g])
+        redis.call('ZREM', KEYS[8] .. 'limited', groups[g])
+      end
+    end
   elseif sets[state] then
     local room = limit - deleted
     if room > 0 then
@@ -53,7 +70,7 @@ local remaining = 0
 for s = 2, #ARGV do
   local state = ARGV[s]
   if state == 'waiting' then
-    remaining = remaining + redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+    remaining = remaining + redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) + grouped_waiting(KEYS[8])
   elseif sets[state] then
     remaining = remaining + redis.call('ZCARD', sets[state])
   end

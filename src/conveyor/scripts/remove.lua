@@ -1,15 +1,17 @@
 -- remove: delete one job that is not running.
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] completed ZSET
--- KEYS[5] failed ZSET    KEYS[6] job hash prefix   KEYS[7] cancelled ZSET
+-- KEYS[5] failed ZSET    KEYS[6] job hash prefix   KEYS[7] cancelled ZSET   KEYS[8] group prefix
 -- ARGV[1] job id
 -- Returns: the state the job was in.
 -- Errors: CONVEYOR:NOT_FOUND when there is no such job; CONVEYOR:INVALID_STATE when it is
 --   active (a worker is running it; abort it instead).
+-- @include common
 
 local id = ARGV[1]
 local key = KEYS[6] .. id
-local state = redis.call('HGET', key, 's')
+local f = redis.call('HMGET', key, 's', 'g')
+local state = f[1]
 if not state then
   return redis.error_reply('CONVEYOR:NOT_FOUND no job ' .. id)
 end
@@ -17,9 +19,7 @@ if state == 'active' then
   return redis.error_reply('CONVEYOR:INVALID_STATE job ' .. id .. ' is running; it cannot be removed now')
 end
 if state == 'waiting' then
-  if redis.call('LREM', KEYS[1], 1, id) == 0 then
-    redis.call('ZREM', KEYS[2], id)
-  end
+  unlist_waiting(KEYS[1], KEYS[2], KEYS[8], f[2], id)
 elseif state == 'delayed' then
   redis.call('ZREM', KEYS[3], id)
 elseif state == 'completed' then

@@ -1,7 +1,7 @@
 -- retry: move dead-lettered jobs back to waiting with fresh attempt and crash counts.
 --
 -- KEYS[1] failed ZSET   KEYS[2] waiting LIST   KEYS[3] prioritized ZSET   KEYS[4] marker ZSET
--- KEYS[5] sequence counter   KEYS[6] job hash prefix
+-- KEYS[5] sequence counter   KEYS[6] job hash prefix   KEYS[7] group prefix
 -- ARGV[1] 'ids' followed by job ids, or 'all' followed by the max number of jobs to move.
 -- Returns: the number of jobs moved. Ids that are not in the failed state are skipped.
 -- Errors: none.
@@ -23,7 +23,8 @@ for i = 1, #ids do
     redis.call('PERSIST', key)
     redis.call('HSET', key, 's', 'waiting', 'at', 0, 'cr', 0)
     redis.call('HDEL', key, 'ft', 'due')
-    push_ready(KEYS[2], KEYS[3], KEYS[5], id, tonumber(redis.call('HGET', key, 'p') or 0), false)
+    local f = redis.call('HMGET', key, 'p', 'g')
+    push_ready(KEYS[2], KEYS[3], KEYS[5], id, tonumber(f[1] or 0), false, f[2], KEYS[7])
     count = count + 1
   end
 end

@@ -2,7 +2,7 @@
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] marker ZSET
 -- KEYS[5] sequence counter   KEYS[6] job hash prefix   KEYS[7] events STREAM
--- KEYS[8] schedule next-run ZSET (name -> ms of its next tick)
+-- KEYS[8] schedule next-run ZSET (name -> ms of its next tick)   KEYS[9] group prefix
 -- ARGV[1] schedule name   ARGV[2] the tick this scheduler saw due (ms)   ARGV[3] the next tick (ms)
 -- ARGV[4] 1 to enqueue a job for this tick, 0 to skip it (missed-tick policy "skip")
 -- ARGV[5] job id (deterministic: name and tick)   ARGV[6] task name   ARGV[7] args JSON
@@ -21,7 +21,8 @@ redis.call('ZADD', KEYS[8], tonumber(ARGV[3]), ARGV[1])
 if ARGV[4] ~= '1' then
   return 1
 end
-local q = {waiting = KEYS[1], prioritized = KEYS[2], delayed = KEYS[3], sequence = KEYS[5], prefix = KEYS[6]}
+local q = {waiting = KEYS[1], prioritized = KEYS[2], delayed = KEYS[3], sequence = KEYS[5], prefix = KEYS[6],
+           groups = KEYS[9]}
 -- Scheduled ticks carry no dedup options: their ids already make each tick unique.
 local outcome = create_job(q, now_ms(), ARGV[5], ARGV[6], ARGV[7], ARGV, 9, tonumber(ARGV[8]))
 if outcome == nil then

@@ -2,7 +2,7 @@
 --
 -- KEYS[1] active ZSET    KEYS[2] waiting LIST   KEYS[3] prioritized ZSET   KEYS[4] failed ZSET
 -- KEYS[5] marker ZSET    KEYS[6] sequence counter   KEYS[7] job hash prefix   KEYS[8] done-list prefix
--- KEYS[9] events STREAM
+-- KEYS[9] events STREAM   KEYS[10] group prefix
 -- ARGV[1] max crashes: a job whose worker was lost this many times is dead-lettered
 -- ARGV[2] max jobs to look at   ARGV[3] keep count for failed   ARGV[4] keep ms for failed
 -- Returns: {recovered ids..., '|', dead-lettered ids...}
@@ -20,6 +20,8 @@ for i = 1, #expired do
   redis.call('ZREM', KEYS[1], id)
   if redis.call('EXISTS', key) == 1 then
     local crashes = redis.call('HINCRBY', key, 'cr', 1)
+    local group = redis.call('HGET', key, 'g')
+    if group then leave_group(KEYS[10], group) end
     if crashes >= max_crashes then
       local err = cjson.encode({
         type = 'WorkerLost',
@@ -35,7 +37,7 @@ for i = 1, #expired do
     else
       local priority = tonumber(redis.call('HGET', key, 'p') or 0)
       redis.call('HSET', key, 's', 'waiting')
-      push_ready(KEYS[2], KEYS[3], KEYS[6], id, priority, true)
+      push_ready(KEYS[2], KEYS[3], KEYS[6], id, priority, true, group, KEYS[10])
       emit(KEYS[9], 'stalled', 'id', id, 'crashes', crashes)
       recovered[#recovered + 1] = id
     end

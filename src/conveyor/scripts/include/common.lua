@@ -2,7 +2,8 @@
 --
 -- Job hash fields: n task name, a args JSON, k kwargs JSON, o options JSON, p priority,
 -- s state, ct created ms, due run-at ms, at attempts, cr crashes, tk fencing token,
--- st started ms, ft finished ms, w worker id, r result JSON, e error JSON, wt waiters.
+-- st started ms, ft finished ms, w worker id, r result JSON, e error JSON, wt waiters,
+-- g group key.
 
 -- Server time in ms. Every worker reads the same clock, so leases and delays do not
 -- depend on the clocks of the machines the workers run on.
@@ -19,10 +20,68 @@ local function priority_score(priority, seq_key)
   return -priority * 4294967296 + seq
 end
 
+-- Grouped jobs (a job with a group key: a tenant, a customer, an API host) do not wait in
+-- the queue's own list: each group has its own ZSET of waiting jobs, ordered like the
+-- prioritized set, and the ring ZSET lists the groups that may run now, scored by turn, so
+-- claim serves them round-robin. Keys under the group prefix G:
+--   G..'ring'     ZSET  group -> turn (lowest is served next)
+--   G..'active'   HASH  group -> jobs of the group running now
+--   G..'limited'  ZSET  group -> ms at which its rate window reopens (out of the ring till then)
+--   G..'known'    SET   groups that have (or recently had) waiting jobs
+--   G..'turn'     counter for turns and FIFO order inside a group
+--   G..'q:'..g    ZSET  the group's waiting jobs      G..'r:'..g  jobs started in its window
+-- A group at its concurrency limit leaves the ring and comes back when one of its jobs
+-- leaves the active state (leave_group).
+local function push_grouped(gprefix, group, id, priority)
+  local turn = redis.call('INCR', gprefix .. 'turn')
+  redis.call('ZADD', gprefix .. 'q:' .. group, -priority * 4294967296 + turn % 4294967296, id)
+  redis.call('SADD', gprefix .. 'known', group)
+  redis.call('ZADD', gprefix .. 'ring', 'NX', turn, group)
+end
+
+-- Give a group that still has waiting jobs its place in the ring again (at the back).
+local function ring_again(gprefix, group)
+  if redis.call('EXISTS', gprefix .. 'q:' .. group) == 1 then
+    redis.call('ZADD', gprefix .. 'ring', 'NX', redis.call('INCR', gprefix .. 'turn'), group)
+  else
+    redis.call('SREM', gprefix .. 'known', group)
+  end
+end
+
+-- A job of `group` left the active state (finished, failed, handed back, lost).
+local function leave_group(gprefix, group)
+  if redis.call('HINCRBY', gprefix .. 'active', group, -1) <= 0 then
+    redis.call('HDEL', gprefix .. 'active', group)
+  end
+  ring_again(gprefix, group)
+end
+
+-- Take a waiting job out of line (cancel, remove, debounce replacement).
+local function unlist_waiting(waiting_key, prioritized_key, gprefix, group, id)
+  if group then
+    redis.call('ZREM', gprefix .. 'q:' .. group, id)
+  elseif redis.call('LREM', waiting_key, 1, id) == 0 then
+    redis.call('ZREM', prioritized_key, id)
+  end
+end
+
+-- Number of grouped jobs waiting, over all groups.
+local function grouped_waiting(gprefix)
+  local total = 0
+  local groups = redis.call('SMEMBERS', gprefix .. 'known')
+  for i = 1, #groups do
+    total = total + redis.call('ZCARD', gprefix .. 'q:' .. groups[i])
+  end
+  return total
+end
+
 -- Put a job id where workers look for ready work. front=true puts it first in line
--- (a job handed back by a crashed or stopping worker goes before newer jobs).
-local function push_ready(waiting_key, prioritized_key, seq_key, id, priority, front)
-  if priority == 0 then
+-- (a job handed back by a crashed or stopping worker goes before newer jobs). A job with a
+-- group goes to its group's line instead (see push_grouped).
+local function push_ready(waiting_key, prioritized_key, seq_key, id, priority, front, group, gprefix)
+  if group then
+    push_grouped(gprefix, group, id, priority)
+  elseif priority == 0 then
     if front then
       redis.call('RPUSH', waiting_key, id)
     else

@@ -2,8 +2,8 @@
 --
 -- ARGV-style input: id, task name, args JSON, then `extras` name/value pairs read from
 -- `source` starting at `at`: 'k' kwargs, 'o' options, 'p' priority, 'w' when, 'x' ttl ms,
--- 'du' dedup key, 'dw' dedup window ms, 'db' debounce.
--- q: {waiting=, prioritized=, delayed=, cancelled=, sequence=, prefix=, dedup_prefix=}.
+-- 'du' dedup key, 'dw' dedup window ms, 'db' debounce, 'g' group key.
+-- q: {waiting=, prioritized=, delayed=, cancelled=, sequence=, prefix=, dedup_prefix=, groups=}.
 local function is_finished(state)
   return state == false or state == nil or state == 'completed' or state == 'failed' or state == 'cancelled'
 end
@@ -33,8 +33,8 @@ end
 
 local function cancel_replaced(q, id, by_id, now)
   local key = q.prefix .. id
-  if redis.call('ZREM', q.delayed, id) == 0 and redis.call('LREM', q.waiting, 1, id) == 0 then
-    redis.call('ZREM', q.prioritized, id)
+  if redis.call('ZREM', q.delayed, id) == 0 then
+    unlist_waiting(q.waiting, q.prioritized, q.groups, redis.call('HGET', key, 'g'), id)
   end
   local reason = cjson.encode({type = 'Cancelled', message = 'replaced by ' .. by_id .. ' (debounce)',
                                by = 'debounce', reason = 'debounced'})
@@ -54,6 +54,7 @@ local function create_job(q, now, id, task, args, source, at, extras)
   local priority = 0
   local due = 0
   local dedup = nil
+  local group = nil
   local fields = {'n', task, 'a', args, 'ct', now}
   for e = at, at + (extras - 1) * 2, 2 do
     local name, value = source[e], source[e + 1]
@@ -63,6 +64,8 @@ local function create_job(q, now, id, task, args, source, at, extras)
       local amount = tonumber(string.sub(value, 2))
       if string.sub(value, 1, 1) == '+' then due = now + amount else due = amount end
       name = nil
+    elseif name == 'g' then
+      group = value
     elseif name == 'x' then
       value = now + tonumber(value)
     elseif name == 'du' then
@@ -106,9 +109,9 @@ local function create_job(q, now, id, task, args, source, at, extras)
   end
   fields[#fields + 1] = 's'; fields[#fields + 1] = 'waiting'
   redis.call('HSET', key, unpack(fields))
-  if priority == 0 then
+  if priority == 0 and not group then
     return 'plain', replaced
   end
-  push_ready(q.waiting, q.prioritized, q.sequence, id, priority, false)
+  push_ready(q.waiting, q.prioritized, q.sequence, id, priority, false, group, q.groups)
   return 'placed', replaced
 end
