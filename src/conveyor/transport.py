@@ -375,10 +375,13 @@ class FastAsyncTransport:
         """Pipeline on a blocking connection: the server runs the commands after the first one
         (a blocking command) returns, with no round trip in between. Error replies are returned."""
         conn = self._idle_blocking.pop() if self._idle_blocking else await _open(self.endpoint)
+        waiters: list[asyncio.Future[Any]] = []
         try:
             waiters = [conn.send(c) for c in commands]
             replies = [await w for w in waiters]
         except BaseException:
+            for waiter in waiters:  # nobody will read the later replies, nor their errors
+                waiter.cancel()
             conn.close()
             raise
         self._idle_blocking.append(conn)
