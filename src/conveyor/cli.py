@@ -627,6 +627,52 @@ def schedules(url: str, queue: str, remove_name: str | None) -> None:
     console.print(table)
 
 
+# ---------------------------------------------------------------------------- api
+@main.command()
+@url_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="Allow browser calls from this origin (repeatable; CORS is off without one).",
+)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
+def api(url: str, host: str, port: int, cors_origins: tuple[str, ...], log_level: str) -> None:
+    """Serve the HTTP API (needs the api extra: pip install 'conveyor[api]').
+
+    Tokens come from CONVEYOR_API_TOKENS or the file named by CONVEYOR_API_TOKENS_FILE
+    (see docs/api.md). Without any token the API binds to loopback only.
+    """
+    import ipaddress
+
+    try:
+        import uvicorn
+
+        from .api import ApiSettings, create_app
+    except ImportError as exc:
+        raise click.ClickException(f"the API needs its extra: pip install 'conveyor[api]' ({exc})") from None
+    settings = ApiSettings.from_env(redis_url=url, cors_origins=cors_origins or None)
+    if not settings.tokens.enabled:
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise click.ClickException(
+                f"refusing to serve on {host} without API tokens: anyone who can reach it could "
+                "enqueue and delete jobs. Set CONVEYOR_API_TOKENS (or CONVEYOR_API_TOKENS_FILE), "
+                "or bind to 127.0.0.1."
+            )
+        err_console.print(
+            f"[yellow]no API tokens configured: serving on loopback only ({host}), without "
+            "authentication[/yellow]"
+        )
+    err_console.print(f"Conveyor API on http://{host}:{port} (docs at /docs), Redis {redact(url)}")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+
+
 # ---------------------------------------------------------------------------- dev
 @main.command()
 @click.option(

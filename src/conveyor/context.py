@@ -64,6 +64,11 @@ class JobContext:
         return int(self._job.claimed.attempts)
 
     @property
+    def retries_left(self) -> int:
+        """Retries still to come if this attempt fails (0 on the last attempt)."""
+        return max(0, int(self._job.retries) - self.attempt + 1)
+
+    @property
     def cancelled(self) -> bool:
         """True once someone asked to abort this job (``client.cancel`` while it runs)."""
         return bool(self._job.aborted)

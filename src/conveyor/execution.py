@@ -40,6 +40,11 @@ class RetryAfter(Exception):
         super().__init__(reason or f"asked to come back after {delay:g} s")
 
 
+class Fail(Exception):
+    """Raise from a task to fail the job at once, without retries, when retrying cannot help
+    (an HTTP 404 from the service it calls, input the task can never accept)."""
+
+
 @dataclass(slots=True)
 class Prepared:
     """A claimed job ready to run: its task, decoded arguments and effective options."""
@@ -127,7 +132,7 @@ def retry_delay_ms(job: Prepared, exc: BaseException) -> int:
     attempt = int(job.claimed.attempts)
     if isinstance(exc, RetryAfter):
         return max(0, round(exc.delay * 1000))
-    if attempt > job.retries:
+    if attempt > job.retries or isinstance(exc, Fail):
         return -1
     if isinstance(exc, Retry) and exc.delay is not None:
         return max(0, round(exc.delay * 1000))

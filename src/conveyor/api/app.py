@@ -1,0 +1,103 @@
+"""The standalone application: ``create_app(settings)`` (what ``conveyor api`` serves)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..scripts import load as load_script
+from ..scripts import names as script_names
+from .models import Health
+from .problems import Problem, from_validation, responses
+from .routes import api_router
+from .service import ApiService
+from .settings import ApiSettings
+
+DESCRIPTION = """\
+Enqueue and manage Conveyor jobs from any language.
+
+Authenticate with `Authorization: Bearer <token>`; tokens carry the scopes `read`,
+`enqueue` and `admin`. Errors are RFC 9457 problem documents (`application/problem+json`).
+"""
+
+
+def create_app(settings: ApiSettings | None = None, service: ApiService | None = None) -> FastAPI:
+    """The API as a FastAPI application: ``/v1`` endpoints, ``/healthz``, ``/readyz``, docs."""
+    settings = settings or (service.settings if service else ApiSettings.from_env())
+    service = service or ApiService(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await service.aclose()
+
+    app = FastAPI(
+        title="Conveyor API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if settings.docs else None,
+        docs_url="/docs" if settings.docs else None,
+        redoc_url=None,
+    )
+    app.state.conveyor = service
+    app.include_router(api_router(service))
+
+    @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is alive")
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get(
+        "/readyz",
+        response_model=Health,
+        tags=["health"],
+        responses=responses(503),
+        summary="Redis is reachable and the scripts are loaded",
+    )
+    async def readyz() -> Response:
+        try:
+            transport = service.client.transport
+            await transport.call("PING")
+            for name in script_names():
+                await transport.load_script(load_script(name).source)
+        except Exception:
+            return Problem(
+                503, "Redis is not reachable; the API cannot serve jobs yet", code="not-ready"
+            ).response("/readyz")
+        return Response(b'{"status":"ready"}', media_type="application/json")
+
+    # Errors outside the router (unknown paths, wrong methods) are problems too.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_problem(request: Request, exc: StarletteHTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404:
+            detail = f"no endpoint at {request.url.path}; see /docs for the endpoints"
+        headers = dict(exc.headers or {})
+        return Problem(exc.status_code, detail, headers=headers).response(request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_problem(request: Request, exc: RequestValidationError) -> Response:
+        return from_validation(exc.errors()).response(request.url.path)
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        )
+    return app
+
+
+def openapi_json(settings: ApiSettings | None = None) -> bytes:
+    """The OpenAPI document, without starting a server (for client generators)."""
+    app: Any = create_app(settings or ApiSettings(), ApiService(settings or ApiSettings()))
+    return orjson.dumps(app.openapi(), option=orjson.OPT_INDENT_2)
