@@ -570,6 +570,7 @@ def promote(keys: QueueKeys, job_id: str) -> Generator[Step, Any, str]:
             keys.sequence,
             keys.job_prefix,
             keys.events,
+            keys.group_prefix,
         ),
         (job_id,),
     )

@@ -2,6 +2,7 @@
 --
 -- KEYS[1] delayed ZSET   KEYS[2] waiting LIST   KEYS[3] prioritized ZSET   KEYS[4] marker ZSET
 -- KEYS[5] sequence counter   KEYS[6] job hash prefix   KEYS[7] events STREAM
+-- KEYS[8] group prefix (a grouped job goes back to its group's line)
 -- ARGV[1] job id
 -- Returns: 'waiting'.
 -- Errors: CONVEYOR:NOT_FOUND when there is no such job; CONVEYOR:INVALID_STATE when the job
@@ -18,7 +19,8 @@ if state ~= 'delayed' or redis.call('ZREM', KEYS[1], id) == 0 then
   return redis.error_reply('CONVEYOR:INVALID_STATE job ' .. id .. ' is ' .. state .. ', not delayed')
 end
 redis.call('HSET', key, 's', 'waiting', 'due', now_ms())
-push_ready(KEYS[2], KEYS[3], KEYS[5], id, tonumber(redis.call('HGET', key, 'p') or 0), false)
+local f = redis.call('HMGET', key, 'p', 'g')
+push_ready(KEYS[2], KEYS[3], KEYS[5], id, tonumber(f[1] or 0), false, f[2], KEYS[8])
 wake(KEYS[4])
 emit(KEYS[7], 'promoted', 'id', id)
 return 'waiting'
