@@ -101,16 +101,34 @@ def prepare(queue: str, claimed: Claimed, tasks: Tasks) -> Prepared:
             raise Undeliverable(
                 "bad_payload", f"invalid backoff option: {exc}", "PayloadDecodeError"
             ) from None
+    retries, timeout = defaults.retries, defaults.timeout
+    if options:
+        retries = options.get("retries", retries)
+        timeout = options.get("timeout", timeout)
+        # Checked here, not where they are used: a wrong type there fails every attempt
+        # (or, raised from the claim loop, stops the worker claiming at all).
+        if not _is_number(retries, integral=True) or (timeout is not None and not _is_number(timeout)):
+            raise Undeliverable(
+                "bad_payload",
+                f"invalid options: retries={retries!r} (a non-negative integer), "
+                f"timeout={timeout!r} (seconds or null)",
+                "PayloadDecodeError",
+            )
     return Prepared(
         queue=queue,
         claimed=claimed,
         task=task,
         args=args,
         kwargs=kwargs,
-        retries=int(options.get("retries", defaults.retries)),
-        timeout=options.get("timeout", defaults.timeout),
+        retries=retries,
+        timeout=timeout,
         backoff=backoff,
     )
+
+
+def _is_number(value: Any, integral: bool = False) -> bool:
+    kinds = int if integral else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool) and value >= 0
 
 
 def error_payload(exc: BaseException, *, reason: str = "exception", with_traceback: bool = True) -> bytes:

@@ -98,7 +98,11 @@ class Endpoint:
 
 
 def _reader() -> hiredis.Reader:
-    return hiredis.Reader(encoding="utf-8", replyError=ResponseError)
+    # surrogateescape: bytes that are not UTF-8 (a job written into Redis by something else)
+    # decode to lone surrogates instead of raising inside the parser, which would drop the
+    # connection and every reply on it -- a claim that already ran, with all its jobs.
+    # The job's decoder then rejects that one payload, and the job is dead-lettered.
+    return hiredis.Reader(encoding="utf-8", errors="surrogateescape", replyError=ResponseError)
 
 
 _TRANSIENT = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
