@@ -12,7 +12,6 @@ from ..task import MAX_PRIORITY
 TEN_YEARS = 10 * 365 * 24 * 3600.0
 ID_PATTERN = r"^[^{}\s]{1,256}$"
 NAME_PATTERN = r"^[^{}\s]{1,200}$"
-STATES = Literal["waiting", "delayed", "active", "completed", "failed", "cancelled"]
 
 
 class _Strict(BaseModel):
@@ -60,7 +59,7 @@ class JobOut(BaseModel):
     id: str
     queue: str
     task: str
-    state: STATES
+    state: str = Field(description="waiting, delayed, active, completed, failed, cancelled, ...")
     args: list[Any]
     kwargs: dict[str, Any]
     priority: int
@@ -75,6 +74,7 @@ class JobOut(BaseModel):
     result: Any = None
     error: dict[str, Any] | None = None
     progress: Any = None
+    group: str | None = None
     logs: list[str] = Field(default_factory=list, description="The job's last log lines, oldest first.")
 
 
@@ -87,7 +87,7 @@ class JobPage(BaseModel):
 class WaitOut(BaseModel):
     id: str
     done: bool = Field(description="False when the wait ended before the job finished.")
-    state: STATES
+    state: str = Field(description="waiting, delayed, active, completed, failed, cancelled, ...")
     result: Any = None
     error: dict[str, Any] | None = None
 
@@ -103,7 +103,7 @@ class StateOut(BaseModel):
 
 class RemovedOut(BaseModel):
     id: str
-    removed_from: STATES
+    removed_from: str
 
 
 class Limits(BaseModel):

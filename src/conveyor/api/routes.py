@@ -444,7 +444,7 @@ def api_router(service: ApiService) -> APIRouter:
     )
     async def list_jobs(
         queue: QueueName,
-        state: Annotated[m.STATES, Query(description="Which jobs.")] = "waiting",
+        state: Annotated[JobState, Query(description="Which jobs.")] = JobState.WAITING,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: Annotated[
             str | None, Query(max_length=100, description="next_cursor of the last page.")
@@ -543,7 +543,8 @@ def api_router(service: ApiService) -> APIRouter:
             )
         except ValueError as exc:
             message = str(exc)
-            field = next((f for f in ("cron", "every", "timezone", "missed") if f in message), None)
+            hints = (("cron", "cron"), ("every", "every"), ("time zone", "timezone"), ("missed", "missed"))
+            field = next((name for word, name in hints if word in message), None)
             raise Problem(422, message, code="invalid-schedule", field=field) from None
 
     async def _save(schedule: Schedule) -> ScheduleState:

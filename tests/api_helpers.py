@@ -1,0 +1,161 @@
+"""Helpers of the API tests: a real uvicorn server in a thread, and a small raw HTTP server.
+
+The raw server is written on asyncio streams, not a framework, so that tests can make it
+misbehave the ways real services do: answer slowly, fail with 5xx, rate-limit with
+Retry-After, or reset the connection mid-request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from conveyor.api import ApiSettings, TokenStore, create_app
+
+TOKENS = {
+    "admin": "tok-admin",
+    "read": "tok-read",
+    "enqueue": "tok-enqueue",
+    "read_enqueue": "tok-read-enqueue",
+}
+TOKEN_LINES = [
+    "tok-admin admin",
+    "tok-read read",
+    "tok-enqueue enqueue",
+    "tok-read-enqueue read enqueue",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ThreadedUvicorn:
+    """The real app served by uvicorn on a free loopback port, in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            loop="asyncio",
+            http="h11",
+            ws="none",
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ThreadedUvicorn:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def api_settings(redis_url: str, **overrides: Any) -> ApiSettings:
+    return ApiSettings(redis_url=redis_url, tokens=TokenStore.parse(TOKEN_LINES), **overrides)
+
+
+def start_api(redis_url: str, **overrides: Any) -> ThreadedUvicorn:
+    return ThreadedUvicorn(create_app(api_settings(redis_url, **overrides))).start()
+
+
+def auth(scope: str = "admin") -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[scope]}"}
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+Handler = Callable[[Received, int], Awaitable[tuple[int, dict[str, str], bytes] | None]]
+
+
+@dataclass
+class RawHttpServer:
+    """Answers each path with a handler given the request and how many times the path was hit.
+
+    A handler returning None resets the connection (the client sees a connection error).
+    """
+
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    hits: dict[str, int] = field(default_factory=dict)
+    received: list[Received] = field(default_factory=list)
+    port: int = 0
+    _server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> RawHttpServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                method, path, _ = line.decode().split(" ", 2)
+                headers: dict[str, str] = {}
+                while (raw := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, _, value = raw.decode().partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                request = Received(method, path, headers, body)
+                self.received.append(request)
+                count = self.hits[path] = self.hits.get(path, 0) + 1
+                handler = self.handlers.get(path)
+                answer = await handler(request, count) if handler else (404, {}, b"no such path")
+                if answer is None:
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    writer.transport.abort()
+                    return
+                status, extra, payload = answer
+                head = f"HTTP/1.1 {status} X\r\ncontent-length: {len(payload)}\r\n"
+                head += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
+                writer.write(head.encode() + b"\r\n" + payload)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()

@@ -1,0 +1,223 @@
+"""The job endpoints over real HTTP: a uvicorn server, a real Redis, real workers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from api_helpers import ThreadedUvicorn, auth, start_api
+
+from conveyor import Client, Tasks
+from conveyor.server import RedisServer
+
+from helpers import running_worker
+
+
+@pytest.fixture(scope="module")
+def api(redis_server: RedisServer) -> Iterator[ThreadedUvicorn]:
+    server = start_api(redis_server.url, max_payload_bytes=10_000, max_body_bytes=200_000)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def http(api: ThreadedUvicorn) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api.base_url, headers=auth(), timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+async def ahttp(api: ThreadedUvicorn) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api.base_url, headers=auth(), timeout=30) as c:
+        yield c
+
+
+def problem(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status and body["detail"] and body["title"]
+    assert "Traceback" not in response.text and "redis://" not in response.text
+    return body
+
+
+# ---------------------------------------------------------------------------- enqueue
+def test_enqueue_then_get(http: httpx.Client, queue: str) -> None:
+    r = http.post(
+        f"/v1/queues/{queue}/jobs", json={"task": "add", "args": [1, 2], "kwargs": {"z": 3}, "priority": 5}
+    )
+    assert r.status_code == 201
+    body = r.json()
+    assert body["created"] is True and body["outcome"] == "created" and body["queue"] == queue
+    job = http.get(f"/v1/queues/{queue}/jobs/{body['id']}").json()
+    assert job["state"] == "waiting" and job["args"] == [1, 2] and job["kwargs"] == {"z": 3}
+    assert job["priority"] == 5 and job["attempts"] == 0 and job["created_at"] and job["logs"] == []
+    assert "token" not in job
+
+
+def test_enqueue_with_options(http: httpx.Client, queue: str) -> None:
+    r = http.post(
+        f"/v1/queues/{queue}/jobs",
+        json={"task": "t", "delay": 60, "retries": 0, "timeout": 5, "job_id": "mine-1"},
+    )
+    assert r.status_code == 201 and r.json()["id"] == "mine-1"
+    job = http.get(f"/v1/queues/{queue}/jobs/mine-1").json()
+    assert job["state"] == "delayed" and job["options"] == {"retries": 0, "timeout": 5.0}
+    again = http.post(f"/v1/queues/{queue}/jobs", json={"task": "t", "job_id": "mine-1"})
+    assert again.status_code == 200 and again.json()["outcome"] == "existed"
+
+
+def test_idempotency_key(http: httpx.Client, queue: str) -> None:
+    body = {"task": "charge", "args": [42]}
+    first = http.post(f"/v1/queues/{queue}/jobs", json=body, headers={"Idempotency-Key": "order-42"})
+    second = http.post(f"/v1/queues/{queue}/jobs", json=body, headers={"Idempotency-Key": "order-42"})
+    assert first.status_code == 201 and second.status_code == 200
+    assert first.json()["id"] == second.json()["id"] and second.json()["created"] is False
+    page = http.get(f"/v1/queues/{queue}/jobs", params={"state": "waiting"}).json()
+    assert page["total"] == 1
+    other = http.post(
+        f"/v1/queues/{queue}/jobs",
+        json={"task": "charge", "args": [43]},
+        headers={"Idempotency-Key": "order-42"},
+    )
+    assert problem(other, 409)["field"] == "Idempotency-Key"
+    both = http.post(
+        f"/v1/queues/{queue}/jobs", json={**body, "job_id": "x"}, headers={"Idempotency-Key": "order-43"}
+    )
+    assert problem(both, 400)["field"] == "job_id"
+
+
+def test_enqueue_errors_name_the_field(http: httpx.Client, queue: str) -> None:
+    assert problem(http.post(f"/v1/queues/{queue}/jobs", json={"args": []}), 422)["field"] == "task"
+    assert (
+        problem(http.post(f"/v1/queues/{queue}/jobs", json={"task": "t", "delay": -1}), 422)["field"]
+        == "delay"
+    )
+    assert (
+        problem(http.post(f"/v1/queues/{queue}/jobs", json={"task": "t", "nope": 1}), 422)["field"] == "nope"
+    )
+    bad_time = http.post(f"/v1/queues/{queue}/jobs", json={"task": "t", "run_at": "2030-01-01T00:00:00"})
+    assert problem(bad_time, 422)["field"] == "run_at"
+    both = http.post(
+        f"/v1/queues/{queue}/jobs", json={"task": "t", "delay": 1, "run_at": "2030-01-01T00:00:00Z"}
+    )
+    problem(both, 422)
+    bad_json = http.post(
+        f"/v1/queues/{queue}/jobs", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert problem(bad_json, 400)["field"] == "body"
+    bad_queue = http.post("/v1/queues/has space/jobs", json={"task": "t"})
+    assert problem(bad_queue, 422)["field"] == "queue"
+
+
+def test_oversize_payload_and_body(http: httpx.Client, queue: str) -> None:
+    big_args = http.post(f"/v1/queues/{queue}/jobs", json={"task": "t", "args": ["x" * 20_000]})
+    assert "limit" in problem(big_args, 413)["detail"]
+    huge = http.post(
+        f"/v1/queues/{queue}/jobs/bulk", json={"jobs": [{"task": "t", "args": ["x" * 5_000]}] * 50}
+    )
+    problem(huge, 413)
+    assert http.get(f"/v1/queues/{queue}/jobs", params={"state": "waiting"}).json()["total"] == 0
+
+
+def test_bulk_enqueue(http: httpx.Client, queue: str) -> None:
+    jobs = [{"task": "add", "args": [i, i]} for i in range(500)] + [{"task": "add", "job_id": "fixed"}]
+    r = http.post(f"/v1/queues/{queue}/jobs/bulk", json={"jobs": jobs})
+    assert r.status_code == 201 and r.json()["created"] == 501
+    assert len({j["id"] for j in r.json()["jobs"]}) == 501
+    again = http.post(f"/v1/queues/{queue}/jobs/bulk", json={"jobs": [{"task": "add", "job_id": "fixed"}]})
+    assert again.json()["created"] == 0 and again.json()["jobs"][0]["outcome"] == "existed"
+    bad = http.post(
+        f"/v1/queues/{queue}/jobs/bulk", json={"jobs": [{"task": "a"}, {"task": "b", "delay": -5}]}
+    )
+    assert problem(bad, 422)["field"] == "jobs[1].delay"
+    assert problem(http.post(f"/v1/queues/{queue}/jobs/bulk", json={"jobs": []}), 422)["field"] == "jobs"
+    assert http.get(f"/v1/queues/{queue}").json()["counts"]["waiting"] == 501
+
+
+# ---------------------------------------------------------------------------- one job
+def test_missing_job_is_404(http: httpx.Client, queue: str) -> None:
+    for method, path in [
+        ("GET", "nope"),
+        ("GET", "nope/result?timeout=0"),
+        ("POST", "nope/cancel"),
+        ("POST", "nope/retry"),
+        ("POST", "nope/promote"),
+        ("DELETE", "nope"),
+    ]:
+        problem(http.request(method, f"/v1/queues/{queue}/jobs/{path}"), 404)
+
+
+async def test_wait_for_result_and_logs(ahttp: httpx.AsyncClient, queue: str, url: str) -> None:
+    tasks = Tasks(queue=queue)
+
+    @tasks.task
+    async def add(x: int, y: int) -> int:
+        from conveyor import current_job
+
+        current_job().log(f"adding {x} and {y}")
+        current_job().progress({"step": 1})
+        return x + y
+
+    @tasks.task(retries=0)
+    async def boom() -> None:
+        raise ValueError("no good")
+
+    ok = (await ahttp.post(f"/v1/queues/{queue}/jobs", json={"task": "add", "args": [2, 3]})).json()["id"]
+    bad = (await ahttp.post(f"/v1/queues/{queue}/jobs", json={"task": "boom"})).json()["id"]
+    pending = await ahttp.get(f"/v1/queues/{queue}/jobs/{ok}/result", params={"timeout": 0.1})
+    assert pending.status_code == 200 and pending.json() == {"id": ok, "done": False, "state": "waiting"}
+    async with running_worker(tasks, url):
+        done = (await ahttp.get(f"/v1/queues/{queue}/jobs/{ok}/result", params={"timeout": 10})).json()
+        assert done == {"id": ok, "done": True, "state": "completed", "result": 5}
+        failed = (await ahttp.get(f"/v1/queues/{queue}/jobs/{bad}/result", params={"timeout": 10})).json()
+        assert failed["done"] and failed["state"] == "failed" and failed["error"]["type"] == "ValueError"
+    job = (await ahttp.get(f"/v1/queues/{queue}/jobs/{ok}")).json()
+    assert job["state"] == "completed" and job["result"] == 5 and job["attempts"] == 1
+    assert job["logs"] == ["adding 2 and 3"] and job["progress"] == {"step": 1}
+    assert job["started_at"] and job["finished_at"] and job["worker"]
+    # retry the failed job: back to waiting
+    retried = await ahttp.post(f"/v1/queues/{queue}/jobs/{bad}/retry")
+    assert retried.status_code == 200 and retried.json()["state"] == "waiting"
+    problem(await ahttp.post(f"/v1/queues/{queue}/jobs/{ok}/retry"), 409)
+    bad_timeout = await ahttp.get(f"/v1/queues/{queue}/jobs/{ok}/result", params={"timeout": -1})
+    assert problem(bad_timeout, 422)["field"] == "timeout"
+
+
+def test_cancel_promote_remove(http: httpx.Client, queue: str, client: Client) -> None:
+    later = http.post(f"/v1/queues/{queue}/jobs", json={"task": "t", "delay": 3600}).json()["id"]
+    now = http.post(f"/v1/queues/{queue}/jobs", json={"task": "t"}).json()["id"]
+    promoted = http.post(f"/v1/queues/{queue}/jobs/{later}/promote")
+    assert promoted.status_code == 200 and promoted.json() == {"id": later, "state": "waiting"}
+    assert client.get_job(queue, later).state == "waiting"
+    assert "not delayed" in problem(http.post(f"/v1/queues/{queue}/jobs/{later}/promote"), 409)["detail"]
+    cancelled = http.post(f"/v1/queues/{queue}/jobs/{now}/cancel", json={"reason": "changed my mind"})
+    assert cancelled.json() == {"id": now, "state": "cancelled"}
+    job = http.get(f"/v1/queues/{queue}/jobs/{now}").json()
+    assert job["state"] == "cancelled" and job["error"]["message"] == "changed my mind"
+    problem(http.post(f"/v1/queues/{queue}/jobs/{now}/cancel"), 409)
+    removed = http.delete(f"/v1/queues/{queue}/jobs/{now}")
+    assert removed.json() == {"id": now, "removed_from": "cancelled"}
+    problem(http.get(f"/v1/queues/{queue}/jobs/{now}"), 404)
+
+
+async def test_abort_running_job(ahttp: httpx.AsyncClient, queue: str, url: str) -> None:
+    import asyncio
+
+    tasks = Tasks(queue=queue)
+    started = asyncio.Event()
+
+    @tasks.task
+    async def sleepy() -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    job_id = (await ahttp.post(f"/v1/queues/{queue}/jobs", json={"task": "sleepy"})).json()["id"]
+    async with running_worker(tasks, url, lease=1.5):
+        await asyncio.wait_for(started.wait(), 10)
+        aborting = await ahttp.post(f"/v1/queues/{queue}/jobs/{job_id}/cancel")
+        assert aborting.json()["state"] == "aborting"
+        problem(await ahttp.delete(f"/v1/queues/{queue}/jobs/{job_id}"), 409)  # running: cannot remove
+        waited = (await ahttp.get(f"/v1/queues/{queue}/jobs/{job_id}/result", params={"timeout": 10})).json()
+        assert waited["done"] and waited["state"] == "cancelled"

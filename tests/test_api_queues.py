@@ -1,0 +1,170 @@
+"""Queue, schedule, worker and health endpoints over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from api_helpers import ThreadedUvicorn, auth, start_api
+
+from conveyor import Client, Tasks
+from conveyor.server import RedisServer
+
+from helpers import running_worker, wait_until
+
+
+@pytest.fixture(scope="module")
+def api(redis_server: RedisServer) -> Iterator[ThreadedUvicorn]:
+    server = start_api(redis_server.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def http(api: ThreadedUvicorn) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api.base_url, headers=auth(), timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+async def ahttp(api: ThreadedUvicorn) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api.base_url, headers=auth(), timeout=30) as c:
+        yield c
+
+
+def problem(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    return response.json()
+
+
+def test_health_and_docs(http: httpx.Client) -> None:
+    assert http.get("/healthz", headers={}).json() == {"status": "ok"}
+    assert http.get("/readyz", headers={}).json() == {"status": "ready"}
+    spec = http.get("/openapi.json", headers={}).json()
+    assert spec["openapi"].startswith("3.") and "/v1/queues/{queue}/jobs" in spec["paths"]
+    assert "bearer" in str(spec["components"]["securitySchemes"]).lower()
+    assert http.get("/docs", headers={}).status_code == 200
+    assert problem(http.get("/v2/nothing"), 404)["detail"].startswith("no endpoint")
+    problem(http.patch("/v1/queues"), 405)
+
+
+def test_readyz_without_redis() -> None:
+    dead = start_api("redis://127.0.0.1:1/0")
+    try:
+        with httpx.Client(base_url=dead.base_url, timeout=30) as c:
+            body = problem(c.get("/readyz"), 503)
+            assert "127.0.0.1:1" not in body["detail"] and "redis://" not in str(body)
+            assert problem(c.get("/v1/queues", headers=auth()), 503)["detail"].startswith("Redis")
+            assert c.get("/healthz").status_code == 200
+    finally:
+        dead.stop()
+
+
+def test_queues_and_paging(http: httpx.Client, queue: str) -> None:
+    problem(http.get(f"/v1/queues/{queue}"), 404)
+    ids = [
+        j["id"]
+        for j in http.post(
+            f"/v1/queues/{queue}/jobs/bulk", json={"jobs": [{"task": "t", "args": [i]} for i in range(25)]}
+        ).json()["jobs"]
+    ]
+    http.post(f"/v1/queues/{queue}/jobs", json={"task": "t", "delay": 600})
+    listed = {q["name"]: q for q in http.get("/v1/queues").json()["queues"]}
+    assert listed[queue]["counts"]["waiting"] == 25 and listed[queue]["counts"]["delayed"] == 1
+    one = http.get(f"/v1/queues/{queue}").json()
+    assert one["name"] == queue and one["paused"] is False and one["schedules"] == 0
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, str | int] = {"state": "waiting", "limit": 10}
+        if cursor:
+            params["cursor"] = cursor
+        page = http.get(f"/v1/queues/{queue}/jobs", params=params).json()
+        assert page["total"] == 25
+        seen += [j["id"] for j in page["jobs"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3 and seen == ids  # run order: oldest first
+    delayed = http.get(f"/v1/queues/{queue}/jobs", params={"state": "delayed"}).json()
+    assert delayed["total"] == 1 and delayed["next_cursor"] is None
+    assert problem(http.get(f"/v1/queues/{queue}/jobs", params={"cursor": "!!"}), 400)["field"] == "cursor"
+    assert problem(http.get(f"/v1/queues/{queue}/jobs", params={"state": "nope"}), 422)["field"] == "state"
+    assert problem(http.get(f"/v1/queues/{queue}/jobs", params={"limit": 0}), 422)["field"] == "limit"
+
+
+def test_pause_resume_purge(http: httpx.Client, queue: str, client: Client) -> None:
+    http.post(f"/v1/queues/{queue}/jobs/bulk", json={"jobs": [{"task": "t"}] * 5})
+    http.post(f"/v1/queues/{queue}/jobs", json={"task": "t", "delay": 600})
+    assert http.post(f"/v1/queues/{queue}/pause").json() == {"queue": queue, "paused": True}
+    assert http.get(f"/v1/queues/{queue}").json()["paused"] is True
+    assert client.settings_of(queue).get("paused") == 1
+    assert http.post(f"/v1/queues/{queue}/resume").json() == {"queue": queue, "paused": False}
+    assert http.get(f"/v1/queues/{queue}").json()["paused"] is False
+    purged = http.post(f"/v1/queues/{queue}/purge", json={"states": ["delayed"]})
+    assert purged.json() == {"queue": queue, "deleted": 1}
+    assert http.post(f"/v1/queues/{queue}/purge").json()["deleted"] == 5
+    assert problem(http.post(f"/v1/queues/{queue}/purge", json={"states": ["active"]}), 422)[
+        "field"
+    ].startswith("states")
+
+
+def test_schedules_crud(http: httpx.Client, queue: str) -> None:
+    base = f"/v1/queues/{queue}/schedules"
+    created = http.post(
+        base, json={"name": "nightly", "task": "cleanup", "cron": "0 3 * * *", "timezone": "Europe/Berlin"}
+    )
+    assert created.status_code == 201
+    assert created.json()["cron"] == "0 3 * * *" and created.json()["next_run"]
+    assert problem(http.post(base, json={"name": "nightly", "task": "x", "every": 5}), 409)["field"] == "name"
+    replaced = http.put(f"{base}/nightly", json={"task": "cleanup", "every": 300, "args": [1]})
+    assert replaced.status_code == 200 and replaced.json()["every"] == 300 and replaced.json()["cron"] is None
+    new = http.put(f"{base}/hourly", json={"task": "ping", "every": 3600})
+    assert new.status_code == 201
+    hook = http.put(
+        f"{base}/hook",
+        json={
+            "task": "conveyor.http",
+            "every": 60,
+            "kwargs": {"url": "https://example.com/x", "method": "POST"},
+        },
+    )
+    assert hook.status_code == 201
+    names = [s["name"] for s in http.get(base).json()["schedules"]]
+    assert names == ["hook", "hourly", "nightly"]
+    assert http.get(f"{base}/nightly").json()["args"] == [1]
+    assert http.get(f"/v1/queues/{queue}").json()["schedules"] == 3
+    assert http.delete(f"{base}/hourly").status_code == 204
+    problem(http.delete(f"{base}/hourly"), 404)
+    problem(http.get(f"{base}/hourly"), 404)
+    assert problem(http.put(f"{base}/bad", json={"task": "t", "cron": "every day"}), 422)["field"] == "cron"
+    assert problem(http.put(f"{base}/bad", json={"task": "t"}), 422)["detail"].startswith("a schedule needs")
+    assert (
+        problem(http.put(f"{base}/bad", json={"task": "t", "every": 1, "timezone": "Mars/Base"}), 422)[
+            "field"
+        ]
+        == "timezone"
+    )
+    bad_hook = http.put(
+        f"{base}/bad", json={"task": "conveyor.http", "every": 60, "kwargs": {"url": "ftp://x"}}
+    )
+    assert problem(bad_hook, 422)["detail"].startswith("kwargs.url")
+
+
+async def test_workers_listed(ahttp: httpx.AsyncClient, queue: str, url: str) -> None:
+    tasks = Tasks(queue=queue)
+
+    @tasks.task
+    def noop() -> None: ...
+
+    async with running_worker(tasks, url):
+
+        async def listed() -> bool:
+            workers = (await ahttp.get("/v1/workers")).json()["workers"]
+            return any(queue in w.get("queues", "") for w in workers)
+
+        await wait_until(listed)
