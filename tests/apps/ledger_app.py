@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from typing import Any
 
@@ -79,6 +80,12 @@ async def hog(seconds: float) -> None:
     ledger().started(job_id, token)
     time.sleep(seconds)  # noqa: ASYNC251 -- on purpose: the loop is blocked
     ledger().finished(job_id, token)
+
+
+@tasks.task
+async def suicide() -> None:
+    """Kills its own worker process, every time (a segfaulting C extension, an OOM kill)."""
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import ledger
 import pytest
-from harness import Workers, knob, report
+from harness import Workers, finished, knob, report
 
 from conveyor import Client, Tasks
 from conveyor.faults import FAULT_EXIT_CODE, POINTS
@@ -75,7 +75,7 @@ def test_crash_at_every_transition_point_loses_nothing(
                 workers.restart_exited()
                 if len(workers.exits) >= runs:
                     workers.disarm()
-                counts = client.counts(queue)
+                counts = finished(client, queue)
                 if counts["completed"] == total:
                     break
                 assert time.monotonic() < deadline, f"not drained: {counts}, {len(workers.exits)} crashes"

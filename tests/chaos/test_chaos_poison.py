@@ -1,0 +1,129 @@
+"""Poison jobs at the worker (issue 5, test 12).
+
+Malformed jobs written straight into Redis (not JSON, not UTF-8, wrong shapes, unknown
+task, options of the wrong type), mixed with good jobs, plus one job that SIGKILLs its
+own worker every time. [all good jobs complete; each bad one dead-lettered after at most
+one attempt with a precise reason and its raw bytes kept; no worker restart for decode
+errors; the self-killing job dead-lettered after max crashes]
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import ledger
+import orjson
+import pytest
+import redis
+from harness import Workers, finished, knob, report
+
+from conveyor import Client, Tasks
+
+MAX_CRASHES = 3
+
+# name -> (fields written over a valid job hash, expected error reason, words in the message)
+SHAPES: dict[str, tuple[dict[str, bytes], str, str]] = {
+    "not-json": ({"a": b"not json"}, "bad_payload", "cannot be decoded"),
+    "args-object": ({"a": b'{"x": 1}'}, "bad_payload", "must be a JSON array"),
+    "not-utf8": ({"a": b"[\xff\xfe]"}, "bad_payload", "not valid UTF-8"),
+    "unknown-task": ({"n": b"nope", "a": b"[]"}, "unknown_task", "no task named 'nope'"),
+    "name-not-utf8": ({"n": b"w\xffork", "a": b"[]"}, "unknown_task", "no task named"),
+    "kwargs-list": ({"a": b"[]", "k": b"[1]"}, "bad_payload", "kwargs and options JSON objects"),
+    "retries-text": ({"a": b"[]", "o": b'{"retries": "many"}'}, "bad_payload", "retries='many'"),
+    "timeout-text": ({"a": b"[]", "o": b'{"timeout": "soon"}'}, "bad_payload", "timeout='soon'"),
+    "backoff-kind": ({"a": b"[]", "o": b'{"backoff": {"kind": "nope"}}'}, "bad_payload", "backoff"),
+}
+
+
+def poison_tasks(queue: str) -> tuple[Any, Any]:
+    tasks = Tasks(queue=queue)
+
+    @tasks.task
+    async def work(n: int, sleep: float = 0.0) -> int: ...
+
+    @tasks.task
+    async def suicide() -> None: ...
+
+    return work, suicide
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_poison_jobs_are_dead_lettered_once_and_good_jobs_complete(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    good = int(knob("POISON_GOOD", 2000))
+    bad = int(knob("POISON_BAD", 200))
+    server = server_factory(appendonly=False)
+    queue = "chaos-poison"
+    work, suicide = poison_tasks(queue)
+    raw = redis.Redis(port=server.port, password=server.password)
+    writer = ledger.LedgerWriter(tmp_path, "producer")
+    written: dict[str, tuple[dict[str, bytes], str, str]] = {}
+    names = list(SHAPES)
+    with Client.from_url(server.url) as client:
+        keys = client.keys(queue)
+        chunk = max(1, good // 10)
+        killer = None
+        for start in range(0, good, chunk):  # good and bad jobs interleaved in the queue
+            if start >= good // 2 and killer is None:
+                killer = client.enqueue(suicide)  # in the middle, among good jobs
+            handles = client.enqueue_many([work.call(i) for i in range(start, min(good, start + chunk))])
+            writer.accepted(h.id for h in handles)
+            with raw.pipeline(transaction=False) as pipe:
+                for i in range(start * bad // good, min(good, start + chunk) * bad // good):
+                    shape = names[i % len(names)]
+                    job_id = f"bad-{shape}-{i}"
+                    fields, reason, words = SHAPES[shape]
+                    pipe.hset(keys.job(job_id), mapping={"n": b"work", "ct": b"0", "s": b"waiting", **fields})
+                    pipe.lpush(keys.waiting, job_id)
+                    written[job_id] = (fields, reason, words)
+                pipe.zadd(keys.marker, {"w": 0})
+                pipe.execute()
+        assert killer is not None
+        workers = Workers(server.url, queue, tmp_path, count=2, CHAOS_MAX_CRASHES=MAX_CRASHES)
+        started = time.monotonic()
+        try:
+            while True:
+                workers.restart_exited()
+                counts = finished(client, queue)
+                if counts["completed"] + counts["failed"] >= good + len(written) + 1:
+                    break
+                assert time.monotonic() - started < 120, counts
+                time.sleep(0.05)
+            elapsed = time.monotonic() - started
+            records = ledger.read(tmp_path)
+            states = ledger.job_states(client.transport, keys.job_prefix, list(records.accepted))
+            killer_job = client.get_job(queue, killer.id)
+        finally:
+            codes = workers.stop()
+        result = ledger.check(records, states, workers.kills)
+        report(
+            "poison",
+            {
+                "good": good,
+                "bad": len(written),
+                "worker_exits": len(workers.exits),
+                **result.summary(),
+                "elapsed_s": round(elapsed, 1),
+            },
+        )
+        for job_id, (fields, reason, words) in written.items():
+            stored = raw.hgetall(keys.job(job_id))
+            assert stored[b"s"] == b"failed", (job_id, stored)
+            # One attempt, plus one per crash of a worker that held it (the self-killing
+            # job's batch-mates come back once more after each of its kills).
+            assert int(stored[b"at"]) == 1 + int(stored.get(b"cr", 0)), "dead-lettered after one attempt"
+            error = orjson.loads(stored[b"e"])
+            assert error["reason"] == reason and words in error["message"], (job_id, error)
+            for name, value in fields.items():
+                assert stored[name.encode()] == value, "the raw bytes are kept for inspection"
+        assert killer_job.state.value == "failed" and killer_job.error
+        assert killer_job.error["reason"] == "worker_lost" and killer_job.crashes == MAX_CRASHES
+        # Workers died only of the self-killing job (SIGKILL), never of a decode error.
+        assert list(workers.exits.values()) == [-9] * MAX_CRASHES
+        assert result.lost == [] and result.stuck == [] and result.reverted == []
+        assert result.states == {"completed": good}, "good jobs of the killed batches complete too"
+        assert all(code == 0 for code in codes), codes
