@@ -71,6 +71,18 @@ class ResultTimeout(ConveyorError, TimeoutError):
     code = "RESULT_TIMEOUT"
 
 
+class OutOfMemory(ConveyorError):
+    """Redis refused a write: it reached ``maxmemory`` and its policy is ``noeviction``.
+
+    The refused call wrote nothing (Redis refuses a script at its first write, so no job is
+    half-written); calls before it in a multi-call operation -- earlier chunks of a very
+    large ``enqueue_many`` -- stand. Free memory (shorter retention of finished jobs, a
+    larger ``maxmemory``) and retry.
+    """
+
+    code = "OUT_OF_MEMORY"
+
+
 class ConfigurationError(ConveyorError, ValueError):
     """A setting is missing or invalid."""
 

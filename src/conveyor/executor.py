@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from redis.exceptions import NoScriptError, ResponseError
 
-from .errors import from_script_error
+from .errors import OutOfMemory, from_script_error
 from .operations import Script, Step
 from .transport import AsyncTransport, SyncTransport, raise_for_reply
 
@@ -20,7 +20,10 @@ T = TypeVar("T")
 
 
 def _typed(exc: ResponseError) -> Exception:
-    return from_script_error(str(exc)) or exc
+    message = str(exc)
+    if message.startswith("OOM"):
+        return OutOfMemory(f"Redis is out of memory and refused the write; nothing was written ({message})")
+    return from_script_error(message) or exc
 
 
 class SyncExecutor:
