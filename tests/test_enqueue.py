@@ -43,6 +43,7 @@ def test_enqueue_creates_a_waiting_job(client: Client, queue: str) -> None:
         "completed": 0,
         "failed": 0,
         "cancelled": 0,
+        "waiting_children": 0,
     }
 
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conveyor import Schedule, schedules
+from conveyor import Schedule, flows, schedules
 from conveyor import operations as ops
 from conveyor.keys import QueueKeys
 from conveyor.scripts import load, names
@@ -33,6 +33,7 @@ CALLS = {
     "counts": lambda: ops.counts(KEYS),
     "list": lambda: ops.list_jobs(KEYS, ops.JobState.WAITING),
     "promote": lambda: ops.promote(KEYS, "x"),
+    "child": lambda: flows.child_finished(KEYS, "x", "q c", "c", "null", RETAIN),
 }
 
 

@@ -54,7 +54,7 @@ def test_keep_nothing_deletes_at_once(client: Client, raw: redis.Redis, queue: s
     [job] = make(client, queue)
     client.run(ops.complete(client.keys(queue), ops.Retention(0, 0), [(job.id, job.token, b"0")]))
     assert client.counts(queue) == dict.fromkeys(
-        ["waiting", "delayed", "active", "completed", "failed", "cancelled"], 0
+        ["waiting", "delayed", "active", "completed", "failed", "cancelled", "waiting_children"], 0
     )
     assert not raw.exists(client.keys(queue).job(job.id))
 

@@ -21,6 +21,7 @@ from .errors import (
     UnknownTask,
 )
 from .execution import Retry, RetryAfter
+from .flows import ChildOutcome, Flow, FlowHandle, chain, chord
 from .job import EnqueueOutcome, Job, JobState
 from .operations import Event, Retention
 from .schedules import Schedule, ScheduleState
@@ -33,6 +34,7 @@ __all__ = [
     "AsyncClient",
     "AsyncJobHandle",
     "Cancelled",
+    "ChildOutcome",
     "Client",
     "ConfigurationError",
     "ConveyorError",
@@ -41,6 +43,8 @@ __all__ = [
     "Event",
     "Exponential",
     "Fixed",
+    "Flow",
+    "FlowHandle",
     "InvalidState",
     "Job",
     "JobCancelled",
@@ -65,5 +69,7 @@ __all__ = [
     "Worker",
     "WorkerSettings",
     "__version__",
+    "chain",
+    "chord",
     "current_job",
 ]

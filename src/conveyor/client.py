@@ -14,12 +14,14 @@ import time
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
+from . import flows as flow_ops
 from . import operations as ops
 from . import schedules, serialization
 from .config import Settings
 from .connection import as_async_transport, as_sync_transport, async_transport, sync_transport
 from .errors import JobNotFound, ResultTimeout
 from .executor import AsyncExecutor, SyncExecutor
+from .flows import Flow, FlowHandle
 from .ids import new_job_ids
 from .job import EnqueueOutcome, Job, JobState
 from .keys import QueueKeys, queues_key, validate_queue_name, workers_key
@@ -116,6 +118,16 @@ class _Producer:
         if len(results) == 1:
             return results[order[0][0]]
         return [results[queue][index] for queue, index in order]
+
+    def _flows_op(
+        self, flows: Sequence[Flow]
+    ) -> Generator[ops.Step, Any, tuple[flow_ops.FlowPlan, list[ops.Enqueued]]]:
+        fresh = iter(new_job_ids(sum(flow_ops.size(flow) for flow in flows)))
+        plan = flow_ops.plan_flows(flows, fresh, self._encode)
+        for queue in dict.fromkeys(queue for queue, _ in plan.nodes):
+            yield from self._register(queue)
+        results = yield from flow_ops.write_flows(self.settings.prefix, plan)
+        return plan, results
 
     def _register(self, queue: str) -> Generator[ops.Step, Any, None]:
         """Record the queue name once per client, for ``conveyor info`` (outside the queue's slot)."""
@@ -269,6 +281,19 @@ class Client(_Producer):
         """Enqueue many jobs (``[add.call(i, i) for i in ...]``) in one round trip per queue."""
         return [JobHandle(self, e) for e in self.run(self._enqueue_ops(list(calls)))]
 
+    def enqueue_flow(self, flow: Flow) -> FlowHandle[JobHandle[Any]]:
+        """Enqueue a parent job that runs after its children (see :mod:`conveyor.flows`).
+
+        All jobs of the flow are created together or not at all (one script call when they
+        share a queue); the parent waits in ``waiting_children`` until every child finished.
+        """
+        return self.enqueue_flows([flow])[0]
+
+    def enqueue_flows(self, flows: Iterable[Flow]) -> list[FlowHandle[JobHandle[Any]]]:
+        """Enqueue many flows in one round trip per queue."""
+        plan, results = self.run(self._flows_op(list(flows)))
+        return plan.handles(results, lambda enqueued: JobHandle(self, enqueued))
+
     # reading
     def get_job(self, queue: str, job_id: str) -> Job:
         return self._require(self.run(ops.get_job(self.keys(queue), job_id)), queue, job_id)
@@ -411,6 +436,13 @@ class AsyncClient(_Producer):
 
     async def enqueue_many(self, calls: Iterable[TaskCall[R]]) -> list[AsyncJobHandle[R]]:
         return [AsyncJobHandle(self, e) for e in await self.run(self._enqueue_ops(list(calls)))]
+
+    async def enqueue_flow(self, flow: Flow) -> FlowHandle[AsyncJobHandle[Any]]:
+        return (await self.enqueue_flows([flow]))[0]
+
+    async def enqueue_flows(self, flows: Iterable[Flow]) -> list[FlowHandle[AsyncJobHandle[Any]]]:
+        plan, results = await self.run(self._flows_op(list(flows)))
+        return plan.handles(results, lambda enqueued: AsyncJobHandle(self, enqueued))
 
     async def get_job(self, queue: str, job_id: str) -> Job:
         return self._require(await self.run(ops.get_job(self.keys(queue), job_id)), queue, job_id)

@@ -69,6 +69,12 @@ class JobContext:
         return max(0, int(self._job.retries) - self.attempt + 1)
 
     @property
+    def children(self) -> list[Any]:
+        """For the parent of a flow: a :class:`~conveyor.flows.ChildOutcome` per child
+        (queue, id, state, result, error), in the order the children were given; else []."""
+        return list(self._job.children or [])
+
+    @property
     def cancelled(self) -> bool:
         """True once someone asked to abort this job (``client.cancel`` while it runs)."""
         return bool(self._job.aborted)

@@ -12,6 +12,7 @@ from typing import Any
 from . import backoff as backoff_policies
 from . import serialization
 from .errors import UnknownTask
+from .flows import ChildOutcome, parse_children
 from .operations import Claimed
 from .task import Task, Tasks
 
@@ -65,6 +66,8 @@ class Prepared:
     """Someone cancelled the job while it ran; its outcome is recorded as cancelled."""
     make_context: Any = None
     """Makes the JobContext on the first ``current_job()`` call."""
+    children: list[ChildOutcome] | None = None
+    """For the parent of a flow: how its children ended, in the order they were given."""
 
 
 class Undeliverable(Exception):
@@ -92,6 +95,19 @@ def prepare(queue: str, claimed: Claimed, tasks: Tasks) -> Prepared:
         raise Undeliverable(
             "bad_payload", f"the job's payload cannot be decoded: {exc}", "PayloadDecodeError"
         ) from None
+    children = None
+    if claimed.children:
+        try:
+            passed, children = parse_children(claimed.children)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise Undeliverable(
+                "bad_payload",
+                f"the outcomes of the job's children cannot be decoded: {exc}",
+                "PayloadDecodeError",
+            ) from None
+        if passed:  # chain: the one result; chord: the list of results, in order
+            results = [child.result for child in children]
+            args = [results[0] if len(results) == 1 else results, *args]
     defaults = task.defaults
     backoff = defaults.backoff
     if "backoff" in options:
@@ -123,6 +139,7 @@ def prepare(queue: str, claimed: Claimed, tasks: Tasks) -> Prepared:
         retries=retries,
         timeout=timeout,
         backoff=backoff,
+        children=children,
     )
 
 

@@ -25,6 +25,8 @@ class JobState(enum.StrEnum):
     """Dead-lettered: out of retries, or failed in a way retrying cannot fix."""
     CANCELLED = "cancelled"
     """Cancelled before it ran, or aborted while it ran; ``error`` says who and why."""
+    WAITING_CHILDREN = "waiting_children"
+    """The parent of a flow: it becomes waiting once all its children finished."""
 
     @property
     def is_terminal(self) -> bool:
@@ -55,6 +57,14 @@ def _json(value: Any, default: Any, problems: list[str], name: str) -> Any:
     except ValueError:
         problems.append(f"{name} is not valid JSON: {str(value)[:200]!r}")
         return default
+
+
+def _parent_ref(value: str | None) -> tuple[str, str] | None:
+    """A parent reference as stored in a child's hash: ``"<queue> <id>"`` (neither has spaces)."""
+    if not value or " " not in value:
+        return None
+    queue, _, job_id = value.partition(" ")
+    return queue, job_id
 
 
 def _text(value: str | bytes | None) -> str | None:
@@ -93,6 +103,10 @@ class Job:
     """The last value the job reported with ``current_job().progress(...)``."""
     group: str | None = None
     """The group key the job was enqueued with (fairness and per-group limits)."""
+    parent: tuple[str, str] | None = None
+    """For a child in a flow: the (queue, id) of the job that waits for it."""
+    children_pending: int = 0
+    """For the parent of a flow: children that have not finished yet."""
     payload_problems: tuple[str, ...] = ()
     """Fields that could not be decoded (a job written by something other than Conveyor)."""
 
@@ -123,6 +137,8 @@ class Job:
             error=_json(d.get("e"), None, problems, "error"),
             progress=_json(d.get("pg"), None, problems, "progress"),
             group=_text(d.get("g")),
+            parent=_parent_ref(_text(d.get("pa"))),
+            children_pending=int(d.get("dp") or 0),
             payload_problems=tuple(problems),
         )
 
@@ -153,4 +169,6 @@ class Job:
             "error": self.error,
             "progress": self.progress,
             "group": self.group,
+            "parent": {"queue": self.parent[0], "id": self.parent[1]} if self.parent else None,
+            "children_pending": self.children_pending,
         }

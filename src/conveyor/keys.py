@@ -36,10 +36,13 @@ class QueueKeys:
         "done_prefix",
         "events",
         "failed",
+        "flows",
         "group_prefix",
         "job_prefix",
         "logs_prefix",
         "marker",
+        "outbox",
+        "parents",
         "prefix",
         "prioritized",
         "queue",
@@ -77,6 +80,12 @@ class QueueKeys:
         """HASH of repeatable-job specs by name (JSON)."""
         self.schedule_next = base + "schedule_next"
         """ZSET of schedule names scored by their next tick (ms)."""
+        self.parents = base + "parents"
+        """ZSET of jobs waiting for their children (flows), scored by creation time (ms)."""
+        self.outbox = base + "outbox"
+        """LIST of notes for parents in flows: a child of this queue finished (see child.lua)."""
+        self.flows = base + "flows"
+        """HASH of flows being created across queues (id -> nodes), replayed if the creator died."""
         self.rate = base + "rate"
         """Counter of jobs started in the current rate-limit window (expires with the window)."""
         self.marker = base + "marker"

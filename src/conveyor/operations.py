@@ -92,6 +92,8 @@ class Claimed:
     args: str
     kwargs: str
     options: str
+    children: str
+    """For the parent of a flow: its children's outcomes as JSON (see child.lua), else ''."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,7 @@ def enqueue(keys: QueueKeys, jobs: Sequence[NewJob]) -> Generator[Step, Any, lis
             keys.cancelled,
             keys.dedup_prefix,
             keys.group_prefix,
+            keys.parents,
         ),
         args,
     )
@@ -160,22 +163,31 @@ def claim(
             keys.done_prefix,
             keys.events,
             keys.group_prefix,
+            keys.outbox,
         ),
         (max_jobs, lease_ms, worker_id, promote_limit, failed.keep_count, failed.keep_ms),
     )
     jobs = [
         Claimed(
-            reply[i], reply[i + 1], int(reply[i + 2]), reply[i + 3], reply[i + 4], reply[i + 5], reply[i + 6]
+            reply[i],
+            reply[i + 1],
+            int(reply[i + 2]),
+            reply[i + 3],
+            reply[i + 4],
+            reply[i + 5],
+            reply[i + 6],
+            reply[i + 7],
         )
-        for i in range(1, len(reply), 7)
+        for i in range(1, len(reply), 8)
     ]
     return jobs, int(reply[0])
 
 
 def complete(
     keys: QueueKeys, retention: Retention, results: Sequence[tuple[str, str, bytes]]
-) -> Generator[Step, Any, list[bool]]:
-    """Record ``(id, token, result_json)`` triples; returns False where the token was stale."""
+) -> Generator[Step, Any, list[int]]:
+    """Record ``(id, token, result_json)`` triples; returns per job 1 recorded, 2 recorded with
+    a note for its parent in the outbox (flows), 0 refused because the token was stale."""
     args: list[Any] = [retention.keep_count, retention.keep_ms]
     for item in results:
         args += item
@@ -191,10 +203,11 @@ def complete(
             keys.marker,
             keys.events,
             keys.group_prefix,
+            keys.outbox,
         ),
         args,
     )
-    return [bool(flag) for flag in reply]
+    return [int(flag) for flag in reply]
 
 
 RETRY_NEVER = -1
@@ -209,7 +222,8 @@ def fail(
     """Record ``(id, token, error_json, retry_delay_ms, refund)`` for attempts that did not complete.
 
     A delay of ``RETRY_NEVER`` dead-letters, ``CANCELLED`` records an abort; ``refund`` 1
-    gives the attempt back. Returns per job: 1 retrying, 2 dead-lettered, 3 cancelled, 0 stale.
+    gives the attempt back. Returns per job: 1 retrying, 2 dead-lettered, 3 cancelled, 0 stale;
+    12 and 13 for 2 and 3 with a note for the job's parent in the outbox (flows).
     """
     args: list[Any] = [retention.keep_count, retention.keep_ms]
     for item in failures:
@@ -229,6 +243,7 @@ def fail(
             keys.cancelled,
             keys.events,
             keys.group_prefix,
+            keys.outbox,
         ),
         args,
     )
@@ -254,6 +269,8 @@ def cancel(
             keys.done_prefix,
             keys.events,
             keys.group_prefix,
+            keys.outbox,
+            keys.parents,
         ),
         (job_id, payload, retention.keep_count, retention.keep_ms),
     )
@@ -371,6 +388,7 @@ def sweep(
             keys.done_prefix,
             keys.events,
             keys.group_prefix,
+            keys.outbox,
         ),
         (max_crashes, limit, failed.keep_count, failed.keep_ms),
     )
@@ -431,6 +449,8 @@ def _not_running(keys: QueueKeys) -> tuple[str, ...]:
         keys.job_prefix,
         keys.cancelled,
         keys.group_prefix,
+        keys.parents,
+        keys.outbox,
     )
 
 
@@ -481,6 +501,7 @@ def counts(keys: QueueKeys) -> Generator[Step, Any, dict[str, int]]:
             keys.failed,
             keys.cancelled,
             keys.group_prefix,
+            keys.parents,
         ),
         (),
     )
@@ -503,6 +524,7 @@ def list_jobs(
             keys.job_prefix,
             keys.cancelled,
             keys.group_prefix,
+            keys.parents,
         ),
         (state.value, offset, limit),
     )

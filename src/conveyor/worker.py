@@ -37,7 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import faults, registry, serialization
+from . import faults, flows, registry, serialization
 from . import operations as ops
 from .config import Settings
 from .connection import as_async_transport, async_transport
@@ -54,6 +54,8 @@ from .transport import AsyncTransport, RedisPyAsyncTransport
 log = logging.getLogger("conveyor.worker")
 
 _RETRYABLE_REDIS = (RedisConnectionError, RedisTimeoutError, OSError)
+_PARENT_NOTIFIED = (2, 12, 13)
+"""complete/fail replies meaning: recorded, and a note for the job's parent is in the outbox."""
 MAX_LOG_LINES = 1_000
 """Log lines kept per job."""
 LOG_KEEP_MS = 7 * 24 * 3600 * 1000
@@ -156,6 +158,8 @@ class Worker:
         self._held: dict[str, dict[str, _Held]] = {q: {} for q in self.queues}
         self._done: dict[str, list[tuple[str, str, bytes]]] = {q: [] for q in self.queues}
         self._failures: dict[str, list[tuple[str, str, bytes, int, int]]] = {q: [] for q in self.queues}
+        self._outbox_due: set[str] = set()
+        """Queues whose outbox holds notes for parents in flows, to deliver after this flush."""
         self._reports: list[Any] = []  # progress and log writes waiting for the flush loop
         self._make_context_bound = self._make_context  # one bound method, not one per job
         self._busy = 0
@@ -627,6 +631,8 @@ class Worker:
                     await self._flush(queue, self._done, ops.complete, self.config.completed)
                 if self._failures[queue]:
                     await self._flush(queue, self._failures, ops.fail, self.config.failed)
+            while self._outbox_due:
+                await self._drain_outbox(self._outbox_due.pop())
             if self._stopping and not any(self._done.values()) and not any(self._failures.values()):
                 return
 
@@ -664,6 +670,8 @@ class Worker:
         for item, reply in zip(batch, replies, strict=True):
             job_id = item[0]
             held.pop(job_id, None)
+            if reply in _PARENT_NOTIFIED:
+                self._outbox_due.add(queue)
             if not reply:
                 log.warning(
                     "job %s/%s: result discarded, its lease had expired and it was re-delivered",
@@ -718,8 +726,28 @@ class Worker:
             return False
         return True
 
+    async def _drain_outbox(self, queue: str) -> None:
+        """Tell the parents of finished children (flows); the sweep retries what fails here."""
+        try:
+            await self.executor.run(flows.drain_outbox(self.keys[queue], self.config.failed))
+        except RedisError as exc:
+            log.warning(
+                "could not tell parents in %s that their children finished (%s); will retry", queue, exc
+            )
+
     async def _sweep(self) -> None:
         for queue in self.queues:
+            # Notes left by jobs that ended outside a worker's acknowledgement (expired,
+            # cancelled, lost) or by a worker that died before delivering them; flows whose
+            # creator died half-way.
+            await self.executor.run(flows.drain_outbox(self.keys[queue], self.config.failed))
+            replayed = await self.executor.run(
+                flows.replay_stale(self.keys[queue], flows.STALE_FLOW_RECORD_MS)
+            )
+            if replayed:
+                log.warning(
+                    "finished creating %d flows of %s whose creator stopped half-way", replayed, queue
+                )
             recovered, dead = await self.executor.run(
                 ops.sweep(self.keys[queue], self.config.max_crashes, self.config.failed)
             )

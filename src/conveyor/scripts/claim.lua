@@ -13,9 +13,11 @@
 --   rate_ms, group_concurrency, group_rate_max, group_rate_ms)
 -- KEYS[9] rate window counter   KEYS[10] failed ZSET   KEYS[11] done-list prefix
 -- KEYS[12] events STREAM   KEYS[13] group prefix (see include/common.lua)
+-- KEYS[14] outbox LIST (notes for parents in flows)
 -- ARGV[1] max jobs N   ARGV[2] lease ms   ARGV[3] worker id   ARGV[4] max delayed jobs to promote
 -- ARGV[5] keep count for failed jobs   ARGV[6] keep ms for failed jobs (for jobs that expired)
--- Returns: {wait_ms, id1, token1, attempts1, name1, args1, kwargs1, options1, id2, ...}
+-- Returns: {wait_ms, id1, token1, attempts1, name1, args1, kwargs1, options1, children1, id2, ...}
+--   children: for the parent of a flow, its children's outcomes (JSON, see child.lua), or ''.
 --   wait_ms: ms until something the worker waits for changes by itself (the earliest
 --   delayed job is due, the rate window resets), or -1. The worker blocks on the marker
 --   for at most that long. Each claimed job gets a lease deadline (its score in active)
@@ -164,7 +166,7 @@ if #ids > 0 then
   for i = 1, #ids do
     local id = ids[i]
     local key = KEYS[7] .. id
-    local f = redis.call('HMGET', key, 'n', 'a', 'k', 'o', 'at', 'x', 'wt')
+    local f = redis.call('HMGET', key, 'n', 'a', 'k', 'o', 'at', 'x', 'wt', 'pa', 'co')
     token = token + 1
     if f[1] and f[6] and tonumber(f[6]) <= now then
       local err = cjson.encode({type = 'Expired', message = 'the job was not started before its time to live ran out',
@@ -174,6 +176,7 @@ if #ids > 0 then
       keep_finished(KEYS[10], key, id, tonumber(ARGV[5]), tonumber(ARGV[6]), now)
       emit(KEYS[12], 'failed', 'id', id, 'reason', 'expired')
       if group_of[id] then ring_again(G, group_of[id]) end
+      if f[8] then tell_parent(KEYS[14], f[8], id, 'f', err, now) end
     elseif f[1] then
       if group_of[id] then redis.call('HINCRBY', G .. 'active', group_of[id], 1) end
       local attempts = tonumber(f[5] or 0) + 1
@@ -187,6 +190,7 @@ if #ids > 0 then
       reply[#reply + 1] = f[2]
       reply[#reply + 1] = f[3] or ''
       reply[#reply + 1] = f[4] or ''
+      reply[#reply + 1] = f[9] or ''
       started = started + 1
     end
     -- An id without a hash was removed while it waited; there is nothing to run.
@@ -195,7 +199,7 @@ if #ids > 0 then
   if started > 0 then
     call_chunked('ZADD', KEYS[4], leases)
     local started_ids = {}
-    for r = 2, #reply, 7 do started_ids[#started_ids + 1] = reply[r] end
+    for r = 2, #reply, 8 do started_ids[#started_ids + 1] = reply[r] end
     emit(KEYS[12], 'active', 'ids', table.concat(started_ids, ','), 'worker', worker)
   end
   if rate_max > 0 and started > 0 then

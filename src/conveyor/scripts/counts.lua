@@ -2,7 +2,8 @@
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] active ZSET
 -- KEYS[5] completed ZSET KEYS[6] failed ZSET        KEYS[7] cancelled ZSET   KEYS[8] group prefix
--- Returns: {waiting, delayed, active, completed, failed, cancelled}
+-- KEYS[9] parents ZSET
+-- Returns: {waiting, delayed, active, completed, failed, cancelled, waiting_children}
 -- Errors: none.
 -- @include common
 
@@ -13,4 +14,5 @@ return {
   redis.call('ZCARD', KEYS[5]),
   redis.call('ZCARD', KEYS[6]),
   redis.call('ZCARD', KEYS[7]),
+  redis.call('ZCARD', KEYS[9]),
 }

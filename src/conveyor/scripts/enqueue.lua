@@ -3,6 +3,7 @@
 -- KEYS[1] waiting LIST     KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET
 -- KEYS[4] marker ZSET      KEYS[5] sequence counter   KEYS[6] job hash prefix
 -- KEYS[7] events STREAM   KEYS[8] cancelled ZSET   KEYS[9] dedup-key prefix   KEYS[10] group prefix
+-- KEYS[11] parents ZSET (jobs waiting for their children)
 -- ARGV: for each job: id, task name, args JSON, E, then E pairs of optional fields:
 --   'k' kwargs JSON, 'o' options JSON, 'p' priority (non-zero integer),
 --   'w' when: '+<ms>' after a delay or '@<ms>' at an absolute time (ms since the epoch),
@@ -10,7 +11,10 @@
 --   'du' deduplication key, 'dw' its window in ms (0: while the matched job is unfinished),
 --   'db' debounce (a later enqueue within the window replaces a job that has not started),
 --   'g' group key: the job waits in its group's line, served round-robin with other groups
---   and held to the per-group limits (see claim.lua).
+--   and held to the per-group limits (see claim.lua);
+--   flows: 'pa' "<queue> <id>" of the parent, and for a parent 'dp' its number of children
+--   (it waits in the parents set until child.lua has heard of each), 'ch' their references
+--   as a JSON array, 'fp' 'ignore' to run even if a child failed, 'pr' 1 to pass results.
 --   Most jobs have none (E = 0), which keeps a bulk call small.
 -- Returns: a flat list of triples for jobs that were not simply created (empty when all
 --   were): position (1-based), 'existed' | 'duplicate' | 'replaced', the other job's id.
@@ -22,7 +26,8 @@
 
 local now = now_ms()
 local q = {waiting = KEYS[1], prioritized = KEYS[2], delayed = KEYS[3], sequence = KEYS[5], prefix = KEYS[6],
-           cancelled = KEYS[8], dedup_prefix = KEYS[9], groups = KEYS[10]}
+           cancelled = KEYS[8], dedup_prefix = KEYS[9], groups = KEYS[10],
+           parents = KEYS[11]}
 local notes = {}
 local plain = {}  -- priority-0 ids, pushed together at the end (one LPUSH per 1,000 ids)
 local created_ids = {}

@@ -3,11 +3,13 @@
 -- KEYS[1] active ZSET    KEYS[2] waiting LIST   KEYS[3] prioritized ZSET   KEYS[4] delayed ZSET
 -- KEYS[5] failed ZSET    KEYS[6] marker ZSET    KEYS[7] sequence counter   KEYS[8] job hash prefix
 -- KEYS[9] done-list prefix   KEYS[10] cancelled ZSET   KEYS[11] events STREAM   KEYS[12] group prefix
+-- KEYS[13] outbox LIST (notes for parents in flows)
 -- ARGV[1] keep count for failed and cancelled jobs (-1 unlimited)   ARGV[2] keep ms (-1 forever)
 -- then groups of 5: id, fencing token, error JSON, retry delay ms, refund flag.
 --   delay >= 0: retry after it; -1: dead-letter (failed); -2: cancelled (aborted while running).
 --   refund 1: the attempt does not count (the job was told to come back later, e.g. HTTP 429).
--- Returns: one integer per job: 1 retrying, 2 dead-lettered, 3 cancelled, 0 refused (stale token).
+-- Returns: one integer per job: 1 retrying, 2 dead-lettered, 3 cancelled, 0 refused (stale token);
+--   12 and 13 for 2 and 3 when a note for the job's parent (flows) was left in the outbox.
 -- Errors: none.
 -- @include common
 
@@ -20,7 +22,7 @@ local woke = false
 for i = 3, #ARGV, 5 do
   local id = ARGV[i]
   local key = KEYS[8] .. id
-  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p', 'g')
+  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p', 'g', 'pa')
   if f[1] == ARGV[i + 1] and f[2] == 'active' then
     local delay = tonumber(ARGV[i + 3])
     redis.call('ZREM', KEYS[1], id)
@@ -34,12 +36,20 @@ for i = 3, #ARGV, 5 do
       keep_finished(KEYS[10], key, id, keep_count, keep_ms, now)
       emit(KEYS[11], 'cancelled', 'id', id)
       out[#out + 1] = 3
+      if f[6] then
+        tell_parent(KEYS[13], f[6], id, 'x', ARGV[i + 2], now)
+        out[#out] = 13
+      end
     elseif delay < 0 then
       notify_waiters(KEYS[9], id, f[3], 'f' .. ARGV[i + 2])
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', ARGV[i + 2])
       keep_finished(KEYS[5], key, id, keep_count, keep_ms, now)
       emit(KEYS[11], 'failed', 'id', id)
       out[#out + 1] = 2
+      if f[6] then
+        tell_parent(KEYS[13], f[6], id, 'f', ARGV[i + 2], now)
+        out[#out] = 12
+      end
     elseif delay == 0 then
       redis.call('HSET', key, 's', 'waiting', 'e', ARGV[i + 2])
       push_ready(KEYS[2], KEYS[3], KEYS[7], id, tonumber(f[4] or 0), false, f[5], KEYS[12])

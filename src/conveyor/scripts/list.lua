@@ -4,7 +4,7 @@
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] active ZSET
 -- KEYS[5] completed ZSET KEYS[6] failed ZSET        KEYS[7] job hash prefix   KEYS[8] cancelled ZSET
--- KEYS[9] group prefix
+-- KEYS[9] group prefix   KEYS[10] parents ZSET
 -- ARGV[1] state   ARGV[2] offset   ARGV[3] page size
 -- Returns: {total, id1, fields1, id2, fields2, ...} where fields is the job's HGETALL reply.
 -- Errors: CONVEYOR:INVALID_STATE for an unknown state name.
@@ -69,6 +69,8 @@ elseif state == 'failed' then
   ids = zpage(KEYS[6], true)
 elseif state == 'cancelled' then
   ids = zpage(KEYS[8], true)
+elseif state == 'waiting_children' then
+  ids = zpage(KEYS[10], false)
 else
   return redis.error_reply('CONVEYOR:INVALID_STATE unknown state ' .. state)
 end

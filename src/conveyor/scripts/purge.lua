@@ -2,19 +2,33 @@
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] completed ZSET
 -- KEYS[5] failed ZSET    KEYS[6] job hash prefix   KEYS[7] cancelled ZSET   KEYS[8] group prefix
+-- KEYS[9] parents ZSET   KEYS[10] outbox LIST (notes for parents in flows)
 -- ARGV[1] max jobs to delete in this call, then state names (waiting, delayed, completed,
---   failed, cancelled).
+--   failed, cancelled, waiting_children). Children of flows that are purged before they ran
+--   tell their parents (as cancelled).
 -- Returns: {deleted, remaining} where remaining counts jobs still in the given states.
 -- Errors: none. Active jobs are never purged: their workers own them.
 -- @include common
 
 local limit = tonumber(ARGV[1])
 local deleted = 0
-local sets = {delayed = KEYS[3], completed = KEYS[4], failed = KEYS[5], cancelled = KEYS[7]}
+local sets = {delayed = KEYS[3], completed = KEYS[4], failed = KEYS[5], cancelled = KEYS[7],
+              waiting_children = KEYS[9]}
+local unfinished = {waiting = true, delayed = true, waiting_children = true}
+local purged = nil
 
-local function drop(ids)
+local function drop(ids, state)
   for i = 1, #ids do
-    redis.call('DEL', KEYS[6] .. ids[i])
+    local key = KEYS[6] .. ids[i]
+    if unfinished[state] then
+      local parent = redis.call('HGET', key, 'pa')
+      if parent then
+        purged = purged or cjson.encode({type = 'Removed', message = 'the job was purged before it ran',
+                                         reason = 'purged'})
+        tell_parent(KEYS[10], parent, ids[i], 'x', purged, now_ms())
+      end
+    end
+    redis.call('DEL', key)
   end
   deleted = deleted + #ids
 end
@@ -27,7 +41,7 @@ for s = 2, #ARGV do
       local ids = redis.call('LRANGE', KEYS[1], 0, room - 1)
       if #ids > 0 then
         redis.call('LTRIM', KEYS[1], #ids, -1)
-        drop(ids)
+        drop(ids, state)
       end
     end
     room = limit - deleted
@@ -35,7 +49,7 @@ for s = 2, #ARGV do
       local ids = redis.call('ZRANGE', KEYS[2], 0, room - 1)
       if #ids > 0 then
         redis.call('ZREMRANGEBYRANK', KEYS[2], 0, #ids - 1)
-        drop(ids)
+        drop(ids, state)
       end
     end
     local groups = redis.call('SMEMBERS', KEYS[8] .. 'known')
@@ -46,7 +60,7 @@ for s = 2, #ARGV do
       local ids = redis.call('ZRANGE', line, 0, room - 1)
       if #ids > 0 then
         redis.call('ZREMRANGEBYRANK', line, 0, #ids - 1)
-        drop(ids)
+        drop(ids, state)
       end
       if redis.call('EXISTS', line) == 0 then
         redis.call('SREM', KEYS[8] .. 'known', groups[g])
@@ -60,7 +74,7 @@ for s = 2, #ARGV do
       local ids = redis.call('ZRANGE', sets[state], 0, room - 1)
       if #ids > 0 then
         redis.call('ZREMRANGEBYRANK', sets[state], 0, #ids - 1)
-        drop(ids)
+        drop(ids, state)
       end
     end
   end

@@ -2,7 +2,7 @@
 --
 -- KEYS[1] active ZSET    KEYS[2] waiting LIST   KEYS[3] prioritized ZSET   KEYS[4] failed ZSET
 -- KEYS[5] marker ZSET    KEYS[6] sequence counter   KEYS[7] job hash prefix   KEYS[8] done-list prefix
--- KEYS[9] events STREAM   KEYS[10] group prefix
+-- KEYS[9] events STREAM   KEYS[10] group prefix   KEYS[11] outbox LIST (notes for parents in flows)
 -- ARGV[1] max crashes: a job whose worker was lost this many times is dead-lettered
 -- ARGV[2] max jobs to look at   ARGV[3] keep count for failed   ARGV[4] keep ms for failed
 -- Returns: {recovered ids..., '|', dead-lettered ids...}
@@ -28,8 +28,9 @@ for i = 1, #expired do
         message = 'worker lost ' .. crashes .. ' times while running this job',
         reason = 'worker_lost',
       })
-      local f = redis.call('HMGET', key, 'wt')
+      local f = redis.call('HMGET', key, 'wt', 'pa')
       notify_waiters(KEYS[8], id, f[1], 'f' .. err)
+      if f[2] then tell_parent(KEYS[11], f[2], id, 'f', err, now) end
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
       keep_finished(KEYS[4], key, id, tonumber(ARGV[3]), tonumber(ARGV[4]), now)
       emit(KEYS[9], 'failed', 'id', id, 'reason', 'worker_lost')

@@ -3,7 +3,8 @@
 -- Job hash fields: n task name, a args JSON, k kwargs JSON, o options JSON, p priority,
 -- s state, ct created ms, due run-at ms, at attempts, cr crashes, tk fencing token,
 -- st started ms, ft finished ms, w worker id, r result JSON, e error JSON, wt waiters,
--- g group key.
+-- g group key; flows: pa parent reference, dp children pending, ch children references
+-- (JSON), fp failed-child policy, pr pass results, co children's outcomes, d:<child> one outcome.
 
 -- Server time in ms. Every worker reads the same clock, so leases and delays do not
 -- depend on the clocks of the machines the workers run on.
@@ -90,6 +91,15 @@ local function push_ready(waiting_key, prioritized_key, seq_key, id, priority, f
   else
     redis.call('ZADD', prioritized_key, priority_score(priority, seq_key), id)
   end
+end
+
+-- A job that belongs to a flow (field 'pa': "<parent queue> <parent id>") finished: leave a
+-- note in its queue's outbox. A worker delivers the note to the parent (child.lua), then
+-- deletes it. The parent may live in another queue, so in another cluster slot, which this
+-- script may not touch. kind: 'c' completed (payload: its result JSON), 'f' failed, 'x'
+-- cancelled or removed (payload: its error JSON).
+local function tell_parent(outbox_key, parent, id, kind, payload, now)
+  redis.call('RPUSH', outbox_key, cjson.encode({id = id, pa = parent, k = kind, v = payload, t = now}))
 end
 
 -- Wake one worker blocked in BZPOPMIN on the marker. The marker holds at most one member,

@@ -2,8 +2,10 @@
 --
 -- ARGV-style input: id, task name, args JSON, then `extras` name/value pairs read from
 -- `source` starting at `at`: 'k' kwargs, 'o' options, 'p' priority, 'w' when, 'x' ttl ms,
--- 'du' dedup key, 'dw' dedup window ms, 'db' debounce, 'g' group key.
--- q: {waiting=, prioritized=, delayed=, cancelled=, sequence=, prefix=, dedup_prefix=, groups=}.
+-- 'du' dedup key, 'dw' dedup window ms, 'db' debounce, 'g' group key; for flows: 'pa' parent,
+-- 'dp' children count (the job waits for them), 'ch' children, 'fp' failed-child policy, 'pr'.
+-- q: {waiting=, prioritized=, delayed=, cancelled=, sequence=, prefix=, dedup_prefix=, groups=,
+-- parents=}.
 local function is_finished(state)
   return state == false or state == nil or state == 'completed' or state == 'failed' or state == 'cancelled'
 end
@@ -55,6 +57,7 @@ local function create_job(q, now, id, task, args, source, at, extras)
   local due = 0
   local dedup = nil
   local group = nil
+  local pending = 0
   local fields = {'n', task, 'a', args, 'ct', now}
   for e = at, at + (extras - 1) * 2, 2 do
     local name, value = source[e], source[e + 1]
@@ -66,6 +69,8 @@ local function create_job(q, now, id, task, args, source, at, extras)
       name = nil
     elseif name == 'g' then
       group = value
+    elseif name == 'dp' then
+      pending = tonumber(value)
     elseif name == 'x' then
       value = now + tonumber(value)
     elseif name == 'du' then
@@ -99,6 +104,12 @@ local function create_job(q, now, id, task, args, source, at, extras)
     else
       redis.call('SET', dedup.key, id)
     end
+  end
+  if pending > 0 then
+    fields[#fields + 1] = 's'; fields[#fields + 1] = 'waiting_children'
+    redis.call('HSET', key, unpack(fields))
+    redis.call('ZADD', q.parents, now, id)
+    return 'placed', replaced
   end
   if due > now then
     fields[#fields + 1] = 's'; fields[#fields + 1] = 'delayed'

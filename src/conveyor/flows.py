@@ -1,0 +1,307 @@
+"""Flows: jobs that run only after other jobs finished.
+
+A :class:`Flow` is a parent job and its children (jobs, or flows of their own). The parent
+waits in the ``waiting_children`` state until every child finished, then runs with their
+outcomes at hand (``current_job().children``). Children may live on other queues.
+:func:`chain` (a → b → c, each step receiving the previous result) and :func:`chord` (a
+group of jobs, then a callback receiving all their results) are flows too.
+
+How it stays atomic without cross-slot scripts: every job of a flow is created by one
+enqueue call per queue, parents before children, with ids chosen up front. A flow within
+one queue is one script call. A flow across queues is first written as a record in the
+root queue (``flows``), which a worker's sweep replays if the creator died half-way
+(creating a job twice is impossible: its id already exists). When a child finishes, its
+script leaves a note in its own queue's outbox in the same atomic step; a worker delivers
+the note to the parent's queue (``child.lua``, idempotent) and then deletes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from . import serialization
+from .keys import QueueKeys
+from .operations import Command, NewJob, Retention, Script, Step, as_dict, enqueue
+from .scripts import load
+from .task import TaskCall
+
+CHILD = load("child")
+
+MISSING_PARENT_GRACE_MS = 10 * 60 * 1000
+"""A note whose parent does not exist yet is kept this long: in a flow across queues the
+parent's queue may be written after the child's (and a crashed creator is replayed)."""
+
+STALE_FLOW_RECORD_MS = 60 * 1000
+"""A flow record older than this belongs to a creator that died half-way: replay it."""
+
+FailurePolicy = Literal["fail", "ignore"]
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """A parent job that runs after all its children finished.
+
+    ``on_child_failure="fail"`` (the default) fails the parent as soon as a child is
+    dead-lettered, cancelled or removed; ``"ignore"`` runs it anyway, with the failures in
+    ``current_job().children``. ``pass_results=True`` also passes the children's results as
+    the first argument: the one result for a single child, a list for several (None where
+    a child failed).
+    """
+
+    job: TaskCall[Any]
+    children: Sequence[TaskCall[Any] | Flow]
+    on_child_failure: FailurePolicy = "fail"
+    pass_results: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.children:
+            raise ValueError("a flow needs at least one child")
+        if self.on_child_failure not in ("fail", "ignore"):
+            raise ValueError("on_child_failure must be 'fail' or 'ignore'")
+
+
+def chain(*steps: TaskCall[Any]) -> Flow:
+    """``chain(a.call(1), b.call(), c.call())``: b runs after a and receives a's result as its
+    first argument, then c receives b's. A failed step fails the steps after it."""
+    if len(steps) < 2:
+        raise ValueError("a chain needs at least two steps")
+    flow: TaskCall[Any] | Flow = steps[0]
+    for step in steps[1:]:
+        flow = Flow(step, [flow], pass_results=True)
+    assert isinstance(flow, Flow)
+    return flow
+
+
+def chord(
+    group: Sequence[TaskCall[Any] | Flow], callback: TaskCall[Any], on_child_failure: FailurePolicy = "fail"
+) -> Flow:
+    """Run ``group`` (in parallel, on any workers), then ``callback`` with the list of their
+    results as its first argument, in the order of ``group``."""
+    return Flow(callback, list(group), on_child_failure=on_child_failure, pass_results=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ChildOutcome:
+    """How one child of a flow ended, as its parent sees it."""
+
+    queue: str
+    id: str
+    state: Literal["completed", "failed", "cancelled"]
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+
+H = TypeVar("H")
+
+
+@dataclass(frozen=True, slots=True)
+class FlowHandle(Generic[H]):
+    """What enqueueing a flow returns: the parent's handle and its children's, in order."""
+
+    job: H
+    children: list[H | FlowHandle[H]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class FlowPlan:
+    """Flows laid out as jobs to write, parents before their children."""
+
+    nodes: list[tuple[str, NewJob]] = field(default_factory=list)
+    """(queue, job) pairs in write order."""
+    shapes: list[Any] = field(default_factory=list)
+    """Per flow: (index of the parent in ``nodes``, [child shapes]); a plain child is an index."""
+    spanning: dict[str, dict[str, list[tuple[str, NewJob]]]] = field(default_factory=dict)
+    """Flows whose jobs live on several queues: root queue -> root id -> its jobs."""
+
+    def handles(self, results: Sequence[Any], make: Any) -> list[FlowHandle[Any]]:
+        def build(shape: Any) -> Any:
+            if isinstance(shape, int):
+                return make(results[shape])
+            index, children = shape
+            return FlowHandle(make(results[index]), [build(child) for child in children])
+
+        return [build(shape) for shape in self.shapes]
+
+
+def size(item: TaskCall[Any] | Flow) -> int:
+    """Number of jobs in a flow (1 for a plain job)."""
+    return 1 + sum(size(child) for child in item.children) if isinstance(item, Flow) else 1
+
+
+def plan_flows(flows: Sequence[Flow], ids: Any, encode: Any) -> FlowPlan:
+    """Lay out ``flows``: ``ids`` yields fresh job ids, ``encode(call, id)`` makes a NewJob."""
+    plan = FlowPlan()
+    slots: list[tuple[str, NewJob] | None] = []
+
+    def lay_out(item: TaskCall[Any] | Flow, parent: tuple[str, str] | None) -> Any:
+        call = item.job if isinstance(item, Flow) else item
+        job_id = call.options.job_id or next(ids)
+        index = len(slots)
+        slots.append(None)  # the parent's place comes before its children's
+        shape: Any = index
+        refs: list[tuple[str, str]] = []
+        if isinstance(item, Flow):
+            child_shapes = [lay_out(child, (call.queue, job_id)) for child in item.children]
+            for child in child_shapes:
+                queue, job = slots[child if isinstance(child, int) else child[0]]  # type: ignore[misc]
+                refs.append((queue, job.id))
+            shape = (index, child_shapes)
+        job = encode(call, job_id)
+        extras = flow_extras(parent, refs, item if isinstance(item, Flow) else None)
+        slots[index] = (call.queue, NewJob(job.id, job.task, job.args, job.extras + extras))
+        return shape
+
+    for flow in flows:
+        start = len(slots)
+        plan.shapes.append(lay_out(flow, None))
+        nodes = slots[start:]
+        if len({queue for queue, _ in nodes}) > 1:  # type: ignore[misc]
+            root_queue, root = nodes[0]  # type: ignore[misc]
+            plan.spanning.setdefault(root_queue, {})[root.id] = nodes  # type: ignore[assignment]
+    plan.nodes = slots  # type: ignore[assignment]
+    return plan
+
+
+def write_flows(prefix: str, plan: FlowPlan) -> Generator[Step, Any, list[Any]]:
+    """Write planned flows: records of flows across queues first, then the jobs, one
+    enqueue call per queue (a flow within one queue is created by one script call)."""
+    for root_queue, records in plan.spanning.items():
+        yield from record_ops(QueueKeys(root_queue, prefix), records)
+    results = yield from write_plan(prefix, plan.nodes)
+    for root_queue, records in plan.spanning.items():
+        yield Command(("HDEL", QueueKeys(root_queue, prefix).flows, *records))
+    return results
+
+
+def flow_extras(
+    parent: tuple[str, str] | None, children: Sequence[tuple[str, str]] | None, flow: Flow | None
+) -> tuple[Any, ...]:
+    """The job fields that make a job part of a flow (see enqueue.lua)."""
+    extras: tuple[Any, ...] = ()
+    if parent is not None:
+        extras += ("pa", f"{parent[0]} {parent[1]}")
+    if children and flow is not None:
+        refs = [f"{queue} {job_id}" for queue, job_id in children]
+        extras += ("dp", len(refs), "ch", serialization.dumps(refs).decode())
+        if flow.on_child_failure == "ignore":
+            extras += ("fp", "ignore")
+        if flow.pass_results:
+            extras += ("pr", 1)
+    return extras
+
+
+def write_plan(prefix: str, nodes: Sequence[tuple[str, NewJob]]) -> Generator[Step, Any, list[Any]]:
+    """Write jobs, one enqueue call per queue, in order: parents before their children.
+
+    Not split into chunks: a chunk boundary could cut a flow in two."""
+    by_queue: dict[str, list[tuple[int, NewJob]]] = {}
+    for index, (queue, job) in enumerate(nodes):
+        by_queue.setdefault(queue, []).append((index, job))
+    results: list[Any] = [None] * len(nodes)
+    for queue, items in by_queue.items():
+        done = yield from enqueue(QueueKeys(queue, prefix), [job for _, job in items])
+        for (index, _), outcome in zip(items, done, strict=True):
+            results[index] = outcome
+    return results
+
+
+def record_ops(root: QueueKeys, records: dict[str, list[tuple[str, NewJob]]]) -> Generator[Step, Any, None]:
+    """Write the record of flows that span queues, before any of their jobs."""
+    items: list[Any] = []
+    now = int(time.time() * 1000)
+    for flow_id, nodes in records.items():
+        encoded = [[queue, job.id, job.task, job.args.decode(), list(job.extras)] for queue, job in nodes]
+        items += (flow_id, serialization.dumps({"t": now, "nodes": encoded}))
+    yield Command(("HSET", root.flows, *items))
+
+
+def replay_stale(keys: QueueKeys, older_than_ms: int = STALE_FLOW_RECORD_MS) -> Generator[Step, Any, int]:
+    """Finish creating flows whose creator died half-way; returns how many were replayed."""
+    reply = yield Command(("HGETALL", keys.flows))
+    now = int(time.time() * 1000)
+    replayed = 0
+    for flow_id, raw in as_dict(reply).items():
+        record = serialization.loads(raw)
+        if now - int(record["t"]) < older_than_ms:
+            continue
+        nodes = [
+            (queue, NewJob(job_id, task, args.encode(), tuple(extras)))
+            for queue, job_id, task, args, extras in record["nodes"]
+        ]
+        yield from write_plan(keys.prefix, nodes)
+        yield Command(("HDEL", keys.flows, flow_id))
+        replayed += 1
+    return replayed
+
+
+def child_finished(
+    parent: QueueKeys, parent_id: str, child_ref: str, kind: str, payload: str | bytes, failed: Retention
+) -> Generator[Step, Any, str]:
+    reply = yield Script(
+        CHILD,
+        (
+            parent.waiting,
+            parent.prioritized,
+            parent.parents,
+            parent.sequence,
+            parent.job_prefix,
+            parent.marker,
+            parent.failed,
+            parent.done_prefix,
+            parent.events,
+            parent.group_prefix,
+            parent.outbox,
+        ),
+        (parent_id, child_ref, kind, payload, failed.keep_count, failed.keep_ms),
+    )
+    return str(reply)
+
+
+def drain_outbox(keys: QueueKeys, failed: Retention, batch: int = 100) -> Generator[Step, Any, int]:
+    """Deliver the notes of finished children of this queue to their parents; returns how many.
+
+    Safe to run from many workers at once: delivery is idempotent, and a note is deleted
+    only after it was delivered.
+    """
+    delivered = 0
+    while True:
+        notes = yield Command(("LRANGE", keys.outbox, 0, batch - 1))
+        if not notes:
+            return delivered
+        kept = 0
+        now = int(time.time() * 1000)
+        for raw in notes:
+            note = serialization.loads(raw)
+            parent_queue, _, parent_id = str(note["pa"]).partition(" ")
+            parent = QueueKeys(parent_queue, keys.prefix)
+            outcome = yield from child_finished(
+                parent, parent_id, f"{keys.queue} {note['id']}", note["k"], note["v"], failed
+            )
+            if outcome == "missing" and now - int(note["t"]) < MISSING_PARENT_GRACE_MS:
+                kept += 1  # its parent is still being written (a flow across queues)
+                continue
+            yield Command(("LREM", keys.outbox, 1, raw))
+            delivered += 1
+            if outcome == "failed+":  # the parent failed and is a child itself: tell its parent
+                delivered += yield from drain_outbox(parent, failed, batch)
+        if kept == len(notes):
+            return delivered
+
+
+def parse_children(raw: str | bytes) -> tuple[bool, list[ChildOutcome]]:
+    """Decode a parent's ``co`` field: (pass results as an argument?, outcomes in order)."""
+    data = serialization.loads(raw)
+    outcomes = []
+    for ref, kind, value in data["children"]:
+        queue, _, job_id = str(ref).partition(" ")
+        if kind == "c":
+            outcomes.append(ChildOutcome(queue, job_id, "completed", result=value))
+        else:
+            state: Literal["failed", "cancelled"] = "failed" if kind == "f" else "cancelled"
+            outcomes.append(
+                ChildOutcome(queue, job_id, state, error=value if isinstance(value, dict) else None)
+            )
+    return bool(data.get("pass")), outcomes
