@@ -1,0 +1,148 @@
+"""Bearer tokens and scopes: every non-public endpoint answers 401 without a token and 403
+with a token lacking its scope; tokens are kept as hashes; `conveyor api` refuses to serve
+beyond loopback without tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from api_helpers import TOKENS, ThreadedUvicorn, auth, start_api
+from click.testing import CliRunner
+
+from conveyor.api import ApiSettings, TokenStore, create_app
+from conveyor.cli import main
+from conveyor.errors import ConfigurationError
+from conveyor.server import RedisServer
+
+PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+
+
+def _routes() -> list[tuple[str, str, str]]:
+    """(method, path, scope) of every operation of the app, read from its OpenAPI document."""
+    spec = create_app(ApiSettings()).openapi()
+    out = []
+    for path, operations in spec["paths"].items():
+        if path in PUBLIC:
+            continue
+        for method, operation in operations.items():
+            scope = operation.get("x-scope")
+            assert scope in ("read", "enqueue", "admin"), f"{method} {path} declares no scope"
+            out.append((method.upper(), path, scope))
+    return out
+
+
+ROUTES = _routes()
+LACKING = {"read": "enqueue", "enqueue": "read", "admin": "read_enqueue"}
+
+
+@pytest.fixture(scope="module")
+def api(redis_server: RedisServer) -> Iterator[ThreadedUvicorn]:
+    server = start_api(redis_server.url)
+    yield server
+    server.stop()
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "x", path)
+
+
+def test_every_route_is_listed() -> None:
+    assert len(ROUTES) >= 20
+    assert {scope for *_, scope in ROUTES} == {"read", "enqueue", "admin"}
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
+def test_401_without_token_403_without_scope(
+    api: ThreadedUvicorn, method: str, path: str, scope: str
+) -> None:
+    with httpx.Client(base_url=api.base_url, timeout=30) as http:
+        url = _concrete(path)
+        missing = http.request(method, url)
+        assert missing.status_code == 401, missing.text
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+        wrong = http.request(method, url, headers={"Authorization": "Bearer not-a-token"})
+        assert wrong.status_code == 401
+        basic = http.request(method, url, headers={"Authorization": "Basic dXNlcjpwYXNz"})
+        assert basic.status_code == 401
+        lacking = http.request(method, url, headers=auth(LACKING[scope]))
+        assert lacking.status_code == 403, lacking.text
+        assert scope in lacking.json()["detail"]
+
+
+def test_scopes_grant_what_they_name(api: ThreadedUvicorn, queue: str) -> None:
+    with httpx.Client(base_url=api.base_url, timeout=30) as http:
+        made = http.post(f"/v1/queues/{queue}/jobs", json={"task": "t"}, headers=auth("enqueue"))
+        assert made.status_code == 201
+        job = made.json()["id"]
+        assert http.get(f"/v1/queues/{queue}/jobs/{job}", headers=auth("read")).status_code == 200
+        assert (
+            http.post(f"/v1/queues/{queue}/jobs/{job}/cancel", headers=auth("read_enqueue")).status_code
+            == 403
+        )
+        assert http.post(f"/v1/queues/{queue}/jobs/{job}/cancel", headers=auth("admin")).status_code == 200
+        assert http.get("/healthz").status_code == 200  # public
+
+
+def test_token_store_keeps_hashes_only() -> None:
+    digest = hashlib.sha256(b"s3cret").hexdigest()
+    store = TokenStore.parse([f"sha256:{digest} read  # ops dashboard", "plain-token enqueue admin", ""])
+    assert store.scopes_of("s3cret") == {"read"}
+    assert store.scopes_of("plain-token") == {"enqueue", "admin"}
+    assert store.scopes_of("other") is None
+    assert "plain-token" not in repr(store) and "s3cret" not in repr(store)
+    for bad in (["tok"], ["tok write"], ["sha256:abc read"]):
+        with pytest.raises(ConfigurationError):
+            TokenStore.parse(bad)
+
+
+def test_tokens_from_env_and_file(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "tokens"
+    path.write_text("# tokens\nfile-token admin\n")
+    settings = ApiSettings.from_env(
+        {"CONVEYOR_API_TOKENS": "a read; b enqueue", "CONVEYOR_API_TOKENS_FILE": str(path)}
+    )
+    tokens = settings.tokens
+    assert tokens.scopes_of("a") == {"read"} and tokens.scopes_of("b") == {"enqueue"}
+    assert tokens.scopes_of("file-token") == {"admin"}
+    with pytest.raises(ConfigurationError):
+        ApiSettings.from_env({"CONVEYOR_API_TOKENS_FILE": str(path) + ".missing"})
+
+
+def test_cli_refuses_public_bind_without_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONVEYOR_API_TOKENS", raising=False)
+    monkeypatch.delenv("CONVEYOR_API_TOKENS_FILE", raising=False)
+    result = CliRunner().invoke(main, ["api", "--host", "0.0.0.0", "--port", "1"])
+    assert result.exit_code != 0
+    assert "refusing to serve on 0.0.0.0 without API tokens" in result.output
+
+
+def test_cors_off_by_default_and_configurable(redis_server: RedisServer) -> None:
+    plain = start_api(redis_server.url)
+    cors = start_api(redis_server.url, cors_origins=("https://ui.example",))
+    try:
+        preflight = {
+            "Origin": "https://ui.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        }
+        with httpx.Client(timeout=30) as http:
+            off = http.options(f"{plain.base_url}/v1/queues", headers=preflight)
+            assert "access-control-allow-origin" not in off.headers
+            on = http.options(f"{cors.base_url}/v1/queues", headers=preflight)
+            assert on.headers["access-control-allow-origin"] == "https://ui.example"
+            simple = http.get(f"{cors.base_url}/healthz", headers={"Origin": "https://evil.example"})
+            assert "access-control-allow-origin" not in simple.headers
+    finally:
+        plain.stop()
+        cors.stop()
+
+
+def test_tokens_constant() -> None:
+    assert set(TOKENS) == {"admin", "read", "enqueue", "read_enqueue"}
