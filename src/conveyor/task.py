@@ -13,7 +13,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from . import backoff as backoff_policies
 from .errors import UnknownTask
@@ -71,6 +71,8 @@ class TaskDefaults:
     backoff: backoff_policies.Backoff = field(default_factory=backoff_policies.Exponential)
     timeout: float | None = None
     priority: int = 0
+    isolation: Literal["default", "process"] = "default"
+    """``"process"``: each job runs in a child process, killed at its timeout or on abort."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +269,7 @@ class Tasks:
         every: float | timedelta | None = None,
         timezone: str = "UTC",
         missed: str = "skip",
+        isolation: Literal["default", "process"] = "default",
     ) -> _Decorator: ...
 
     def task(  # ``function`` is not positional-only: mypy 2 rejects that overload implementation
@@ -283,13 +286,18 @@ class Tasks:
         every: float | timedelta | None = None,
         timezone: str = "UTC",
         missed: str = "skip",
+        isolation: Literal["default", "process"] = "default",
     ) -> Any:
         """Register a function (sync or async) as a task. Usable with or without arguments.
 
         ``cron="*/5 * * * *"`` (with ``timezone=``) or ``every=timedelta(minutes=5)`` also
         makes it a repeatable job, run without arguments by the workers of its queue;
         ``missed="run_once"`` makes up for ticks missed while no worker ran (default: skip).
+        ``isolation="process"`` runs each job in a child process that is killed at the job's
+        timeout or when it is aborted (see :mod:`conveyor.isolation`).
         """
+        if isolation not in ("default", "process"):
+            raise ValueError("isolation must be 'default' or 'process'")
         defaults = TaskDefaults(
             queue=validate_queue_name(queue) if queue is not None else self.default_queue,
             retries=_check_retries(retries),
@@ -298,12 +306,17 @@ class Tasks:
             else backoff_policies.Exponential(),
             timeout=_seconds(timeout, "timeout"),
             priority=_check_priority(priority),
+            isolation=isolation,
         )
 
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or fn.__name__
             if task_name in self._tasks and self._tasks[task_name].function is not fn:
                 raise ValueError(f"a different task is already registered as {task_name!r}; pass name=")
+            if defaults.isolation == "process":
+                from .isolation import check_importable
+
+                check_importable(fn, task_name)
             registered: Task[Any, Any] = Task(fn, task_name, defaults)
             self._tasks[task_name] = registered
             if cron is not None or every is not None:

@@ -28,7 +28,7 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import faults, flows, registry, serialization
+from . import faults, flows, isolation, registry, serialization
 from . import operations as ops
 from .config import Settings
 from .connection import as_async_transport, async_transport
@@ -446,7 +446,7 @@ class Worker:
             self._call_hooks("before_job", job)
         if faults.ARMED:
             faults.reach("before_handler")
-        if job.task.is_async:
+        if job.task.is_async or job.task.defaults.isolation == "process":
             running: asyncio.Future[Any] = self._loop.create_task(self._run_async(job))
         else:
             call = functools.partial(
@@ -464,13 +464,19 @@ class Worker:
         held.task = running
 
     async def _run_async(self, job: Prepared) -> None:
+        """Run an async job, or a job isolated in a process: both can be stopped at once."""
         set_current(job)
         try:
+            call: Awaitable[Any]
+            if job.task.defaults.isolation == "process":
+                call = isolation.run_in_process(job.task.function, job.task.name, job.args, job.kwargs)
+            else:
+                call = job.task.function(*job.args, **job.kwargs)
             if job.timeout:
                 async with asyncio.timeout(job.timeout):
-                    result = await job.task.function(*job.args, **job.kwargs)
+                    result = await call
             else:
-                result = await job.task.function(*job.args, **job.kwargs)
+                result = await call
         except asyncio.CancelledError:
             if job.aborted:
                 self._finish_cancelled(job)
@@ -511,7 +517,7 @@ class Worker:
             return
         running, job = held.task, held.job
         job.aborted = True  # what current_job().cancelled reads
-        if job.task.is_async:
+        if job.task.is_async or job.task.defaults.isolation == "process":
             running.cancel()
         log.warning("job %s/%s: cancelled while running; stopping it", queue, job_id)
 
