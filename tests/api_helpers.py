@@ -155,7 +155,7 @@ class RawHttpServer:
                 head += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
                 writer.write(head.encode() + b"\r\n" + payload)
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client left, or the server is closing: nothing to answer
         finally:
             writer.close()

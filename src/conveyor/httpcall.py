@@ -368,7 +368,8 @@ class HttpCaller:
             raise HttpCallError(f"{request.method} {request.url}: timed out") from None
         except httpx.TransportError as exc:
             raise HttpCallError(
-                f"{request.method} {request.url}: {type(exc).__name__}: {exc or 'connection failed'}"
+                f"{request.method} {request.url}: {type(exc).__name__}: "
+                f"{str(exc) or 'the connection failed or was closed by the peer'}"
             ) from None
         status = response.status_code
         result = {
