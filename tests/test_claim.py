@@ -85,3 +85,35 @@ def test_removed_waiting_job_is_skipped(client: Client, queue: str) -> None:
     assert client.remove(queue, a.id) is JobState.WAITING
     jobs, _ = client.run(ops.claim(client.keys(queue), 10, 10_000, "w"))
     assert [j.id for j in jobs] == [b.id]
+
+
+def test_priority_aging_lets_old_low_priority_jobs_through(client: Client, queue: str) -> None:
+    _, work = setup(queue)
+    keys = client.keys(queue)
+
+    def claim_one() -> str:
+        (job,) = client.run(ops.claim(keys, 1, 10_000, "w1"))[0]
+        return job.id
+
+    old_low = client.enqueue(work.with_options(priority=-3), 1)  # type: ignore[attr-defined]
+    old_plain = client.enqueue(work, 2)  # type: ignore[attr-defined]
+    time.sleep(0.45)
+    fresh = client.enqueue_many([work.with_options(priority=1).call(3) for _ in range(2)])  # type: ignore[attr-defined]
+    # Without aging the fresh priority-1 jobs would go first (see the next test).
+    client.set_limits(queue, priority_aging=0.1)
+    assert client.settings_of(queue)["aging_ms"] == 100
+    # 450 ms at one level per 100 ms: the plain job is now at 4, the low one at -3 + 4 = 1,
+    # ahead of the fresh jobs at 1 because it has waited longer.
+    assert claim_one() == old_plain.id
+    assert claim_one() == old_low.id
+    assert [claim_one(), claim_one()] == [h.id for h in fresh]
+    assert client.get_job(queue, old_low.id).priority == -3, "the job keeps its own priority"
+
+
+def test_without_aging_priorities_are_strict(client: Client, queue: str) -> None:
+    _, work = setup(queue)
+    low = client.enqueue(work.with_options(priority=-3), 1)  # type: ignore[attr-defined]
+    time.sleep(0.25)
+    high = client.enqueue(work.with_options(priority=1), 2)  # type: ignore[attr-defined]
+    jobs, _ = client.run(ops.claim(client.keys(queue), 2, 10_000, "w1"))
+    assert [job.id for job in jobs] == [high.id, low.id]

@@ -554,6 +554,13 @@ def resume(url: str, queue: str) -> None:
     metavar="N/SECONDS",
     help="At most N jobs of one group key started per SECONDS ('off' removes it).",
 )
+@click.option(
+    "--priority-aging",
+    type=click.FloatRange(0),
+    default=None,
+    metavar="SECONDS",
+    help="A waiting job gains one priority level per SECONDS waited (0 turns aging off).",
+)
 def limits(
     url: str,
     queue: str,
@@ -561,6 +568,7 @@ def limits(
     rate: str | None,
     group_concurrency: int | None,
     group_rate: str | None,
+    priority_aging: float | None,
 ) -> None:
     """Show or set a queue's limits across all workers, and per group key."""
     from .client import UNSET
@@ -586,6 +594,7 @@ def limits(
             rate=parse_rate(rate, "--rate"),
             group_concurrency=parse_max(group_concurrency),
             group_rate=parse_rate(group_rate, "--group-rate"),
+            priority_aging=UNSET if priority_aging is None else (priority_aging or None),
         )
         current = client.settings_of(queue)
 
@@ -598,7 +607,8 @@ def limits(
         f"{queue}: paused={'yes' if current.get('paused') else 'no'}, "
         f"concurrency={current.get('concurrency', 'unlimited')}, rate={rate_text('')}, "
         f"per group: concurrency={current.get('group_concurrency', 'unlimited')}, "
-        f"rate={rate_text('group_')}"
+        f"rate={rate_text('group_')}; priority aging="
+        + (f"1 level per {current['aging_ms'] / 1000:g} s" if "aging_ms" in current else "off")
     )
 
 

@@ -156,8 +156,13 @@ class _Producer:
         rate: tuple[int, float] | Unset | None,
         group_concurrency: int | Unset | None = UNSET,
         group_rate: tuple[int, float] | Unset | None = UNSET,
+        priority_aging: float | Unset | None = UNSET,
     ) -> Generator[ops.Step, Any, None]:
         values: dict[str, int | None] = {}
+        if not isinstance(priority_aging, Unset):
+            if priority_aging is not None and priority_aging <= 0:
+                raise ValueError("priority_aging must be a positive number of seconds (or None for none)")
+            values["aging_ms"] = None if priority_aging is None else math.ceil(priority_aging * 1000)
         for prefix, max_active, per_window in (
             ("", concurrency, rate),
             ("group_", group_concurrency, group_rate),
@@ -388,11 +393,14 @@ class Client(_Producer):
         rate: tuple[int, float] | Unset | None = UNSET,
         group_concurrency: int | Unset | None = UNSET,
         group_rate: tuple[int, float] | Unset | None = UNSET,
+        priority_aging: float | Unset | None = UNSET,
     ) -> None:
         """Limits across all workers: at most ``concurrency`` active jobs, at most ``rate[0]``
         jobs started per ``rate[1]`` seconds; and the same for each group key on its own
-        (``group_concurrency``, ``group_rate``). ``None`` removes a limit; omitted leaves it."""
-        self.run(self._limits_op(queue, concurrency, rate, group_concurrency, group_rate))
+        (``group_concurrency``, ``group_rate``). ``priority_aging``: a waiting job gains one
+        priority level per that many seconds, so low priorities cannot starve forever.
+        ``None`` removes a setting; omitted leaves it."""
+        self.run(self._limits_op(queue, concurrency, rate, group_concurrency, group_rate, priority_aging))
 
     def settings_of(self, queue: str) -> dict[str, int]:
         return self.run(ops.get_settings(self.keys(queue)))
@@ -525,8 +533,11 @@ class AsyncClient(_Producer):
         rate: tuple[int, float] | Unset | None = UNSET,
         group_concurrency: int | Unset | None = UNSET,
         group_rate: tuple[int, float] | Unset | None = UNSET,
+        priority_aging: float | Unset | None = UNSET,
     ) -> None:
-        await self.run(self._limits_op(queue, concurrency, rate, group_concurrency, group_rate))
+        await self.run(
+            self._limits_op(queue, concurrency, rate, group_concurrency, group_rate, priority_aging)
+        )
 
     async def settings_of(self, queue: str) -> dict[str, int]:
         return await self.run(ops.get_settings(self.keys(queue)))

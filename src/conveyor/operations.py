@@ -340,6 +340,7 @@ SETTING_NAMES = (
     "group_concurrency",
     "group_rate_max",
     "group_rate_ms",
+    "aging_ms",
 )
 
 

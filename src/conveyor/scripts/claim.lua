@@ -10,7 +10,7 @@
 -- KEYS[1] waiting LIST     KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET
 -- KEYS[4] active ZSET      KEYS[5] marker ZSET        KEYS[6] sequence counter
 -- KEYS[7] job hash prefix  KEYS[8] queue settings HASH (paused, concurrency, rate_max,
---   rate_ms, group_concurrency, group_rate_max, group_rate_ms)
+--   rate_ms, group_concurrency, group_rate_max, group_rate_ms, aging_ms, aged_at)
 -- KEYS[9] rate window counter   KEYS[10] failed ZSET   KEYS[11] done-list prefix
 -- KEYS[12] events STREAM   KEYS[13] group prefix (see include/common.lua)
 -- KEYS[14] outbox LIST (notes for parents in flows)
@@ -50,7 +50,7 @@ end
 
 -- 2. The queue's own limits shrink N. Without settings this costs one HMGET.
 local settings = redis.call('HMGET', KEYS[8], 'paused', 'concurrency', 'rate_max', 'rate_ms',
-                           'group_concurrency', 'group_rate_max', 'group_rate_ms')
+                           'group_concurrency', 'group_rate_max', 'group_rate_ms', 'aging_ms', 'aged_at')
 if settings[1] then
   max_jobs = 0
 end
@@ -68,7 +68,35 @@ if rate_max > 0 and max_jobs > 0 then
   end
 end
 
--- 3. Groups whose rate window reopened go back into the ring. Without grouped jobs this
+-- 3. Priority aging: a job gains one priority level per aging_ms it waited, so low
+-- priorities cannot starve forever. At most once per aging_ms, and bounded: the 100 lowest
+-- prioritized jobs and the 100 oldest jobs of priority 0 are looked at. A job keeps its
+-- place in line (its sequence) when it moves up.
+local aging = tonumber(settings[8] or 0)
+if aging > 0 and max_jobs > 0 and now - tonumber(settings[9] or 0) >= aging then
+  redis.call('HSET', KEYS[8], 'aged_at', now)
+  local tail = redis.call('ZRANGE', KEYS[2], -100, -1, 'WITHSCORES')
+  for i = 1, #tail, 2 do
+    local f = redis.call('HMGET', KEYS[7] .. tail[i], 'p', 'ct')
+    local score = tonumber(tail[i + 1])
+    local current = -math.floor(score / 4294967296)
+    local aged = math.min(1048576, tonumber(f[1] or 0) + math.floor((now - tonumber(f[2] or now)) / aging))
+    if aged > current then
+      redis.call('ZADD', KEYS[2], 'XX', -aged * 4294967296 + score % 4294967296, tail[i])
+    end
+  end
+  -- The oldest jobs of priority 0 sit at the right end of the list.
+  for _ = 1, 100 do
+    local id = redis.call('LINDEX', KEYS[1], -1)
+    if not id then break end
+    local levels = math.floor((now - tonumber(redis.call('HGET', KEYS[7] .. id, 'ct') or now)) / aging)
+    if levels < 1 then break end
+    redis.call('RPOP', KEYS[1])
+    redis.call('ZADD', KEYS[2], -math.min(1048576, levels) * 4294967296 + redis.call('INCR', KEYS[6]) % 4294967296, id)
+  end
+end
+
+-- 4. Groups whose rate window reopened go back into the ring. Without grouped jobs this
 -- costs one ZCARD and one EXISTS.
 local G = KEYS[13]
 local ring = G .. 'ring'
@@ -86,7 +114,7 @@ if redis.call('EXISTS', G .. 'limited') == 1 then
 end
 local grouped = redis.call('ZCARD', ring) > 0
 
--- 4. Take ids: grouped jobs one per group per turn; the others in dequeue order (positive
+-- 5. Take ids: grouped jobs one per group per turn; the others in dequeue order (positive
 -- priorities, then priority 0 from the FIFO list, then negative).
 local ids = {}
 local group_of = {}   -- id -> group, for grouped ids taken by this call
@@ -155,7 +183,7 @@ if max_jobs > 0 then
   if grouped and #ids < max_jobs then take_grouped(max_jobs - #ids) end
 end
 
--- 5. Lease each job to this worker with a new fencing token.
+-- 6. Lease each job to this worker with a new fencing token.
 local reply = {-1}
 local started = 0
 if #ids > 0 then
