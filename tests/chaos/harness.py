@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ledger import LedgerWriter
+from ledger import LedgerWriter, job_states
 
 from conveyor import Client
 from conveyor.task import TaskCall
@@ -49,7 +49,7 @@ class Workers:
             "CONVEYOR_REDIS_URL": url,
             "TEST_QUEUE": queue,
             "CONVEYOR_LEDGER_DIR": str(ledger_dir),
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",  # this checkout's conveyor
             **{k: str(v) for k, v in env.items()},
         }
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -161,6 +161,11 @@ def finished(client: Client, queue: str) -> dict[str, int]:
         [("ZCARD", keys.completed), ("ZCARD", keys.failed), ("ZCARD", keys.cancelled)]
     )
     return dict(zip(("completed", "failed", "cancelled"), map(int, replies), strict=True))
+
+
+def final_states(client: Client, queue: str, records: Any) -> dict[str, str | None]:
+    """The state in Redis of every job the ledger says was accepted."""
+    return job_states(client.transport, client.keys(queue).job_prefix, list(records.accepted))
 
 
 def wait_terminal(client: Client, queue: str, total: int, timeout: float, tick: Callable[[], None]) -> float:

@@ -15,7 +15,7 @@ from typing import Any
 
 import ledger
 import pytest
-from harness import Workers, finished, knob, report
+from harness import Workers, final_states, finished, knob, report
 
 from conveyor import Client, Tasks
 from conveyor.faults import FAULT_EXIT_CODE, POINTS
@@ -82,8 +82,7 @@ def test_crash_at_every_transition_point_loses_nothing(
                 time.sleep(0.05)
             elapsed = time.monotonic() - started
             records = ledger.read(tmp_path)
-            prefix = client.keys(queue).job_prefix
-            states = ledger.job_states(client.transport, prefix, list(records.accepted))
+            states = final_states(client, queue, records)
         finally:
             codes = workers.stop()
     crashes = len(workers.exits)

@@ -17,7 +17,7 @@ import ledger
 import orjson
 import pytest
 import redis
-from harness import Workers, finished, knob, report
+from harness import Workers, final_states, finished, knob, report
 
 from conveyor import Client, Tasks
 
@@ -95,7 +95,7 @@ def test_poison_jobs_are_dead_lettered_once_and_good_jobs_complete(
                 time.sleep(0.05)
             elapsed = time.monotonic() - started
             records = ledger.read(tmp_path)
-            states = ledger.job_states(client.transport, keys.job_prefix, list(records.accepted))
+            states = final_states(client, queue, records)
             killer_job = client.get_job(queue, killer.id)
         finally:
             codes = workers.stop()

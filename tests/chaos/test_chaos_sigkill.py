@@ -15,7 +15,7 @@ from typing import Any
 
 import ledger
 import pytest
-from harness import Producer, Workers, knob, report, wait_terminal
+from harness import Producer, Workers, final_states, knob, report, wait_terminal
 
 from conveyor import Client, Tasks
 
@@ -77,8 +77,7 @@ def test_sigkill_chaos_loses_nothing(server_factory: Any, tmp_path: Path) -> Non
             assert not producer.errors, producer.errors
             drain = wait_terminal(client, queue, total, timeout=120 + total / 200, tick=lambda: None)
             records = ledger.read(tmp_path)
-            prefix = client.keys(queue).job_prefix
-            states = ledger.job_states(client.transport, prefix, list(records.accepted))
+            states = final_states(client, queue, records)
     finally:
         codes = workers.stop()
     elapsed = time.monotonic() - started
