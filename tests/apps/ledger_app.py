@@ -18,6 +18,7 @@ from typing import Any
 from conveyor import Tasks, current_job
 from conveyor import operations as ops
 from conveyor.backoff import Fixed
+from conveyor.transport import Endpoint, FastAsyncTransport
 from tests.chaos.ledger import LedgerWriter
 
 tasks = Tasks(queue=os.environ.get("TEST_QUEUE", "ledger"))
@@ -80,6 +81,34 @@ async def hog(seconds: float) -> None:
     ledger().started(job_id, token)
     time.sleep(seconds)  # noqa: ASYNC251 -- on purpose: the loop is blocked
     ledger().finished(job_id, token)
+
+
+_chat: FastAsyncTransport | None = None
+
+
+@tasks.task(retries=0)
+async def chatter(n: int) -> None:
+    """Talks to Redis until its timeout cancels it, mid-call; checks every reply is its own.
+
+    ECHO on the multiplexed connection and BLPOP on blocking ones, through one transport
+    shared by all jobs of the process, the way a task uses its own client.
+    """
+    global _chat
+    if _chat is None:
+        _chat = FastAsyncTransport(Endpoint.from_url(os.environ["CONVEYOR_REDIS_URL"]))
+    job_id, token = _identity()
+    ledger().started(job_id, token)
+    i = 0
+    while True:
+        i += 1
+        tag = f"{job_id}:{i}"
+        reply = await _chat.call("ECHO", tag)
+        if reply != tag:
+            ledger().anomaly(job_id, f"sent ECHO {tag}, got {reply!r}")
+        if i % 4 == 0:
+            popped = await _chat.call_blocking("BLPOP", f"chatter:{job_id}", 0.01)
+            if popped is not None:
+                ledger().anomaly(job_id, f"BLPOP on an empty list returned {popped!r}")
 
 
 @tasks.task

@@ -57,6 +57,10 @@ class LedgerWriter:
     def finished(self, job_id: str, token: str, outcome: str = "ok") -> None:
         self._write(f"F {job_id} {self.pid} {token} {time.monotonic():.6f} {outcome}\n")
 
+    def anomaly(self, job_id: str, detail: str) -> None:
+        """Something that must never happen (a reply meant for another request)."""
+        self._write(f"X {job_id} {self.pid} {detail!r}\n")
+
     def close(self) -> None:
         os.close(self.fd)
 
@@ -75,6 +79,7 @@ class Execution:
 class Records:
     accepted: dict[str, float] = field(default_factory=dict)
     executions: dict[str, list[Execution]] = field(default_factory=lambda: defaultdict(list))
+    anomalies: list[str] = field(default_factory=list)
 
 
 def read(directory: str | os.PathLike[str]) -> Records:
@@ -93,6 +98,8 @@ def read(directory: str | os.PathLike[str]) -> Records:
             run = Execution(parts[1], int(parts[2]), parts[3], float(parts[4]))
             records.executions[run.job_id].append(run)
             open_runs[(run.job_id, run.pid, run.token)] = run
+        elif parts[0] == "X":
+            records.anomalies.append(" ".join(parts[1:]))
     for parts in lines:
         if parts[0] == "F":
             run = open_runs[(parts[1], int(parts[2]), parts[3])]
