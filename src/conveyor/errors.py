@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from redis.exceptions import ResponseError
+
 
 class ConveyorError(Exception):
     """Base class of every error Conveyor raises on purpose."""
@@ -71,8 +73,11 @@ class ResultTimeout(ConveyorError, TimeoutError):
     code = "RESULT_TIMEOUT"
 
 
-class OutOfMemory(ConveyorError):
+class OutOfMemory(ConveyorError, ResponseError):
     """Redis refused a write: it reached ``maxmemory`` and its policy is ``noeviction``.
+
+    Also a redis-py ``ResponseError``, as the error reply it stands for was before it had
+    a type of its own, so code that catches Redis errors goes on catching it.
 
     The refused call wrote nothing (Redis refuses a script at its first write, so no job is
     half-written); calls before it in a multi-call operation -- earlier chunks of a very

@@ -42,7 +42,7 @@ from . import operations as ops
 from .config import Settings
 from .connection import as_async_transport, async_transport
 from .context import JobContext, loop_submitter, run_with_context, set_current
-from .errors import SerializationError
+from .errors import OutOfMemory, SerializationError
 from .execution import Prepared, RetryAfter, Undeliverable, error_payload, prepare, retry_delay_ms
 from .executor import AsyncExecutor
 from .hooks import Hooks
@@ -53,7 +53,8 @@ from .transport import AsyncTransport, RedisPyAsyncTransport
 
 log = logging.getLogger("conveyor.worker")
 
-_RETRYABLE_REDIS = (RedisConnectionError, RedisTimeoutError, OSError)
+_RETRYABLE_REDIS = (RedisConnectionError, RedisTimeoutError, OSError, OutOfMemory)
+"""Errors the worker's loops wait out; out of memory too, until an operator frees some."""
 _PARENT_NOTIFIED = (2, 12, 13)
 """complete/fail replies meaning: recorded, and a note for the job's parent is in the outbox."""
 MAX_LOG_LINES = 1_000
