@@ -10,13 +10,14 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from api_helpers import TOKENS, ThreadedUvicorn, auth, start_api
 from click.testing import CliRunner
 
 from conveyor.api import ApiSettings, TokenStore, create_app
 from conveyor.cli import main
 from conveyor.errors import ConfigurationError
 from conveyor.server import RedisServer
+
+from api_helpers import TOKENS, ThreadedUvicorn, auth, start_api
 
 PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
 

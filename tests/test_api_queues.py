@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from api_helpers import ThreadedUvicorn, auth, start_api
 
 from conveyor import Client, Tasks
 from conveyor.server import RedisServer
 
+from api_helpers import ThreadedUvicorn, auth, start_api
 from helpers import running_worker, wait_until
 
 

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import orjson
 import pytest
-from api_helpers import ThreadedUvicorn, auth, start_api
 
 from conveyor import Tasks
 from conveyor.server import RedisServer
 
+from api_helpers import ThreadedUvicorn, auth, start_api
 from helpers import running_worker
 
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 import pytest
-from api_helpers import RawHttpServer, Received
 
 from conveyor import AsyncClient, Fixed, JobFailed, Tasks
 from conveyor.httpcall import (
@@ -26,6 +25,7 @@ from conveyor.httpcall import (
     verify,
 )
 
+from api_helpers import RawHttpServer, Received
 from helpers import running_worker
 
 SECRET = "callback-secret"

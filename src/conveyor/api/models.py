@@ -150,7 +150,7 @@ class ScheduleIn(_Strict):
 
     task: str = Field(min_length=1, max_length=200)
     cron: str | None = Field(None, max_length=200, description="Five fields: minute hour day month weekday.")
-    every: float | None = Field(None, gt=0, le=TEN_YEARS, description="Seconds between runs.")
+    every: float | None = Field(None, ge=1, le=TEN_YEARS, description="Seconds between runs (1 or more).")
     timezone: str = Field("UTC", max_length=100)
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -33,7 +34,9 @@ from ..errors import (
     ResultTimeout,
     SerializationError,
 )
+from ..ids import validate_job_id
 from ..job import EnqueueOutcome, Job, JobState
+from ..keys import validate_queue_name
 from ..schedules import Schedule, ScheduleState
 from . import models as m
 from .problems import Problem, from_validation, responses
@@ -49,7 +52,7 @@ ScheduleName = Annotated[str, Path(pattern=r"^[^{}@\s]{1,200}$", description="Sc
 LOG_LINES = 100
 """Log lines returned with a job (the newest)."""
 
-COMMON = (400, 401, 403, 413, 422, 503)
+COMMON = (400, 401, 403, 404, 413, 422, 503)
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -72,6 +75,8 @@ def _problem_for(exc: Exception) -> Problem | None:
         return Problem(413, str(exc), code="payload-too-large", field="args")
     if isinstance(exc, SerializationError):
         return Problem(422, str(exc), code="not-json", field="args")
+    if isinstance(exc, UnicodeError):
+        return Problem(422, "a text field is not valid UTF-8 (lone surrogates?)", code="invalid-text")
     if isinstance(exc, RedisError | OSError):
         log.error("Redis error: %s", type(exc).__name__)
         return Problem(503, "Redis is unreachable or answered with an error; retry shortly", code="redis")
@@ -94,6 +99,7 @@ def make_route_class(service: ApiService) -> type[APIRoute]:
                 try:
                     if scope and tokens.enabled:
                         _authorize(request, scope)
+                    _check_path(request.path_params)
                     if request.method in ("POST", "PUT", "PATCH"):
                         length = request.headers.get("content-length")
                         if length and length.isdigit() and int(length) > settings.max_body_bytes:
@@ -135,6 +141,17 @@ def make_route_class(service: ApiService) -> type[APIRoute]:
                 f"(it has: {', '.join(sorted(scopes))})",
                 code="forbidden",
             )
+
+    def _check_path(params: dict[str, Any]) -> None:
+        """Names in the path are checked as the core checks them (the OpenAPI patterns cannot
+        say "printable"), so a bad one is a 422 naming it, never a 500."""
+        for name, check in (("queue", validate_queue_name), ("job_id", validate_job_id)):
+            value = params.get(name)
+            if value is not None:
+                try:
+                    check(value)
+                except ValueError as exc:
+                    raise Problem(422, f"{name}: {exc}", code="invalid-request", field=name) from None
 
     def _too_large() -> Problem:
         return Problem(
@@ -529,7 +546,7 @@ def api_router(service: ApiService) -> APIRouter:
             except ValueError as exc:
                 raise Problem(422, f"kwargs.{exc}", code="invalid-http-call", field="kwargs") from None
         try:
-            return Schedule(
+            schedule = Schedule(
                 name=name,
                 task=body.task,
                 queue=queue,
@@ -541,6 +558,8 @@ def api_router(service: ApiService) -> APIRouter:
                 missed=body.missed,
                 priority=body.priority,
             )
+            schedule.next_after(int(time.time() * 1000))  # a cron that never fires raises here
+            return schedule
         except ValueError as exc:
             message = str(exc)
             hints = (("cron", "cron"), ("every", "every"), ("time zone", "timezone"), ("missed", "missed"))
@@ -630,9 +649,11 @@ def api_router(service: ApiService) -> APIRouter:
         queue: QueueName,
         after: Annotated[
             str | None,
-            Query(pattern=r"^(\$|\d+-\d+)$", description="Stream position to start after; default: now."),
+            Query(
+                pattern=r"^(\$|[0-9]+-[0-9]+)$", description="Stream position to start after (default: now)."
+            ),
         ] = None,
-        last_event_id: Annotated[str | None, Header(pattern=r"^\d+-\d+$")] = None,
+        last_event_id: Annotated[str | None, Header(pattern=r"^[0-9]+-[0-9]+$")] = None,
         limit: Annotated[
             int | None, Query(ge=1, le=100_000, description="Close the stream after this many events.")
         ] = None,

@@ -1,0 +1,82 @@
+"""Schemathesis over the OpenAPI document: generated requests against the real server.
+
+Every operation gets about the same share of ``CONVEYOR_SCHEMATHESIS_REQUESTS`` generated
+requests (2,000 by default, more in a longer run); each response must not be a 5xx and must
+conform to the document (status code, content type, body schema). The event stream is left
+out: it answers with a stream that does not end, which a generated request cannot read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, given, seed, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from conveyor.server import RedisServer
+
+from api_helpers import ThreadedUvicorn, auth, start_api
+
+TOTAL = int(os.environ.get("CONVEYOR_SCHEMATHESIS_REQUESTS", "2000"))
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+SKIPPED = {"/v1/queues/{queue}/events"}
+
+
+@pytest.fixture(scope="module")
+def api(redis_server: RedisServer) -> Iterator[ThreadedUvicorn]:
+    # Short long polls: a generated wait must not hold the run for a minute.
+    server = start_api(redis_server.url, max_wait=0.05, prefix="fuzz")
+    yield server
+    server.stop()
+
+
+@pytest.mark.timeout(300)
+def test_generated_requests_conform(api: ThreadedUvicorn) -> None:
+    schema = schemathesis.openapi.from_url(f"{api.base_url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations() if result.ok().path not in SKIPPED]
+    assert len(operations) >= 20
+    sent: dict[str, int] = {}
+    session = requests.Session()
+    headers = auth("admin")
+
+    def fuzz(operation: schemathesis.APIOperation, examples: int, round_: int) -> int:
+        """Run up to ``examples`` generated requests; returns how many were sent (an
+        operation with few possible inputs runs out before its share)."""
+        before = sum(sent.values())
+
+        @seed(round_)
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
+        def run(case: schemathesis.Case) -> None:
+            label = f"{case.operation.method.upper()} {case.operation.path}"
+            sent[label] = sent.get(label, 0) + 1
+            case.call_and_validate(
+                base_url=api.base_url, session=session, headers=headers, checks=CHECKS, timeout=30
+            )
+
+        run()
+        return sum(sent.values()) - before
+
+    # Operations that used their whole share get the budget the others could not use.
+    pending = operations
+    for round_ in range(4):
+        left = TOTAL - sum(sent.values())
+        if left <= 0 or not pending:
+            break
+        share = -(-left // len(pending))
+        pending = [op for op in pending if fuzz(op, share, round_) >= share]
+    session.close()
+    total = sum(sent.values())
+    print(f"schemathesis: {total} requests over {len(sent)} operations")
+    assert total >= TOTAL * 0.9, sent
