@@ -5,6 +5,10 @@ task, options of the wrong type), mixed with good jobs, plus one job that SIGKIL
 own worker every time. [all good jobs complete; each bad one dead-lettered after at most
 one attempt with a precise reason and its raw bytes kept; no worker restart for decode
 errors; the self-killing job dead-lettered after max crashes]
+
+Found here: a job that kills its worker takes the jobs claimed in the same batch with it,
+and after ``max_crashes`` kills those good jobs are dead-lettered as "worker lost" too
+(a strict xfail below, until the claim isolates jobs that already lost a worker).
 """
 
 from __future__ import annotations
@@ -49,13 +53,10 @@ def poison_tasks(queue: str) -> tuple[Any, Any]:
     return work, suicide
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_poison_jobs_are_dead_lettered_once_and_good_jobs_complete(
-    server_factory: Any, tmp_path: Path
-) -> None:
-    good = int(knob("POISON_GOOD", 2000))
-    bad = int(knob("POISON_BAD", 200))
+def run_poison(
+    server_factory: Any, tmp_path: Path, good: int, bad: int, killer_at: str | None, slots: int = 50
+) -> Any:
+    """Good and malformed jobs interleaved; the self-killing job first, in the middle or absent."""
     server = server_factory(appendonly=False)
     queue = "chaos-poison"
     work, suicide = poison_tasks(queue)
@@ -65,11 +66,11 @@ def test_poison_jobs_are_dead_lettered_once_and_good_jobs_complete(
     names = list(SHAPES)
     with Client.from_url(server.url) as client:
         keys = client.keys(queue)
+        killer = client.enqueue(suicide) if killer_at == "first" else None
         chunk = max(1, good // 10)
-        killer = None
         for start in range(0, good, chunk):  # good and bad jobs interleaved in the queue
-            if start >= good // 2 and killer is None:
-                killer = client.enqueue(suicide)  # in the middle, among good jobs
+            if killer_at == "middle" and start >= good // 2 and killer is None:
+                killer = client.enqueue(suicide)
             handles = client.enqueue_many([work.call(i) for i in range(start, min(good, start + chunk))])
             writer.accepted(h.id for h in handles)
             with raw.pipeline(transaction=False) as pipe:
@@ -82,48 +83,84 @@ def test_poison_jobs_are_dead_lettered_once_and_good_jobs_complete(
                     written[job_id] = (fields, reason, words)
                 pipe.zadd(keys.marker, {"w": 0})
                 pipe.execute()
-        assert killer is not None
-        workers = Workers(server.url, queue, tmp_path, count=2, CHAOS_MAX_CRASHES=MAX_CRASHES)
+        workers = Workers(
+            server.url, queue, tmp_path, count=2, CHAOS_MAX_CRASHES=MAX_CRASHES, CHAOS_CONCURRENCY=slots
+        )
+        expected = good + len(written) + (1 if killer else 0)
         started = time.monotonic()
         try:
             while True:
                 workers.restart_exited()
                 counts = finished(client, queue)
-                if counts["completed"] + counts["failed"] >= good + len(written) + 1:
+                if sum(counts.values()) >= expected:
                     break
                 assert time.monotonic() - started < 120, counts
                 time.sleep(0.05)
             elapsed = time.monotonic() - started
             records = ledger.read(tmp_path)
             states = final_states(client, queue, records)
-            killer_job = client.get_job(queue, killer.id)
+            killer_job = client.get_job(queue, killer.id) if killer else None
         finally:
             codes = workers.stop()
-        result = ledger.check(records, states, workers.kills)
-        report(
-            "poison",
-            {
-                "good": good,
-                "bad": len(written),
-                "worker_exits": len(workers.exits),
-                **result.summary(),
-                "elapsed_s": round(elapsed, 1),
-            },
-        )
-        for job_id, (fields, reason, words) in written.items():
-            stored = raw.hgetall(keys.job(job_id))
-            assert stored[b"s"] == b"failed", (job_id, stored)
-            # One attempt, plus one per crash of a worker that held it (the self-killing
-            # job's batch-mates come back once more after each of its kills).
-            assert int(stored[b"at"]) == 1 + int(stored.get(b"cr", 0)), "dead-lettered after one attempt"
-            error = orjson.loads(stored[b"e"])
-            assert error["reason"] == reason and words in error["message"], (job_id, error)
-            for name, value in fields.items():
-                assert stored[name.encode()] == value, "the raw bytes are kept for inspection"
-        assert killer_job.state.value == "failed" and killer_job.error
-        assert killer_job.error["reason"] == "worker_lost" and killer_job.crashes == MAX_CRASHES
-        # Workers died only of the self-killing job (SIGKILL), never of a decode error.
-        assert list(workers.exits.values()) == [-9] * MAX_CRASHES
-        assert result.lost == [] and result.stuck == [] and result.reverted == []
-        assert result.states == {"completed": good}, "good jobs of the killed batches complete too"
-        assert all(code == 0 for code in codes), codes
+        stored = {job_id: raw.hgetall(keys.job(job_id)) for job_id in written}
+    result = ledger.check(records, states, workers.kills)
+    report(
+        f"poison:killer-{killer_at}",
+        {
+            "good": good,
+            "bad": len(written),
+            "worker_exits": len(workers.exits),
+            **result.summary(),
+            "elapsed_s": round(elapsed, 1),
+        },
+    )
+    assert all(code == 0 for code in codes), codes
+    return written, stored, killer_job, workers, result
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_poison_jobs_are_dead_lettered_once_and_good_jobs_complete(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    good, bad = int(knob("POISON_GOOD", 2000)), int(knob("POISON_BAD", 200))
+    written, stored, _, workers, result = run_poison(server_factory, tmp_path, good, bad, None)
+    for job_id, (fields, reason, words) in written.items():
+        job = stored[job_id]
+        assert job[b"s"] == b"failed", (job_id, job)
+        assert int(job[b"at"]) == 1, "dead-lettered after one attempt"
+        error = orjson.loads(job[b"e"])
+        assert error["reason"] == reason and words in error["message"], (job_id, error)
+        for name, value in fields.items():
+            assert job[name.encode()] == value, "the raw bytes are kept for inspection"
+    assert workers.exits == {} and workers.restarts == 0, "no worker restart for decode errors"
+    assert result.lost == [] and result.stuck == [] and result.reverted == []
+    assert result.states == {"completed": good} and result.extra_executions == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_job_that_kills_its_worker_is_dead_lettered_after_max_crashes(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    # One slot per worker: claimed alone, it takes no other job down (see the xfail below).
+    _, _, killer_job, workers, result = run_poison(server_factory, tmp_path, 200, 0, "first", slots=1)
+    assert killer_job.state.value == "failed" and killer_job.error
+    assert killer_job.error["reason"] == "worker_lost" and killer_job.crashes == MAX_CRASHES
+    assert list(workers.exits.values()) == [-9] * MAX_CRASHES, "each of its runs was a SIGKILL"
+    assert result.lost == [] and result.stuck == [] and result.states == {"completed": 200}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: the jobs claimed in the same batch as a self-killing job are lost with "
+    "each of its kills and come back together, so after max_crashes they are dead-lettered too",
+)
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_job_that_kills_its_worker_does_not_take_good_jobs_with_it(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    _, _, killer_job, _, result = run_poison(server_factory, tmp_path, 2000, 0, "middle")
+    assert killer_job.error and killer_job.error["reason"] == "worker_lost"
+    assert result.states == {"completed": 2000}, "good jobs claimed with it still complete"
