@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 
 from conveyor import AsyncClient, Client, EnqueueOutcome, JobState, PayloadTooLarge, SerializationError, Tasks
 
@@ -73,6 +74,28 @@ def test_bulk_enqueue_in_one_call(client: Client, queue: str) -> None:
     assert client.counts(queue)["waiting"] == 25_000
     ids = [h.id for h in handles]
     assert ids == sorted(ids), "generated ids sort by creation time"
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+async def test_pipelined_chunks_keep_order_across_queues_and_a_script_flush(
+    client: Client, aclient: AsyncClient, raw: redis.Redis, queue: str, face: str
+) -> None:
+    """A bulk is written as several scripts sent back to back (one pipeline); a SCRIPT FLUSH
+    just before makes every one of them answer NOSCRIPT, and each is run again, in order."""
+    _, add, _ = make_tasks(queue)
+    other = queue + "-b"
+    calls = [add.call(i, 0) if i % 3 else add.with_options(queue=other).call(i, 0) for i in range(7_000)]  # type: ignore[attr-defined]
+    raw.script_flush()
+    if face == "sync":
+        handles = client.enqueue_many(calls)
+    else:
+        handles = await aclient.enqueue_many(calls)
+    assert all(h.created for h in handles) and len({h.id for h in handles}) == 7_000
+    assert [h.queue for h in handles] == [other if i % 3 == 0 else queue for i in range(7_000)]
+    for name in (queue, other):
+        expected = [h.id for h in handles if h.queue == name]
+        waiting, total = client.list_jobs(name, JobState.WAITING, limit=10_000)
+        assert total == len(expected) and [job.id for job in waiting] == expected, "FIFO across chunks"
 
 
 def test_bulk_reports_existing_ids_individually(client: Client, queue: str) -> None:

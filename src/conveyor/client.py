@@ -42,7 +42,7 @@ class Unset:
 UNSET = Unset()
 CANCELLED_RETENTION = ops.Retention(100_000, 7 * 24 * 3600 * 1000)
 
-BULK_CHUNK = 10_000
+BULK_CHUNK = 2_500
 """Jobs per enqueue script call: large enough for one round trip per chunk, small enough
 that one call does not hold Redis for long (about 25 ms for 10,000 jobs)."""
 
@@ -108,13 +108,17 @@ class _Producer:
             jobs = by_queue.setdefault(call.queue, [])
             order.append((call.queue, len(jobs)))
             jobs.append(self._encode(call, job_id))
-        results: dict[str, list[ops.Enqueued]] = {}
-        for queue, jobs in by_queue.items():
+        for queue in by_queue:
             yield from self._register(queue)
-            done: list[ops.Enqueued] = []
-            for start in range(0, len(jobs), BULK_CHUNK):
-                done += yield from ops.enqueue(self.keys(queue), jobs[start : start + BULK_CHUNK])
-            results[queue] = done
+        chunks = [
+            (self.keys(queue), jobs[start : start + BULK_CHUNK])
+            for queue, jobs in by_queue.items()
+            for start in range(0, len(jobs), BULK_CHUNK)
+        ]
+        written = yield from ops.enqueue_chunks(chunks)
+        results: dict[str, list[ops.Enqueued]] = {}
+        for (keys, _), outcomes in zip(chunks, written, strict=True):
+            results.setdefault(keys.queue, []).extend(outcomes)
         if len(results) == 1:
             return results[order[0][0]]
         return [results[queue][index] for queue, index in order]

@@ -7,16 +7,30 @@ exceptions. Everything else about an operation lives in the operation itself.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Generator
 from typing import Any, TypeVar
 
 from redis.exceptions import NoScriptError, ResponseError
 
 from .errors import OutOfMemory, from_script_error
-from .operations import Script, Step
+from .operations import Pipeline, Script, Step
 from .transport import AsyncTransport, SyncTransport, raise_for_reply
 
 T = TypeVar("T")
+
+
+def _evalsha(step: Script) -> tuple[Any, ...]:
+    return ("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args)
+
+
+def _settle(reply: Any, script: Script, rerun: Any) -> Any:
+    """A pipelined reply: the value, or the script run again after NOSCRIPT (SCRIPT FLUSH,
+    a restart), or the error raised."""
+    try:
+        return raise_for_reply(reply)
+    except NoScriptError:
+        return rerun(script)
 
 
 def _typed(exc: ResponseError) -> Exception:
@@ -42,6 +56,8 @@ class SyncExecutor:
         try:
             if isinstance(step, Script):
                 return self._script(step)
+            if isinstance(step, Pipeline):
+                return self._pipeline(step)
             return self.transport.call(*step.args)
         except NoScriptError:
             raise
@@ -49,12 +65,24 @@ class SyncExecutor:
             raise _typed(exc) from None
 
     def _script(self, step: Script) -> Any:
-        command = ("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args)
+        command = _evalsha(step)
         try:
             return self.transport.call(*command)
         except NoScriptError:
             self.transport.load_script(step.script.source)
             return self.transport.call(*command)
+
+    def _pipeline(self, step: Pipeline) -> list[Any]:
+        pipeline = getattr(self.transport, "pipeline", None)
+        if pipeline is None:  # redis-py (Sentinel, Cluster): one after the other
+            return [self._script(script) for script in step.scripts]
+        sent: list[Script] = []
+        with pipeline() as pipe:
+            for script in step.scripts:  # the next script is built while Redis runs this one
+                pipe.send(_evalsha(script))
+                sent.append(script)
+            replies = pipe.receive()
+        return [_settle(reply, script, self._script) for script, reply in zip(sent, replies, strict=True)]
 
 
 class AsyncExecutor:
@@ -73,6 +101,8 @@ class AsyncExecutor:
         try:
             if isinstance(step, Script):
                 return await self._script(step)
+            if isinstance(step, Pipeline):
+                return await self._pipeline(step)
             if step.blocking:
                 return await self.transport.call_blocking(*step.args)
             return await self.transport.call(*step.args)
@@ -106,10 +136,29 @@ class AsyncExecutor:
 
     @staticmethod
     def _evalsha(step: Script) -> tuple[Any, ...]:
-        return ("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args)
+        return _evalsha(step)
+
+    async def _pipeline(self, step: Pipeline) -> list[Any]:
+        send_now = getattr(self.transport, "send_now", None)
+        if send_now is None:  # redis-py (Sentinel, Cluster): one after the other
+            return [await self._script(script) for script in step.scripts]
+        sent: list[Script] = []
+        waiters = []
+        for script in step.scripts:  # written out at once; the next is built meanwhile
+            waiters.append(await send_now(_evalsha(script)))
+            sent.append(script)
+        async with asyncio.timeout(getattr(self.transport, "command_timeout", None)):
+            replies = await asyncio.gather(*waiters)
+        out = []
+        for script, reply in zip(sent, replies, strict=True):
+            try:
+                out.append(raise_for_reply(reply))
+            except NoScriptError:
+                out.append(await self._script(script))
+        return out
 
     async def _script(self, step: Script) -> Any:
-        command = ("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args)
+        command = _evalsha(step)
         try:
             return await self.transport.call(*command)
         except NoScriptError:

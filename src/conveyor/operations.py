@@ -8,7 +8,7 @@ arguments and the parsing of every reply are written exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,18 @@ class Command:
     """True for commands that may block (BLPOP): the executor gives them their own connection."""
 
 
-Step = Script | Command
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """Run scripts back to back without waiting for each reply; the reply is their replies.
+
+    ``scripts`` is consumed lazily: the executor sends one script, then builds the next
+    while Redis runs the first, so preparing a bulk write overlaps with executing it.
+    """
+
+    scripts: Iterator[Script]
+
+
+Step = Script | Command | Pipeline
 Operation = Generator[Step, Any, Any]
 
 ENQUEUE = load("enqueue")
@@ -105,10 +116,24 @@ class Retention:
 
 
 def enqueue(keys: QueueKeys, jobs: Sequence[NewJob]) -> Generator[Step, Any, list[Enqueued]]:
+    notes = yield enqueue_script(keys, jobs)
+    return enqueue_outcomes(keys, jobs, notes)
+
+
+def enqueue_chunks(
+    chunks: Iterable[tuple[QueueKeys, Sequence[NewJob]]],
+) -> Generator[Step, Any, list[list[Enqueued]]]:
+    """Write many chunks of jobs in one pipeline (a bulk enqueue); outcomes per chunk."""
+    chunks = list(chunks)
+    replies = yield Pipeline(enqueue_script(keys, jobs) for keys, jobs in chunks)
+    return [enqueue_outcomes(keys, jobs, notes) for (keys, jobs), notes in zip(chunks, replies, strict=True)]
+
+
+def enqueue_script(keys: QueueKeys, jobs: Sequence[NewJob]) -> Script:
     args: list[Any] = []
     for job in jobs:
         args += (job.id, job.task, job.args, len(job.extras) // 2, *job.extras)
-    notes = yield Script(
+    return Script(
         ENQUEUE,
         (
             keys.waiting,
@@ -125,6 +150,9 @@ def enqueue(keys: QueueKeys, jobs: Sequence[NewJob]) -> Generator[Step, Any, lis
         ),
         args,
     )
+
+
+def enqueue_outcomes(keys: QueueKeys, jobs: Sequence[NewJob], notes: Sequence[Any]) -> list[Enqueued]:
     results = [Enqueued(job.id, keys.queue, EnqueueOutcome.CREATED) for job in jobs]
     for i in range(0, len(notes), 3):
         index, kind, other = int(notes[i]) - 1, notes[i + 1], notes[i + 2]

@@ -177,10 +177,21 @@ class _SyncConnection:
         return self.call_many([args])[0]
 
     def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        self.send(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
+        return self.receive(len(commands))
+
+    def send(self, packed: bytes) -> None:
         try:
-            self.sock.sendall(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
+            self.sock.sendall(packed)
+        except OSError as exc:
+            self.close()
+            raise RedisConnectionError(f"lost the connection to Redis: {exc}") from None
+
+    def receive(self, count: int) -> list[Any]:
+        """Read ``count`` replies; error replies are returned, not raised."""
+        try:
             replies: list[Any] = []
-            while len(replies) < len(commands):
+            while len(replies) < count:
                 reply = self.reader.gets()
                 if reply is False:
                     data = self.sock.recv(262144)
@@ -197,6 +208,23 @@ class _SyncConnection:
     def close(self) -> None:
         with suppress(OSError):
             self.sock.close()
+
+
+class SyncPipe:
+    """Commands sent without waiting for their replies (see :meth:`FastSyncTransport.pipeline`)."""
+
+    def __init__(self, conn: _SyncConnection) -> None:
+        self._conn = conn
+        self._sent = 0
+
+    def send(self, args: Sequence[Any]) -> None:
+        self._conn.send(hiredis.pack_command(tuple(args)))
+        self._sent += 1
+
+    def receive(self) -> list[Any]:
+        """The replies of everything sent, in order; error replies are returned, not raised."""
+        count, self._sent = self._sent, 0
+        return self._conn.receive(count)
 
 
 class FastSyncTransport:
@@ -235,6 +263,12 @@ class FastSyncTransport:
         """Send all commands, then read all replies: one round trip. Error replies are returned."""
         with self._connection() as conn:
             return conn.call_many(commands)
+
+    @contextmanager
+    def pipeline(self) -> Iterator[SyncPipe]:
+        """Send commands one by one as they are made, read all replies at the end."""
+        with self._connection() as conn:
+            yield SyncPipe(conn)
 
     def load_script(self, source: str) -> str:
         return str(self.call("SCRIPT", "LOAD", source))
@@ -358,6 +392,11 @@ class FastAsyncTransport:
             # A silent connection (a network blackhole) fails every request on it and is replaced.
             conn.close()
             raise RedisTimeoutError(f"Redis did not answer within {self.command_timeout} s") from None
+
+    async def send_now(self, args: Sequence[Any]) -> asyncio.Future[Any]:
+        """Send one command and return the future of its reply (error replies are returned)."""
+        conn = await self._connection()
+        return conn.send(args)
 
     async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Pipeline: send all, then await all replies. Error replies are returned, not raised."""

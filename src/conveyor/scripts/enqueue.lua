@@ -35,10 +35,23 @@ local created = 0
 local i = 1
 local position = 0
 
-while i <= #ARGV do
+local prefix = KEYS[6]
+local argc = #ARGV
+while i <= argc do
   position = position + 1
-  local extras = tonumber(ARGV[i + 3])
-  local outcome, other = create_job(q, now, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV, i + 4, extras)
+  local extras = 0
+  local outcome, other
+  if ARGV[i + 3] == '0' then
+    -- The common case of a bulk enqueue, inlined: no options, so no table to build.
+    local key = prefix .. ARGV[i]
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('HSET', key, 'n', ARGV[i + 1], 'a', ARGV[i + 2], 'ct', now, 's', 'waiting')
+      outcome = 'plain'
+    end
+  else
+    extras = tonumber(ARGV[i + 3])
+    outcome, other = create_job(q, now, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV, i + 4, extras)
+  end
   if outcome == nil then
     notes[#notes + 1] = position; notes[#notes + 1] = 'existed'; notes[#notes + 1] = ARGV[i]
   elseif outcome == 'duplicate' then
