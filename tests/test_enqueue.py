@@ -174,3 +174,24 @@ def test_bad_names_are_refused_before_anything_is_written(bad: str) -> None:
         noop.with_options(queue=bad)
     with pytest.raises(ValueError, match="job id"):
         noop.with_options(job_id=bad)
+
+
+def test_a_generated_id_that_clashes_is_replaced_not_dropped(
+    client: Client, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two producers can generate the same id (same ms, counter and random bits): the job
+    whose id the caller did not choose is written under a fresh id instead of "existed"."""
+    from conveyor import client as client_module
+    from conveyor.ids import new_job_ids
+
+    _, add, _ = make_tasks(queue)
+    first = client.enqueue(add, 1, 1)  # type: ignore[arg-type]
+    # the bulk: both clash, then one of them again; the single enqueue clashes once
+    handed_out = iter([[first.id, first.id], [first.id, new_job_ids(1)[0]], None, [first.id]])
+    monkeypatch.setattr(client_module, "new_job_ids", lambda n: next(handed_out, None) or new_job_ids(n))
+    handles = client.enqueue_many([add.call(2, 2), add.call(3, 3)])  # type: ignore[attr-defined]
+    assert all(h.created for h in handles) and first.id not in {h.id for h in handles}
+    assert sorted(client.get_job(queue, h.id).args[0] for h in handles) == [2, 3]
+    single = client.enqueue(add, 4, 4)  # type: ignore[arg-type]
+    assert single.created and single.id != first.id
+    assert client.counts(queue)["waiting"] == 4

@@ -96,8 +96,27 @@ class _Producer:
         return ops.NewJob(options.job_id or job_id, call.task, args, tuple(extras))
 
     def _enqueue_ops(self, calls: Sequence[TaskCall[Any]]) -> Generator[ops.Step, Any, list[ops.Enqueued]]:
+        results = yield from self._write_calls(calls, new_job_ids(len(calls)))
+        # A generated id that already exists belongs to another producer's job (same
+        # millisecond, same counter, same 20 random bits: rare, yet bound to happen in a
+        # large fleet). The caller did not choose that id, so make the job under a new one
+        # rather than report "existed" and drop it.
+        while True:
+            clashes = [
+                i
+                for i, (call, result) in enumerate(zip(calls, results, strict=True))
+                if result.outcome is EnqueueOutcome.EXISTED and call.options.job_id is None
+            ]
+            if not clashes:
+                return results
+            again = yield from self._write_calls([calls[i] for i in clashes], new_job_ids(len(clashes)))
+            for i, result in zip(clashes, again, strict=True):
+                results[i] = result
+
+    def _write_calls(
+        self, calls: Sequence[TaskCall[Any]], ids: list[str]
+    ) -> Generator[ops.Step, Any, list[ops.Enqueued]]:
         """Encode everything first (nothing is written if any call is invalid), then write."""
-        ids = new_job_ids(len(calls))
         if len(calls) == 1:  # the single enqueue: no grouping needed
             call = calls[0]
             yield from self._register(call.queue)
