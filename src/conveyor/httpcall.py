@@ -25,7 +25,9 @@ the address that was checked (the ``Host`` header and TLS server name keep the o
 name), so a DNS answer that changes between the check and the connection cannot steer it
 elsewhere.
 
-One ``httpx.AsyncClient`` with connection pooling serves every HTTP job of a worker process.
+One ``aiohttp.ClientSession`` with connection pooling serves every HTTP job of a worker process.
+(aiohttp rather than httpx: measured on loopback, httpx 0.28 made about 120 calls/s with
+500 in flight, aiohttp about 6,000; its pool scans every connection on each request.)
 """
 
 from __future__ import annotations
@@ -43,9 +45,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 from . import serialization
 from .context import current_job
@@ -63,7 +67,7 @@ MAX_RETRY_AFTER = 24 * 3600.0
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 DEFAULT_KEEP_HEADERS = ("content-type", "content-length", "location", "etag", "retry-after", "x-request-id")
 SIGNATURE_HEADER = "Conveyor-Signature"
-_AddressFamily = socket.AddressFamily
+USER_AGENT = "conveyor-httpcall"
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -238,34 +242,40 @@ class OutboundPolicy:
                 "unless its network is listed in CONVEYOR_HTTP_ALLOW_NETWORKS"
             )
 
-    async def resolve(self, host: str, port: int) -> str:
-        """Check ``host`` and return the address to connect to; raises ``OutboundRefused``."""
+    def check_url(self, url: str) -> None:
+        """The checks that can be made before connecting: the host lists, and the address
+        when the URL names one (names are checked by :class:`CheckingResolver`)."""
+        host = urlsplit(url).hostname or ""
         self.check_host(host)
         try:
             literal = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
-            literal = None
-        if literal is not None:
-            self.check_address(host, str(literal))
-            return str(literal)
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise HttpCallError(f"cannot resolve {host!r}: {exc}") from None
-        addresses = [str(info[4][0]) for info in infos]
-        for address in addresses:  # every answer must pass: no mixing public and private
-            self.check_address(host, address)
-        return addresses[0]
+            return
+        self.check_address(host, str(literal))
 
 
-def _pinned(url: str, address: str) -> tuple[str, str]:
-    """The URL with its host replaced by ``address``, and the Host header value to send."""
-    parts = urlsplit(url)
-    host_header = parts.netloc.rsplit("@", 1)[-1]
-    literal = f"[{address}]" if ":" in address else address
-    netloc = f"{literal}:{parts.port}" if parts.port else literal
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), host_header
+class CheckingResolver(AbstractResolver):
+    """DNS resolution that refuses answers the policy does not allow.
+
+    The connector connects only to addresses this returned, so the address that was
+    checked is the address that is called: a name whose DNS answer changes between a
+    check and the connection (DNS rebinding) cannot steer a call to a private address.
+    """
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        self.policy = policy
+        self._inner = ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answers = await self._inner.resolve(host, port, family)
+        for answer in answers:  # every answer must pass: no mixing public and private
+            self.policy.check_address(host, answer["host"])
+        return answers
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -309,72 +319,70 @@ class HttpCaller:
     def __init__(self, settings: HttpCallSettings | None = None) -> None:
         self.settings = settings or HttpCallSettings.from_env()
         self.policy = OutboundPolicy(self.settings)
-        self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def client(self) -> httpx.AsyncClient:
-        """The shared client of the running event loop (made on first use)."""
+    def session(self) -> aiohttp.ClientSession:
+        """The shared session of the running event loop (made on first use)."""
         loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            limits = httpx.Limits(
-                max_connections=self.settings.max_connections,
-                max_keepalive_connections=self.settings.max_connections,
+        if self._session is None or self._loop is not loop:
+            connector = aiohttp.TCPConnector(
+                limit=self.settings.max_connections,
+                resolver=CheckingResolver(self.policy),
+                ttl_dns_cache=10,
             )
-            self._client = httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=False)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"User-Agent": USER_AGENT},
+                auto_decompress=True,
+                trust_env=False,
+            )
             self._loop = loop
-        return self._client
+        return self._session
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def send(self, request: HttpRequest) -> dict[str, Any]:
         """Make one call; returns the result or raises (``HttpCallError`` to retry,
         ``RetryAfter`` to come back later, ``Fail`` to fail at once)."""
-        parts = urlsplit(request.url)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = await self.policy.resolve(host, port)
-        url, host_header = _pinned(request.url, address)
-        headers = {**request.headers, "Host": host_header}
-        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-        content = request.body.encode() if request.body is not None else None
+        self.policy.check_url(request.url)
+        headers = dict(request.headers)
+        data = request.body.encode() if request.body is not None else None
         if request.json is not None:
-            content = serialization.dumps(request.json)
-            headers.setdefault("Content-Type", "application/json")
-        timeout = httpx.Timeout(request.timeout, pool=request.timeout)
+            data = serialization.dumps(request.json)
+            if not any(k.lower() == "content-type" for k in headers):
+                headers["Content-Type"] = "application/json"
         started = time.perf_counter()
+        what = f"{request.method} {request.url}"
         try:
-            async with asyncio.timeout(request.timeout):
-                built = self.client().build_request(
+            async with (
+                asyncio.timeout(request.timeout),
+                self.session().request(
                     request.method,
-                    url,
+                    request.url,
                     headers=headers,
-                    content=content,
-                    timeout=timeout,
-                    extensions=extensions,
-                )
-                response = await self.client().send(built, stream=True)
-                try:
-                    body, truncated = await self._read_capped(response)
-                finally:
-                    await response.aclose()
+                    data=data,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=request.timeout),
+                ) as response,
+            ):
+                body, truncated = await self._read_capped(response)
         except TimeoutError:
-            raise HttpCallError(
-                f"{request.method} {request.url}: no response within {request.timeout:g} s"
-            ) from None
-        except httpx.TimeoutException:
-            raise HttpCallError(f"{request.method} {request.url}: timed out") from None
-        except httpx.TransportError as exc:
-            raise HttpCallError(
-                f"{request.method} {request.url}: {type(exc).__name__}: "
-                f"{str(exc) or 'the connection failed or was closed by the peer'}"
-            ) from None
-        status = response.status_code
+            raise HttpCallError(f"{what}: no response within {request.timeout:g} s") from None
+        except aiohttp.ClientError as exc:
+            refused = _refusal(exc)
+            if refused is not None:
+                raise refused from None
+            raise HttpCallError(f"{what}: {type(exc).__name__}: {_reason(exc)}") from None
+        status = response.status
         result = {
             "status": status,
-            "headers": {k: v for k, v in response.headers.items() if k.lower() in self.settings.keep_headers},
+            "headers": {
+                k.lower(): v for k, v in response.headers.items() if k.lower() in self.settings.keep_headers
+            },
             "body": body.decode("utf-8", errors="replace"),
             "truncated": truncated,
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
@@ -382,7 +390,7 @@ class HttpCaller:
         ok = status in request.success if request.success else 200 <= status < 300
         if ok:
             return result
-        what = f"{request.method} {request.url} answered {status}"
+        what = f"{what} answered {status}"
         if status in (429, 503):
             delay = retry_after_seconds(response.headers.get("retry-after"))
             if delay is not None:
@@ -391,16 +399,17 @@ class HttpCaller:
             raise HttpCallError(what)
         raise Fail(f"{what}; not retried (4xx other than 408/429, or an unexpected status)")
 
-    async def _read_capped(self, response: httpx.Response) -> tuple[bytes, bool]:
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         cap = self.settings.max_body_bytes
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_raw():
+        while size <= cap:
+            chunk = await response.content.read(cap + 1 - size)
+            if not chunk:
+                return b"".join(chunks), False
             chunks.append(chunk)
             size += len(chunk)
-            if size > cap:
-                return b"".join(chunks)[:cap], True
-        return b"".join(chunks), False
+        return b"".join(chunks)[:cap], True
 
     async def callback(self, url: str, outcome: dict[str, Any]) -> None:
         """POST the job's outcome to its callback URL (best effort: 3 tries, then logged)."""
@@ -410,25 +419,28 @@ class HttpCaller:
             if self.settings.callback_secret:
                 headers[SIGNATURE_HEADER] = sign(self.settings.callback_secret, body, int(time.time()))
             try:
-                parts = urlsplit(url)
-                port = parts.port or (443 if parts.scheme == "https" else 80)
-                address = await self.policy.resolve(parts.hostname or "", port)
-                pinned, host_header = _pinned(url, address)
-                headers["Host"] = host_header
-                extensions = {"sni_hostname": parts.hostname or ""} if parts.scheme == "https" else {}
-                request = self.client().build_request(
-                    "POST", pinned, headers=headers, content=body, timeout=30.0, extensions=extensions
-                )
-                response = await self.client().send(request)
-                if response.status_code < 500:
-                    if response.status_code >= 300:
-                        log.warning("callback %s answered %d; not retried", url, response.status_code)
-                    return
+                self.policy.check_url(url)
+                async with self.session().post(
+                    url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=30),
+                ) as response:
+                    await response.read()
+                    if response.status < 500:
+                        if response.status >= 300:
+                            log.warning("callback %s answered %d; not retried", url, response.status)
+                        return
             except OutboundRefused as exc:
                 log.error("callback %s refused: %s", url, exc)
                 return
-            except (httpx.HTTPError, HttpCallError) as exc:
-                log.warning("callback %s failed (try %d of 3): %s", url, attempt + 1, exc)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                refused = _refusal(exc)
+                if refused is not None:
+                    log.error("callback %s refused: %s", url, refused)
+                    return
+                log.warning("callback %s failed (try %d of 3): %s", url, attempt + 1, _reason(exc))
             await asyncio.sleep(0.5 * 2**attempt)
         log.error("callback %s: gave up after 3 tries", url)
 
@@ -492,3 +504,19 @@ def register_http_task(
     caller = HttpCaller(settings)
     tasks.task(name=HTTP_TASK, retries=retries)(caller.run)
     return caller
+
+
+def _refusal(exc: BaseException) -> OutboundRefused | None:
+    """The policy's refusal inside an aiohttp error (it wraps what the resolver raised)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, OutboundRefused):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or "the connection failed or was closed by the peer"
