@@ -6,7 +6,18 @@ from typing import Any
 
 import pytest
 
-from conveyor import AsyncClient, Fixed, JobFailed, JobState, SerializationError, Tasks, current_job
+from conveyor import (
+    AsyncClient,
+    Fixed,
+    Flow,
+    JobFailed,
+    JobState,
+    SerializationError,
+    Tasks,
+    chain,
+    chord,
+    current_job,
+)
 from conveyor.hooks import Hooks
 from conveyor.testing import EagerClient
 
@@ -101,3 +112,33 @@ def test_eager_client_runs_tasks_at_enqueue() -> None:
     with pytest.raises(SerializationError):
         client.enqueue(add, object(), 1)  # type: ignore[arg-type]
     assert [job.state for job in client.jobs] == [JobState.COMPLETED, JobState.COMPLETED, JobState.FAILED]
+
+
+def test_eager_client_runs_flows_children_first() -> None:
+    tasks = Tasks()
+
+    @tasks.task
+    def square(n: int) -> int:
+        return n * n
+
+    @tasks.task
+    def total(results: list[int]) -> int:
+        return sum(results)
+
+    @tasks.task
+    def count() -> int:
+        return len(current_job().children)
+
+    @tasks.task(retries=0)
+    def broken() -> None:
+        raise ValueError("nope")
+
+    client = EagerClient(tasks)
+    assert client.enqueue_flow(chord([square.call(n) for n in range(4)], total.call())).job.result() == 14
+    assert client.enqueue_flow(chain(square.call(3), square.call())).job.result() == 81
+    assert client.enqueue_flow(Flow(count.call(), [square.call(1), square.call(2)])).job.result() == 2
+    failing = client.enqueue_flow(Flow(count.call(), [broken.call()]))
+    with pytest.raises(JobFailed):
+        failing.job.result()
+    lenient = client.enqueue_flow(Flow(count.call(), [broken.call()], on_child_failure="ignore"))
+    assert lenient.job.result() == 1

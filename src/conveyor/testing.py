@@ -33,6 +33,7 @@ from . import serialization
 from .context import JobContext, _current
 from .errors import JobCancelled, JobFailed
 from .execution import RetryAfter
+from .flows import ChildOutcome, Flow, FlowHandle
 from .ids import new_job_id
 from .job import EnqueueOutcome, JobState
 from .task import P, R, Task, TaskCall, Tasks
@@ -86,6 +87,7 @@ class _EagerAttempt:
         self.task = type("TaskName", (), {"name": name})()
         self.aborted = False
         self.context: JobContext | None = None
+        self.children: list[ChildOutcome] | None = None
 
     def make_context(self, _attempt: Any) -> JobContext:
         def submit(kind: str, value: bytes | str) -> None:
@@ -112,7 +114,36 @@ class EagerClient:
     def enqueue_many(self, calls: Iterable[TaskCall[R]]) -> list[EagerHandle[R]]:
         return [self._run(call) for call in calls]
 
-    def _run(self, call: TaskCall[Any]) -> EagerHandle[Any]:
+    def enqueue_flow(self, flow: Flow) -> FlowHandle[EagerHandle[Any]]:
+        """Run the children (depth first, in order), then the parent with their outcomes."""
+        handles: list[Any] = []
+        outcomes: list[ChildOutcome] = []
+        for child in flow.children:
+            handle = self.enqueue_flow(child) if isinstance(child, Flow) else self._run(child)
+            handles.append(handle)
+            job = (handle.job if isinstance(handle, FlowHandle) else handle).job
+            outcomes.append(_outcome(job))
+        failed = next((o for o in outcomes if o.state != "completed"), None)
+        if failed is not None and flow.on_child_failure == "fail":
+            return FlowHandle(self._failed_parent(flow.job, failed), handles)
+        return FlowHandle(self._run(flow.job, outcomes, flow.pass_results), handles)
+
+    def enqueue_flows(self, flows: Iterable[Flow]) -> list[FlowHandle[EagerHandle[Any]]]:
+        return [self.enqueue_flow(flow) for flow in flows]
+
+    def _failed_parent(self, call: TaskCall[Any], child: ChildOutcome) -> EagerHandle[Any]:
+        job = EagerJob(
+            call.options.job_id or new_job_id(), call.task, call.queue, list(call.args), call.kwargs
+        )
+        job.state = JobState.FAILED
+        job.error = ChildFailed(f"child {child.queue} {child.id} {child.state}")
+        self.jobs.append(job)
+        self._by_id[job.id] = job
+        return EagerHandle(job, EnqueueOutcome.CREATED)
+
+    def _run(
+        self, call: TaskCall[Any], children: list[ChildOutcome] | None = None, pass_results: bool = False
+    ) -> EagerHandle[Any]:
         # Encode as the real client does, so unserialisable arguments fail here too.
         serialization.dumps(list(call.args), what=f"arguments of {call.task}")
         if call.kwargs:
@@ -121,16 +152,21 @@ class EagerClient:
         if job_id in self._by_id:
             return EagerHandle(self._by_id[job_id], EnqueueOutcome.EXISTED)
         task = self.tasks.get(call.task)
-        job = EagerJob(job_id, call.task, call.queue, list(call.args), dict(call.kwargs))
+        args = list(call.args)
+        if children is not None and pass_results:  # as the worker does: one result, or a list
+            results = [child.result for child in children]
+            args.insert(0, results[0] if len(results) == 1 else results)
+        job = EagerJob(job_id, call.task, call.queue, args, dict(call.kwargs))
         self.jobs.append(job)
         self._by_id[job_id] = job
         retries = call.options.retries if call.options.retries is not None else task.defaults.retries
         while True:
             job.attempts += 1
             attempt = _EagerAttempt(job, call.task)
+            attempt.children = children
             token = _current.set(attempt)
             try:
-                value = task.function(*call.args, **call.kwargs)
+                value = task.function(*args, **call.kwargs)
                 if inspect.isawaitable(value):
                     value = asyncio.run(_awaited(value))
                 job.result = serialization.loads(serialization.dumps(value, what=f"result of {call.task}"))
@@ -148,6 +184,18 @@ class EagerClient:
             finally:
                 _current.reset(token)
         return EagerHandle(job, EnqueueOutcome.CREATED)
+
+
+class ChildFailed(Exception):
+    """An eager flow's parent did not run: one of its children failed."""
+
+
+def _outcome(job: EagerJob) -> ChildOutcome:
+    if job.state is JobState.COMPLETED:
+        return ChildOutcome(job.queue, job.id, "completed", result=job.result)
+    error = {"type": type(job.error).__name__, "message": str(job.error)}
+    state: Any = "cancelled" if job.state is JobState.CANCELLED else "failed"
+    return ChildOutcome(job.queue, job.id, state, error=error)
 
 
 async def _awaited(value: Any) -> Any:
