@@ -49,6 +49,10 @@ class Endpoint:
     tls_verify: bool = True
     tls_ca_file: str | None = None
     connect_timeout: float = 10.0
+    command_timeout: float | None = 60.0
+    """Seconds Redis has to answer a command (beyond a blocking command's own timeout) before
+    the connection counts as dead and is replaced: what ends a blackhole or a half-open
+    socket. ``?socket_timeout=`` in the URL; 0 waits forever."""
 
     @classmethod
     def from_url(cls, url: str) -> Endpoint:
@@ -57,8 +61,9 @@ class Endpoint:
         username = unquote(parts.username) if parts.username else query.get("username")
         password = unquote(parts.password) if parts.password else query.get("password")
         db = int(query.get("db", 0))
+        timeout = _seconds(query.get("socket_timeout", "60"), "socket_timeout")
         if parts.scheme == "unix":
-            return cls(path=parts.path, username=username, password=password, db=db)
+            return cls(path=parts.path, username=username, password=password, db=db, command_timeout=timeout)
         if parts.scheme not in ("redis", "rediss"):
             raise ConfigurationError(f"the fast transport does not handle {parts.scheme}:// URLs")
         path = parts.path.strip("/")
@@ -76,6 +81,7 @@ class Endpoint:
             tls=parts.scheme == "rediss",
             tls_verify=query.get("ssl_cert_reqs", "required") != "none",
             tls_ca_file=query.get("ssl_ca_certs"),
+            command_timeout=timeout,
         )
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -95,6 +101,37 @@ class Endpoint:
         if self.db:
             commands.append(("SELECT", self.db))
         return commands
+
+
+def _seconds(value: str, name: str) -> float | None:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}") from None
+    if seconds < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {value!r}")
+    return seconds or None
+
+
+_BLOCKING_LAST = frozenset({"BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX", "BLMOVE", "BRPOPLPUSH"})
+
+
+def _blocks_for(args: Sequence[Any]) -> float | None:
+    """How long a blocking command may legitimately wait in Redis (None: forever)."""
+    name = str(args[0]).upper()
+    try:
+        if name in _BLOCKING_LAST:
+            seconds = float(args[-1])
+        elif name in ("BLMPOP", "BZMPOP"):
+            seconds = float(args[1])
+        elif name in ("XREAD", "XREADGROUP"):
+            upper = [str(a).upper() for a in args]
+            seconds = float(args[upper.index("BLOCK") + 1]) / 1000 if "BLOCK" in upper else 0.0
+        else:
+            return 0.0
+    except (ValueError, IndexError):
+        return None
+    return seconds or None
 
 
 def _reader() -> hiredis.Reader:
@@ -362,9 +399,10 @@ async def _open(endpoint: Endpoint) -> _AsyncConnection:
 class FastAsyncTransport:
     """One multiplexed connection for ordinary commands, dedicated ones for blocking commands."""
 
-    def __init__(self, endpoint: Endpoint, command_timeout: float | None = 60.0) -> None:
+    def __init__(self, endpoint: Endpoint, command_timeout: float | None = None) -> None:
+        """``command_timeout``: default the endpoint's (``?socket_timeout=``, 60 s)."""
         self.endpoint = endpoint
-        self.command_timeout = command_timeout
+        self.command_timeout = command_timeout if command_timeout is not None else endpoint.command_timeout
         self._shared: _AsyncConnection | None = None
         self._connecting: asyncio.Lock | None = None
         self._idle_blocking: list[_AsyncConnection] = []
@@ -404,10 +442,23 @@ class FastAsyncTransport:
         waiters = [conn.send(c) for c in commands]
         return list(await asyncio.gather(*waiters))
 
+    def _blocking_limit(self, args: Sequence[Any]) -> float | None:
+        """A blocking command's own timeout plus the command timeout; None: no limit. Without
+        it, a connection that died silently (half-open) would hold the caller forever."""
+        blocks = _blocks_for(args)
+        if blocks is None or self.command_timeout is None:
+            return None
+        return blocks + self.command_timeout
+
     async def call_blocking(self, *args: Any) -> Any:
         conn = self._idle_blocking.pop() if self._idle_blocking else await _open(self.endpoint)
+        limit = self._blocking_limit(args)
         try:
-            reply = raise_for_reply(await conn.send(args))
+            async with asyncio.timeout(limit):
+                reply = raise_for_reply(await conn.send(args))
+        except TimeoutError:
+            conn.close()
+            raise RedisTimeoutError(f"Redis did not answer {args[0]} within {limit:g} s") from None
         except BaseException:
             conn.close()  # cancelled mid-command: the connection's state is unknown
             raise
@@ -419,13 +470,17 @@ class FastAsyncTransport:
         (a blocking command) returns, with no round trip in between. Error replies are returned."""
         conn = self._idle_blocking.pop() if self._idle_blocking else await _open(self.endpoint)
         waiters: list[asyncio.Future[Any]] = []
+        limit = self._blocking_limit(commands[0])
         try:
-            waiters = [conn.send(c) for c in commands]
-            replies = [await w for w in waiters]
-        except BaseException:
+            async with asyncio.timeout(limit):
+                waiters = [conn.send(c) for c in commands]
+                replies = [await w for w in waiters]
+        except BaseException as exc:
             for waiter in waiters:  # nobody will read the later replies, nor their errors
                 waiter.cancel()
             conn.close()
+            if isinstance(exc, TimeoutError):
+                raise RedisTimeoutError(f"Redis did not answer {commands[0][0]} within {limit:g} s") from None
             raise
         self._idle_blocking.append(conn)
         return replies
