@@ -190,7 +190,7 @@ def test_scripts_agree_with_the_model(machine_client: Client) -> None:
 
     Scripts.TestCase.settings = settings(
         max_examples=EXAMPLES,
-        stateful_step_count=30,
+        stateful_step_count=STEPS,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
     )
