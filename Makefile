@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck bench bench-quick bench-smoke chaos clean
+.PHONY: install run test lint typecheck bench bench-quick bench-smoke chaos chaos-state-machine chaos-faults clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,26 @@ bench-smoke: $(STAMP)
 	$(BIN)/python bench/run.py --quick --out $(or $(TMPDIR),/tmp)/conveyor-bench-smoke
 
 ## Long reliability runs (see RELIABILITY.md); make test runs small variants of the same tests.
-chaos: $(STAMP)
+chaos: chaos-state-machine chaos-faults
+
+chaos-state-machine: $(STAMP)
 	CONVEYOR_STATEFUL_EXAMPLES=5000 CONVEYOR_STATEFUL_STEPS=50 $(BIN)/python -m pytest -p no:cacheprovider \
 		-o addopts="" --timeout=3600 tests/test_state_machine.py -q
+
+## The fault suites of tests/chaos at full size; prints the summary table for RELIABILITY.md.
+CHAOS_OUT ?= $(or $(TMPDIR),/tmp)/conveyor-chaos.jsonl
+chaos-faults: $(STAMP)
+	rm -f $(CHAOS_OUT)
+	CONVEYOR_CHAOS_REPORT=$(CHAOS_OUT) \
+	CONVEYOR_CHAOS_JOBS=100000 CONVEYOR_CHAOS_RATE=800 \
+	CONVEYOR_CHAOS_CRASH_RUNS=200 \
+	CONVEYOR_CHAOS_POISON_GOOD=10000 CONVEYOR_CHAOS_POISON_BAD=1000 \
+	CONVEYOR_CHAOS_STALL_SPIN=200 CONVEYOR_CHAOS_STALL_HOG=200 \
+	CONVEYOR_CHAOS_CROSSTALK=10000 \
+	CONVEYOR_CHAOS_NET_JOBS=20000 CONVEYOR_CHAOS_NET_RATE=1000 CONVEYOR_CHAOS_BLACKHOLE=20 \
+	CONVEYOR_CHAOS_AOF_JOBS=50000 CONVEYOR_CHAOS_AOF_RATE=2500 \
+		$(BIN)/python -m pytest -p no:cacheprovider -o addopts="" --timeout=3600 -q -rxX tests/chaos
+	$(BIN)/python tests/chaos/summary.py $(CHAOS_OUT)
 
 ## Full benchmark against the peer libraries (minutes; see BENCHMARKS.md).
 bench: $(STAMP)

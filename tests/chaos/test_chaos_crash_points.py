@@ -88,6 +88,7 @@ def test_crash_at_every_transition_point_loses_nothing(
     crashes = len(workers.exits)
     result = ledger.check(records, states, workers.kills)
     extra = result.executions - runs_per_job * total
+    delays = ledger.redelivery_delays(records, workers.kills)  # from the exit, as seen by the test
     report(
         f"crash:{point}",
         {
@@ -96,6 +97,8 @@ def test_crash_at_every_transition_point_loses_nothing(
             "restarts": workers.restarts,
             **result.summary(),
             "extra_vs_plan": extra,
+            "redelivery_p50_s": round(ledger.percentile(delays, 0.5), 2),
+            "redelivery_max_s": round(max(delays, default=0.0), 2),
             "elapsed_s": round(elapsed, 1),
         },
     )
