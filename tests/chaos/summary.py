@@ -11,13 +11,13 @@ from typing import Any
 
 COLUMNS = [
     ("run", "run"),
-    ("jobs", "jobs"),
+    ("jobs", "jobs|good"),
     ("kills / crashes", "kills|crashes|worker_exits|resets"),
     ("restarts", "restarts"),
     ("lost", "lost"),
     ("reverted", "reverted"),
     ("stuck", "stuck"),
-    ("duplicates (extra runs)", "extra_executions"),
+    ("duplicates (extra runs)", "extra_vs_plan|extra_executions"),
     ("overlaps", "overlaps"),
     ("recovery p50 / max (s)", "redelivery_p50_s/redelivery_max_s"),
     ("resume (s)", "resume_after_heal_s|workers_resumed_s|picked_up_after_s"),

@@ -97,8 +97,8 @@ def test_crash_at_every_transition_point_loses_nothing(
             "restarts": workers.restarts,
             **result.summary(),
             "extra_vs_plan": extra,
-            "redelivery_p50_s": round(ledger.percentile(delays, 0.5), 2),
-            "redelivery_max_s": round(max(delays, default=0.0), 2),
+            "redelivery_p50_s": round(ledger.percentile(delays, 0.5), 2) if delays else None,
+            "redelivery_max_s": round(max(delays), 2) if delays else None,
             "elapsed_s": round(elapsed, 1),
         },
     )
