@@ -302,12 +302,23 @@ class Client(_Producer):
     # producing
     def enqueue(self, task: Task[P, R], /, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Enqueue one job of ``task``; options come from ``task.with_options(...)``."""
-        [enqueued] = self.run(self._enqueue_ops([task.call(*args, **kwargs)]))
+        [enqueued] = self._write(self._enqueue_ops([task.call(*args, **kwargs)]))
         return JobHandle(self, enqueued)
 
     def enqueue_many(self, calls: Iterable[TaskCall[R]]) -> list[JobHandle[R]]:
         """Enqueue many jobs (``[add.call(i, i) for i in ...]``) in one round trip per queue."""
-        return [JobHandle(self, e) for e in self.run(self._enqueue_ops(list(calls)))]
+        return [JobHandle(self, e) for e in self._write(self._enqueue_ops(list(calls)))]
+
+    def _write(self, operation: Generator[ops.Step, Any, list[ops.Enqueued]]) -> list[ops.Enqueued]:
+        """Run an enqueue; with ``durable_replicas``, on one connection and followed by WAIT."""
+        replicas = self.settings.durable_replicas
+        if not replicas:
+            return self.run(operation)
+        with self.transport.pinned() as pinned:  # type: ignore[attr-defined]
+            executor = SyncExecutor(pinned)
+            enqueued = executor.run(operation)
+            executor.run(ops.wait_replicas(enqueued, replicas, self.settings.durable_timeout_ms))
+        return enqueued
 
     def enqueue_flow(self, flow: Flow) -> FlowHandle[JobHandle[Any]]:
         """Enqueue a parent job that runs after its children (see :mod:`conveyor.flows`).
@@ -462,11 +473,21 @@ class AsyncClient(_Producer):
         return await self._executor.run(operation)
 
     async def enqueue(self, task: Task[P, R], /, *args: P.args, **kwargs: P.kwargs) -> AsyncJobHandle[R]:
-        [enqueued] = await self.run(self._enqueue_ops([task.call(*args, **kwargs)]))
+        [enqueued] = await self._write(self._enqueue_ops([task.call(*args, **kwargs)]))
         return AsyncJobHandle(self, enqueued)
 
     async def enqueue_many(self, calls: Iterable[TaskCall[R]]) -> list[AsyncJobHandle[R]]:
-        return [AsyncJobHandle(self, e) for e in await self.run(self._enqueue_ops(list(calls)))]
+        return [AsyncJobHandle(self, e) for e in await self._write(self._enqueue_ops(list(calls)))]
+
+    async def _write(self, operation: Generator[ops.Step, Any, list[ops.Enqueued]]) -> list[ops.Enqueued]:
+        replicas = self.settings.durable_replicas
+        if not replicas:
+            return await self.run(operation)
+        async with self.transport.pinned() as pinned:  # type: ignore[attr-defined]
+            executor = AsyncExecutor(pinned)
+            enqueued = await executor.run(operation)
+            await executor.run(ops.wait_replicas(enqueued, replicas, self.settings.durable_timeout_ms))
+        return enqueued
 
     async def enqueue_flow(self, flow: Flow) -> FlowHandle[AsyncJobHandle[Any]]:
         return (await self.enqueue_flows([flow]))[0]

@@ -28,6 +28,11 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     prefix: str = DEFAULT_PREFIX
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    durable_replicas: int = 0
+    """Durable enqueue: with N > 0, an enqueue returns only once N replicas acknowledged the
+    write (``WAIT``), and raises :class:`~conveyor.errors.NotDurable` when they did not
+    within ``durable_timeout_ms``. 0: the primary's acknowledgement is enough."""
+    durable_timeout_ms: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -88,6 +88,21 @@ class OutOfMemory(ConveyorError, ResponseError):
     code = "OUT_OF_MEMORY"
 
 
+class NotDurable(ConveyorError):
+    """A durable enqueue (``durable_replicas``) reached the primary, but fewer replicas than
+    asked acknowledged it in time (``WAIT``): the jobs exist and will run, unless the primary
+    fails before replicating them. ``job_ids`` names them; retry with the same ids (no
+    duplicates are made) or alert."""
+
+    code = "NOT_DURABLE"
+
+    def __init__(self, message: str, job_ids: list[str], acknowledged: int, wanted: int) -> None:
+        super().__init__(message)
+        self.job_ids = job_ids
+        self.acknowledged = acknowledged
+        self.wanted = wanted
+
+
 class ConfigurationError(ConveyorError, ValueError):
     """A setting is missing or invalid."""
 

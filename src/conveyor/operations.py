@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import serialization
-from .errors import JobCancelled, JobFailed, JobNotFound
+from .errors import JobCancelled, JobFailed, JobNotFound, NotDurable
 from .job import EnqueueOutcome, Job, JobState
 from .keys import QueueKeys
 from .scripts import LuaScript, load
@@ -163,6 +163,23 @@ def enqueue_outcomes(keys: QueueKeys, jobs: Sequence[NewJob], notes: Sequence[An
         else:
             results[index] = Enqueued(jobs[index].id, keys.queue, EnqueueOutcome.CREATED, replaced=other)
     return results
+
+
+def wait_replicas(enqueued: Sequence[Enqueued], replicas: int, timeout_ms: int) -> Generator[Step, Any, None]:
+    """WAIT until ``replicas`` replicas have the writes of this connection; raise NotDurable if not.
+
+    Must run on the connection that made the writes (the client pins one for this).
+    """
+    acknowledged = int((yield Command(("WAIT", replicas, timeout_ms))))
+    if acknowledged < replicas:
+        ids = [e.id for e in enqueued]
+        raise NotDurable(
+            f"{len(ids)} jobs reached the primary, but only {acknowledged} of {replicas} replicas "
+            f"acknowledged them within {timeout_ms} ms; they are lost if the primary fails now",
+            ids,
+            acknowledged,
+            replicas,
+        )
 
 
 def claim(

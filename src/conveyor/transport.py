@@ -21,8 +21,8 @@ import collections
 import socket
 import ssl
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -264,6 +264,26 @@ class SyncPipe:
         return self._conn.receive(count)
 
 
+class _PinnedSync:
+    """One connection as a transport (see :meth:`FastSyncTransport.pinned`)."""
+
+    def __init__(self, conn: _SyncConnection) -> None:
+        self._conn = conn
+
+    def call(self, *args: Any) -> Any:
+        return raise_for_reply(self._conn.call(args))
+
+    @contextmanager
+    def pipeline(self) -> Iterator[SyncPipe]:
+        yield SyncPipe(self._conn)
+
+    def load_script(self, source: str) -> str:
+        return str(self.call("SCRIPT", "LOAD", source))
+
+    def close(self) -> None:
+        pass  # the pool owns the connection
+
+
 class FastSyncTransport:
     """A thread-safe pool of plain RESP connections (one per concurrent caller)."""
 
@@ -295,6 +315,12 @@ class FastSyncTransport:
     def call(self, *args: Any) -> Any:
         with self._connection() as conn:
             return raise_for_reply(conn.call(args))
+
+    @contextmanager
+    def pinned(self) -> Iterator[_PinnedSync]:
+        """A transport over one connection of the pool, for commands that must share it (WAIT)."""
+        with self._connection() as conn:
+            yield _PinnedSync(conn)
 
     def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send all commands, then read all replies: one round trip. Error replies are returned."""
@@ -450,6 +476,12 @@ class FastAsyncTransport:
             return None
         return blocks + self.command_timeout
 
+    @asynccontextmanager
+    async def pinned(self) -> AsyncIterator[_PinnedAsync]:
+        """The shared connection as a transport that fails rather than move to another one:
+        WAIT counts the writes of the connection it runs on."""
+        yield _PinnedAsync(self, await self._connection())
+
     async def call_blocking(self, *args: Any) -> Any:
         conn = self._idle_blocking.pop() if self._idle_blocking else await _open(self.endpoint)
         limit = self._blocking_limit(args)
@@ -500,6 +532,21 @@ class FastAsyncTransport:
             await asyncio.wait([conn.lost for conn in closing], timeout=1.0)
 
 
+class _PinnedAsync:
+    def __init__(self, transport: FastAsyncTransport, conn: _AsyncConnection) -> None:
+        self._transport = transport
+        self._conn = conn
+
+    async def call(self, *args: Any) -> Any:
+        if self._conn.closed:
+            raise RedisConnectionError("the connection to Redis was lost before the write was confirmed")
+        async with asyncio.timeout(self._transport.command_timeout):
+            return raise_for_reply(await self._conn.send(args))
+
+    async def load_script(self, source: str) -> str:
+        return str(await self.call("SCRIPT", "LOAD", source))
+
+
 # ------------------------------------------------------------------------------ redis-py
 class RedisPySyncTransport:
     """Adapter for a redis-py client: Sentinel, Cluster, or a client the user already has."""
@@ -522,6 +569,17 @@ class RedisPySyncTransport:
 
     def load_script(self, source: str) -> str:
         return str(self.client.script_load(source))
+
+    @contextmanager
+    def pinned(self) -> Iterator[RedisPySyncTransport]:
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is None:
+            raise ConfigurationError("durable enqueue (WAIT) is not available on Redis Cluster")
+        single = type(self.client)(connection_pool=pool, single_connection_client=True)
+        try:
+            yield RedisPySyncTransport(single)
+        finally:
+            single.close()
 
     def close(self) -> None:
         self.client.close()
@@ -555,6 +613,17 @@ class RedisPyAsyncTransport:
 
     async def load_script(self, source: str) -> str:
         return str(await self.client.script_load(source))
+
+    @asynccontextmanager
+    async def pinned(self) -> AsyncIterator[RedisPyAsyncTransport]:
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is None:
+            raise ConfigurationError("durable enqueue (WAIT) is not available on Redis Cluster")
+        single = type(self.client)(connection_pool=pool, single_connection_client=True)
+        try:
+            yield RedisPyAsyncTransport(single)
+        finally:
+            await single.aclose()
 
     async def aclose(self) -> None:
         await self.client.aclose()
