@@ -118,8 +118,10 @@ class Producer(threading.Thread):
         rate: float,
         batch: int = 50,
         on_error: Callable[[BaseException], None] | None = None,
+        **client_options: Any,
     ) -> None:
         super().__init__(daemon=True)
+        self.client_options = client_options
         self.url = url
         self.ledger_dir = ledger_dir
         self.calls = calls
@@ -133,7 +135,7 @@ class Producer(threading.Thread):
         writer = LedgerWriter(self.ledger_dir, "producer")
         start = time.monotonic()
         try:
-            with Client.from_url(self.url) as client:
+            with Client.from_url(self.url, **self.client_options) as client:
                 for offset in range(0, len(self.calls), self.batch):
                     chunk = self.calls[offset : offset + self.batch]
                     due = start + offset / self.rate
