@@ -33,8 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import ClusterError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import faults, flows, isolation, registry, serialization
@@ -53,8 +53,16 @@ from .transport import AsyncTransport, RedisPyAsyncTransport
 
 log = logging.getLogger("conveyor.worker")
 
-_RETRYABLE_REDIS = (RedisConnectionError, RedisTimeoutError, OSError, OutOfMemory)
-"""Errors the worker's loops wait out; out of memory too, until an operator frees some."""
+_RETRYABLE_REDIS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    OutOfMemory,
+    ClusterError,  # redis-py gave up redirecting (a slot mid-migration: "TTL exhausted")
+    TryAgainError,
+)
+"""Errors the worker's loops wait out; out of memory too, until an operator frees some.
+Anything else ends the loop that met it."""
 _PARENT_NOTIFIED = (2, 12, 13)
 """complete/fail replies meaning: recorded, and a note for the job's parent is in the outbox."""
 MAX_LOG_LINES = 1_000
