@@ -20,7 +20,7 @@ COLUMNS = [
     ("duplicates (extra runs)", "extra_vs_plan|extra_executions"),
     ("overlaps", "overlaps"),
     ("recovery p50 / max (s)", "redelivery_p50_s/redelivery_max_s"),
-    ("resume (s)", "resume_after_heal_s|workers_resumed_s|picked_up_after_s"),
+    ("resume / exit (s)", "resume_after_heal_s|workers_resumed_s|picked_up_after_s|exit_s"),
     ("time (s)", "elapsed_s"),
 ]
 
