@@ -1431,7 +1431,7 @@ async def check_results(ctx: Ctx) -> str:
         sync_client.close()
     detail = (
         f"async {value} (+{lag_async * 1000:.0f} ms after the task returned), sync {svalue} "
-        f"(+{lag_sync * 1000:.0f} ms); {async_failed!r}; sync {sync_failed[:40]!r}; "
+        f"(+{lag_sync * 1000:.0f} ms); {async_failed!r}; sync {sync_failed!r}; "
         f"timeout 0.5 -> {timed_out} after {waited:.2f} s"
     )
     assert (value, svalue) == (41, 42), detail
