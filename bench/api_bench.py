@@ -42,10 +42,10 @@ WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = '{"task": "bench.noop", "args": [1, 2, {"k": "v"}]}'
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer %s"
-""" % TOKEN
+wrk.headers["Authorization"] = "Bearer TOKEN"
+""".replace("TOKEN", TOKEN)
 
-TARGET_SERVER = r'''
+TARGET_SERVER = r"""
 import asyncio, sys
 try:
     import uvloop
@@ -82,7 +82,7 @@ async def main():
     await server.serve_forever()
 
 asyncio.run(main())
-'''
+"""
 
 WORKER_APP = """
 from conveyor import Tasks
@@ -112,7 +112,11 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
 
 
 def start_api(redis_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CONVEYOR_API_TOKENS": f"{TOKEN} read enqueue admin", "CONVEYOR_REDIS_URL": redis_url}
+    env = {
+        **os.environ,
+        "CONVEYOR_API_TOKENS": f"{TOKEN} read enqueue admin",
+        "CONVEYOR_REDIS_URL": redis_url,
+    }
     process = subprocess.Popen(
         [str(BIN / "conveyor"), "api", "--port", str(port), "--log-level", "warning"],
         env=env,
@@ -130,7 +134,9 @@ def bench_single(base: str, seconds: int, connections: int, threads: int) -> dic
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT)
     url = f"{base}/v1/queues/bench-single/jobs"
-    subprocess.run([wrk, "-t1", "-c8", "-d2s", "-s", script.name, url], capture_output=True, check=True)  # warm-up
+    subprocess.run(
+        [wrk, "-t1", "-c8", "-d2s", "-s", script.name, url], capture_output=True, check=True
+    )  # warm-up
     out = subprocess.run(
         [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],
         capture_output=True,
@@ -208,7 +214,10 @@ def bench_http_calls(redis_url: str, calls: int, concurrency: int) -> dict[str, 
             url = f"http://127.0.0.1:{port}/hook"
             for start in range(0, calls, 10_000):
                 client.enqueue_many(
-                    [call.call(url=url, method="POST", json={"i": i}) for i in range(start, min(calls, start + 10_000))]
+                    [
+                        call.call(url=url, method="POST", json={"i": i})
+                        for i in range(start, min(calls, start + 10_000))
+                    ]
                 )
             env = {**os.environ, "PYTHONPATH": str(workdir), "CONVEYOR_REDIS_URL": redis_url}
             worker = subprocess.Popen(
@@ -216,15 +225,21 @@ def bench_http_calls(redis_url: str, calls: int, concurrency: int) -> dict[str, 
                 env=env,
                 cwd=workdir,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=open(workdir / "worker.log", "wb"),  # noqa: SIM115 -- closed with the process
             )
             first = None
             deadline = time.monotonic() + 600
+            shown = time.monotonic()
             while time.monotonic() < deadline:
                 counts = client.counts("bench-http")
+                if time.monotonic() - shown > 5:
+                    print(f"  ... {counts}", file=sys.stderr, flush=True)
+                    shown = time.monotonic()
                 if first is None and (counts["active"] or counts["completed"]):
                     first = time.perf_counter()
-                if counts["completed"] + counts["failed"] >= calls:
+                # Completed jobs beyond the worker's retention (10,000) are trimmed: done is
+                # when nothing is left to run.
+                if first is not None and not (counts["waiting"] or counts["active"] or counts["delayed"]):
                     break
                 time.sleep(0.01)
             elapsed = time.perf_counter() - (first or time.perf_counter())
@@ -238,8 +253,8 @@ def bench_http_calls(redis_url: str, calls: int, concurrency: int) -> dict[str, 
         shutil.rmtree(workdir, ignore_errors=True)
     return {
         "scenario": "http-call-jobs",
-        "calls_per_s": round(counts["completed"] / elapsed) if elapsed else None,
-        "completed": counts["completed"],
+        "calls_per_s": round((calls - counts["failed"]) / elapsed) if elapsed else None,
+        "calls": calls,
         "failed": counts["failed"],
         "concurrency": concurrency,
         "seconds": round(elapsed, 2),
@@ -247,7 +262,9 @@ def bench_http_calls(redis_url: str, calls: int, concurrency: int) -> dict[str, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)

@@ -17,7 +17,7 @@ from ..scripts import load as load_script
 from ..scripts import names as script_names
 from .models import Health
 from .problems import Problem, from_validation, responses
-from .routes import api_router
+from .routes import SECURITY_SCHEME, api_router
 from .service import ApiService
 from .settings import ApiSettings
 
@@ -50,6 +50,7 @@ def create_app(settings: ApiSettings | None = None, service: ApiService | None =
     )
     app.state.conveyor = service
     app.include_router(api_router(service))
+    install_security_scheme(app)
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is alive")
     async def healthz() -> Response:
@@ -95,6 +96,26 @@ def create_app(settings: ApiSettings | None = None, service: ApiService | None =
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
         )
     return app
+
+
+def install_security_scheme(app: FastAPI) -> None:
+    """Declare the bearer scheme the router's operations refer to in ``app``'s OpenAPI
+    document; a host application that mounts ``api_router`` calls this once."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes[SECURITY_SCHEME] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A token from CONVEYOR_API_TOKENS; scopes read, enqueue, admin.",
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def openapi_json(settings: ApiSettings | None = None) -> bytes:

@@ -18,10 +18,9 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, Security
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPBearer
 from redis.exceptions import RedisError
 
 from ..errors import (
@@ -45,7 +44,6 @@ from .sse import event_stream
 
 log = logging.getLogger("conveyor.api")
 
-bearer = HTTPBearer(auto_error=False, description="A token from CONVEYOR_API_TOKENS.")
 QueueName = Annotated[str, Path(pattern=m.NAME_PATTERN, description="Queue name.")]
 JobId = Annotated[str, Path(pattern=m.ID_PATTERN, description="Job id.")]
 ScheduleName = Annotated[str, Path(pattern=r"^[^{}@\s]{1,200}$", description="Schedule name.")]
@@ -163,8 +161,14 @@ def make_route_class(service: ApiService) -> type[APIRoute]:
     return ProblemRoute
 
 
+SECURITY_SCHEME = "bearerAuth"
+
+
 def _scoped(scope: str) -> dict[str, Any]:
-    return {"x-scope": scope}
+    """The scope a route needs, read by ProblemRoute, and its security in the OpenAPI
+    document (documented this way rather than with a Security dependency, which costs a
+    dependency resolution on every request of the hot enqueue path)."""
+    return {"x-scope": scope, "security": [{SECURITY_SCHEME: []}]}
 
 
 def _enqueued(e: Any) -> dict[str, Any]:
@@ -226,7 +230,6 @@ def api_router(service: ApiService) -> APIRouter:
     router = APIRouter(
         prefix="/v1",
         route_class=make_route_class(service),
-        dependencies=[Security(bearer)],
         responses=responses(*COMMON),
     )
 
