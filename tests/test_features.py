@@ -151,11 +151,13 @@ async def test_abort_a_running_async_job(aclient: AsyncClient, tasks: Tasks, url
     async with running_worker(tasks, url, lease=1.5):
         handle = await aclient.enqueue(endless)
         await asyncio.wait_for(started.wait(), 5)
-        assert await aclient.cancel(queue, handle.id) == "aborting"
-        with pytest.raises(JobCancelled):
+        assert await aclient.cancel(queue, handle.id, reason="customer left", by="support") == "aborting"
+        with pytest.raises(JobCancelled, match="customer left"):
             await handle.result(timeout=5)
     assert saw_cancel.is_set()
-    assert (await handle.fetch()).state is JobState.CANCELLED
+    job = await handle.fetch()
+    assert job.state is JobState.CANCELLED
+    assert job.error is not None and (job.error["by"], job.error["message"]) == ("support", "customer left")
 
 
 async def test_abort_a_running_sync_job_through_its_flag(

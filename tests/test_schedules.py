@@ -103,6 +103,23 @@ def test_missed_ticks_are_skipped_or_run_once(client: Client, queue: str) -> Non
     assert client.run(sched.fire_due(keys, now)) > 0 and client.counts(queue)["waiting"] == 1, "fired once"
 
 
+def test_a_tick_superseded_by_a_later_one_counts_as_missed(client: Client, queue: str) -> None:
+    """Down for two ticks of a 2 s schedule and back 0.3 s after the second: both are missed,
+    though neither is late by the tolerance; "skip" runs nothing until the next tick."""
+    keys = client.keys(queue)
+    now = (int(time.time() * 1000) // 2000) * 2000 + 300  # 0.3 s after a tick
+    for name, missed in (("skipper", "skip"), ("catcher", "run_once")):
+        client.add_schedule(Schedule(name, "work", queue=queue, every=2, missed=missed))  # type: ignore[arg-type]
+        client.transport.call("ZADD", keys.schedule_next, now - 2300, name)
+    assert client.run(sched.fire_due(keys, now)) == 1700, "both wait for the tick at +2 s"
+    jobs, total = client.list_jobs(queue, JobState.WAITING)
+    assert total == 1 and jobs[0].id == f"catcher@{now - 2300}"
+    # on time (the latest tick, 5 ms late): fired under either policy
+    client.transport.call("ZADD", keys.schedule_next, now - 5, "skipper")
+    client.run(sched.fire_due(keys, now))
+    assert client.counts(queue)["waiting"] == 2
+
+
 async def test_a_schedule_added_at_run_time_reaches_running_workers(
     aclient: AsyncClient, url: str, queue: str
 ) -> None:

@@ -166,7 +166,12 @@ def fire_due(keys: QueueKeys, now_ms: int) -> Generator[Step, Any, int]:
                 yield Command(("ZREM", keys.schedule_next, name))
                 continue
             schedule = Schedule.from_json(spec)
-            fire = schedule.missed == "run_once" or now_ms - tick <= MISSED_TOLERANCE_MS
+            # A tick counts as missed when a later tick is already due too (nobody ran the
+            # scheduler at its time), or when it is late beyond the tolerance. "skip" fires
+            # only a tick that is the latest one due and on time; "run_once" fires one job
+            # for all the ticks missed.
+            latest = schedule.next_after(tick) > now_ms
+            fire = schedule.missed == "run_once" or (latest and now_ms - tick <= MISSED_TOLERANCE_MS)
             outcome = yield from _tick(keys, schedule, tick, schedule.next_after(now_ms), fire)
             if outcome == 1:
                 log.warning(

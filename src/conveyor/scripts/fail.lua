@@ -6,7 +6,8 @@
 -- KEYS[13] outbox LIST (notes for parents in flows)
 -- ARGV[1] keep count for failed and cancelled jobs (-1 unlimited)   ARGV[2] keep ms (-1 forever)
 -- then groups of 5: id, fencing token, error JSON, retry delay ms, refund flag.
---   delay >= 0: retry after it; -1: dead-letter (failed); -2: cancelled (aborted while running).
+--   delay >= 0: retry after it; -1: dead-letter (failed); -2: cancelled (aborted while running;
+--   the error recorded is the one cancel.lua stored with the request, when there is one).
 --   refund 1: the attempt does not count (the job was told to come back later, e.g. HTTP 429).
 -- Returns: one integer per job: 1 retrying, 2 dead-lettered, 3 cancelled, 0 refused (stale token);
 --   12 and 13 for 2 and 3 when a note for the job's parent (flows) was left in the outbox.
@@ -22,7 +23,7 @@ local woke = false
 for i = 3, #ARGV, 5 do
   local id = ARGV[i]
   local key = KEYS[8] .. id
-  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p', 'g', 'pa')
+  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p', 'g', 'pa', 'ab')
   if f[1] == ARGV[i + 1] and f[2] == 'active' then
     local delay = tonumber(ARGV[i + 3])
     redis.call('ZREM', KEYS[1], id)
@@ -31,13 +32,15 @@ for i = 3, #ARGV, 5 do
       redis.call('HINCRBY', key, 'at', -1)
     end
     if delay == -2 then
-      notify_waiters(KEYS[9], id, f[3], 'x' .. ARGV[i + 2])
-      redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', ARGV[i + 2])
+      -- Who cancelled it and why, as given to cancel (cancel.lua), over the worker's account.
+      local err = f[7] or ARGV[i + 2]
+      notify_waiters(KEYS[9], id, f[3], 'x' .. err)
+      redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', err)
       keep_finished(KEYS[10], key, id, keep_count, keep_ms, now)
       emit(KEYS[11], 'cancelled', 'id', id)
       out[#out + 1] = 3
       if f[6] then
-        tell_parent(KEYS[13], f[6], id, 'x', ARGV[i + 2], now)
+        tell_parent(KEYS[13], f[6], id, 'x', err, now)
         out[#out] = 13
       end
     elseif delay < 0 then
