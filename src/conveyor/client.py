@@ -217,9 +217,12 @@ class JobHandle(Generic[R]):
     def __init__(self, client: Client, enqueued: ops.Enqueued) -> None:
         self.client = client
         self.id = enqueued.id
+        """The job's id: the new job's, or for EXISTED/DUPLICATE the existing job's."""
         self.queue = enqueued.queue
         self.outcome = enqueued.outcome
+        """CREATED, EXISTED (the given job_id was taken) or DUPLICATE (the dedup key matched)."""
         self.replaced = enqueued.replaced
+        """With ``debounce``: the id of the waiting job this one replaced (now cancelled)."""
 
     @property
     def created(self) -> bool:

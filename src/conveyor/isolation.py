@@ -6,7 +6,9 @@ process of its own instead, started from a fork server (so it does not inherit t
 worker's event loop and threads), and is killed with SIGKILL at its hard timeout or when
 someone aborts it. The price: a process start per job (milliseconds), arguments and result
 crossing a pipe, and the task must be importable by name (defined at module level).
-``current_job()`` is not available inside such a job.
+``current_job()`` is not available inside such a job. The job's timeout includes the
+process start-up. A script that runs a ``Worker`` itself needs the usual
+``if __name__ == "__main__":`` guard: the fork server imports the main module.
 """
 
 from __future__ import annotations

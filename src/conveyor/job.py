@@ -34,7 +34,11 @@ class JobState(enum.StrEnum):
 
 
 class EnqueueOutcome(enum.StrEnum):
+    """What an enqueue did (``handle.outcome``); ``handle.id`` always names the job that stands."""
+
     CREATED = "created"
+    """A new job was written. With ``debounce``, ``handle.replaced`` names the waiting job it
+    replaced (that one is now cancelled)."""
     EXISTED = "existed"
     """A job with this id already existed; nothing was written and the existing job stands."""
     DUPLICATE = "duplicate"

@@ -69,7 +69,7 @@ class Schedule:
             )
         if (self.cron is None) == (self.every is None):
             raise ValueError("a schedule needs exactly one of cron= or every=")
-        if self.cron is not None and not croniter.is_valid(self.cron):
+        if self.cron is not None and (len(self.cron.split()) != 5 or not croniter.is_valid(self.cron)):
             raise ValueError(
                 f"invalid cron expression {self.cron!r} (five fields: minute hour day month weekday)"
             )

@@ -171,7 +171,9 @@ class Task(Generic[P, R]):
     ) -> Task[P, R]:
         """A copy of this task whose enqueues use these options.
 
-        ``client.enqueue(send.with_options(delay=60, priority=5), "hi")``. ``delay`` and
+        ``client.enqueue(send.with_options(delay=60, priority=5), "hi")``. A higher
+        ``priority`` runs first (default 0; negative ones after all others), FIFO within one
+        priority. ``delay`` and
         ``run_at`` exclude each other; ``job_id`` makes the enqueue idempotent.
         """
         if delay is not None and run_at is not None:
