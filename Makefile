@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck bench bench-quick bench-smoke chaos chaos-state-machine chaos-faults clean
+.PHONY: install run test lint typecheck bench bench-quick bench-smoke chaos chaos-state-machine chaos-faults acceptance clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ chaos-faults: $(STAMP)
 	CONVEYOR_CHAOS_MIGRATION_JOBS=20000 \
 		$(BIN)/python -m pytest -p no:cacheprovider -o addopts="" --timeout=3600 -q -rxX tests/chaos
 	$(BIN)/python tests/chaos/summary.py $(CHAOS_OUT)
+
+## The independent acceptance script of the job features (issue 3): public API only, own server.
+acceptance: $(STAMP)
+	$(BIN)/python acceptance/features.py
 
 ## Full benchmark against the peer libraries (minutes; see BENCHMARKS.md).
 bench: $(STAMP)
