@@ -88,3 +88,33 @@ async def test_script_flush_mid_run_loses_nothing(cluster: Any, queue: str) -> N
         await asyncio.wait_for(serving, 30)
         assert worker.processed == 300
         assert (await client.counts(queue))["completed"] == 300
+
+
+async def test_groups_and_flows_across_slots(topology_url: str, queue: str) -> None:
+    """Fair groups with a per-group limit, and a chord whose children live on other queues
+    (on a cluster: other slots, reached through the outbox rather than one script)."""
+    from conveyor import chord, current_job
+
+    tasks = Tasks(queue=queue)
+    others = [f"{queue}-x{i}" for i in range(3)]
+
+    @tasks.task
+    async def square(n: int) -> int:
+        return n * n
+
+    @tasks.task
+    async def total(results: list[int]) -> dict[str, Any]:
+        return {"sum": sum(results), "queues": sorted({c.queue for c in current_job().children})}
+
+    async with AsyncClient.from_url(topology_url) as client:
+        await client.set_limits(queue, group_concurrency=1)
+        grouped = await client.enqueue_many(
+            [square.with_options(group=f"tenant-{i % 3}").call(i) for i in range(30)]
+        )
+        group = [square.with_options(queue=others[i % 3]).call(i) for i in range(6)]
+        flow = await client.enqueue_flow(chord(group, total.call()))
+        async with running_worker(tasks, topology_url, queues=[queue, *others]):
+            assert await flow.job.result(timeout=15) == {"sum": 55, "queues": sorted(others)}
+            for handle in grouped:
+                await handle.result(timeout=15)
+        assert (await client.counts(queue))["waiting_children"] == 0
