@@ -147,3 +147,40 @@ def test_cors_off_by_default_and_configurable(redis_server: RedisServer) -> None
 
 def test_tokens_constant() -> None:
     assert set(TOKENS) == {"admin", "read", "enqueue", "read_enqueue"}
+
+
+def test_cli_without_tokens_serves_loopback_and_says_so(redis_server: RedisServer) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from api_helpers import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_API_TOKENS")}
+    conveyor = Path(sys.executable).parent / "conveyor"
+    process = subprocess.Popen(
+        [str(conveyor), "api", "--url", redis_server.url, "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        open_access = httpx.get(f"http://127.0.0.1:{port}/v1/queues", timeout=5)
+        assert open_access.status_code == 200  # no tokens: no authentication, loopback only
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=20)
+    assert "no API tokens configured: serving on loopback only" in " ".join(err.split())
+    assert redis_server.password is None or redis_server.password not in err

@@ -221,3 +221,34 @@ async def test_abort_running_job(ahttp: httpx.AsyncClient, queue: str, url: str)
         problem(await ahttp.delete(f"/v1/queues/{queue}/jobs/{job_id}"), 409)  # running: cannot remove
         waited = (await ahttp.get(f"/v1/queues/{queue}/jobs/{job_id}/result", params={"timeout": 10})).json()
         assert waited["done"] and waited["state"] == "cancelled"
+
+
+async def test_http_call_job_over_the_api(ahttp: httpx.AsyncClient, queue: str, url: str) -> None:
+    from conveyor.httpcall import HttpCallSettings, register_http_task
+
+    from api_helpers import RawHttpServer, Received
+
+    async def hook(request: Received, count: int) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"content-type": "application/json"}, b'{"pong": true}'
+
+    bad = await ahttp.post(
+        f"/v1/queues/{queue}/jobs", json={"task": "conveyor.http", "kwargs": {"url": "file:///etc/passwd"}}
+    )
+    assert problem(bad, 422)["detail"].startswith("kwargs.url")
+    tasks = Tasks(queue=queue)
+    caller = register_http_task(tasks, HttpCallSettings(allow_networks=("127.0.0.1/32",)))
+    async with RawHttpServer({"/ping": hook}) as target, running_worker(tasks, url):
+        made = await ahttp.post(
+            f"/v1/queues/{queue}/jobs",
+            json={
+                "task": "conveyor.http",
+                "kwargs": {"url": f"{target.url}/ping", "method": "POST", "json": {}},
+            },
+        )
+        assert made.status_code == 201
+        done = (
+            await ahttp.get(f"/v1/queues/{queue}/jobs/{made.json()['id']}/result", params={"timeout": 10})
+        ).json()
+        await caller.aclose()
+    assert done["state"] == "completed" and done["result"]["status"] == 200
+    assert done["result"]["body"] == '{"pong": true}'
