@@ -204,7 +204,7 @@ class _SyncConnection:
                 except BaseException:
                     sock.close()  # a refused handshake must not leave the TCP socket open
                     raise
-            sock.settimeout(None)
+            sock.settimeout(e.command_timeout)
             return sock
         except OSError as exc:
             where = e.path or f"{e.host}:{e.port}"
@@ -214,8 +214,18 @@ class _SyncConnection:
         return self.call_many([args])[0]
 
     def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        self.send(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
-        return self.receive(len(commands))
+        blocks = _blocks_for(commands[0])
+        if blocks == 0.0:  # not a blocking command: the socket's own timeout holds
+            self.send(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
+            return self.receive(len(commands))
+        timeout = self.endpoint.command_timeout
+        self.sock.settimeout(None if blocks is None or timeout is None else blocks + timeout)
+        try:
+            self.send(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
+            return self.receive(len(commands))
+        finally:
+            with suppress(OSError):
+                self.sock.settimeout(timeout)
 
     def send(self, packed: bytes) -> None:
         try:
@@ -238,6 +248,12 @@ class _SyncConnection:
                     continue
                 replies.append(reply)
             return replies
+        except TimeoutError:
+            self.close()
+            raise RedisTimeoutError(
+                f"Redis did not answer within {self.endpoint.command_timeout} s (socket_timeout); "
+                "the connection was dropped"
+            ) from None
         except OSError as exc:
             self.close()
             raise RedisConnectionError(f"lost the connection to Redis: {exc}") from None

@@ -128,6 +128,8 @@ class Producer(threading.Thread):
         self.rate = rate
         self.batch = batch
         self.errors: list[BaseException] = []
+        self.error_after: list[float] = []
+        """Seconds each failed call took before it raised."""
         self.on_error = on_error
         self.done = threading.Event()
 
@@ -142,10 +144,12 @@ class Producer(threading.Thread):
                     pause = due - time.monotonic()
                     if pause > 0:
                         time.sleep(pause)
+                    called = time.monotonic()
                     try:
                         handles = client.enqueue_many(chunk)
                     except Exception as exc:  # not accepted: not recorded
                         self.errors.append(exc)
+                        self.error_after.append(time.monotonic() - called)
                         if self.on_error is None:
                             raise
                         self.on_error(exc)

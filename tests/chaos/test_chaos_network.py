@@ -3,7 +3,8 @@
 Producers and two worker processes reach Redis only through the proxy, which adds
 latency, resets every connection twice, then drops into a blackhole (3 s here, 20 s in
 ``make chaos``: ``CONVEYOR_CHAOS_BLACKHOLE``) while jobs flow. [lost 0; a producer call
-either succeeds or raises a typed error (a reset), it never drops a job silently; workers
+either succeeds or raises a typed error (a reset; in a blackhole longer than its 5 s
+``socket_timeout``, a timeout) within that timeout, it never drops a job silently; workers
 resume within 5 s of heal; no worker exits; a worker whose connections went half-open
 notices within its socket timeout and goes on]
 """
@@ -19,6 +20,7 @@ import pytest
 from harness import Producer, Workers, final_states, knob, report
 from netproxy import NetProxy
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor import Client, Tasks
 
@@ -41,8 +43,13 @@ def test_latency_resets_and_a_blackhole_lose_nothing(server_factory: Any, tmp_pa
     async def work(n: int, sleep: float = 0.0) -> int: ...
 
     errors: list[BaseException] = []
+    # The producer gives Redis 5 s to answer (the default is 60 s); the workers keep 60 s.
     producer = Producer(
-        via_proxy, tmp_path, [work.call(i) for i in range(total)], rate=rate, on_error=errors.append
+        via_proxy + "?socket_timeout=5",
+        tmp_path,
+        [work.call(i) for i in range(total)],
+        rate=rate,
+        on_error=errors.append,
     )
     workers = Workers(via_proxy, queue, tmp_path, count=2, CHAOS_LEASE=2, CHAOS_SWEEP=0.5)
     resets = 0
@@ -94,12 +101,14 @@ def test_latency_resets_and_a_blackhole_lose_nothing(server_factory: Any, tmp_pa
             "resets": resets,
             "blackhole_s": blackhole,
             "producer_errors": len(errors),
+            "producer_error_after_max_s": round(max(producer.error_after, default=0.0), 2),
             **result.summary(),
             "resume_after_heal_s": round(resumed, 2),
             "elapsed_s": round(elapsed, 1),
         },
     )
-    assert all(isinstance(e, RedisConnectionError) for e in errors), errors
+    assert all(isinstance(e, RedisConnectionError | RedisTimeoutError) for e in errors), errors
+    assert max(producer.error_after, default=0.0) <= 5.0 + 1.0, "a typed error within its timeout"
     assert result.accepted + 50 * len(errors) >= total
     assert result.lost == [] and result.stuck == [] and result.reverted == []
     assert set(result.states) == {"completed"}
