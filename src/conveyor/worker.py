@@ -176,6 +176,8 @@ class Worker:
         self.failed = 0
         self._stopping = False
         self._stopped_claiming = False
+        self.loop_failure: BaseException | None = None
+        """The error that ended one of the worker's loops, if one did (the worker then stops)."""
         self._signals = 0
 
     # ------------------------------------------------------------------ running
@@ -226,6 +228,8 @@ class Worker:
             run_schedulers(self.executor, list(self.keys.values()), self._closing, self.tasks.schedules()),
             name="conveyor-scheduler",
         )
+        for loop_task in (fetcher, flusher, beater, sweeper, scheduler):
+            loop_task.add_done_callback(self._on_loop_end)
         try:
             await self._stop_event.wait()
         finally:
@@ -235,7 +239,7 @@ class Worker:
             await self._drain_running()
             self._flush_wanted.set()
             self._stopping = True
-            await flusher
+            await asyncio.gather(flusher, return_exceptions=True)
             # Not cancelled mid-command: redis-py's cluster client does not always survive that.
             self._closing.set()
             _, late = await asyncio.wait([beater, sweeper, scheduler], timeout=5)
@@ -253,6 +257,20 @@ class Worker:
             if owns_client:
                 await self.transport.aclose()
             log.info("worker %s stopped: %d completed, %d failed", self.id, self.processed, self.failed)
+        if self.loop_failure is not None:
+            raise self.loop_failure
+
+    def _on_loop_end(self, task: asyncio.Task[Any]) -> None:
+        """A loop that dies of an error it cannot wait out must not leave a worker that looks
+        alive (it heartbeats) but no longer claims or acknowledges: log it and stop, so
+        ``serve`` raises, the process exits non-zero and ``--processes`` restarts it."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.critical("worker loop %s failed, stopping the worker: %r", task.get_name(), error, exc_info=error)
+        if self.loop_failure is None:
+            self.loop_failure = error
+        self.stop()
 
     def stop(self) -> None:
         """Stop claiming; running jobs get ``shutdown_grace`` seconds to finish."""
