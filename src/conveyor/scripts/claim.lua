@@ -22,7 +22,8 @@
 --   delayed job is due, the rate window resets), or -1. The worker blocks on the marker
 --   for at most that long. Each claimed job gets a lease deadline (its score in active)
 --   and a fresh fencing token. Jobs whose time to live ran out before they started are
---   moved to failed with the reason "expired" instead of being handed out.
+--   moved to failed with the reason "expired" instead of being handed out; a job hash
+--   without a task name (not written by Conveyor) with the reason "bad_payload".
 -- Errors: none.
 -- @include common
 
@@ -220,6 +221,16 @@ if #ids > 0 then
       reply[#reply + 1] = f[4] or ''
       reply[#reply + 1] = f[9] or ''
       started = started + 1
+    elseif redis.call('EXISTS', key) == 1 then
+      -- A hash without a task name was not written by Conveyor: dead-letter it, fields kept
+      -- for inspection, rather than drop it and leave it in no state at all.
+      local err = cjson.encode({type = 'PayloadDecodeError', message = 'the job has no task name (hash field n)',
+                                reason = 'bad_payload'})
+      notify_waiters(KEYS[11], id, f[7], 'f' .. err)
+      redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
+      keep_finished(KEYS[10], key, id, tonumber(ARGV[5]), tonumber(ARGV[6]), now)
+      emit(KEYS[12], 'failed', 'id', id, 'reason', 'bad_payload')
+      if f[8] then tell_parent(KEYS[14], f[8], id, 'f', err, now) end
     end
     -- An id without a hash was removed while it waited; there is nothing to run.
     if not f[1] and group_of[id] then ring_again(G, group_of[id]) end
