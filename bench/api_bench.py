@@ -1,6 +1,6 @@
 """Benchmark of the HTTP API and of HTTP-call jobs (not part of make test).
 
-    .venv/bin/python bench/api_bench.py [--seconds 10] [--connections 64] [--calls 20000]
+    .venv/bin/python bench/api_bench.py [--seconds 10] [--connections 16] [--calls 20000]
 
 Starts its own Redis (the embedded server) unless --redis-url is given, then measures:
 
@@ -111,14 +111,23 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def start_api(redis_url: str, port: int) -> subprocess.Popen[bytes]:
+def start_api(redis_url: str, port: int, processes: int = 1) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "CONVEYOR_API_TOKENS": f"{TOKEN} read enqueue admin",
         "CONVEYOR_REDIS_URL": redis_url,
     }
     process = subprocess.Popen(
-        [str(BIN / "conveyor"), "api", "--port", str(port), "--log-level", "warning"],
+        [
+            str(BIN / "conveyor"),
+            "api",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--processes",
+            str(processes),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -267,11 +276,12 @@ def main() -> None:
     )
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (they share the cores)")
     parser.add_argument("--bulk-jobs", type=int, default=200_000)
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--call-concurrency", type=int, default=500)
+    parser.add_argument("--api-processes", type=int, default=1, help="conveyor api --processes")
     parser.add_argument("--only", choices=["single", "bulk", "calls"], action="append")
     args = parser.parse_args()
     only = set(args.only or ["single", "bulk", "calls"])
@@ -284,7 +294,7 @@ def main() -> None:
         server = RedisServer(appendonly=False).start()
         redis_url = server.url
     port = free_port()
-    api = start_api(redis_url, port) if only & {"single", "bulk"} else None
+    api = start_api(redis_url, port, args.api_processes) if only & {"single", "bulk"} else None
     base = f"http://127.0.0.1:{port}"
     try:
         if "single" in only:

@@ -649,7 +649,15 @@ def schedules(url: str, queue: str, remove_name: str | None) -> None:
     help="Allow browser calls from this origin (repeatable; CORS is off without one).",
 )
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
-def api(url: str, host: str, port: int, cors_origins: tuple[str, ...], log_level: str) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(1),
+    default=1,
+    help="Server processes sharing the port (each its own event loop and Redis connections).",
+)
+def api(
+    url: str, host: str, port: int, cors_origins: tuple[str, ...], log_level: str, processes: int
+) -> None:
     """Serve the HTTP API (needs the api extra: pip install 'conveyor[api]').
 
     Tokens come from CONVEYOR_API_TOKENS or the file named by CONVEYOR_API_TOKENS_FILE
@@ -680,7 +688,23 @@ def api(url: str, host: str, port: int, cors_origins: tuple[str, ...], log_level
             "authentication[/yellow]"
         )
     err_console.print(f"Conveyor API on http://{host}:{port} (docs at /docs), Redis {redact(url)}")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+    if processes == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+        return
+    # Several processes import the app themselves: hand them the settings through the
+    # environment, which ApiSettings.from_env reads in each of them.
+    os.environ["CONVEYOR_REDIS_URL"] = url
+    if cors_origins:
+        os.environ["CONVEYOR_API_CORS_ORIGINS"] = ",".join(cors_origins)
+    uvicorn.run(
+        "conveyor.api:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=processes,
+        log_level=log_level,
+        access_log=False,
+    )
 
 
 # ---------------------------------------------------------------------------- dev

@@ -66,9 +66,11 @@ def create_app(settings: ApiSettings | None = None, service: ApiService | None =
     async def readyz() -> Response:
         try:
             transport = service.client.transport
-            await transport.call("PING")
-            for name in script_names():
-                await transport.load_script(load_script(name).source)
+            scripts = [load_script(name) for name in script_names()]
+            present = await transport.call("SCRIPT", "EXISTS", *(script.sha for script in scripts))
+            for script, loaded in zip(scripts, present, strict=True):
+                if not int(loaded):  # after a Redis restart or SCRIPT FLUSH: load it now
+                    await transport.load_script(script.source)
         except Exception:
             return Problem(
                 503, "Redis is not reachable; the API cannot serve jobs yet", code="not-ready"
