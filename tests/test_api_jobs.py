@@ -252,3 +252,17 @@ async def test_http_call_job_over_the_api(ahttp: httpx.AsyncClient, queue: str, 
         await caller.aclose()
     assert done["state"] == "completed" and done["result"]["status"] == 200
     assert done["result"]["body"] == '{"pong": true}'
+
+
+def test_chunked_body_over_the_cap_is_413(http: httpx.Client, queue: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"jobs": ['
+        for _ in range(5_000):
+            yield b'{"task": "t", "args": ["' + b"x" * 100 + b'"]},'
+        yield b'{"task": "t"}]}'
+
+    r = http.post(
+        f"/v1/queues/{queue}/jobs/bulk", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 413 and "content-length" not in r.request.headers
+    assert http.get(f"/v1/queues/{queue}/jobs").json()["total"] == 0

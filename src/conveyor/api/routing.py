@@ -85,11 +85,7 @@ def make_route_class(service: ApiService) -> type[APIRoute]:
                         _authorize(request, scope)
                     _check_path(request.path_params)
                     if request.method in ("POST", "PUT", "PATCH"):
-                        length = request.headers.get("content-length")
-                        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-                            raise _too_large()
-                        if len(await request.body()) > settings.max_body_bytes:
-                            raise _too_large()
+                        await _read_capped_body(request)
                     return await handler(request)
                 except Exception as exc:
                     problem = _problem_for(exc)
@@ -136,6 +132,21 @@ def make_route_class(service: ApiService) -> type[APIRoute]:
                     check(value)
                 except ValueError as exc:
                     raise Problem(422, f"{name}: {exc}", code="invalid-request", field=name) from None
+
+    async def _read_capped_body(request: Request) -> None:
+        """Read the body, stopping as soon as it passes the cap (a chunked upload has no
+        Content-Length to refuse it by), and keep it where Starlette caches it."""
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+            raise _too_large()
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > settings.max_body_bytes:
+                raise _too_large()
+            chunks.append(chunk)
+        request._body = b"".join(chunks)  # Request.body() returns this from now on
 
     def _too_large() -> Problem:
         return Problem(
