@@ -184,3 +184,55 @@ def test_cli_without_tokens_serves_loopback_and_says_so(redis_server: RedisServe
         _, err = process.communicate(timeout=20)
     assert "no API tokens configured: serving on loopback only" in " ".join(err.split())
     assert redis_server.password is None or redis_server.password not in err
+
+
+def test_router_mounted_in_a_host_app(redis_server: RedisServer, queue: str) -> None:
+    import contextlib
+    from collections.abc import AsyncIterator
+
+    from fastapi import FastAPI
+
+    from conveyor.api import ApiService, api_router, install_security_scheme
+
+    from api_helpers import api_settings
+
+    first = ApiService(api_settings(redis_server.url))
+    second = ApiService(api_settings(redis_server.url, max_payload_bytes=100))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await first.aclose()
+        await second.aclose()
+
+    host = FastAPI(lifespan=lifespan)
+
+    @host.get("/own")
+    async def own() -> dict[str, str]:
+        return {"mine": "yes"}
+
+    host.include_router(api_router(first), prefix="/jobs")
+    host.include_router(api_router(second), prefix="/small")
+    install_security_scheme(host)
+    server = ThreadedUvicorn(host).start()
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=30) as http:
+            assert http.get("/own").json() == {"mine": "yes"}
+            made = http.post(
+                f"/jobs/v1/queues/{queue}/jobs", json={"task": "t", "args": ["x" * 200]}, headers=auth()
+            )
+            assert made.status_code == 201
+            small = http.post(
+                f"/small/v1/queues/{queue}/jobs", json={"task": "t", "args": ["x" * 200]}, headers=auth()
+            )
+            assert small.status_code == 413  # the second router's own settings
+            assert http.get(f"/small/v1/queues/{queue}", headers=auth()).json()["counts"]["waiting"] == 1
+            denied = http.get("/jobs/v1/queues")
+            assert denied.status_code == 401 and denied.headers["content-type"] == "application/problem+json"
+            bad = http.post(f"/jobs/v1/queues/{queue}/jobs", json={"nope": 1}, headers=auth())
+            assert bad.status_code == 422 and bad.json()["field"] == "task"
+            spec = http.get("/openapi.json").json()
+            assert "/jobs/v1/queues/{queue}/jobs" in spec["paths"]
+            assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    finally:
+        server.stop()
