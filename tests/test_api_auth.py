@@ -212,7 +212,7 @@ def test_router_mounted_in_a_host_app(redis_server: RedisServer, queue: str) -> 
         return {"mine": "yes"}
 
     host.include_router(api_router(first), prefix="/jobs")
-    host.include_router(api_router(second), prefix="/small")
+    host.include_router(api_router(second, operation_prefix="small_"), prefix="/small")
     install_security_scheme(host)
     server = ThreadedUvicorn(host).start()
     try:
@@ -234,5 +234,7 @@ def test_router_mounted_in_a_host_app(redis_server: RedisServer, queue: str) -> 
             spec = http.get("/openapi.json").json()
             assert "/jobs/v1/queues/{queue}/jobs" in spec["paths"]
             assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+            ids = {op["operationId"] for ops in spec["paths"].values() for op in ops.values()}
+            assert {"enqueue", "small_enqueue", "wait_result", "small_list_jobs"} <= ids
     finally:
         server.stop()

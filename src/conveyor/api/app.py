@@ -52,7 +52,13 @@ def create_app(settings: ApiSettings | None = None, service: ApiService | None =
     app.include_router(api_router(service))
     install_security_scheme(app)
 
-    @app.get("/healthz", response_model=Health, tags=["health"], summary="The process is alive")
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        tags=["health"],
+        summary="The process is alive",
+        operation_id="healthz",
+    )
     async def healthz() -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
@@ -62,6 +68,7 @@ def create_app(settings: ApiSettings | None = None, service: ApiService | None =
         tags=["health"],
         responses=responses(503),
         summary="Redis is reachable and the scripts are loaded",
+        operation_id="readyz",
     )
     async def readyz() -> Response:
         try:

@@ -20,9 +20,19 @@ from .service import ApiService
 __all__ = ["SECURITY_SCHEME", "api_router"]
 
 
-def api_router(service: ApiService) -> APIRouter:
-    """The ``/v1`` endpoints, bound to ``service``. Mount it with ``app.include_router(...)``."""
-    router = APIRouter(prefix="/v1", route_class=make_route_class(service), responses=responses(*COMMON))
+def api_router(service: ApiService, *, operation_prefix: str = "") -> APIRouter:
+    """The ``/v1`` endpoints, bound to ``service``. Mount it with ``app.include_router(...)``.
+
+    Operation ids in the OpenAPI document are the endpoint names (``enqueue``, ``get_job``,
+    ``wait_result``, ...), which is what client generators name their methods after; give
+    ``operation_prefix`` to keep them unique when one app mounts two of these routers.
+    """
+    router = APIRouter(
+        prefix="/v1",
+        route_class=make_route_class(service),
+        responses=responses(*COMMON),
+        generate_unique_id_function=lambda route: operation_prefix + route.name,
+    )
     add_job_routes(router, service)
     add_queue_routes(router, service)
     add_schedule_routes(router, service)
