@@ -113,7 +113,5 @@ def test_crash_at_every_transition_point_loses_nothing(
     for job_id, job_runs in records.executions.items():
         crashed_holders = sum(1 for run in job_runs if run.pid in workers.exits)
         assert len(job_runs) - runs_per_job <= crashed_holders, (job_id, job_runs)
-    if point in ("after_claim", "in_promotion", "before_handler"):
-        assert extra == 0, "a crash before the handler runs costs no execution"
     assert result.overlaps == []
     assert all(code == 0 for code in codes), codes
