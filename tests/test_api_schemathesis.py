@@ -1,13 +1,15 @@
 """Schemathesis over the OpenAPI document: generated requests against the real server.
 
 Every operation gets about the same share of ``CONVEYOR_SCHEMATHESIS_REQUESTS`` generated
-requests (2,000 by default, more in a longer run); each response must not be a 5xx and must
+requests (2,000 by default, more in a longer run): three quarters valid by the document,
+one quarter invalid on purpose (negative mode). Each response must not be a 5xx and must
 conform to the document (status code, content type, body schema). The event stream is left
 out: it answers with a stream that does not end, which a generated request cannot read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -15,6 +17,8 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, seed, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -48,13 +52,13 @@ def test_generated_requests_conform(api: ThreadedUvicorn) -> None:
     session = requests.Session()
     headers = auth("admin")
 
-    def fuzz(operation: schemathesis.APIOperation, examples: int, round_: int) -> int:
+    def fuzz(operation: schemathesis.APIOperation, examples: int, round_: int, mode: GenerationMode) -> int:
         """Run up to ``examples`` generated requests; returns how many were sent (an
         operation with few possible inputs runs out before its share)."""
         before = sum(sent.values())
 
         @seed(round_)
-        @given(case=operation.as_strategy())
+        @given(case=operation.as_strategy(mode))
         @settings(
             max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck)
         )
@@ -65,18 +69,23 @@ def test_generated_requests_conform(api: ThreadedUvicorn) -> None:
                 base_url=api.base_url, session=session, headers=headers, checks=CHECKS, timeout=30
             )
 
-        run()
+        with contextlib.suppress(Unsatisfiable):  # negative mode: nothing here can be made invalid
+            run()
         return sum(sent.values()) - before
 
+    per_mode: dict[str, int] = {}
     # Operations that used their whole share get the budget the others could not use.
-    pending = operations
-    for round_ in range(4):
-        left = TOTAL - sum(sent.values())
-        if left <= 0 or not pending:
-            break
-        share = -(-left // len(pending))
-        pending = [op for op in pending if fuzz(op, share, round_) >= share]
+    for mode, budget in ((GenerationMode.POSITIVE, TOTAL * 3 // 4), (GenerationMode.NEGATIVE, TOTAL)):
+        pending = operations
+        for round_ in range(4):
+            left = budget - sum(sent.values())
+            if left <= 0 or not pending:
+                break
+            share = -(-left // len(pending))
+            pending = [op for op in pending if fuzz(op, share, round_, mode) >= share]
+        per_mode[mode.value] = sum(sent.values()) - sum(per_mode.values())
     session.close()
     total = sum(sent.values())
-    print(f"schemathesis: {total} requests over {len(sent)} operations")
+    print(f"schemathesis: {total} requests over {len(sent)} operations, {per_mode}")
     assert total >= TOTAL * 0.9, sent
+    assert per_mode["negative"] >= TOTAL // 10, per_mode

@@ -16,6 +16,7 @@ from fastapi import Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
     ConveyorError,
@@ -49,6 +50,9 @@ def _problem_for(exc: Exception) -> Problem | None:
         return exc
     if isinstance(exc, RequestValidationError):
         return from_validation(exc.errors())
+    if isinstance(exc, StarletteHTTPException):  # FastAPI's own: a body it cannot parse
+        detail = exc.detail if isinstance(exc.detail, str) else "the request could not be read"
+        return Problem(exc.status_code, detail, field="body" if exc.status_code == 400 else None)
     if isinstance(exc, JobNotFound):
         return Problem(
             404, f"{exc}; check the queue name and the id (finished jobs expire)", code="not-found"
