@@ -707,9 +707,11 @@ class Worker:
                 self._outbox_due.add(queue)
             if not reply:
                 log.warning(
-                    "job %s/%s: result discarded, its lease had expired and it was re-delivered",
+                    "job %s/%s: result discarded, its lease had expired and it was re-delivered%s",
                     queue,
                     job_id,
+                    # A retried batch: the try that lost its reply may have recorded it.
+                    " (or an earlier try of this batch recorded it)" if delay > 0.05 else "",
                 )
 
     # ------------------------------------------------------------------ leases
