@@ -257,3 +257,29 @@ def test_retry_after_parsing() -> None:
     assert retry_after_seconds("5") == 5.0
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+
+
+async def test_https_with_a_private_ca_checks_the_name(queue: str, url: str, tmp_path: Any) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_tls)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    settings = HttpCallSettings(allow_networks=("127.0.0.0/8", "::1/128"), ca_file=str(ca_file))
+    tasks = Tasks(queue=queue)
+    caller = register_http_task(tasks, settings)
+    async with (
+        RawHttpServer({"/ok": ok}, tls=server_tls) as server,
+        AsyncClient.from_url(url) as client,
+        running_worker(tasks, url),
+    ):
+        good = await client.enqueue(call(queue), url=f"https://localhost:{server.port}/ok")
+        assert (await good.result(timeout=10))["status"] == 200  # resolved, checked, name verified
+        wrong_name = await client.enqueue(call(queue, retries=0), url=f"https://127.0.0.1:{server.port}/ok")
+        with pytest.raises(JobFailed, match=r"certificate|hostname|SSL"):
+            await wrong_name.result(timeout=10)
+        await caller.aclose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -42,10 +43,12 @@ class HttpCaller:
         """The shared session of the running event loop (made on first use)."""
         loop = asyncio.get_running_loop()
         if self._session is None or self._loop is not loop:
+            tls = ssl.create_default_context(cafile=self.settings.ca_file) if self.settings.ca_file else True
             connector = aiohttp.TCPConnector(
                 limit=self.settings.max_connections,
                 resolver=CheckingResolver(self.policy),
                 ttl_dns_cache=10,
+                ssl=tls,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,

@@ -36,6 +36,8 @@ class HttpCallSettings:
     """Key of the HMAC-SHA256 signature on completion callbacks; unsigned without one."""
     max_connections: int = 2000
     """Connections the shared client keeps open at most, across all hosts."""
+    ca_file: str | None = None
+    """A PEM file of CA certificates to trust instead of the system's (an internal CA)."""
 
     def __post_init__(self) -> None:
         for network in self.allow_networks:
@@ -59,6 +61,8 @@ class HttpCallSettings:
                     values[name] = int(raw)
                 except ValueError:
                     raise ConfigurationError(f"CONVEYOR_HTTP_{name.upper()} must be an integer") from None
+        if env.get("CONVEYOR_HTTP_CA_FILE"):
+            values["ca_file"] = env["CONVEYOR_HTTP_CA_FILE"]
         if env.get("CONVEYOR_HTTP_CALLBACK_SECRET"):
             values["callback_secret"] = env["CONVEYOR_HTTP_CALLBACK_SECRET"]
         values.update({k: v for k, v in overrides.items() if v is not None})
