@@ -43,9 +43,8 @@ class ApiService:
     async def aclose(self) -> None:
         await self.client.close()
 
-    @contextlib.asynccontextmanager
-    async def stream_slot(self) -> AsyncIterator[None]:
-        """Hold one of ``max_streams`` slots for a long poll or an event stream, or answer 429."""
+    def check_capacity(self) -> None:
+        """Answer 429 when ``max_streams`` long polls and event streams are already open."""
         if self.open_streams >= self.settings.max_streams:
             raise Problem(
                 429,
@@ -54,6 +53,11 @@ class ApiService:
                 code="too-many-streams",
                 headers={"Retry-After": "1"},
             )
+
+    @contextlib.asynccontextmanager
+    async def stream_slot(self) -> AsyncIterator[None]:
+        """Hold one of ``max_streams`` slots for a long poll or an event stream, or answer 429."""
+        self.check_capacity()
         self.open_streams += 1
         try:
             yield

@@ -28,8 +28,7 @@ async def event_stream(
 ) -> Response:
     client = service.client
     client.keys(queue)  # validates the name before the response starts
-    async with service.stream_slot():  # checks the limit now, answering 429 before streaming
-        pass
+    service.check_capacity()  # now, so that a refusal is a 429 rather than a cut stream
 
     async def body() -> AsyncIterator[bytes]:
         async with service.stream_slot():
