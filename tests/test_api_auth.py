@@ -149,7 +149,8 @@ def test_tokens_constant() -> None:
     assert set(TOKENS) == {"admin", "read", "enqueue", "read_enqueue"}
 
 
-def test_cli_without_tokens_serves_loopback_and_says_so(redis_server: RedisServer) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_cli_without_tokens_serves_loopback_and_says_so(redis_server: RedisServer, processes: int) -> None:
     import os
     import subprocess
     import sys
@@ -162,7 +163,7 @@ def test_cli_without_tokens_serves_loopback_and_says_so(redis_server: RedisServe
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_API_TOKENS")}
     conveyor = Path(sys.executable).parent / "conveyor"
     process = subprocess.Popen(
-        [str(conveyor), "api", "--url", redis_server.url, "--port", str(port), "--log-level", "warning"],
+        [str(conveyor), "api", "--url", redis_server.url, "--port", str(port), "--processes", str(processes)],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
