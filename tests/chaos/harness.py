@@ -177,6 +177,11 @@ def final_states(client: Client, queue: str, records: Any) -> dict[str, str | No
     return job_states(client.transport, client.keys(queue).job_prefix, list(records.accepted))
 
 
+def settled(states: dict[str, str | None]) -> bool:
+    """Every job finished, or unknown to Redis (a job Redis lost stays lost: no use waiting)."""
+    return all(state in ("completed", "failed", "cancelled") or state is None for state in states.values())
+
+
 def wait_terminal(client: Client, queue: str, total: int, timeout: float, tick: Callable[[], None]) -> float:
     """Call ``tick`` every 0.1 s until ``total`` jobs are finished; returns the time it took."""
     start = time.monotonic()

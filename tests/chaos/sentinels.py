@@ -85,6 +85,13 @@ class SentinelGroup:
         finally:
             client.close()
 
+    def force_failover(self) -> None:
+        client = redis.Redis(port=self.sentinels[0].port, password=PASSWORD, decode_responses=True)
+        try:
+            client.execute_command("SENTINEL", "FAILOVER", "mymaster")
+        finally:
+            client.close()
+
     def stop(self) -> None:
         for server in (*self.sentinels, *self.replicas, self.primary):
             server.stop()

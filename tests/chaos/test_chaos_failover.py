@@ -1,12 +1,16 @@
-"""Sentinel failover under load (issue 5, test 8): the primary is SIGKILLed mid-run.
+"""Sentinel failover under load (issue 5, test 8).
 
 1 primary, 2 replicas, 3 sentinels (down-after 1 s). Jobs are enqueued through the
-Sentinel URL and run by two worker processes while the primary dies; the sentinels promote
-a replica. Replication is asynchronous, so a plain enqueue the old primary acknowledged but
-had not replicated is lost: the checker reports it. With ``durable_replicas=1`` an enqueue
+Sentinel URL and run by two worker processes while the primary dies (SIGKILL) or a
+failover is forced (``SENTINEL FAILOVER``: the old primary lives on as a replica, and
+clients still talking to it are refused with READONLY); the sentinels promote a replica.
+Replication is asynchronous, so a plain enqueue the old primary acknowledged but had not
+replicated is lost: the checker reports it. With ``durable_replicas=1`` an enqueue
 returns only once a replica has the job; the sentinels promote the most up-to-date
-replica, so nothing accepted is lost. (Asking for 2 would fail every enqueue after the
-failover: the new primary has one replica left -- ``NotDurable``, as it should.)
+replica, so nothing accepted is lost when the primary dies. When the failover is forced
+with the old primary alive, even that is not enough (see the end of the test).
+(Asking for 2 replicas would fail every enqueue after a SIGKILL failover: the new primary
+has one replica left -- ``NotDurable``, as it should.)
 [clients on the new primary within down-after + 5 s; workers continue without restart;
 loss, if any, reported; durable: 0 lost]
 Fast: 1,500 jobs at 300/s; ``make chaos``: ``CONVEYOR_CHAOS_FAILOVER_JOBS`` (20,000).
@@ -19,26 +23,28 @@ from pathlib import Path
 
 import ledger
 import pytest
-from harness import Producer, Workers, final_states, knob, report
+from harness import Producer, Workers, final_states, knob, report, settled
 from redis.exceptions import RedisError
 from sentinels import DOWN_AFTER_MS, SentinelGroup
 
 from conveyor import Client, Tasks
 from conveyor.errors import ConveyorError
 
-TERMINAL = ("completed", "failed", "cancelled")
-
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize("durable", [0, 1], ids=["plain", "durable"])
-def test_sentinel_failover_under_load(durable: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("how", "durable"),
+    [("kill", 0), ("kill", 1), ("forced", 0), ("forced", 1)],
+    ids=["kill", "kill-durable", "forced", "forced-durable"],
+)
+def test_sentinel_failover_under_load(how: str, durable: int, tmp_path: Path) -> None:
     total = int(knob("FAILOVER_JOBS", 1500))
     rate = knob("FAILOVER_RATE", 300)
     ledger_dir = tmp_path / "ledger"
     ledger_dir.mkdir()
     group = SentinelGroup(tmp_path / "servers")
-    queue = f"chaos-failover-{durable}"
+    queue = f"chaos-failover-{how}-{durable}"
     tasks = Tasks(queue=queue)
 
     @tasks.task
@@ -59,7 +65,10 @@ def test_sentinel_failover_under_load(durable: int, tmp_path: Path) -> None:
         producer.start()
         time.sleep(total / rate / 3)
         old_port = group.primary.port
-        group.primary.kill()
+        if how == "kill":
+            group.primary.kill()
+        else:  # SENTINEL FAILOVER: the old primary lives on and becomes a replica
+            group.force_failover()
         killed = time.monotonic()
         while group.current_primary_port() == old_port:
             assert time.monotonic() - killed < 30, "no failover"
@@ -72,7 +81,7 @@ def test_sentinel_failover_under_load(durable: int, tmp_path: Path) -> None:
             while True:
                 records = ledger.read(ledger_dir)
                 states = final_states(client, queue, records)
-                if all(s in TERMINAL for s in states.values()) or time.monotonic() > deadline:
+                if settled(states) or time.monotonic() > deadline:
                     break
                 assert workers.alive(), "no worker exits"
                 time.sleep(0.5)
@@ -88,7 +97,7 @@ def test_sentinel_failover_under_load(durable: int, tmp_path: Path) -> None:
     producers_back = accepted_after[0] - killed if accepted_after else float("inf")
     workers_back = finished_after[0] - killed if finished_after else float("inf")
     report(
-        f"failover:{'durable' if durable else 'plain'}",
+        f"failover:{how}{':durable' if durable else ''}",
         {
             "jobs": total,
             "producer_errors": len(errors),
@@ -105,6 +114,9 @@ def test_sentinel_failover_under_load(durable: int, tmp_path: Path) -> None:
     assert producers_back <= limit and workers_back <= limit
     assert workers.exits == {} and workers.restarts == 0
     assert result.stuck == []
-    if durable:
+    if durable and how == "kill":
         assert result.lost == [] and result.reverted == [], "a durable enqueue survives the failover"
+    # Forced, even durable enqueues can be lost: the old primary keeps taking writes until
+    # the sentinels demote it, and the replica that acknowledged them may be the one they
+    # resynchronise from the new primary. Measured and reported, not asserted.
     assert all(code == 0 for code in codes), codes

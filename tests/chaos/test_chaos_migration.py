@@ -18,15 +18,13 @@ from typing import Any
 import ledger
 import pytest
 import redis
-from harness import Producer, Workers, final_states, knob, report
+from harness import Producer, Workers, final_states, knob, report, settled
 from redis.exceptions import ClusterError, TryAgainError
 
 from conveyor import Client, Tasks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from topology import PASSWORD, Cluster
-
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 def migrate_slot(nodes: list[Any], slot: int, batch: int = 20, pause: float = 0.02) -> tuple[int, int]:
@@ -87,7 +85,7 @@ def test_live_slot_migration_of_a_busy_queue_loses_nothing(tmp_path: Path) -> No
             while True:
                 records = ledger.read(tmp_path)
                 states = final_states(client, queue, records)
-                if all(s in TERMINAL for s in states.values()) or time.monotonic() > deadline:
+                if settled(states) or time.monotonic() > deadline:
                     break
                 assert workers.alive(), "no worker exits"
                 time.sleep(0.5)

@@ -17,14 +17,12 @@ from typing import Any
 
 import ledger
 import pytest
-from harness import Producer, Workers, final_states, knob, report
+from harness import Producer, Workers, final_states, knob, report, settled
 from netproxy import NetProxy
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor import Client, Tasks
-
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 @pytest.mark.slow
@@ -85,7 +83,7 @@ def test_latency_resets_and_a_blackhole_lose_nothing(server_factory: Any, tmp_pa
             while True:
                 records = ledger.read(tmp_path)
                 states = final_states(direct, queue, records)
-                if all(state in TERMINAL for state in states.values()) or time.monotonic() > deadline:
+                if settled(states) or time.monotonic() > deadline:
                     break
                 assert workers.alive(), "no worker exits"
                 time.sleep(0.5)

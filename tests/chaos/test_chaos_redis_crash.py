@@ -16,12 +16,10 @@ from typing import Any
 
 import ledger
 import pytest
-from harness import Producer, Workers, final_states, knob, report
+from harness import Producer, Workers, final_states, knob, report, settled
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from conveyor import Client, Tasks
-
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 @pytest.mark.slow
@@ -70,7 +68,7 @@ def test_redis_sigkill_and_aof_restart_under_load(fsync: str, server_factory: An
             while True:
                 records = ledger.read(tmp_path)
                 states = final_states(client, queue, records)
-                if all(state in TERMINAL for state in states.values()) or time.monotonic() > deadline:
+                if settled(states) or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
             elapsed = time.monotonic() - started
