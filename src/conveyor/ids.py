@@ -12,17 +12,7 @@ _last_ms = 0
 _counter = 0
 
 
-_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # 10 bits -> 2 characters
-
-
-def _encode_35(value: int) -> str:
-    """7 base32 characters of a 35-bit value (the hot part of bulk id generation)."""
-    return (
-        _ALPHABET[(value >> 30) & 31]
-        + _PAIRS[(value >> 20) & 1023]
-        + _PAIRS[(value >> 10) & 1023]
-        + _PAIRS[value & 1023]
-    )
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # 10 bits -> 2 characters, for bulk ids
 
 
 def _encode(value: int, width: int) -> str:
@@ -31,9 +21,6 @@ def _encode(value: int, width: int) -> str:
         chars.append(_ALPHABET[value & 31])
         value >>= 5
     return "".join(reversed(chars))
-
-
-_prefix_cache: dict[int, str] = {}  # the encoded millisecond part, shared by ids of the same ms
 
 
 def new_job_ids(count: int) -> list[str]:
@@ -57,17 +44,24 @@ def new_job_ids(count: int) -> list[str]:
             _last_ms += _counter >> 15
             _counter &= (1 << 15) - 1
     noise = os.urandom(3 * count)
-    out = []
-    for i in range(count):
+    out: list[str] = []
+    append, alphabet, pairs = out.append, _ALPHABET, _PAIRS
+    stamp = -1
+    prefix = ""
+    for i in range(count):  # the hot loop of a bulk enqueue: _encode_35 inlined
         counter = first + i
-        stamp = ms + (counter >> 15)
-        prefix = _prefix_cache.get(stamp)
-        if prefix is None:
-            if len(_prefix_cache) > 64:
-                _prefix_cache.clear()
-            prefix = _prefix_cache[stamp] = _encode(stamp, 9)
-        rand = int.from_bytes(noise[3 * i : 3 * i + 3], "big") >> 4
-        out.append(prefix + _encode_35(((counter & 0x7FFF) << 20) | rand))
+        if ms + (counter >> 15) != stamp:
+            stamp = ms + (counter >> 15)
+            prefix = _encode(stamp, 9)
+        j = 3 * i
+        value = ((counter & 0x7FFF) << 20) | (noise[j] << 12) | (noise[j + 1] << 4) | (noise[j + 2] >> 4)
+        append(
+            prefix
+            + alphabet[value >> 30]
+            + pairs[(value >> 20) & 1023]
+            + pairs[(value >> 10) & 1023]
+            + pairs[value & 1023]
+        )
     return out
 
 
