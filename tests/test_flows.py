@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -242,3 +243,30 @@ def test_flow_validation() -> None:
         Flow(job.call(), [job.call()], on_child_failure="maybe")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="two steps"):
         chain(job.call())
+
+
+def test_malformed_notes_and_records_are_dropped_not_in_the_way(
+    client: Client, tasks: Tasks, queue: str, raw: redis.Redis
+) -> None:
+    @tasks.task
+    def child() -> None: ...
+
+    @tasks.task
+    def parent() -> None: ...
+
+    handle = client.enqueue_flow(Flow(parent.call(), [child.call()]))
+    keys = client.keys(queue)
+    raw.rpush(
+        keys.outbox,
+        "not json",
+        '{"id": "x"}',
+        '{"id": "x", "pa": "bad{queue} y", "k": "c", "v": "1", "t": 1}',
+    )
+    good = {"id": handle.children[0].id, "pa": f"{queue} {handle.job.id}", "k": "c", "v": "7", "t": 1}  # type: ignore[union-attr]
+    raw.rpush(keys.outbox, json.dumps(good))
+    raw.hset(keys.flows, "broken", "{]")
+    assert client.run(flow_ops.drain_outbox(keys, ops.Retention(-1, -1))) == 1
+    assert raw.llen(keys.outbox) == 0
+    assert client.get_job(queue, handle.job.id).state is JobState.WAITING
+    assert client.run(flow_ops.replay_stale(keys, 0)) == 0
+    assert raw.hlen(keys.flows) == 0

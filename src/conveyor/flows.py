@@ -17,18 +17,21 @@ the note to the parent's queue (``child.lua``, idempotent) and then deletes it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from . import serialization
-from .keys import QueueKeys
+from .keys import QueueKeys, validate_queue_name
 from .operations import Command, NewJob, Retention, Script, Step, as_dict, enqueue
 from .scripts import load
 from .task import TaskCall
 
 CHILD = load("child")
+
+log = logging.getLogger("conveyor.flows")
 
 MISSING_PARENT_GRACE_MS = 10 * 60 * 1000
 """A note whose parent does not exist yet is kept this long: in a flow across queues the
@@ -224,13 +227,18 @@ def replay_stale(keys: QueueKeys, older_than_ms: int = STALE_FLOW_RECORD_MS) -> 
     now = int(time.time() * 1000)
     replayed = 0
     for flow_id, raw in as_dict(reply).items():
-        record = serialization.loads(raw)
-        if now - int(record["t"]) < older_than_ms:
+        try:
+            record = serialization.loads(raw)
+            if now - int(record["t"]) < older_than_ms:
+                continue
+            nodes = [
+                (validate_queue_name(queue), NewJob(job_id, task, args.encode(), tuple(extras)))
+                for queue, job_id, task, args, extras in record["nodes"]
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.error("dropped a malformed flow record %s of %s (%s)", flow_id, keys.queue, exc)
+            yield Command(("HDEL", keys.flows, flow_id))
             continue
-        nodes = [
-            (queue, NewJob(job_id, task, args.encode(), tuple(extras)))
-            for queue, job_id, task, args, extras in record["nodes"]
-        ]
         yield from write_plan(keys.prefix, nodes)
         yield Command(("HDEL", keys.flows, flow_id))
         replayed += 1
@@ -274,13 +282,23 @@ def drain_outbox(keys: QueueKeys, failed: Retention, batch: int = 100) -> Genera
         kept = 0
         now = int(time.time() * 1000)
         for raw in notes:
-            note = serialization.loads(raw)
-            parent_queue, _, parent_id = str(note["pa"]).partition(" ")
-            parent = QueueKeys(parent_queue, keys.prefix)
-            outcome = yield from child_finished(
-                parent, parent_id, f"{keys.queue} {note['id']}", note["k"], note["v"], failed
-            )
-            if outcome == "missing" and now - int(note["t"]) < MISSING_PARENT_GRACE_MS:
+            try:
+                note = serialization.loads(raw)
+                parent_queue, _, parent_id = str(note["pa"]).partition(" ")
+                parent = QueueKeys(validate_queue_name(parent_queue), keys.prefix)
+                child_ref, kind, value, written = (
+                    f"{keys.queue} {note['id']}",
+                    note["k"],
+                    note["v"],
+                    note["t"],
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                # Not written by Conveyor: it can never be delivered, so it must not block the rest.
+                log.error("dropped a malformed note from the outbox of %s (%s): %.200r", keys.queue, exc, raw)
+                yield Command(("LREM", keys.outbox, 1, raw))
+                continue
+            outcome = yield from child_finished(parent, parent_id, child_ref, kind, value, failed)
+            if outcome == "missing" and now - int(written) < MISSING_PARENT_GRACE_MS:
                 kept += 1  # its parent is still being written (a flow across queues)
                 continue
             yield Command(("LREM", keys.outbox, 1, raw))

@@ -770,19 +770,22 @@ class Worker:
                 "could not tell parents in %s that their children finished (%s); will retry", queue, exc
             )
 
+    async def _finish_flows(self, queue: str) -> None:
+        """Notes left by jobs that ended outside a worker's acknowledgement (expired, cancelled,
+        lost) or by a worker that died before delivering them; flows whose creator died half-way."""
+        try:
+            await self.executor.run(flows.drain_outbox(self.keys[queue], self.config.failed))
+            stale_ms = flows.STALE_FLOW_RECORD_MS
+            replayed = await self.executor.run(flows.replay_stale(self.keys[queue], stale_ms))
+        except RedisError as exc:  # never in the way of the sweep itself
+            log.warning("could not finish the flows of %s (%s); will retry", queue, exc)
+            return
+        if replayed:
+            log.warning("finished creating %d flows of %s whose creator stopped half-way", replayed, queue)
+
     async def _sweep(self) -> None:
         for queue in self.queues:
-            # Notes left by jobs that ended outside a worker's acknowledgement (expired,
-            # cancelled, lost) or by a worker that died before delivering them; flows whose
-            # creator died half-way.
-            await self.executor.run(flows.drain_outbox(self.keys[queue], self.config.failed))
-            replayed = await self.executor.run(
-                flows.replay_stale(self.keys[queue], flows.STALE_FLOW_RECORD_MS)
-            )
-            if replayed:
-                log.warning(
-                    "finished creating %d flows of %s whose creator stopped half-way", replayed, queue
-                )
+            await self._finish_flows(queue)
             recovered, dead = await self.executor.run(
                 ops.sweep(self.keys[queue], self.config.max_crashes, self.config.failed)
             )
