@@ -751,6 +751,9 @@ class Worker:
                 await self._sweep()
             except _RETRYABLE_REDIS as exc:
                 log.warning("sweep failed (%s); will retry", exc)
+            except RedisError:
+                # Sweeping is how lost jobs come back: one bad answer must not end it for good.
+                log.exception("sweep failed; will retry at the next interval")
             pause = interval
 
     async def _closing_within(self, seconds: float) -> bool:
