@@ -45,7 +45,11 @@ def test_health_and_docs(http: httpx.Client) -> None:
     spec = http.get("/openapi.json", headers={}).json()
     assert spec["openapi"].startswith("3.") and "/v1/queues/{queue}/jobs" in spec["paths"]
     assert "bearer" in str(spec["components"]["securitySchemes"]).lower()
-    assert http.get("/docs", headers={}).status_code == 200
+    docs = http.get("/docs", headers={})
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert "http://" not in docs.text and "https://" not in docs.text, "no asset from the internet"
+    script = http.get("/docs-assets/swagger-ui-bundle.js", headers={})
+    assert script.status_code == 200 and len(script.content) > 100_000
     assert problem(http.get("/v2/nothing"), 404)["detail"].startswith("no endpoint")
     problem(http.patch("/v1/queues"), 405)
 

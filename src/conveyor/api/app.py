@@ -45,10 +45,12 @@ def create_app(settings: ApiSettings | None = None, service: ApiService | None =
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/openapi.json" if settings.docs else None,
-        docs_url="/docs" if settings.docs else None,
+        docs_url=None,  # served below from assets shipped with the package, not a CDN
         redoc_url=None,
     )
     app.state.conveyor = service
+    if settings.docs:
+        _serve_docs(app)
     app.include_router(api_router(service))
     install_security_scheme(app)
 
@@ -131,3 +133,23 @@ def openapi_json(settings: ApiSettings | None = None) -> bytes:
     """The OpenAPI document, without starting a server (for client generators)."""
     app: Any = create_app(settings or ApiSettings(), ApiService(settings or ApiSettings()))
     return orjson.dumps(app.openapi(), option=orjson.OPT_INDENT_2)
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """Interactive docs whose script and styles come from this server (the swagger-ui-bundle
+    package), so they work on a machine without internet access."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Conveyor API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
