@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import uvicorn
 
 from conveyor.api import ApiSettings, TokenStore, create_app
@@ -161,3 +162,12 @@ class RawHttpServer:
             pass  # the client left, or the server is closing: nothing to answer
         finally:
             writer.close()
+
+
+def problem(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status and body["detail"] and body["title"]
+    assert "Traceback" not in response.text and "redis://" not in response.text
+    return body

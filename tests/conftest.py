@@ -12,11 +12,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
 from conveyor import AsyncClient, Client, Tasks
 from conveyor.server import RedisServer
+
+from api_helpers import ThreadedUvicorn, auth
 
 
 @pytest.fixture(scope="session")
@@ -92,3 +95,16 @@ def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     started = SentinelSetup(tmp_path_factory.mktemp("sentinel"))
     yield started
     started.stop()
+
+
+# HTTP clients of the API server that a test module starts as its `api` fixture.
+@pytest.fixture
+def http(api: ThreadedUvicorn) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api.base_url, headers=auth(), timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+async def ahttp(api: ThreadedUvicorn) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api.base_url, headers=auth(), timeout=30) as c:
+        yield c

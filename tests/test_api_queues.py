@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -10,7 +10,7 @@ import pytest
 from conveyor import Client, Tasks
 from conveyor.server import RedisServer
 
-from api_helpers import ThreadedUvicorn, auth, start_api
+from api_helpers import ThreadedUvicorn, auth, problem, start_api
 from helpers import running_worker, wait_until
 
 
@@ -19,24 +19,6 @@ def api(redis_server: RedisServer) -> Iterator[ThreadedUvicorn]:
     server = start_api(redis_server.url)
     yield server
     server.stop()
-
-
-@pytest.fixture
-def http(api: ThreadedUvicorn) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api.base_url, headers=auth(), timeout=30) as c:
-        yield c
-
-
-@pytest.fixture
-async def ahttp(api: ThreadedUvicorn) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=api.base_url, headers=auth(), timeout=30) as c:
-        yield c
-
-
-def problem(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    return response.json()
 
 
 def test_health_and_docs(http: httpx.Client) -> None:
