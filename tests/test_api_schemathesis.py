@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, assume, given, seed, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import (
@@ -33,6 +33,7 @@ from api_helpers import ThreadedUvicorn, auth, start_api
 TOTAL = int(os.environ.get("CONVEYOR_SCHEMATHESIS_REQUESTS", "2000"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 SKIPPED = {"/v1/queues/{queue}/events"}
+FRAMING = {"content-length", "transfer-encoding"}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,10 @@ def test_generated_requests_conform(api: ThreadedUvicorn) -> None:
             max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck)
         )
         def run(case: schemathesis.Case) -> None:
+            # A generated Content-Length or Transfer-Encoding ("content-length: O") frames the
+            # request wrongly: uvicorn's HTTP parser answers 400 in plain text before the
+            # application sees it. That tests the server's parser, not this API.
+            assume(not any(name.lower() in FRAMING for name in (case.headers or {})))
             label = f"{case.operation.method.upper()} {case.operation.path}"
             sent[label] = sent.get(label, 0) + 1
             case.call_and_validate(
