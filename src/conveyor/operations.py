@@ -442,23 +442,25 @@ def sweep(
     return list(reply[:split]), list(reply[split + 1 :])
 
 
+def _back_to_waiting(keys: QueueKeys, source: str) -> tuple[str, ...]:
+    """The KEYS of requeue.lua and retry.lua, which share one layout: where the jobs come
+    from, then every key that putting a job back in line touches."""
+    return (
+        source,
+        keys.waiting,
+        keys.prioritized,
+        keys.marker,
+        keys.sequence,
+        keys.job_prefix,
+        keys.group_prefix,
+    )
+
+
 def requeue(keys: QueueKeys, held: Sequence[tuple[str, str]]) -> Generator[Step, Any, int]:
     args: list[Any] = []
     for pair in held:
         args += pair
-    reply = yield Script(
-        REQUEUE,
-        (
-            keys.active,
-            keys.waiting,
-            keys.prioritized,
-            keys.marker,
-            keys.sequence,
-            keys.job_prefix,
-            keys.group_prefix,
-        ),
-        args,
-    )
+    reply = yield Script(REQUEUE, _back_to_waiting(keys, keys.active), args)
     return int(reply)
 
 
@@ -467,19 +469,7 @@ def retry_failed(
 ) -> Generator[Step, Any, int]:
     """Move dead-lettered jobs back to waiting: the given ids, or (None) up to ``limit`` of them."""
     args: list[Any] = ["all", limit] if job_ids is None else ["ids", *job_ids]
-    reply = yield Script(
-        RETRY,
-        (
-            keys.failed,
-            keys.waiting,
-            keys.prioritized,
-            keys.marker,
-            keys.sequence,
-            keys.job_prefix,
-            keys.group_prefix,
-        ),
-        args,
-    )
+    reply = yield Script(RETRY, _back_to_waiting(keys, keys.failed), args)
     return int(reply)
 
 

@@ -142,6 +142,9 @@ class Task(Generic[P, R]):
         self.defaults = defaults
         self.enqueue_options = options or DEFAULT_OPTIONS
         self.is_async = inspect.iscoroutinefunction(function)
+        self.cancellable = self.is_async or defaults.isolation == "process"
+        """The worker can stop a running job of this task (cancel its coroutine or kill its
+        process); a sync job in a thread can only be asked to stop."""
         self.__doc__ = function.__doc__
         self.__name__ = getattr(function, "__name__", name)
         self.__wrapped__ = function

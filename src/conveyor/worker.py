@@ -473,7 +473,7 @@ class Worker:
             self._call_hooks("before_job", job)
         if faults.ARMED:
             faults.reach("before_handler")
-        if job.task.is_async or job.task.defaults.isolation == "process":
+        if job.task.cancellable:
             running: asyncio.Future[Any] = self._loop.create_task(self._run_async(job))
         else:
             call = functools.partial(
@@ -544,7 +544,7 @@ class Worker:
             return
         running, job = held.task, held.job
         job.aborted = True  # what current_job().cancelled reads
-        if job.task.is_async or job.task.defaults.isolation == "process":
+        if job.task.cancellable:
             running.cancel()
         log.warning("job %s/%s: cancelled while running; stopping it", queue, job_id)
 
