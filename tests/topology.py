@@ -6,6 +6,7 @@ All started by the tests from the same server binary, on free loopback ports.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -48,6 +49,51 @@ class Cluster:
     @property
     def url(self) -> str:
         return f"redis+cluster://:{PASSWORD}@127.0.0.1:{self.nodes[0].port}"
+
+    def clients(self) -> list[redis.Redis]:
+        """A plain client per node (close them), in the order of ``nodes``."""
+        return [redis.Redis(port=n.port, password=PASSWORD, decode_responses=True) for n in self.nodes]
+
+    def owner(self, slot: int) -> int:
+        """The index in ``nodes`` of the node serving ``slot``, from the cluster's own map."""
+        with redis.Redis(port=self.nodes[0].port, password=PASSWORD) as client:
+            ranges = client.execute_command("CLUSTER", "SLOTS")
+        port = next(int(r[2][1]) for r in ranges if int(r[0]) <= slot <= int(r[1]))
+        return next(i for i, n in enumerate(self.nodes) if n.port == port)
+
+    def begin_migration(self, slot: int, keys: Sequence[str] = ()) -> tuple[int, int]:
+        """Mark ``slot`` MIGRATING from its owner to the next node (IMPORTING there) and move
+        ``keys`` across, as ``valkey-cli --cluster reshard`` does; returns (source, target)."""
+        source = self.owner(slot)
+        target = (source + 1) % len(self.nodes)
+        clients = self.clients()
+        try:
+            ids = [c.execute_command("CLUSTER", "MYID") for c in clients]
+            clients[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+            clients[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+            if keys:
+                self._migrate(clients[source], target, keys)
+        finally:
+            for client in clients:
+                client.close()
+        return source, target
+
+    def finish_migration(self, slot: int, source: int, target: int) -> None:
+        """Move the rest of ``slot``'s keys and give the slot to ``target`` on every node."""
+        clients = self.clients()
+        try:
+            while keys := clients[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                self._migrate(clients[source], target, keys)
+            target_id = clients[target].execute_command("CLUSTER", "MYID")
+            for client in (clients[target], clients[source], *clients):
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        finally:
+            for client in clients:
+                client.close()
+
+    def _migrate(self, source: redis.Redis, target: int, keys: Sequence[str]) -> None:
+        port = self.nodes[target].port
+        source.execute_command("MIGRATE", "127.0.0.1", port, "", 0, 5000, "AUTH", PASSWORD, "KEYS", *keys)
 
     def stop(self) -> None:
         for node in self.nodes:

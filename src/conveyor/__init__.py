@@ -9,6 +9,7 @@ from .client import AsyncClient, AsyncJobHandle, Client, JobHandle
 from .config import Settings
 from .context import Cancelled, JobContext, current_job
 from .errors import (
+    ClusterUnavailable,
     ConfigurationError,
     ConveyorError,
     InvalidState,
@@ -38,6 +39,7 @@ __all__ = [
     "Cancelled",
     "ChildOutcome",
     "Client",
+    "ClusterUnavailable",
     "ConfigurationError",
     "ConveyorError",
     "Custom",

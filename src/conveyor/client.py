@@ -282,13 +282,13 @@ class Client(_Producer):
     def __init__(self, connection: SyncTransport | Any, settings: Settings | None = None) -> None:
         """``connection``: a transport, or a redis-py client made with ``decode_responses=True``."""
         super().__init__(settings or Settings.from_env())
-        self.transport = as_sync_transport(connection)
+        self.transport = as_sync_transport(connection, self.settings.cluster_wait_ms / 1000)
         self._executor = SyncExecutor(self.transport)
 
     @classmethod
     def from_url(cls, url: str | None = None, **settings: Any) -> Client:
         resolved = Settings.from_env(redis_url=url, **settings)
-        return cls(sync_transport(resolved.redis_url), resolved)
+        return cls(sync_transport(resolved.redis_url, resolved.cluster_wait_ms / 1000), resolved)
 
     def close(self) -> None:
         self.transport.close()
@@ -455,13 +455,13 @@ class AsyncClient(_Producer):
 
     def __init__(self, connection: AsyncTransport | Any, settings: Settings | None = None) -> None:
         super().__init__(settings or Settings.from_env())
-        self.transport = as_async_transport(connection)
+        self.transport = as_async_transport(connection, self.settings.cluster_wait_ms / 1000)
         self._executor = AsyncExecutor(self.transport)
 
     @classmethod
     def from_url(cls, url: str | None = None, **settings: Any) -> AsyncClient:
         resolved = Settings.from_env(redis_url=url, **settings)
-        return cls(async_transport(resolved.redis_url), resolved)
+        return cls(async_transport(resolved.redis_url, resolved.cluster_wait_ms / 1000), resolved)
 
     async def close(self) -> None:
         await self.transport.aclose()

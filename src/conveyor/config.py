@@ -33,6 +33,10 @@ class Settings:
     write (``WAIT``), and raises :class:`~conveyor.errors.NotDurable` when they did not
     within ``durable_timeout_ms``. 0: the primary's acknowledgement is enough."""
     durable_timeout_ms: int = 1000
+    cluster_wait_ms: int = 30_000
+    """Redis Cluster: how long a call waits out refusals -- ``TRYAGAIN`` and redirections
+    while a slot migrates, ``CLUSTERDOWN`` during a failover, all of which mean the command
+    did not run -- before raising :class:`~conveyor.errors.ClusterUnavailable`."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

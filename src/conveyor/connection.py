@@ -22,6 +22,7 @@ import redis.cluster
 import redis.sentinel
 
 from .errors import ConfigurationError
+from .refusals import DEFAULT_CLUSTER_WAIT
 from .transport import (
     AsyncTransport,
     Endpoint,
@@ -36,6 +37,13 @@ SyncRedis = redis.Redis | redis.cluster.RedisCluster
 AsyncRedis = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
 _COMMON: dict[str, Any] = {"decode_responses": True, "health_check_interval": 30}
+
+_CLUSTER: dict[str, Any] = {"reinitialize_steps": 0}
+"""A MOVED reply patches the one slot it names instead of, every fifth time, rebuilding the
+whole map. The asyncio cluster client rebuilds it by closing every connection, including
+those other coroutines are using at that moment: during a live slot migration a worker's
+claim died of ``AttributeError: 'NoneType' object has no attribute 'writelines'`` (redis-py
+8.1). A node that fails still makes redis-py rebuild the map (on the connection error)."""
 
 
 def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, dict[str, Any]]:
@@ -82,7 +90,9 @@ def sync_client(url: str, **kwargs: Any) -> SyncRedis:
         return sentinel.master_for(service, db=db)  # type: ignore[no-any-return, no-untyped-call]
     if scheme == "redis+cluster":
         options.pop("health_check_interval")
-        return redis.cluster.RedisCluster.from_url(url.replace("redis+cluster://", "redis://", 1), **options)
+        return redis.cluster.RedisCluster.from_url(
+            url.replace("redis+cluster://", "redis://", 1), **{**_CLUSTER, **options}
+        )
     return redis.Redis.from_url(url, **options)
 
 
@@ -97,41 +107,48 @@ def async_client(url: str, **kwargs: Any) -> AsyncRedis:
     if scheme == "redis+cluster":
         options.pop("health_check_interval")
         return redis.asyncio.cluster.RedisCluster.from_url(
-            url.replace("redis+cluster://", "redis://", 1), **options
+            url.replace("redis+cluster://", "redis://", 1), **{**_CLUSTER, **options}
         )
     return redis.asyncio.Redis.from_url(url, **options)
 
 
-def sync_transport(url: str) -> SyncTransport:
-    """The fast transport for plain, TLS and unix-socket URLs; redis-py for Sentinel and Cluster."""
+def sync_transport(url: str, cluster_wait: float = DEFAULT_CLUSTER_WAIT) -> SyncTransport:
+    """The fast transport for plain, TLS and unix-socket URLs; redis-py for Sentinel and Cluster.
+
+    ``cluster_wait``: seconds a call waits out a cluster's refusals (see :mod:`conveyor.refusals`).
+    """
     if _check_scheme(url) in ("redis", "rediss", "unix"):
         return FastSyncTransport(Endpoint.from_url(url))
     client = sync_client(url)
     sentinels = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
-    return RedisPySyncTransport(client, also_close=list(getattr(sentinels, "sentinels", [])))
+    return RedisPySyncTransport(
+        client, also_close=list(getattr(sentinels, "sentinels", [])), cluster_wait=cluster_wait
+    )
 
 
-def async_transport(url: str) -> AsyncTransport:
+def async_transport(url: str, cluster_wait: float = DEFAULT_CLUSTER_WAIT) -> AsyncTransport:
     if _check_scheme(url) in ("redis", "rediss", "unix"):
         return FastAsyncTransport(Endpoint.from_url(url))
     client = async_client(url)
     # A Sentinel-managed client keeps connections to the sentinels; close those too.
     sentinels = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
-    return RedisPyAsyncTransport(client, also_close=list(getattr(sentinels, "sentinels", [])))
+    return RedisPyAsyncTransport(
+        client, also_close=list(getattr(sentinels, "sentinels", [])), cluster_wait=cluster_wait
+    )
 
 
-def as_sync_transport(connection: Any) -> SyncTransport:
+def as_sync_transport(connection: Any, cluster_wait: float = DEFAULT_CLUSTER_WAIT) -> SyncTransport:
     """Accept a transport or a redis-py client (which must decode responses)."""
     if isinstance(connection, redis.Redis | redis.cluster.RedisCluster):
         _require_decoding(connection)
-        return RedisPySyncTransport(connection)
+        return RedisPySyncTransport(connection, cluster_wait=cluster_wait)
     return connection  # type: ignore[no-any-return]
 
 
-def as_async_transport(connection: Any) -> AsyncTransport:
+def as_async_transport(connection: Any, cluster_wait: float = DEFAULT_CLUSTER_WAIT) -> AsyncTransport:
     if isinstance(connection, redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster):
         _require_decoding(connection)
-        return RedisPyAsyncTransport(connection)
+        return RedisPyAsyncTransport(connection, cluster_wait=cluster_wait)
     return connection  # type: ignore[no-any-return]
 
 

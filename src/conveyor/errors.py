@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from redis.exceptions import ResponseError
+from redis.exceptions import ClusterError, ResponseError
 
 
 class ConveyorError(Exception):
@@ -101,6 +101,19 @@ class NotDurable(ConveyorError):
         self.job_ids = job_ids
         self.acknowledged = acknowledged
         self.wanted = wanted
+
+
+class ClusterUnavailable(ConveyorError, ClusterError):
+    """Redis Cluster kept refusing a call (``TRYAGAIN``, ``MOVED``/``ASK`` redirections,
+    ``CLUSTERDOWN``) for longer than ``cluster_wait_ms``: a slot migration or a failover that
+    did not end in time. The refused call did not run, so retrying it is safe; calls before
+    it in a multi-call operation -- earlier chunks of a very large ``enqueue_many`` -- stand.
+
+    Also a redis-py ``ClusterError``, which is what such a call raised before Conveyor
+    waited refusals out, so code that catches that goes on catching it.
+    """
+
+    code = "CLUSTER_UNAVAILABLE"
 
 
 class ConfigurationError(ConveyorError, ValueError):

@@ -21,7 +21,8 @@ import collections
 import socket
 import ssl
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import ConfigurationError
+from .refusals import DEFAULT_CLUSTER_WAIT, Patience, refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,26 +567,44 @@ class _PinnedAsync:
 
 # ------------------------------------------------------------------------------ redis-py
 class RedisPySyncTransport:
-    """Adapter for a redis-py client: Sentinel, Cluster, or a client the user already has."""
+    """Adapter for a redis-py client: Sentinel, Cluster, or a client the user already has.
 
-    def __init__(self, client: Any, also_close: Sequence[Any] = ()) -> None:
+    Every call waits out cluster refusals (a slot mid-migration, a failover) for up to
+    ``cluster_wait`` seconds: see :mod:`conveyor.refusals`.
+    """
+
+    def __init__(
+        self, client: Any, also_close: Sequence[Any] = (), cluster_wait: float = DEFAULT_CLUSTER_WAIT
+    ) -> None:
         self.client = client
         self.also_close = list(also_close)
+        self.cluster_wait = cluster_wait
+
+    def _patiently(self, run: Callable[[], Any]) -> Any:
+        patience: Patience | None = None
+        while True:
+            try:
+                return run()
+            except Exception as exc:
+                if not refused(exc):
+                    raise
+                patience = patience or Patience(self.cluster_wait)
+                time.sleep(patience.next_delay(exc))
 
     def call(self, *args: Any) -> Any:
-        return self.client.execute_command(*args)
+        return self._patiently(lambda: self.client.execute_command(*args))
 
     def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         return [self._try(c) for c in commands]
 
     def _try(self, command: Sequence[Any]) -> Any:
         try:
-            return self.client.execute_command(*command)
+            return self.call(*command)
         except ResponseError as exc:
             return exc
 
     def load_script(self, source: str) -> str:
-        return str(self.client.script_load(source))
+        return str(self._patiently(lambda: self.client.script_load(source)))
 
     @contextmanager
     def pinned(self) -> Iterator[RedisPySyncTransport]:
@@ -593,7 +613,7 @@ class RedisPySyncTransport:
             raise ConfigurationError("durable enqueue (WAIT) is not available on Redis Cluster")
         single = type(self.client)(connection_pool=pool, single_connection_client=True)
         try:
-            yield RedisPySyncTransport(single)
+            yield RedisPySyncTransport(single, cluster_wait=self.cluster_wait)
         finally:
             single.close()
 
@@ -604,31 +624,47 @@ class RedisPySyncTransport:
 
 
 class RedisPyAsyncTransport:
-    def __init__(self, client: Any, also_close: Sequence[Any] = ()) -> None:
+    """The asyncio twin of :class:`RedisPySyncTransport`."""
+
+    def __init__(
+        self, client: Any, also_close: Sequence[Any] = (), cluster_wait: float = DEFAULT_CLUSTER_WAIT
+    ) -> None:
         self.client = client
         self.also_close = list(also_close)
+        self.cluster_wait = cluster_wait
+
+    async def _patiently(self, run: Callable[[], Awaitable[Any]]) -> Any:
+        patience: Patience | None = None
+        while True:
+            try:
+                return await run()
+            except Exception as exc:
+                if not refused(exc):
+                    raise
+                patience = patience or Patience(self.cluster_wait)
+                await asyncio.sleep(patience.next_delay(exc))
 
     async def call(self, *args: Any) -> Any:
-        return await self.client.execute_command(*args)
+        return await self._patiently(lambda: self.client.execute_command(*args))
 
     async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         out = []
         for command in commands:
             try:
-                out.append(await self.client.execute_command(*command))
+                out.append(await self.call(*command))
             except ResponseError as exc:
                 out.append(exc)
         return out
 
     async def call_blocking(self, *args: Any) -> Any:
-        return await self.client.execute_command(*args)
+        return await self.call(*args)
 
     async def call_blocking_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         # redis-py routes each command itself (possibly to different nodes): one after another.
         return await self.call_many(commands)
 
     async def load_script(self, source: str) -> str:
-        return str(await self.client.script_load(source))
+        return str(await self._patiently(lambda: self.client.script_load(source)))
 
     @asynccontextmanager
     async def pinned(self) -> AsyncIterator[RedisPyAsyncTransport]:
@@ -637,7 +673,7 @@ class RedisPyAsyncTransport:
             raise ConfigurationError("durable enqueue (WAIT) is not available on Redis Cluster")
         single = type(self.client)(connection_pool=pool, single_connection_client=True)
         try:
-            yield RedisPyAsyncTransport(single)
+            yield RedisPyAsyncTransport(single, cluster_wait=self.cluster_wait)
         finally:
             await single.aclose()
 

@@ -58,7 +58,7 @@ _RETRYABLE_REDIS = (
     RedisTimeoutError,
     OSError,
     OutOfMemory,
-    ClusterError,  # redis-py gave up redirecting (a slot mid-migration: "TTL exhausted")
+    ClusterError,  # a cluster refused for longer than cluster_wait_ms (ClusterUnavailable)
     TryAgainError,
 )
 """Errors the worker's loops wait out; out of memory too, until an operator frees some.
@@ -196,8 +196,11 @@ class Worker:
         """Run in the current event loop until :meth:`stop` (or burst mode) ends it."""
         self._loop = asyncio.get_running_loop()
         owns_client = self._connection is None
+        wait = self.settings.cluster_wait_ms / 1000
         self.transport = (
-            async_transport(self.settings.redis_url) if owns_client else as_async_transport(self._connection)
+            async_transport(self.settings.redis_url, wait)
+            if owns_client
+            else as_async_transport(self._connection, wait)
         )
         self.executor = AsyncExecutor(self.transport)
         self._pool = ThreadPoolExecutor(
@@ -731,12 +734,17 @@ class Worker:
                         for job_id in abort:
                             self._abort(queue, job_id)
                         for job_id in lost:
-                            log.warning(
-                                "job %s/%s: lease lost (it was re-delivered); its result will be discarded",
-                                queue,
-                                job_id,
-                            )
-                            held.pop(job_id, None)
+                            entry = held.pop(job_id, None)
+                            # A finished job's acknowledgement may have been recorded while
+                            # this call waited (its lease is then "lost" to completion); the
+                            # flush, which has that reply, warns if it really was refused.
+                            if entry is not None and entry.task is not None:
+                                log.warning(
+                                    "job %s/%s: lease lost (it was re-delivered); "
+                                    "its result will be discarded",
+                                    queue,
+                                    job_id,
+                                )
                 await self._register()
             except _RETRYABLE_REDIS as exc:
                 log.warning("heartbeat failed (%s); will retry", exc)

@@ -133,6 +133,8 @@ class Producer(threading.Thread):
         self.errors: list[BaseException] = []
         self.error_after: list[float] = []
         """Seconds each failed call took before it raised."""
+        self.slowest = 0.0
+        """Seconds the slowest accepted call took."""
         self.on_error = on_error
         self.done = threading.Event()
 
@@ -157,6 +159,7 @@ class Producer(threading.Thread):
                             raise
                         self.on_error(exc)
                         continue
+                    self.slowest = max(self.slowest, time.monotonic() - called)
                     writer.accepted(h.id for h in handles)
         finally:
             writer.close()

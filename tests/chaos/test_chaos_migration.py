@@ -4,7 +4,7 @@ Three primaries started by the test. While a producer enqueues and two worker pr
 drain one queue, the queue's slot moves to another node the way ``valkey-cli --cluster
 reshard`` moves it: IMPORTING / MIGRATING, MIGRATE in small batches (slowly, so jobs flow
 during the move), then SETSLOT NODE everywhere. [0 lost during migration; ASK / TRYAGAIN
-retried, never surfaced to job code; producers: see the note at the end]
+retried, never surfaced to job code, nor to producers: their calls wait the move out]
 Fast: 2,000 jobs; ``make chaos``: ``CONVEYOR_CHAOS_MIGRATION_JOBS`` (20,000).
 """
 
@@ -19,7 +19,6 @@ import ledger
 import pytest
 import redis
 from harness import Producer, Workers, final_states, knob, report, settled
-from redis.exceptions import ClusterError, TryAgainError
 
 from conveyor import Client, Tasks
 
@@ -32,9 +31,11 @@ def migrate_slot(nodes: list[Any], slot: int, batch: int = 20, pause: float = 0.
     clients = [redis.Redis(port=n.port, password=PASSWORD, decode_responses=True) for n in nodes]
     try:
         ids = [c.execute_command("CLUSTER", "MYID") for c in clients]
-        owner = next(
-            i for i, c in enumerate(clients) if c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) > 0
-        )
+        # Who serves the slot, from the cluster's map (not from who holds keys: on a loaded
+        # machine the workers may have drained the queue before the move starts).
+        ranges = clients[0].execute_command("CLUSTER", "SLOTS")
+        port = next(int(r[2][1]) for r in ranges if int(r[0]) <= slot <= int(r[1]))
+        owner = next(i for i, n in enumerate(nodes) if n.port == port)
         target = (owner + 1) % len(clients)
         src, dst = clients[owner], clients[target]
         dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
@@ -92,6 +93,9 @@ def test_live_slot_migration_of_a_busy_queue_loses_nothing(tmp_path: Path) -> No
     finally:
         codes = workers.stop()
         cluster.stop()
+    # Read again: jobs that finished while their states were being read were started after
+    # the ledger read above; their records are all written by now.
+    records = ledger.read(tmp_path)
     result = ledger.check(records, states, {})
     report(
         "cluster-migration",
@@ -101,15 +105,16 @@ def test_live_slot_migration_of_a_busy_queue_loses_nothing(tmp_path: Path) -> No
             "migrate_batches": batches,
             "migration_s": round(migration, 2),
             "producer_errors": len(errors),
+            "slowest_enqueue_s": round(producer.slowest, 2),
             "error_types": sorted({type(e).__name__ for e in errors}),
             **result.summary(),
         },
     )
-    # Found here: while keys of one script sit on both nodes Redis answers TRYAGAIN, and
-    # redis-py gives up after its redirection budget (about 0.4 s) with "TTL exhausted";
-    # Conveyor does not retry that yet, so a producer sees it -- a typed error, the batch
-    # not accepted. Job code never does: the workers' loops ride it out.
-    assert all(isinstance(e, ClusterError | TryAgainError) for e in errors), errors[:3]
+    # While the keys of one script sit on both nodes, Redis answers TRYAGAIN (and ASK for
+    # keys already moved); redis-py gives up after its redirection budget (about 0.4 s) with
+    # "TTL exhausted". The client waits that out (conveyor.refusals), so no producer call
+    # fails: the slowest one is reported above.
+    assert errors == [], errors[:3]
     assert result.lost == [] and result.stuck == [] and result.reverted == []
     assert set(result.states) == {"completed"}
     assert workers.exits == {} and all(code == 0 for code in codes), codes
