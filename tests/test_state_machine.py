@@ -21,7 +21,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from conveyor import Client, JobState
 from conveyor import operations as ops
-from conveyor.server import RedisServer
 
 KEEP = ops.Retention(-1, -1)
 MAX_CRASHES = 3
@@ -30,8 +29,8 @@ STEPS = int(os.environ.get("CONVEYOR_STATEFUL_STEPS", "30"))
 
 
 @pytest.fixture(scope="module")
-def machine_client(redis_server: RedisServer) -> Client:
-    return Client.from_url(redis_server.url)
+def machine_client(server_url: str) -> Client:
+    return Client.from_url(server_url)
 
 
 def test_scripts_agree_with_the_model(machine_client: Client) -> None:

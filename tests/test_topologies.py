@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from redis.crc import key_slot
 
 from conveyor import AsyncClient, Client, JobState, Tasks, Worker
 
@@ -118,3 +119,33 @@ async def test_groups_and_flows_across_slots(topology_url: str, queue: str) -> N
             for handle in grouped:
                 await handle.result(timeout=15)
         assert (await client.counts(queue))["waiting_children"] == 0
+
+
+async def test_thirty_queues_over_all_nodes_served_by_one_worker(cluster: Any, queue: str) -> None:
+    """30 queues whose slots land on all three primaries, drained by one worker: every job
+    runs exactly once and ends completed."""
+    names = [f"{queue}-{i}" for i in range(30)]
+    tasks = Tasks(queue=names[0])
+    ran: dict[str, int] = {}
+
+    @tasks.task
+    async def record(job: str) -> str:
+        ran[job] = ran.get(job, 0) + 1
+        return job
+
+    async with AsyncClient.from_url(cluster.url) as client:
+        slots = [key_slot(client.keys(n).waiting.encode()) for n in names]
+        owners = [cluster.owner(slot) for slot in slots]
+        assert len(set(slots)) == 30
+        assert sorted(set(owners)) == [0, 1, 2], f"queues on nodes {sorted(set(owners))} only"
+        calls = [record.with_options(queue=n).call(f"{n}/{j}") for n in names for j in range(20)]
+        handles = await client.enqueue_many(calls)
+        worker = Worker(tasks, url=cluster.url, queues=names, burst=True, concurrency=50)
+        await asyncio.wait_for(worker.serve(), 60)
+        assert worker.processed == 600
+        assert sorted(ran) == sorted(call.args[0] for call in calls) and set(ran.values()) == {1}
+        for name in names:
+            counts = await client.counts(name)
+            assert counts["completed"] == 20 and sum(counts.values()) == 20, (name, counts)
+        for handle in handles:
+            assert (await client.get_job(handle.queue, handle.id)).state is JobState.COMPLETED

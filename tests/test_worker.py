@@ -286,10 +286,11 @@ async def test_warns_when_redis_may_evict_jobs(
     @tasks.task
     async def noop() -> None: ...
 
-    await aclient.transport.call("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+    # On a cluster: on every primary (redis-py routes CONFIG to one node, then to none).
+    await aclient.transport.call_on_primaries("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
     try:
         async with running_worker(tasks, url):
             await asyncio.sleep(0.05)
     finally:
-        await aclient.transport.call("CONFIG", "SET", "maxmemory-policy", "noeviction")
+        await aclient.transport.call_on_primaries("CONFIG", "SET", "maxmemory-policy", "noeviction")
     assert any("maxmemory-policy is 'allkeys-lru'" in r.getMessage() for r in caplog.records)

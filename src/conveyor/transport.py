@@ -173,6 +173,7 @@ class AsyncTransport(Protocol):
     async def call_blocking(self, *args: Any) -> Any: ...
     async def call_blocking_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]: ...
     async def load_script(self, source: str) -> str: ...
+    async def call_on_primaries(self, *args: Any) -> list[Any]: ...
     async def aclose(self) -> None: ...
 
 
@@ -538,6 +539,10 @@ class FastAsyncTransport:
     async def load_script(self, source: str) -> str:
         return str(await self.call("SCRIPT", "LOAD", source))
 
+    async def call_on_primaries(self, *args: Any) -> list[Any]:
+        """A server-wide command (``CONFIG GET``): one server, one reply."""
+        return [await self.call(*args)]
+
     async def aclose(self) -> None:
         closing = [conn for conn in (self._shared, *self._idle_blocking) if conn is not None]
         self._shared = None
@@ -665,6 +670,19 @@ class RedisPyAsyncTransport:
 
     async def load_script(self, source: str) -> str:
         return str(await self._patiently(lambda: self.client.script_load(source)))
+
+    async def call_on_primaries(self, *args: Any) -> list[Any]:
+        """A server-wide command (``CONFIG GET``) on every primary of a cluster, one reply each.
+
+        redis-py's asyncio cluster client routes such commands to one node only at the first
+        call, and refuses them after ("Missing key"): the nodes must be named.
+        """
+        primaries = getattr(self.client, "get_primaries", None)
+        if primaries is None:
+            return [await self.call(*args)]
+        await self.client.initialize()  # a no-op once the map of nodes is known
+        replies = await self._patiently(lambda: self.client.execute_command(*args, target_nodes=primaries()))
+        return list(replies.values()) if isinstance(replies, dict) and len(primaries()) > 1 else [replies]
 
     @asynccontextmanager
     async def pinned(self) -> AsyncIterator[RedisPyAsyncTransport]:

@@ -328,17 +328,21 @@ class Worker:
     async def _check_eviction_policy(self) -> None:
         """Warn when Redis may evict keys under memory pressure: an evicted job is a lost job."""
         try:
-            reply = await asyncio.wait_for(self.transport.call("CONFIG", "GET", "maxmemory-policy"), 2)
+            replies = await asyncio.wait_for(
+                self.transport.call_on_primaries("CONFIG", "GET", "maxmemory-policy"), 2
+            )
         except Exception:
             return  # the check is advice, never a reason not to start
-        # A flat [name, value] list from the fast transport, a {name: value} dict from redis-py.
-        policy = reply.get("maxmemory-policy", "") if isinstance(reply, dict) else (reply or ["", ""])[-1]
-        if policy and policy != "noeviction":
-            log.warning(
-                "Redis maxmemory-policy is %r: under memory pressure Redis may evict job keys, "
-                "and an evicted job is lost. Set maxmemory-policy noeviction.",
-                policy,
-            )
+        for reply in replies:  # one per server; a cluster has several
+            # A flat [name, value] list from the fast transport, a {name: value} dict from redis-py.
+            policy = reply.get("maxmemory-policy", "") if isinstance(reply, dict) else (reply or ["", ""])[-1]
+            if policy and policy != "noeviction":
+                log.warning(
+                    "Redis maxmemory-policy is %r: under memory pressure Redis may evict job keys, "
+                    "and an evicted job is lost. Set maxmemory-policy noeviction.",
+                    policy,
+                )
+                return
 
     async def _register(self) -> None:
         now = int(time.time() * 1000)

@@ -76,9 +76,10 @@ def create_app(settings: ApiSettings | None = None, service: ApiService | None =
         try:
             transport = service.client.transport
             scripts = [load_script(name) for name in script_names()]
-            present = await transport.call("SCRIPT", "EXISTS", *(script.sha for script in scripts))
-            for script, loaded in zip(scripts, present, strict=True):
-                if not int(loaded):  # after a Redis restart or SCRIPT FLUSH: load it now
+            # On a cluster, every primary must have them.
+            replies = await transport.call_on_primaries("SCRIPT", "EXISTS", *(s.sha for s in scripts))
+            for script, *loaded in zip(scripts, *replies, strict=True):
+                if not all(map(int, loaded)):  # after a Redis restart or SCRIPT FLUSH: load it now
                     await transport.load_script(script.source)
         except Exception:
             return Problem(
