@@ -38,6 +38,24 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "single_node(reason): skipped when the suite runs against a cluster, for the reason"
     )
+    config.addinivalue_line(
+        "markers",
+        "cluster_too: in the default suite, run on the plain server and again on the session's cluster",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # The core modules (enqueue, claim, transitions, worker, features, flows) mark themselves
+    # cluster_too: the default suite runs them on both, so a cluster regression shows up in
+    # make test, not only in make test-cluster.
+    if "topology" in metafunc.fixturenames and metafunc.definition.get_closest_marker("cluster_too"):
+        metafunc.parametrize("topology", ["single", "cluster"] if not ON_CLUSTER else ["cluster"])
+
+
+@pytest.fixture
+def topology() -> str:
+    """Where ``url``, ``raw``, ``client`` and ``aclient`` point: "single" or "cluster"."""
+    return TOPOLOGY
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -84,16 +102,16 @@ def server_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def url(server_url: str) -> str:
-    return server_url
+def url(request: pytest.FixtureRequest, topology: str) -> str:
+    return str(request.getfixturevalue("cluster" if topology == "cluster" else "redis_server").url)
 
 
 @pytest.fixture
-def raw(request: pytest.FixtureRequest) -> Iterator[Any]:
+def raw(request: pytest.FixtureRequest, topology: str) -> Iterator[Any]:
     """A plain redis-py client, for tests that look at or tamper with keys directly (a
     cluster client on a cluster: keys of one queue share a slot, so the same calls work)."""
     client: Any
-    if ON_CLUSTER:
+    if topology == "cluster":
         from topology import PASSWORD
 
         node = request.getfixturevalue("cluster").nodes[0]

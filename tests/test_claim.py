@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis
 
 from conveyor import Client, JobState, Tasks
 from conveyor import operations as ops
+
+pytestmark = pytest.mark.cluster_too  # also on a cluster in the default suite (conftest.py)
 
 
 def setup(queue: str) -> tuple[Tasks, object]:

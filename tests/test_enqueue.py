@@ -9,6 +9,8 @@ import redis
 
 from conveyor import AsyncClient, Client, EnqueueOutcome, JobState, PayloadTooLarge, SerializationError, Tasks
 
+pytestmark = pytest.mark.cluster_too  # also on a cluster in the default suite (conftest.py)
+
 
 def make_tasks(queue: str) -> tuple[Tasks, object, object]:
     tasks = Tasks(queue=queue)

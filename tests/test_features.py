@@ -21,6 +21,8 @@ from conveyor import (
 
 from helpers import running_worker, wait_until
 
+pytestmark = pytest.mark.cluster_too  # also on a cluster in the default suite (conftest.py)
+
 
 async def state_of(aclient: AsyncClient, queue: str, job_id: str) -> JobState:
     return (await aclient.get_job(queue, job_id)).state

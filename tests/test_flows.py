@@ -15,6 +15,8 @@ from conveyor import operations as ops
 
 from helpers import running_worker, wait_until
 
+pytestmark = pytest.mark.cluster_too  # also on a cluster in the default suite (conftest.py)
+
 
 def _other_queue() -> str:
     return f"t-flows-other-{uuid.uuid4().hex[:8]}"

@@ -10,6 +10,8 @@ import redis
 from conveyor import Client, InvalidState, JobFailed, JobNotFound, JobState, ResultTimeout, Tasks
 from conveyor import operations as ops
 
+pytestmark = pytest.mark.cluster_too  # also on a cluster in the default suite (conftest.py)
+
 KEEP = ops.Retention(-1, -1)
 
 

@@ -14,6 +14,8 @@ from conveyor import operations as ops
 
 from helpers import running_worker, wait_until
 
+pytestmark = pytest.mark.cluster_too  # also on a cluster in the default suite (conftest.py)
+
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
 
 
