@@ -76,6 +76,16 @@ class Monitor(threading.Thread):
         except OSError:  # stop() shut the socket
             return b""
 
+    def catch_up(self, client: Any) -> None:
+        """Wait until the feed has shown everything sent before this call."""
+        token = b"monitor-mark-" + str(id(self)).encode() + str(len(self.lines)).encode()
+        client.transport.call("ECHO", token.decode())
+        for _ in range(500):
+            if any(args[-1:] == [token] for _, args in list(self.lines)):
+                return
+            threading.Event().wait(0.01)
+        raise AssertionError("the MONITOR feed fell behind by more than 5 s")
+
     def stop(self) -> None:
         self.sock.shutdown(socket.SHUT_RDWR)
         self.join(5)
@@ -187,10 +197,11 @@ async def test_every_key_a_script_touches_was_declared(redis_server: RedisServer
             await client.list_jobs(queue, "completed")
             await client.enqueue(flaky.with_options(delay=60), 8)
             await client.purge(queue)
+        with Client.from_url(redis_server.url) as raw:
+            monitor.catch_up(raw)
+            seen, problems = undeclared_keys(list(monitor.lines), raw.transport)
     finally:
         monitor.stop()
-    with Client.from_url(redis_server.url) as raw:
-        seen, problems = undeclared_keys(monitor.lines, raw.transport)
     assert problems == [], "\n".join(problems[:20])
     assert seen == set(names()), f"scripts the workload never ran: {sorted(set(names()) - seen)}"
 
