@@ -131,3 +131,15 @@ def test_only_refusals_count_as_refused() -> None:
     assert not refused(RedisTimeoutError("Timeout reading from socket"))
     assert not refused(ClusterError("some other cluster trouble"))
     assert not refused(ResponseError("ERR something"))
+
+
+async def test_the_api_takes_its_bound_from_the_environment(cluster: Any) -> None:
+    from conveyor.api.service import ApiService
+    from conveyor.api.settings import ApiSettings
+
+    settings = ApiSettings.from_env({"CONVEYOR_REDIS_URL": cluster.url, "CONVEYOR_CLUSTER_WAIT_MS": "500"})
+    service = ApiService(settings)
+    try:
+        assert service.client.transport.cluster_wait == 0.5  # type: ignore[attr-defined]
+    finally:
+        await service.aclose()

@@ -31,11 +31,12 @@ class ApiService:
     def __init__(self, settings: ApiSettings, client: AsyncClient | None = None) -> None:
         self.settings = settings
         self.client = client or AsyncClient(
-            async_transport(settings.redis_url),
+            async_transport(settings.redis_url, settings.cluster_wait_ms / 1000),
             Settings(
                 redis_url=settings.redis_url,
                 prefix=settings.prefix,
                 max_payload_bytes=settings.max_payload_bytes,
+                cluster_wait_ms=settings.cluster_wait_ms,
             ),
         )
         self.open_streams = 0

@@ -21,7 +21,8 @@ MAX_BULK = 10_000
 class ApiSettings:
     """How the API service runs. Environment: ``CONVEYOR_REDIS_URL``, ``CONVEYOR_PREFIX``,
     ``CONVEYOR_API_TOKENS`` / ``CONVEYOR_API_TOKENS_FILE``, ``CONVEYOR_API_CORS_ORIGINS``
-    (comma-separated), ``CONVEYOR_API_MAX_WAIT``, ``CONVEYOR_API_MAX_STREAMS``."""
+    (comma-separated), ``CONVEYOR_API_MAX_WAIT``, ``CONVEYOR_API_MAX_STREAMS``,
+    ``CONVEYOR_CLUSTER_WAIT_MS``."""
 
     redis_url: str = DEFAULT_REDIS_URL
     prefix: str = DEFAULT_PREFIX
@@ -38,6 +39,9 @@ class ApiSettings:
     """Long polls and event streams open at once in this process; more get 429."""
     docs: bool = True
     """Serve the OpenAPI document at /openapi.json and interactive docs at /docs."""
+    cluster_wait_ms: int = 30_000
+    """Redis Cluster: how long a request waits out a slot migration or failover before
+    answering 503, as for every producer (``CONVEYOR_CLUSTER_WAIT_MS``)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ApiSettings:
@@ -57,10 +61,11 @@ class ApiSettings:
             ("max_body_bytes", int),
             ("max_wait", float),
             ("max_streams", int),
+            ("cluster_wait_ms", int),
         ):
             variable = (
-                "CONVEYOR_MAX_PAYLOAD_BYTES"
-                if name == "max_payload_bytes"
+                f"CONVEYOR_{name.upper()}"
+                if name in ("max_payload_bytes", "cluster_wait_ms")
                 else f"CONVEYOR_API_{name.upper()}"
             )
             raw = env.get(variable)
