@@ -143,3 +143,34 @@ async def test_the_api_takes_its_bound_from_the_environment(cluster: Any) -> Non
         assert service.client.transport.cluster_wait == 0.5  # type: ignore[attr-defined]
     finally:
         await service.aclose()
+
+
+def test_a_command_that_timed_out_is_not_sent_again(cluster: Any, queue: str) -> None:
+    """After a timeout the command may have run; sending it again is not safe. redis-py's
+    cluster client did by default: the enqueue ran twice, the second run found its ids
+    taken, and the client made the jobs again under new ids -- two jobs from one call, no
+    error. Now the caller gets the timeout (the job may exist, as the README says)."""
+    import os
+    import signal
+
+    from redis.crc import key_slot
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    tasks = Tasks(queue=queue)
+
+    @tasks.task
+    def noop() -> None: ...
+
+    with Client.from_url(cluster.url + "?socket_timeout=0.3") as client:
+        client.enqueue(noop)  # scripts loaded, slots known
+        node = cluster.nodes[cluster.owner(key_slot(client.keys(queue).waiting.encode()))]
+        os.kill(node.process.pid, signal.SIGSTOP)  # frozen past the timeout, then back
+        thaw = threading.Timer(0.6, os.kill, (node.process.pid, signal.SIGCONT))
+        thaw.start()
+        try:
+            with pytest.raises(RedisTimeoutError):
+                client.enqueue(noop)
+        finally:
+            thaw.join()
+        time.sleep(0.3)  # the frozen node runs what reached it
+        assert client.counts(queue)["waiting"] == 2  # the first job, and the one that timed out

@@ -17,9 +17,12 @@ from urllib.parse import unquote, urlsplit
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.cluster
+import redis.retry
 import redis.sentinel
+from redis.backoff import NoBackoff
 
 from .errors import ConfigurationError
 from .refusals import DEFAULT_CLUSTER_WAIT
@@ -43,7 +46,19 @@ _CLUSTER: dict[str, Any] = {"reinitialize_steps": 0}
 whole map. The asyncio cluster client rebuilds it by closing every connection, including
 those other coroutines are using at that moment: during a live slot migration a worker's
 claim died of ``AttributeError: 'NoneType' object has no attribute 'writelines'`` (redis-py
-8.1). A node that fails still makes redis-py rebuild the map (on the connection error)."""
+8.1). A node that fails still makes redis-py rebuild the map (on the connection error).
+
+Retries: none. By default redis-py's cluster client sends a command again after a
+connection error or a timeout -- after which the command may well have run. An enqueue
+whose reply was lost then ran twice: the second run found its generated ids taken, and
+the client, taking that for an id clash, made the jobs again under new ids -- two jobs for
+one call (a node frozen for 0.6 s with ``socket_timeout=0.3``). Refusals, which certainly
+did not run, are retried by the transport (:mod:`conveyor.refusals`); anything else is the
+caller's to decide, as on a single server."""
+
+
+def _cluster_options(retry_class: Any) -> dict[str, Any]:
+    return {**_CLUSTER, "retry": retry_class(NoBackoff(), 0)}
 
 
 def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, dict[str, Any]]:
@@ -91,7 +106,8 @@ def sync_client(url: str, **kwargs: Any) -> SyncRedis:
     if scheme == "redis+cluster":
         options.pop("health_check_interval")
         return redis.cluster.RedisCluster.from_url(
-            url.replace("redis+cluster://", "redis://", 1), **{**_CLUSTER, **options}
+            url.replace("redis+cluster://", "redis://", 1),
+            **{**_cluster_options(redis.retry.Retry), **options},
         )
     return redis.Redis.from_url(url, **options)
 
@@ -107,7 +123,8 @@ def async_client(url: str, **kwargs: Any) -> AsyncRedis:
     if scheme == "redis+cluster":
         options.pop("health_check_interval")
         return redis.asyncio.cluster.RedisCluster.from_url(
-            url.replace("redis+cluster://", "redis://", 1), **{**_CLUSTER, **options}
+            url.replace("redis+cluster://", "redis://", 1),
+            **{**_cluster_options(redis.asyncio.retry.Retry), **options},
         )
     return redis.asyncio.Redis.from_url(url, **options)
 
