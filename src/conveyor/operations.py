@@ -52,6 +52,7 @@ Step = Script | Command | Pipeline
 Operation = Generator[Step, Any, Any]
 
 ENQUEUE = load("enqueue")
+ENQUEUE_PLAIN = load("enqueue_plain")
 CLAIM = load("claim")
 COMPLETE = load("complete")
 FAIL = load("fail")
@@ -123,14 +124,27 @@ def enqueue(keys: QueueKeys, jobs: Sequence[NewJob]) -> Generator[Step, Any, lis
 def enqueue_chunks(
     chunks: Iterable[tuple[QueueKeys, Sequence[NewJob]]],
 ) -> Generator[Step, Any, list[list[Enqueued]]]:
-    """Write many chunks of jobs in one pipeline (a bulk enqueue); outcomes per chunk."""
-    chunks = list(chunks)
-    replies = yield Pipeline(enqueue_script(keys, jobs) for keys, jobs in chunks)
-    return [enqueue_outcomes(keys, jobs, notes) for (keys, jobs), notes in zip(chunks, replies, strict=True)]
+    """Write many chunks of jobs in one pipeline (a bulk enqueue); outcomes per chunk.
+
+    ``chunks`` is consumed lazily, one chunk as each is sent (see :class:`Pipeline`).
+    """
+    sent: list[tuple[QueueKeys, Sequence[NewJob]]] = []
+
+    def scripts() -> Iterator[Script]:
+        for keys, jobs in chunks:
+            sent.append((keys, jobs))
+            yield enqueue_script(keys, jobs)
+
+    replies = yield Pipeline(scripts())
+    return [enqueue_outcomes(keys, jobs, notes) for (keys, jobs), notes in zip(sent, replies, strict=True)]
 
 
 def enqueue_script(keys: QueueKeys, jobs: Sequence[NewJob]) -> Script:
     args: list[Any] = []
+    if not any(job.extras for job in jobs):  # the common case has its own, leaner script
+        for job in jobs:
+            args += (job.id, job.task, job.args)
+        return Script(ENQUEUE_PLAIN, (keys.waiting, keys.marker, keys.events, keys.job_prefix), args)
     for job in jobs:
         args += (job.id, job.task, job.args, len(job.extras) // 2, *job.extras)
     return Script(
