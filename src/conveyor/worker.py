@@ -28,7 +28,7 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +107,15 @@ class WorkerSettings:
     sweep_interval: float = 5.0
     max_crashes: int = 3
     """A job whose worker was lost this many times is dead-lettered instead of re-delivered."""
+    alone_after: int | None = None
+    """A job whose worker was lost this many times runs only alone from then on: handed to a
+    worker that holds no other job, which claims nothing more while it runs, so a job that
+    kills its worker takes no other job with it. Default ``max_crashes - 1``: a job's last
+    chance is always alone, so no job is dead-lettered for a crash another job caused; 1
+    isolates every job of a lost worker, at the cost of running them one per worker."""
+    make_room_after: float = 5.0
+    """How long a job that must run alone waits for an idle worker before busy workers are
+    asked, one more every ``make_room_after`` seconds, to stop claiming until they are idle."""
     shutdown_grace: float = 30.0
     """On SIGTERM, how long running jobs may take before they are handed back to waiting."""
     burst: bool = False
@@ -121,6 +130,8 @@ class WorkerSettings:
             raise ValueError("concurrency must be at least 1")
         if self.lease < 1:
             raise ValueError("lease must be at least 1 second")
+        if self.alone_after is not None and self.alone_after < 1:
+            raise ValueError("alone_after must be at least 1")
 
 
 @dataclass(slots=True)
@@ -176,6 +187,9 @@ class Worker:
         self.failed = 0
         self._stopping = False
         self._stopped_claiming = False
+        self._alone = False
+        """Claim nothing until this worker holds no job: it runs a suspect, which must run
+        alone, or was told to make room for one (see ``scripts/claim.lua``)."""
         self.loop_failure: BaseException | None = None
         """The error that ended one of the worker's loops, if one did (the worker then stops)."""
         self._signals = 0
@@ -382,6 +396,15 @@ class Worker:
         max_block = self.config.sweep_interval
         failures = 0
         while not self._stopped_claiming:
+            if self._alone:
+                if self._holds_jobs():
+                    # Woken when a job finishes or is acknowledged; the timeout covers a lease
+                    # lost at a heartbeat, which drops a held job without telling this loop.
+                    self._slot_freed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._slot_freed.wait(), 1.0)
+                    continue
+                self._alone = False
             free = concurrency - self._busy
             if free <= 0:
                 self._slot_freed.clear()
@@ -391,20 +414,17 @@ class Worker:
                 claimed_any = False
                 wait_ms = -1
                 for queue in self.queues:
-                    jobs, next_due = await self.executor.run(
-                        ops.claim(self.keys[queue], free, lease_ms, self.id, self.config.failed)
-                    )
-                    if next_due >= 0:
-                        wait_ms = next_due if wait_ms < 0 else min(wait_ms, next_due)
-                    if jobs:
+                    claim = await self.executor.run(self._claim(queue, free, lease_ms))
+                    if claim.wait_ms >= 0:
+                        wait_ms = claim.wait_ms if wait_ms < 0 else min(wait_ms, claim.wait_ms)
+                    if claim.jobs:
                         claimed_any = True
-                        for claimed in jobs:
-                            self._start(queue, claimed)
-                        free -= len(jobs)
-                        if free <= 0:
-                            break
+                        self._start_claimed(queue, claim)
+                        free -= len(claim.jobs)
+                    if self._alone or free <= 0:
+                        break
                 failures = 0
-                if claimed_any:
+                if claimed_any or self._alone:
                     continue
                 if self.config.burst:
                     if self._busy == 0 and (wait_ms < 0 or wait_ms > max_block * 1000):
@@ -420,12 +440,10 @@ class Worker:
                     # Block and claim in one go: the claim runs in Redis the moment work arrives.
                     queue = self.queues[0]
                     keys = self.keys[queue]
-                    jobs, _ = await self.executor.run_after_block(
-                        ("BZPOPMIN", keys.marker, timeout),
-                        ops.claim(keys, free, lease_ms, self.id, self.config.failed),
+                    claim = await self.executor.run_after_block(
+                        ("BZPOPMIN", keys.marker, timeout), self._claim(queue, free, lease_ms)
                     )
-                    for claimed in jobs:
-                        self._start(queue, claimed)
+                    self._start_claimed(queue, claim)
                 else:
                     await self._block(timeout)
             except _RETRYABLE_REDIS as exc:
@@ -433,6 +451,29 @@ class Worker:
                 delay = min(0.05 * 2**failures, 2.0)
                 log.warning("claim failed (%s); retrying in %.2f s", exc, delay)
                 await asyncio.sleep(delay)
+
+    def _holds_jobs(self) -> bool:
+        """True while any job is running here or waits for its acknowledgement."""
+        return any(self._held.values())
+
+    def _claim(self, queue: str, free: int, lease_ms: int) -> Generator[ops.Step, Any, ops.Claim]:
+        return ops.claim(
+            self.keys[queue],
+            free,
+            lease_ms,
+            self.id,
+            self.config.failed,
+            idle=not self._holds_jobs(),
+            make_room_ms=int(self.config.make_room_after * 1000),
+        )
+
+    def _start_claimed(self, queue: str, claim: ops.Claim) -> None:
+        if claim.alone:
+            self._alone = True
+            if claim.jobs:
+                log.warning("job %s/%s lost its worker before: running it alone", queue, claim.jobs[0].id)
+        for claimed in claim.jobs:
+            self._start(queue, claimed)
 
     async def _block(self, timeout: float) -> None:
         """Wait in Redis until a marker says there is work, or ``timeout`` seconds pass."""
@@ -703,6 +744,8 @@ class Worker:
         for item, reply in zip(batch, replies, strict=True):
             job_id = item[0]
             held.pop(job_id, None)
+            if self._alone and not self._holds_jobs():
+                self._slot_freed.set()  # the fetch loop waits for this to claim again
             if reply in _PARENT_NOTIFIED:
                 self._outbox_due.add(queue)
             if not reply:
@@ -790,7 +833,12 @@ class Worker:
         for queue in self.queues:
             await self._finish_flows(queue)
             recovered, dead = await self.executor.run(
-                ops.sweep(self.keys[queue], self.config.max_crashes, self.config.failed)
+                ops.sweep(
+                    self.keys[queue],
+                    self.config.max_crashes,
+                    self.config.failed,
+                    alone_after=self.config.alone_after,
+                )
             )
             if recovered:
                 log.warning(
