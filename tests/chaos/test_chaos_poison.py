@@ -155,11 +155,6 @@ def test_a_job_that_kills_its_worker_is_dead_lettered_after_max_crashes(
     assert result.lost == [] and result.stuck == [] and result.states == {"completed": 200}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: the jobs claimed in the same batch as a self-killing job are lost with "
-    "each of its kills and come back together, so after max_crashes they are dead-lettered too",
-)
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_job_that_kills_its_worker_does_not_take_good_jobs_with_it(
