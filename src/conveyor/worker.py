@@ -5,7 +5,8 @@ Three loops share one event loop:
 * the *fetch* loop claims up to as many jobs as there are free slots in one script call
   per queue (queues in strict priority order) and blocks in Redis (BZPOPMIN on the
   queue's marker) when there is nothing to do, waking when work arrives or the next
-  delayed job is due;
+  delayed job is due; a suspect (a job that lost its worker too often) comes only when
+  the worker holds nothing, and alone, and the loop claims nothing more until it is done;
 * the *flush* loop writes finished jobs back in batches: whatever finished while the
   previous batch was in flight goes in the next one, so acknowledgements cost one round
   trip per batch, not per job;

@@ -6,9 +6,10 @@ own worker every time. [all good jobs complete; each bad one dead-lettered after
 one attempt with a precise reason and its raw bytes kept; no worker restart for decode
 errors; the self-killing job dead-lettered after max crashes]
 
-Found here: a job that kills its worker takes the jobs claimed in the same batch with it,
-and after ``max_crashes`` kills those good jobs are dead-lettered as "worker lost" too
-(a strict xfail below, until the claim isolates jobs that already lost a worker).
+Found here: a job that kills its worker took the jobs claimed in the same batch with it,
+and after ``max_crashes`` kills those good jobs were dead-lettered as "worker lost" too.
+Fixed: a job lost ``alone_after`` times (default ``max_crashes - 1``) runs only alone (see
+``scripts/sweep.lua``), so it is dead-lettered for its own crashes and takes nothing with it.
 """
 
 from __future__ import annotations
@@ -55,7 +56,13 @@ def poison_tasks(queue: str) -> tuple[Any, Any]:
 
 
 def run_poison(
-    server_factory: Any, tmp_path: Path, good: int, bad: int, killer_at: str | None, slots: int = 50
+    server_factory: Any,
+    tmp_path: Path,
+    good: int,
+    bad: int,
+    killer_at: str | None,
+    slots: int = 50,
+    **env: Any,
 ) -> Any:
     """Good and malformed jobs interleaved; the self-killing job first, in the middle or absent."""
     server = server_factory(appendonly=False)
@@ -88,7 +95,13 @@ def run_poison(
                 pipe.zadd(keys.marker, {"w": 0})
                 pipe.execute()
         workers = Workers(
-            server.url, queue, tmp_path, count=2, CHAOS_MAX_CRASHES=MAX_CRASHES, CHAOS_CONCURRENCY=slots
+            server.url,
+            queue,
+            tmp_path,
+            count=2,
+            CHAOS_MAX_CRASHES=MAX_CRASHES,
+            CHAOS_CONCURRENCY=slots,
+            **env,
         )
         expected = good + len(written) + (1 if killer else 0)
         started = time.monotonic()
@@ -109,7 +122,8 @@ def run_poison(
         stored = {job_id: raw.hgetall(keys.job(job_id)) for job_id in written}
     result = ledger.check(records, states, workers.kills)
     report(
-        f"poison:killer-{killer_at}",
+        f"poison:killer-{killer_at}"
+        + "".join(f":{k.removeprefix('CHAOS_').lower()}={v}" for k, v in env.items()),
         {
             "good": good,
             "bad": len(written),
@@ -157,9 +171,17 @@ def test_a_job_that_kills_its_worker_is_dead_lettered_after_max_crashes(
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("alone_after", [None, 1], ids=["last-chance-alone", "alone-after-1"])
 def test_a_job_that_kills_its_worker_does_not_take_good_jobs_with_it(
-    server_factory: Any, tmp_path: Path
+    server_factory: Any, tmp_path: Path, alone_after: int | None
 ) -> None:
-    _, _, killer_job, _, result = run_poison(server_factory, tmp_path, 2000, 0, "middle")
+    env = {"CHAOS_ALONE_AFTER": alone_after} if alone_after else {}
+    _, _, killer_job, workers, result = run_poison(server_factory, tmp_path, 2000, 0, "middle", **env)
     assert killer_job.error and killer_job.error["reason"] == "worker_lost"
+    assert killer_job.crashes == MAX_CRASHES
+    assert list(workers.exits.values()) == [-9] * MAX_CRASHES, "it killed a worker 3 times, no more"
+    assert result.lost == [] and result.stuck == []
     assert result.states == {"completed": 2000}, "good jobs claimed with it still complete"
+    # Each good job dies with it at most until it is a suspect itself, then runs alone.
+    batch_mates = (alone_after or MAX_CRASHES - 1) * 50
+    assert result.extra_executions <= batch_mates, result.extra_executions

@@ -176,7 +176,6 @@ end
 
 -- 6. Take ids: grouped jobs one per group per turn; the others in dequeue order (positive
 -- priorities, then priority 0 from the FIFO list, then negative).
-
 local function take_grouped(limit)
   local taken = 0
   while taken < limit do
