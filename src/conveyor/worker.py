@@ -191,6 +191,9 @@ class Worker:
         self._alone = False
         """Claim nothing until this worker holds no job: it runs a suspect, which must run
         alone, or was told to make room for one (see ``scripts/claim.lua``)."""
+        self._room_for: str | None = None
+        """The queue whose suspect this worker makes room for: claimed from first once idle,
+        or a busier queue earlier in the order would fill the room again."""
         self.loop_failure: BaseException | None = None
         """The error that ended one of the worker's loops, if one did (the worker then stops)."""
         self._signals = 0
@@ -414,7 +417,11 @@ class Worker:
             try:
                 claimed_any = False
                 wait_ms = -1
-                for queue in self.queues:
+                order = self.queues
+                if self._room_for is not None:
+                    order = [self._room_for, *(q for q in self.queues if q != self._room_for)]
+                    self._room_for = None
+                for queue in order:
                     claim = await self.executor.run(self._claim(queue, free, lease_ms))
                     if claim.wait_ms >= 0:
                         wait_ms = claim.wait_ms if wait_ms < 0 else min(wait_ms, claim.wait_ms)
@@ -471,6 +478,7 @@ class Worker:
     def _start_claimed(self, queue: str, claim: ops.Claim) -> None:
         if claim.alone:
             self._alone = True
+            self._room_for = None if claim.jobs else queue
             if claim.jobs:
                 log.warning("job %s/%s lost its worker before: running it alone", queue, claim.jobs[0].id)
         for claimed in claim.jobs:
