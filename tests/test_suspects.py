@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import redis
 
@@ -192,3 +193,22 @@ async def test_a_worker_runs_a_suspect_alone(
     start, end = spans.pop("suspect")
     assert all(s >= end or e <= start for s, e in spans.values()), (start, end, sorted(spans.values()))
     assert (await aclient.get_job(queue, suspect.id)).state is JobState.COMPLETED
+
+
+def test_suspects_on_redis_cluster(cluster: Any, queue: str) -> None:
+    """Every key the suspects touch carries the queue's hash tag: the scripts run on Cluster."""
+    with Client.from_url(cluster.url) as client:
+        work = work_task(queue)
+        client.enqueue_many([work.call(i) for i in range(3)])  # type: ignore[attr-defined]
+        keys = client.keys(queue)
+        batch = client.run(ops.claim(keys, 3, MINUTE, "gone")).jobs
+        for job in batch:
+            client.transport.call("ZADD", keys.active, 0, job.id)
+        recovered, _ = client.run(ops.sweep(keys, 3, KEEP, alone_after=1))
+        assert len(recovered) == 3 and client.counts(queue)["waiting"] == 3
+        listed, _ = client.list_jobs(queue, "waiting")
+        assert len(listed) == 3
+        alone = client.run(ops.claim(keys, 3, MINUTE, "w", idle=True))
+        assert alone.alone and len(alone.jobs) == 1
+        assert client.cancel(queue, listed[-1].id) in ("cancelled", "aborting")
+        assert client.purge(queue) >= 1

@@ -133,6 +133,8 @@ class WorkerSettings:
             raise ValueError("lease must be at least 1 second")
         if self.alone_after is not None and self.alone_after < 1:
             raise ValueError("alone_after must be at least 1")
+        if self.make_room_after < 0:
+            raise ValueError("make_room_after must not be negative")
 
 
 @dataclass(slots=True)
