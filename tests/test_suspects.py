@@ -212,3 +212,29 @@ def test_suspects_on_redis_cluster(cluster: Any, queue: str) -> None:
         assert alone.alone and len(alone.jobs) == 1
         assert client.cancel(queue, listed[-1].id) in ("cancelled", "aborting")
         assert client.purge(queue) >= 1
+
+
+async def test_a_busy_worker_makes_room_for_a_suspect(
+    aclient: AsyncClient, tasks: Tasks, url: str, queue: str
+) -> None:
+    """A worker that is never idle (a backlog keeps it busy) still runs the suspect, alone,
+    soon after it waited make_room_after, not only once the backlog is gone."""
+    spans: dict[str, tuple[float, float]] = {}
+
+    @tasks.task
+    async def work(label: str) -> None:
+        started = time.monotonic()
+        await asyncio.sleep(0.05)
+        spans[label] = (started, time.monotonic())
+
+    keys = aclient.keys(queue)
+    await aclient.enqueue(work, "suspect")
+    [lost] = (await aclient.run(ops.claim(keys, 1, MINUTE, "gone"))).jobs
+    await aclient.enqueue_many([work.call(f"other-{i}") for i in range(100)])
+    async with running_worker(tasks, url, concurrency=2, alone_after=1, make_room_after=0.1):
+        await wait_until(lambda: len(spans) >= 2)
+        await aclient.transport.call("ZADD", keys.active, 0, lost.id)  # its worker is gone
+        await wait_until(lambda: len(spans) == 101, timeout=30)
+    start, end = spans.pop("suspect")
+    assert all(s >= end or e <= start for s, e in spans.values()), "it ran alone"
+    assert sum(1 for s, _ in spans.values() if s >= end) >= 20, "it did not wait for the backlog to drain"

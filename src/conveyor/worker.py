@@ -427,9 +427,9 @@ class Worker:
                     claim = await self.executor.run(self._claim(queue, free, lease_ms))
                     if claim.wait_ms >= 0:
                         wait_ms = claim.wait_ms if wait_ms < 0 else min(wait_ms, claim.wait_ms)
+                    self._start_claimed(queue, claim)
                     if claim.jobs:
                         claimed_any = True
-                        self._start_claimed(queue, claim)
                         free -= len(claim.jobs)
                     if self._alone or free <= 0:
                         break
