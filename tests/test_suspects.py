@@ -238,3 +238,28 @@ async def test_a_busy_worker_makes_room_for_a_suspect(
     start, end = spans.pop("suspect")
     assert all(s >= end or e <= start for s, e in spans.values()), "it ran alone"
     assert sum(1 for s, _ in spans.values() if s >= end) >= 20, "it did not wait for the backlog to drain"
+
+
+async def test_a_worker_stops_making_room_once_another_took_the_suspect(
+    aclient: AsyncClient, tasks: Tasks, url: str, queue: str
+) -> None:
+    started: dict[str, float] = {}
+
+    @tasks.task
+    async def work(label: str, seconds: float = 0.0) -> None:
+        started[label] = time.monotonic()
+        await asyncio.sleep(seconds)
+
+    keys = aclient.keys(queue)
+    await aclient.enqueue(work, "suspect")
+    [lost] = (await aclient.run(ops.claim(keys, 1, MINUTE, "gone"))).jobs
+    async with running_worker(tasks, url, concurrency=5, alone_after=1, make_room_after=0.1) as worker:
+        await aclient.enqueue(work, "long", 3.0)
+        await wait_until(lambda: "long" in started)
+        await aclient.transport.call("ZADD", keys.active, 0, lost.id)  # its worker is gone
+        await wait_until(lambda: worker._alone, timeout=5)  # told to make room: it drains
+        taken = await aclient.run(ops.claim(keys, 1, MINUTE, "another", idle=True))
+        assert [j.id for j in taken.jobs] == [lost.id]
+        await aclient.enqueue_many([work.call(f"quick-{i}") for i in range(3)])
+        await wait_until(lambda: len(started) == 4, timeout=5)
+        assert time.monotonic() - started["long"] < 3.0, "it claimed again while its long job ran"

@@ -257,6 +257,11 @@ def claim(
     return Claim(jobs, int(reply[0]), reply[1] == 1)
 
 
+def suspects_waiting(keys: QueueKeys) -> Generator[Step, Any, int]:
+    """How many suspects wait to be handed out alone (see ``scripts/claim.lua``)."""
+    return int((yield Command(("ZCARD", keys.suspects))))
+
+
 def complete(
     keys: QueueKeys, retention: Retention, results: Sequence[tuple[str, str, bytes]]
 ) -> Generator[Step, Any, list[int]]:

@@ -116,7 +116,8 @@ class WorkerSettings:
     isolates every job of a lost worker, at the cost of running them one per worker."""
     make_room_after: float = 5.0
     """How long a job that must run alone waits for an idle worker before busy workers are
-    asked, one more every ``make_room_after`` seconds, to stop claiming until they are idle."""
+    asked, one more every ``make_room_after`` seconds, to stop claiming until they are idle
+    (or no such job waits any more)."""
     shutdown_grace: float = 30.0
     """On SIGTERM, how long running jobs may take before they are handed back to waiting."""
     burst: bool = False
@@ -403,7 +404,7 @@ class Worker:
         failures = 0
         while not self._stopped_claiming:
             if self._alone:
-                if self._holds_jobs():
+                if self._holds_jobs() and not await self._room_no_longer_needed():
                     # Woken when a job finishes or is acknowledged; the timeout covers a lease
                     # lost at a heartbeat, which drops a held job without telling this loop.
                     self._slot_freed.clear()
@@ -465,6 +466,20 @@ class Worker:
     def _holds_jobs(self) -> bool:
         """True while any job is running here or waits for its acknowledgement."""
         return any(self._held.values())
+
+    async def _room_no_longer_needed(self) -> bool:
+        """True when this worker makes room for suspects and none waits any more (another
+        worker took it): it goes back to claiming instead of draining for nothing."""
+        if self._room_for is None:
+            return False  # it runs a suspect itself
+        try:
+            waiting = await self.executor.run(ops.suspects_waiting(self.keys[self._room_for]))
+        except _RETRYABLE_REDIS:
+            return False
+        if waiting:
+            return False
+        self._room_for = None
+        return True
 
     def _claim(self, queue: str, free: int, lease_ms: int) -> Generator[ops.Step, Any, ops.Claim]:
         return ops.claim(

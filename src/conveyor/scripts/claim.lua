@@ -13,8 +13,9 @@
 -- that kills its worker takes no other job with it. So that suspects cannot starve behind
 -- workers that are never idle (long jobs, a steady stream): once the oldest suspect has
 -- waited ARGV[8] ms, the next busy worker to claim is told to make room instead (it gets
--- no jobs, lets its jobs finish, then claims as an idle worker); one more busy worker is
--- told so every ARGV[8] ms for as long as the suspect waits. Suspects go before other jobs,
+-- no jobs, lets its jobs finish, then claims as an idle worker; it goes back to claiming
+-- at once if the suspects line empties meanwhile); one more busy worker is told so every
+-- ARGV[8] ms for as long as the suspect waits. Suspects go before other jobs,
 -- oldest first, whatever their priority; a grouped suspect still keeps its group's limits.
 -- Without suspects this costs one ZCARD.
 --
