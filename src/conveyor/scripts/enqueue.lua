@@ -3,7 +3,8 @@
 -- KEYS[1] waiting LIST     KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET
 -- KEYS[4] marker ZSET      KEYS[5] sequence counter   KEYS[6] job hash prefix
 -- KEYS[7] events STREAM   KEYS[8] cancelled ZSET   KEYS[9] dedup-key prefix   KEYS[10] group prefix
--- KEYS[11] parents ZSET (jobs waiting for their children)
+-- KEYS[11] parents ZSET (jobs waiting for their children)   KEYS[12] suspects ZSET (where a
+--   debounced job being replaced may wait; see sweep.lua)
 -- ARGV: for each job: id, task name, args JSON, E, then E pairs of optional fields:
 --   'k' kwargs JSON, 'o' options JSON, 'p' priority (non-zero integer),
 --   'w' when: '+<ms>' after a delay or '@<ms>' at an absolute time (ms since the epoch),
@@ -27,7 +28,7 @@
 local now = now_ms()
 local q = {waiting = KEYS[1], prioritized = KEYS[2], delayed = KEYS[3], sequence = KEYS[5], prefix = KEYS[6],
            cancelled = KEYS[8], dedup_prefix = KEYS[9], groups = KEYS[10],
-           parents = KEYS[11]}
+           parents = KEYS[11], suspects = KEYS[12]}
 local notes = {}
 local plain = {}  -- priority-0 ids, pushed together at the end (one LPUSH per 1,000 ids)
 local created_ids = {}

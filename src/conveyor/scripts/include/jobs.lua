@@ -5,7 +5,7 @@
 -- 'du' dedup key, 'dw' dedup window ms, 'db' debounce, 'g' group key; for flows: 'pa' parent,
 -- 'dp' children count (the job waits for them), 'ch' children, 'fp' failed-child policy, 'pr'.
 -- q: {waiting=, prioritized=, delayed=, cancelled=, sequence=, prefix=, dedup_prefix=, groups=,
--- parents=}.
+-- parents=, suspects=}.
 local function is_finished(state)
   return state == false or state == nil or state == 'completed' or state == 'failed' or state == 'cancelled'
 end
@@ -36,7 +36,7 @@ end
 local function cancel_replaced(q, id, by_id, now)
   local key = q.prefix .. id
   if redis.call('ZREM', q.delayed, id) == 0 then
-    unlist_waiting(q.waiting, q.prioritized, q.groups, redis.call('HGET', key, 'g'), id)
+    unlist_waiting(q.waiting, q.prioritized, q.suspects, q.groups, redis.call('HGET', key, 'g'), id)
   end
   local reason = cjson.encode({type = 'Cancelled', message = 'replaced by ' .. by_id .. ' (debounce)',
                                by = 'debounce', reason = 'debounced'})
