@@ -42,6 +42,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from typing import Any
 
 import redis
@@ -141,7 +142,6 @@ class PrimaryWatcher:
         self.service = service
         self.poll_interval = poll_interval
         self.pause_limit = pause_limit
-        self._auth = dict(auth)
         self._views: dict[int, tuple[int, Address, float]] = {}
         self._primary: Address | None = None
         self._pause_until = 0.0
@@ -151,9 +151,15 @@ class PrimaryWatcher:
         self._stop = threading.Event()
         self.switches = 0
         """How many times the primary changed (for tests and logs)."""
+        # The threads hold the watcher only weakly: a client dropped without close() stops
+        # them once it is garbage (the finalizer), instead of polling the sentinels forever.
+        weakref.finalize(self, self._stop.set)
         self._threads = [
             threading.Thread(
-                target=self._watch, args=(index, address), name=f"conveyor-sentinel-{index}", daemon=True
+                target=_watch,
+                args=(weakref.ref(self), self._stop, index, address, auth, poll_interval),
+                name=f"conveyor-sentinel-{index}",
+                daemon=True,
             )
             for index, address in enumerate(sentinels)
         ]
@@ -195,45 +201,7 @@ class PrimaryWatcher:
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
 
-    # ------------------------------------------------------------------ the threads
-    def _watch(self, index: int, address: Address) -> None:
-        client = redis.Redis(
-            host=address[0],
-            port=address[1],
-            socket_timeout=1.0,
-            socket_connect_timeout=1.0,
-            decode_responses=True,
-            retry=Retry(NoBackoff(), 0),  # the next poll is the retry
-            **self._auth,
-        )
-        pubsub: Any = None
-        next_poll = 0.0
-        try:
-            while not self._stop.is_set():
-                try:
-                    if pubsub is None:
-                        pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-                        pubsub.subscribe(*CHANNELS)
-                        next_poll = 0.0
-                    if time.monotonic() >= next_poll:
-                        self._poll(index, client)
-                        next_poll = time.monotonic() + self.poll_interval
-                    message = pubsub.get_message(timeout=0.1)
-                    if message is not None and message.get("type") == "message":
-                        self._on_event(index, client, str(message["channel"]), str(message["data"]))
-                except (RedisError, OSError, ValueError) as exc:
-                    # A sentinel that does not answer no longer counts; ask again shortly.
-                    log.debug("sentinel %s:%s: %s", address[0], address[1], exc)
-                    self._forget(index)
-                    if pubsub is not None:
-                        _quietly(pubsub.close)
-                        pubsub = None
-                    self._stop.wait(self.poll_interval)
-        finally:
-            if pubsub is not None:
-                _quietly(pubsub.close)
-            _quietly(client.close)
-
+    # ------------------------------------------------------------------ fed by the threads
     def _poll(self, index: int, client: redis.Redis) -> None:
         pipe = client.pipeline(transaction=False)
         pipe.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)  # type: ignore[no-untyped-call]
@@ -305,6 +273,60 @@ class PrimaryWatcher:
             self._primary = primary
             self._held = None
             self._changed.notify_all()
+
+
+def _watch(
+    ref: weakref.ref[PrimaryWatcher],
+    stop: threading.Event,
+    index: int,
+    address: Address,
+    auth: dict[str, Any],
+    interval: float,
+) -> None:
+    """One sentinel's events and answers, for as long as the watcher lives."""
+    client = redis.Redis(
+        host=address[0],
+        port=address[1],
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 0),  # the next poll is the retry
+        **auth,
+    )
+    pubsub: Any = None
+    next_poll = 0.0
+    try:
+        while not stop.is_set():
+            try:
+                if pubsub is None:
+                    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                    pubsub.subscribe(*CHANNELS)
+                    next_poll = 0.0
+                message = pubsub.get_message(timeout=0.1) if next_poll else None
+                watcher = ref()
+                if watcher is None:
+                    return
+                if time.monotonic() >= next_poll:
+                    watcher._poll(index, client)
+                    next_poll = time.monotonic() + interval
+                if message is not None and message.get("type") == "message":
+                    watcher._on_event(index, client, str(message["channel"]), str(message["data"]))
+                del watcher
+            except (RedisError, OSError, ValueError) as exc:
+                # A sentinel that does not answer no longer counts; ask again shortly.
+                log.debug("sentinel %s:%s: %s", address[0], address[1], exc)
+                watcher = ref()
+                if watcher is not None:
+                    watcher._forget(index)
+                    del watcher
+                if pubsub is not None:
+                    _quietly(pubsub.close)
+                    pubsub = None
+                stop.wait(interval)
+    finally:
+        if pubsub is not None:
+            _quietly(pubsub.close)
+        _quietly(client.close)
 
 
 def _quietly(close: Any) -> None:

@@ -2,17 +2,21 @@
 
 1 primary, 2 replicas, 3 sentinels (down-after 1 s). Jobs are enqueued through the
 Sentinel URL and run by two worker processes while the primary dies (SIGKILL) or a
-failover is forced (``SENTINEL FAILOVER``: the old primary lives on as a replica, and
-clients still talking to it are refused with READONLY); the sentinels promote a replica.
-Replication is asynchronous, so a plain enqueue the old primary acknowledged but had not
-replicated is lost: the checker reports it. With ``durable_replicas=1`` an enqueue
-returns only once a replica has the job; the sentinels promote the most up-to-date
-replica, so nothing accepted is lost when the primary dies. When the failover is forced
-with the old primary alive, even that is not enough (see the end of the test).
-(Asking for 2 replicas would fail every enqueue after a SIGKILL failover: the new primary
-has one replica left -- ``NotDurable``, as it should.)
+failover is forced (``SENTINEL FAILOVER``: the old primary lives on, and goes on accepting
+writes until the sentinels demote it, seconds later; whatever it accepts after the replica
+was promoted is wiped when it resynchronises). The sentinels promote a replica.
+
+Conveyor's Sentinel clients (``conveyor.sentinel``) hold their commands from the moment
+the sentinel running the failover announces it (``+try-failover``, about 100 ms before it
+promotes the replica) until it names the new primary, then move every connection there.
+So a forced failover loses nothing, plain or durable, in our runs; the bound asserted for
+plain enqueues is the one batch a producer may have in flight when the announcement comes
+(which the promotion would have to overtake). With ``durable_replicas=1`` an enqueue
+returns only once a replica has the job, and nothing accepted may be lost, SIGKILL or
+forced. (Asking for 2 replicas would fail every enqueue after a SIGKILL failover: the new
+primary has one replica left -- ``NotDurable``, as it should.)
 [clients on the new primary within down-after + 5 s; workers continue without restart;
-loss, if any, reported; durable: 0 lost]
+loss reported; durable: 0 lost; forced, plain: at most one batch lost]
 Fast: 1,500 jobs at 300/s; ``make chaos``: ``CONVEYOR_CHAOS_FAILOVER_JOBS`` (20,000).
 """
 
@@ -114,9 +118,10 @@ def test_sentinel_failover_under_load(how: str, durable: int, tmp_path: Path) ->
     assert producers_back <= limit and workers_back <= limit
     assert workers.exits == {} and workers.restarts == 0
     assert result.stuck == []
-    if durable and how == "kill":
-        assert result.lost == [] and result.reverted == [], "a durable enqueue survives the failover"
-    # Forced, even durable enqueues can be lost: the old primary keeps taking writes until
-    # the sentinels demote it, and the replica that acknowledged them may be the one they
-    # resynchronise from the new primary. Measured and reported, not asserted.
+    gone = len(result.lost) + len(result.reverted)
+    if durable:
+        assert gone == 0, "a durable enqueue survives the failover"
+    elif how == "forced":
+        # Before the clients followed the sentinels' announcement: 11,000 of 20,000 lost.
+        assert gone <= producer.batch, f"{gone} accepted jobs lost: more than the batch in flight"
     assert all(code == 0 for code in codes), codes
