@@ -39,8 +39,8 @@ from conveyor.errors import ConveyorError
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize(
     ("how", "durable"),
-    [("kill", 0), ("kill", 1), ("forced", 0), ("forced", 1)],
-    ids=["kill", "kill-durable", "forced", "forced-durable"],
+    [("kill", 0), ("kill", 1), ("forced", 0), ("forced", 1), ("forced-far", 0), ("forced-far", 1)],
+    ids=["kill", "kill-durable", "forced", "forced-durable", "forced-far", "forced-far-durable"],
 )
 def test_sentinel_failover_under_load(how: str, durable: int, tmp_path: Path) -> None:
     total = int(knob("FAILOVER_JOBS", 1500))
@@ -54,9 +54,11 @@ def test_sentinel_failover_under_load(how: str, durable: int, tmp_path: Path) ->
     @tasks.task
     async def work(n: int, sleep: float = 0.0) -> int: ...
 
+    # forced-far: the clients do not know the sentinel that runs the failover (reported only).
+    url = group.far_url if how == "forced-far" else group.url
     errors: list[BaseException] = []
     producer = Producer(
-        group.url,
+        url,
         ledger_dir,
         [work.call(i) for i in range(total)],
         rate=rate,
@@ -64,7 +66,7 @@ def test_sentinel_failover_under_load(how: str, durable: int, tmp_path: Path) ->
         durable_replicas=durable,
         durable_timeout_ms=1000,
     )
-    workers = Workers(group.url, queue, ledger_dir, count=2, CHAOS_LEASE=2, CHAOS_SWEEP=0.5)
+    workers = Workers(url, queue, ledger_dir, count=2, CHAOS_LEASE=2, CHAOS_SWEEP=0.5)
     try:
         producer.start()
         time.sleep(total / rate / 3)
@@ -119,7 +121,9 @@ def test_sentinel_failover_under_load(how: str, durable: int, tmp_path: Path) ->
     assert workers.exits == {} and workers.restarts == 0
     assert result.stuck == []
     gone = len(result.lost) + len(result.reverted)
-    if durable:
+    if how == "forced-far":
+        pass  # measured and reported: see RELIABILITY.md
+    elif durable:
         assert gone == 0, "a durable enqueue survives the failover"
     elif how == "forced":
         # Before the clients followed the sentinels' announcement: 11,000 of 20,000 lost.
