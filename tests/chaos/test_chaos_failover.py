@@ -14,7 +14,10 @@ plain enqueues is the one batch a producer may have in flight when the announcem
 (which the promotion would have to overtake). With ``durable_replicas=1`` an enqueue
 returns only once a replica has the job, and nothing accepted may be lost, SIGKILL or
 forced. (Asking for 2 replicas would fail every enqueue after a SIGKILL failover: the new
-primary has one replica left -- ``NotDurable``, as it should.)
+primary has one replica left -- ``NotDurable``, as it should.) ``forced-far``: the clients'
+URL leaves out the sentinel that runs the failover, so they hear of it only when it names
+the new primary, about a second after the promotion; what they write in between is lost,
+durable or not. Measured and reported.
 [clients on the new primary within down-after + 5 s; workers continue without restart;
 loss reported; durable: 0 lost; forced, plain: at most one batch lost]
 Fast: 1,500 jobs at 300/s; ``make chaos``: ``CONVEYOR_CHAOS_FAILOVER_JOBS`` (20,000).
