@@ -5,7 +5,10 @@ Failing over under load is tested in tests/chaos/test_chaos_failover.py.
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import threading
+import time
 import uuid
 import weakref
 from typing import Any
@@ -118,3 +121,48 @@ async def test_a_pinned_connection_never_moves_after_its_write_async(sentinel: A
     finally:
         await transport.call("DEL", key)
         await transport.aclose()
+
+
+OLD, NEW = ("10.0.0.1", 6379), ("10.0.0.2", 6380)
+
+
+def _watcher_on(primary: tuple[str, int], pause_limit: float = 5.0) -> PrimaryWatcher:
+    """A watcher of no sentinel, fed by hand the way its threads feed it."""
+    watcher = PrimaryWatcher([], "mymaster", {}, pause_limit=pause_limit)
+    watcher._update(0, (0, primary, time.monotonic()))
+    return watcher
+
+
+def test_a_hold_lasts_until_the_new_primary_is_named() -> None:
+    watcher = _watcher_on(OLD)
+    watcher._hold(OLD, "+elected-leader")
+    assert watcher.paused()
+    named = threading.Timer(0.2, watcher._update, (1, (1, NEW, time.monotonic())))
+    named.start()
+    started = time.monotonic()
+    assert watcher.wait() == NEW
+    assert 0.15 < time.monotonic() - started < 2
+    assert not watcher.paused() and watcher.switches == 1
+
+
+async def test_a_hold_lasts_until_the_new_primary_is_named_async() -> None:
+    watcher = _watcher_on(OLD)
+    watcher._hold(OLD, "+elected-leader")
+    asyncio.get_running_loop().call_later(0.2, watcher._update, 1, (1, NEW, time.monotonic()))
+    assert await watcher.await_primary() == NEW
+
+
+def test_a_hold_runs_out_once_and_is_not_taken_again() -> None:
+    watcher = _watcher_on(OLD, pause_limit=0.3)
+    watcher._hold(OLD, "+elected-leader")
+    started = time.monotonic()
+    assert watcher.wait() == OLD  # the sentinels never named another: go on with this one
+    assert 0.25 < time.monotonic() - started < 1.5
+    watcher._hold(OLD, "failover_in_progress")  # the same failover, seen again by a poll
+    assert not watcher.paused()
+
+
+def test_a_late_event_about_an_old_primary_does_not_hold() -> None:
+    watcher = _watcher_on(NEW)
+    watcher._hold(OLD, "+failover-state-wait-promotion")
+    assert not watcher.paused()

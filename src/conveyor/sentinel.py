@@ -12,26 +12,30 @@ A :class:`PrimaryWatcher` keeps its own view of the primary, shared by every con
 one client (sync or async):
 
 * it subscribes to each sentinel's events. The sentinel that runs a failover publishes
-  ``+elected-leader`` / ``+selected-slave`` some 100 ms *before* it sends ``REPLICAOF NO
-  ONE`` to the chosen replica. From then until the sentinels name the new primary (about a
-  second), connections hold their commands (:data:`PAUSE_LIMIT` at most): anything written
-  to the old primary after the promotion would be lost, so nothing is.
-* it asks each sentinel for the primary (``GET-MASTER-ADDR-BY-NAME`` and the configuration
-  epoch from ``SENTINEL MASTER``) every :data:`POLL_INTERVAL` and after each event, and
-  believes the answer with the highest epoch -- the rule Sentinel itself converges by. The
-  sentinel that ran the failover reports the new primary (with the new epoch) as soon as
-  the replica has taken the role; the others only after they hear of it.
+  ``+try-failover`` / ``+elected-leader`` / ``+selected-slave`` 100-200 ms *before* it sends
+  ``REPLICAOF NO ONE`` to the chosen replica. From then until it names the new primary
+  (about a second: it looks at the replica's INFO once a second during a failover),
+  connections hold their commands (:data:`PAUSE_LIMIT` at most): whatever the old primary
+  accepted after the promotion would be lost, so it gets nothing.
+* it asks each sentinel for the primary (``GET-MASTER-ADDR-BY-NAME``, and the configuration
+  epoch and flags from ``SENTINEL MASTER``) every :data:`POLL_INTERVAL` and after each
+  event, and believes the answer with the highest epoch -- the rule Sentinel itself
+  converges by. The sentinel that ran the failover reports the new primary (with the new
+  epoch) as soon as it sees the replica in its role; the others only after they hear of
+  it. A sentinel that flags the master ``failover_in_progress`` starts the hold as well:
+  that is how a client that started, or reconnected, after the first events catches up.
 
 Before each command a :class:`FollowingConnection` compares its server with the watcher's
-primary, waits out a pause, and reconnects to the new primary if they differ. That costs a
-tuple comparison per command. A connection pinned for ``WAIT`` (durable enqueue) is
-different: once it has written, it must not move, since ``WAIT`` counts the writes of the
-connection it runs on; a pinned connection that lost its server fails instead.
+primary, waits out a hold, and reconnects to the new primary if they differ: about 1 µs,
+against some 100 µs for a redis-py round trip. A connection pinned for ``WAIT`` (durable
+enqueue) is different: once it has written, it must not move, since ``WAIT`` counts the
+writes of the connection it runs on; a pinned connection that lost its server fails
+instead (:class:`PinnedConnectionLost`).
 
-What remains: writes the old primary accepted within the moment between a sentinel's event
-and a client thread acting on it, if the promotion overtakes them (not seen in our runs,
-see RELIABILITY.md); and when the client cannot reach the sentinel running the failover,
-the others name the new primary a second or two later, and writes in between are lost.
+What remains (RELIABILITY.md has the figures): a write already sent when the announcement
+arrives is lost if the promotion overtakes it (not seen in our runs); and a client that
+cannot reach the sentinel running the failover hears of it only when that one names the
+new primary, and loses what it wrote in the second before, durable or not.
 """
 
 from __future__ import annotations
@@ -180,7 +184,11 @@ class PrimaryWatcher:
         """The primary, after waiting out a failover in progress (sync connections)."""
         if self.paused():
             with self._changed:
-                self._changed.wait_for(lambda: not self.paused(), timeout=self.pause_limit)
+                # Woken when the primary changes or the failover ends; otherwise the pause
+                # runs out by itself, which no thread announces.
+                self._changed.wait_for(
+                    lambda: not self.paused(), timeout=max(0.0, self._pause_until - time.monotonic())
+                )
         return self._primary
 
     async def await_primary(self) -> Address | None:
