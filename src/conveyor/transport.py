@@ -607,9 +607,16 @@ class RedisPySyncTransport:
         if pool is None:
             raise ConfigurationError("durable enqueue (WAIT) is not available on Redis Cluster")
         single = type(self.client)(connection_pool=pool, single_connection_client=True)
+        # A Sentinel connection that follows the primary must not follow it between the
+        # writes and their WAIT (conveyor.sentinel.FollowingConnection.pin).
+        pin = getattr(single.connection, "pin", None)
+        if pin is not None:
+            pin(True)
         try:
             yield RedisPySyncTransport(single)
         finally:
+            if pin is not None:
+                pin(False)
             single.close()
 
     def close(self) -> None:
@@ -651,9 +658,16 @@ class RedisPyAsyncTransport:
         if pool is None:
             raise ConfigurationError("durable enqueue (WAIT) is not available on Redis Cluster")
         single = type(self.client)(connection_pool=pool, single_connection_client=True)
+        pin = None
         try:
+            await single.initialize()
+            pin = getattr(single.connection, "pin", None)
+            if pin is not None:
+                pin(True)
             yield RedisPyAsyncTransport(single)
         finally:
+            if pin is not None:
+                pin(False)
             await single.aclose()
 
     async def aclose(self) -> None:
