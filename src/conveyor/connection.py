@@ -24,6 +24,7 @@ import redis.retry
 import redis.sentinel
 from redis.backoff import NoBackoff
 
+from . import sentinel
 from .errors import ConfigurationError
 from .refusals import DEFAULT_CLUSTER_WAIT
 from .transport import (
@@ -132,26 +133,28 @@ def async_client(url: str, **kwargs: Any) -> AsyncRedis:
 def sync_transport(url: str, cluster_wait: float = DEFAULT_CLUSTER_WAIT) -> SyncTransport:
     """The fast transport for plain, TLS and unix-socket URLs; redis-py for Sentinel and Cluster.
 
-    ``cluster_wait``: seconds a call waits out a cluster's refusals (see :mod:`conveyor.refusals`).
-    """
+    Unlike :func:`sync_client`, a Sentinel transport follows a failover as soon as the
+    sentinels begin it (:mod:`conveyor.sentinel`). ``cluster_wait``: seconds a call waits
+    out a cluster's refusals (see :mod:`conveyor.refusals`)."""
     if _check_scheme(url) in ("redis", "rediss", "unix"):
         return FastSyncTransport(Endpoint.from_url(url))
-    client = sync_client(url)
-    sentinels = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
-    return RedisPySyncTransport(
-        client, also_close=list(getattr(sentinels, "sentinels", [])), cluster_wait=cluster_wait
-    )
+    if _check_scheme(url) == "redis+sentinel":
+        hosts, service, db, auth = _sentinel_parts(url)
+        client, also_close = sentinel.sync_primary(hosts, service, db, auth, dict(_COMMON))
+        return RedisPySyncTransport(client, also_close=also_close, cluster_wait=cluster_wait)
+    return RedisPySyncTransport(sync_client(url), cluster_wait=cluster_wait)
 
 
 def async_transport(url: str, cluster_wait: float = DEFAULT_CLUSTER_WAIT) -> AsyncTransport:
     if _check_scheme(url) in ("redis", "rediss", "unix"):
         return FastAsyncTransport(Endpoint.from_url(url))
-    client = async_client(url)
-    # A Sentinel-managed client keeps connections to the sentinels; close those too.
-    sentinels = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
-    return RedisPyAsyncTransport(
-        client, also_close=list(getattr(sentinels, "sentinels", [])), cluster_wait=cluster_wait
-    )
+    if _check_scheme(url) == "redis+sentinel":
+        # A client that follows the sentinels' primary at once (see conveyor.sentinel); its
+        # watcher and its connections to the sentinels are closed with it.
+        hosts, service, db, auth = _sentinel_parts(url)
+        client, also_close = sentinel.async_primary(hosts, service, db, auth, dict(_COMMON))
+        return RedisPyAsyncTransport(client, also_close=also_close, cluster_wait=cluster_wait)
+    return RedisPyAsyncTransport(async_client(url), cluster_wait=cluster_wait)
 
 
 def as_sync_transport(connection: Any, cluster_wait: float = DEFAULT_CLUSTER_WAIT) -> SyncTransport:
