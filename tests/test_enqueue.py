@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis
@@ -197,3 +198,45 @@ def test_a_generated_id_that_clashes_is_replaced_not_dropped(
     single = client.enqueue(add, 4, 4)  # type: ignore[arg-type]
     assert single.created and single.id != first.id
     assert client.counts(queue)["waiting"] == 4
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_an_enqueue_sent_twice_after_a_lost_reply_makes_its_jobs_once(server_factory: Any, many: bool) -> None:
+    """redis-py re-sends a command whose reply timed out (its default retry). A frozen
+    server then runs the enqueue twice; the second run finds its generated ids taken by
+    identical jobs -- its own -- and must report them created, not make them again under
+    new ids (which the clash handling for other producers' ids would otherwise do)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    server = server_factory(appendonly=False)
+    tasks = Tasks(queue="resent")
+
+    @tasks.task
+    def noop(i: int) -> None: ...
+
+    connection = redis.Redis(
+        port=server.port,
+        password=server.password,
+        decode_responses=True,
+        socket_timeout=0.3,
+        retry=Retry(NoBackoff(), 5),
+    )
+    with Client(connection) as client:
+        client.enqueue(noop, 0)  # scripts loaded
+        os.kill(server.process.pid, signal.SIGSTOP)  # a reply lost to a timeout, then back
+        threading.Timer(0.5, os.kill, (server.process.pid, signal.SIGCONT)).start()
+        if many:
+            handles = client.enqueue_many([noop.call(i) for i in range(1, 4)])
+        else:
+            handles = [client.enqueue(noop, 1)]
+        time.sleep(0.3)
+        assert all(h.created for h in handles)
+        waiting = client.counts("resent")["waiting"]
+        assert waiting == 1 + len(handles), f"{waiting - 1} jobs for {len(handles)} enqueued"
+        assert all(client.get_job("resent", h.id).args == [i + 1] for i, h in enumerate(handles))

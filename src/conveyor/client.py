@@ -111,16 +111,20 @@ class _Producer:
 
     def _enqueue_ops(self, calls: Sequence[TaskCall[Any]]) -> Generator[ops.Step, Any, list[ops.Enqueued]]:
         results = yield from self._write_calls(calls)
-        # A generated id that already exists belongs to another producer's job (same
-        # millisecond, same counter, same 20 random bits: rare, yet bound to happen in a
-        # large fleet). The caller did not choose that id, so make the job under a new one
-        # rather than report "existed" and drop it.
+        # A generated id can already exist for two reasons. If that job has the same task and
+        # arguments, it is this enqueue's own: a retry below us (redis-py re-sends a command
+        # whose reply was lost) ran the script twice, and the job was created once. Otherwise
+        # it belongs to another producer's job (same millisecond, counter and 20 random
+        # bits: rare, yet bound to happen in a large fleet); the caller did not choose that
+        # id, so make the job under a new one rather than report "existed" and drop it.
         while True:
-            clashes = [
-                i
-                for i, (call, result) in enumerate(zip(calls, results, strict=True))
-                if result.outcome is EnqueueOutcome.EXISTED and call.options.job_id is None
-            ]
+            clashes = []
+            for i, (call, result) in enumerate(zip(calls, results, strict=True)):
+                if result.outcome is EnqueueOutcome.EXISTED and call.options.job_id is None:
+                    if result.identical:
+                        results[i] = ops.Enqueued(result.id, result.queue, EnqueueOutcome.CREATED)
+                    else:
+                        clashes.append(i)
             if not clashes:
                 return results
             again = yield from self._write_calls([calls[i] for i in clashes])

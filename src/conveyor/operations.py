@@ -91,6 +91,8 @@ class Enqueued:
     outcome: EnqueueOutcome
     replaced: str | None = None
     """With debounce: the not-yet-started job this one replaced (now cancelled)."""
+    identical: bool = False
+    """EXISTED, and that job has the same task and arguments as this enqueue."""
 
 
 @dataclass(slots=True)  # not frozen: made once per job, and frozen init costs 3x
@@ -185,8 +187,9 @@ def enqueue_outcomes(keys: QueueKeys, jobs: Sequence[NewJob], notes: Sequence[An
     results = [Enqueued(job.id, keys.queue, EnqueueOutcome.CREATED) for job in jobs]
     for i in range(0, len(notes), 3):
         index, kind, other = int(notes[i]) - 1, notes[i + 1], notes[i + 2]
-        if kind == "existed":
-            results[index] = Enqueued(other, keys.queue, EnqueueOutcome.EXISTED)
+        if kind in ("existed", "identical"):
+            same = kind == "identical"
+            results[index] = Enqueued(other, keys.queue, EnqueueOutcome.EXISTED, identical=same)
         elif kind == "duplicate":
             results[index] = Enqueued(other, keys.queue, EnqueueOutcome.DUPLICATE)
         else:

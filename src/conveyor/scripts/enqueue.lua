@@ -18,8 +18,9 @@
 --   as a JSON array, 'fp' 'ignore' to run even if a child failed, 'pr' 1 to pass results.
 --   Most jobs have none (E = 0), which keeps a bulk call small.
 -- Returns: a flat list of triples for jobs that were not simply created (empty when all
---   were): position (1-based), 'existed' | 'duplicate' | 'replaced', the other job's id.
---   existed: a job with this id exists; duplicate: the dedup key matched that job (nothing
+--   were): position (1-based), 'existed' | 'identical' | 'duplicate' | 'replaced', the
+--   other job's id. existed: a job with this id exists (identical: with this task and these
+--   arguments, see existing_kind); duplicate: the dedup key matched that job (nothing
 --   written); replaced: created, and the debounced job it names was cancelled.
 -- Errors: none of its own; the caller validates ids, sizes and priorities before calling.
 -- @include common
@@ -55,7 +56,9 @@ while i <= argc do
     outcome, other = create_job(q, now, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV, i + 4, extras)
   end
   if outcome == nil then
-    notes[#notes + 1] = position; notes[#notes + 1] = 'existed'; notes[#notes + 1] = ARGV[i]
+    notes[#notes + 1] = position
+    notes[#notes + 1] = existing_kind(prefix .. ARGV[i], ARGV[i + 1], ARGV[i + 2])
+    notes[#notes + 1] = ARGV[i]
   elseif outcome == 'duplicate' then
     notes[#notes + 1] = position; notes[#notes + 1] = 'duplicate'; notes[#notes + 1] = other
   else

@@ -5,8 +5,9 @@
 --
 -- KEYS[1] waiting LIST   KEYS[2] marker ZSET   KEYS[3] events STREAM   KEYS[4] job hash prefix
 -- ARGV: for each job: id, task name, args JSON.
--- Returns: a flat list of triples (position, 'existed', id) for ids that already had a job
---   (nothing written for them), as enqueue.lua does; empty when all were created.
+-- Returns: a flat list of triples (position, 'existed' | 'identical', id) for ids that
+--   already had a job (nothing written for them), as enqueue.lua does; empty when all were
+--   created. 'identical': that job has this task and these arguments (see existing_kind).
 -- Errors: none of its own; the caller validates ids and sizes before calling.
 -- @include common
 -- @include jobs
@@ -22,7 +23,9 @@ for i = 1, argc, 3 do
     redis.call('HSET', key, 'n', ARGV[i + 1], 'a', ARGV[i + 2], 'ct', now, 's', 'waiting')
     created[#created + 1] = ARGV[i]
   else
-    notes[#notes + 1] = (i + 2) / 3; notes[#notes + 1] = 'existed'; notes[#notes + 1] = ARGV[i]
+    notes[#notes + 1] = (i + 2) / 3
+    notes[#notes + 1] = existing_kind(key, ARGV[i + 1], ARGV[i + 2])
+    notes[#notes + 1] = ARGV[i]
   end
 end
 announce_waiting(KEYS[1], KEYS[2], KEYS[3], created, #created, created)

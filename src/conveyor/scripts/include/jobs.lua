@@ -74,6 +74,17 @@ local function announce_waiting(waiting_key, marker_key, events_key, plain, crea
   end
 end
 
+-- What an enqueue reports for an id that already has a job: 'identical' when that job has
+-- the same task and arguments -- for a generated id, this very enqueue run once already,
+-- re-sent by a retry below the client after a lost reply --, else 'existed'.
+local function existing_kind(key, task, args)
+  local found = redis.call('HMGET', key, 'n', 'a')
+  if found[1] == task and found[2] == args then
+    return 'identical'
+  end
+  return 'existed'
+end
+
 local function create_job(q, now, id, task, args, source, at, extras)
   local key = q.prefix .. id
   if redis.call('EXISTS', key) == 1 then
