@@ -11,6 +11,7 @@ Clients always decode replies as UTF-8 text: every value Conveyor stores is JSON
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -118,6 +119,20 @@ def async_transport(url: str) -> AsyncTransport:
     # A Sentinel-managed client keeps connections to the sentinels; close those too.
     sentinels = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
     return RedisPyAsyncTransport(client, also_close=list(getattr(sentinels, "sentinels", [])))
+
+
+def sync_twin(transport: AsyncTransport, url: str | None = None) -> SyncTransport:
+    """A sync transport to the same Redis as ``transport``, for a thread of the worker that
+    must not depend on the event loop (the heartbeat). Derived from a Conveyor transport;
+    for anything else (a redis-py asyncio client), opened from ``url``."""
+    if isinstance(transport, FastAsyncTransport):
+        return FastSyncTransport(replace(transport.endpoint, command_timeout=transport.command_timeout))
+    if url is None:
+        raise ConfigurationError(
+            "the worker renews its leases from a thread with a sync connection of its own, and "
+            f"cannot derive one from {type(transport).__name__}: pass url= too (the same Redis)"
+        )
+    return sync_transport(url)
 
 
 def as_sync_transport(connection: Any) -> SyncTransport:

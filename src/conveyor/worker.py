@@ -9,8 +9,10 @@ Three loops share one event loop:
 * the *flush* loop writes finished jobs back in batches: whatever finished while the
   previous batch was in flight goes in the next one, so acknowledgements cost one round
   trip per batch, not per job;
-* the *heartbeat* loop renews the leases of every held job (one script call per queue)
-  and sweeps expired leases of dead workers back to waiting.
+* the *sweep* loop moves expired leases of dead workers back to waiting.
+
+The leases of held jobs are renewed from a thread of their own (:mod:`conveyor.heartbeat`),
+so that async jobs blocking the loop cannot starve the renewals.
 
 Async tasks run as asyncio tasks; sync tasks run in a bounded thread pool with the
 caller's context variables copied.
@@ -28,23 +30,22 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import ClusterError, RedisError, TryAgainError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from . import faults, flows, isolation, registry, serialization
 from . import operations as ops
 from .config import Settings
-from .connection import as_async_transport, async_transport
+from .connection import as_async_transport, async_transport, sync_transport, sync_twin
 from .context import JobContext, loop_submitter, run_with_context, set_current
-from .errors import OutOfMemory, SerializationError
+from .errors import RETRYABLE_REDIS_ERRORS, SerializationError
 from .execution import Prepared, RetryAfter, Undeliverable, error_payload, prepare, retry_delay_ms
 from .executor import AsyncExecutor
+from .heartbeat import Answers, Heartbeat
 from .hooks import Hooks
 from .keys import QueueKeys, worker_key, workers_key
 from .schedules import run_schedulers
@@ -53,16 +54,7 @@ from .transport import AsyncTransport, RedisPyAsyncTransport
 
 log = logging.getLogger("conveyor.worker")
 
-_RETRYABLE_REDIS = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    OSError,
-    OutOfMemory,
-    ClusterError,  # redis-py gave up redirecting (a slot mid-migration: "TTL exhausted")
-    TryAgainError,
-)
-"""Errors the worker's loops wait out; out of memory too, until an operator frees some.
-Anything else ends the loop that met it."""
+_RETRYABLE_REDIS = RETRYABLE_REDIS_ERRORS
 _PARENT_NOTIFIED = (2, 12, 13)
 """complete/fail replies meaning: recorded, and a note for the job's parent is in the outbox."""
 MAX_LOG_LINES = 1_000
@@ -105,6 +97,11 @@ class WorkerSettings:
     """How long a claimed job stays ours without a heartbeat. A job of a dead worker is
     re-delivered within ``lease + sweep_interval``."""
     sweep_interval: float = 5.0
+    max_loop_block: float | None = None
+    """How long the event loop may go without running before the worker counts as hung and
+    stops renewing its leases, so that its jobs are re-delivered; default ``10 * lease``.
+    Leases are renewed from a thread, so async jobs that block the loop for less than this
+    (one after another, too) do not lose their leases."""
     max_crashes: int = 3
     """A job whose worker was lost this many times is dead-lettered instead of re-delivered."""
     shutdown_grace: float = 30.0
@@ -121,6 +118,8 @@ class WorkerSettings:
             raise ValueError("concurrency must be at least 1")
         if self.lease < 1:
             raise ValueError("lease must be at least 1 second")
+        if self.max_loop_block is not None and self.max_loop_block <= 0:
+            raise ValueError("max_loop_block must be positive")
 
 
 @dataclass(slots=True)
@@ -163,6 +162,7 @@ class Worker:
         self.queues = list(queues or tasks.queues)
         self.keys = {q: QueueKeys(q, self.settings.prefix) for q in self.queues}
         self._connection = connection
+        self._url = url
         self.id = f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**4):04x}"
         self._held: dict[str, dict[str, _Held]] = {q: {} for q in self.queues}
         self._done: dict[str, list[tuple[str, str, bytes]]] = {q: [] for q in self.queues}
@@ -199,6 +199,10 @@ class Worker:
         self.transport = (
             async_transport(self.settings.redis_url) if owns_client else as_async_transport(self._connection)
         )
+        # Its own connection, so a blocked loop cannot starve it; derived before anything runs.
+        beat_transport = (
+            sync_transport(self.settings.redis_url) if owns_client else sync_twin(self.transport, self._url)
+        )
         self.executor = AsyncExecutor(self.transport)
         self._pool = ThreadPoolExecutor(
             max_workers=self.config.threads or min(self.config.concurrency, 64),
@@ -220,15 +224,26 @@ class Worker:
         )
         await self._with_retries(self._register)
         await self._check_eviction_policy()
+        self._heartbeat = Heartbeat(
+            beat_transport,
+            self._loop,
+            self._held,
+            self.keys,
+            lease=self.config.lease,
+            max_loop_block=self.config.max_loop_block or 10 * self.config.lease,
+            registration=self._registration,
+            on_answers=self._on_lease_answers,
+            on_failure=self._on_heartbeat_failure,
+        )
+        self._heartbeat.start()
         fetcher = asyncio.create_task(self._fetch_loop(), name="conveyor-fetch")
         flusher = asyncio.create_task(self._flush_loop(), name="conveyor-flush")
-        beater = asyncio.create_task(self._heartbeat_loop(), name="conveyor-heartbeat")
         sweeper = asyncio.create_task(self._sweep_loop(), name="conveyor-sweep")
         scheduler = asyncio.create_task(
             run_schedulers(self.executor, list(self.keys.values()), self._closing, self.tasks.schedules()),
             name="conveyor-scheduler",
         )
-        for loop_task in (fetcher, flusher, beater, sweeper, scheduler):
+        for loop_task in (fetcher, flusher, sweeper, scheduler):
             loop_task.add_done_callback(self._on_loop_end)
         try:
             await self._stop_event.wait()
@@ -242,10 +257,11 @@ class Worker:
             await asyncio.gather(flusher, return_exceptions=True)
             # Not cancelled mid-command: redis-py's cluster client does not always survive that.
             self._closing.set()
-            _, late = await asyncio.wait([beater, sweeper, scheduler], timeout=5)
+            _, late = await asyncio.wait([sweeper, scheduler], timeout=5)
             for loop_task in late:
                 loop_task.cancel()
-            await asyncio.gather(beater, sweeper, scheduler, return_exceptions=True)
+            await asyncio.gather(sweeper, scheduler, return_exceptions=True)
+            await self._heartbeat.stop()  # leases are renewed until every job finished or was flushed
             await self._hand_back()
             with contextlib.suppress(RedisError):
                 await self.executor.run(
@@ -264,10 +280,17 @@ class Worker:
         """A loop that dies of an error it cannot wait out must not leave a worker that looks
         alive (it heartbeats) but no longer claims or acknowledges: log it and stop, so
         ``serve`` raises, the process exits non-zero and ``--processes`` restarts it."""
-        if task.cancelled() or task.exception() is None:
+        if task.cancelled():
             return
         error = task.exception()
-        log.critical("worker loop %s failed, stopping the worker: %r", task.get_name(), error, exc_info=error)
+        if error is not None:
+            self._fail(task.get_name(), error)
+
+    def _on_heartbeat_failure(self, error: BaseException) -> None:
+        self._fail("conveyor-heartbeat (thread)", error)
+
+    def _fail(self, name: str, error: BaseException) -> None:
+        log.critical("worker loop %s failed, stopping the worker: %r", name, error, exc_info=error)
         if self.loop_failure is None:
             self.loop_failure = error
         self.stop()
@@ -338,6 +361,11 @@ class Worker:
             )
 
     async def _register(self) -> None:
+        await self.executor.run(self._registration())
+
+    def _registration(self) -> Generator[ops.Step, Any, None]:
+        """The registry heartbeat as an operation; also run from the heartbeat thread, which
+        only reads the counters here."""
         now = int(time.time() * 1000)
         info = {
             "host": socket.gethostname(),
@@ -351,15 +379,13 @@ class Worker:
         }
         self._started = info["started"]
         ttl = int(self.config.lease * 3000)
-        await self.executor.run(
-            registry.heartbeat(
-                workers_key(self.settings.prefix),
-                worker_key(self.id, self.settings.prefix),
-                self.id,
-                info,
-                ttl,
-                now,
-            )
+        return registry.heartbeat(
+            workers_key(self.settings.prefix),
+            worker_key(self.id, self.settings.prefix),
+            self.id,
+            info,
+            ttl,
+            now,
         )
 
     async def _with_retries(self, action: Any) -> Any:
@@ -715,31 +741,24 @@ class Worker:
                 )
 
     # ------------------------------------------------------------------ leases
-    async def _heartbeat_loop(self) -> None:
-        interval = self.config.lease / 3
-        lease_ms = int(self.config.lease * 1000)
-        while not await self._closing_within(interval):
-            try:
-                for queue, held in self._held.items():
-                    if not held:
-                        continue
-                    pairs = [(job_id, h.token) for job_id, h in held.items()]
-                    for start in range(0, len(pairs), 1000):
-                        lost, abort = await self.executor.run(
-                            ops.extend(self.keys[queue], lease_ms, pairs[start : start + 1000])
-                        )
-                        for job_id in abort:
-                            self._abort(queue, job_id)
-                        for job_id in lost:
-                            log.warning(
-                                "job %s/%s: lease lost (it was re-delivered); its result will be discarded",
-                                queue,
-                                job_id,
-                            )
-                            held.pop(job_id, None)
-                await self._register()
-            except _RETRYABLE_REDIS as exc:
-                log.warning("heartbeat failed (%s); will retry", exc)
+    def _on_lease_answers(self, queue: str, lost: Answers, aborted: Answers) -> None:
+        """What the heartbeat thread learnt, on the loop. Each answer names the attempt (token)
+        it is about: the job may have finished, or been claimed again, since."""
+        held = self._held[queue]
+        for job_id, token in aborted:
+            entry = held.get(job_id)
+            if entry is not None and entry.token == token:
+                self._abort(queue, job_id)
+        for job_id, token in lost:
+            entry = held.get(job_id)
+            # A finished job waits for (or is in) its acknowledgement, which settles it and
+            # says so if the result was discarded; the renewal may just have raced the ack.
+            if entry is None or entry.token != token or entry.task is None:
+                continue
+            log.warning(
+                "job %s/%s: lease lost (it was re-delivered); its result will be discarded", queue, job_id
+            )
+            del held[job_id]
 
     async def _sweep_loop(self) -> None:
         """Every worker sweeps; the script is atomic, so concurrent sweeps never re-deliver twice."""
