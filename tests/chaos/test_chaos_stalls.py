@@ -3,8 +3,8 @@
 A sync task busy in pure Python for 3 x the lease (its thread holds the GIL most of the
 time), and an async task that blocks the event loop for half a lease. Two worker
 processes, so a live one is always sweeping. [0 re-deliveries: every job ran exactly once]
-Fast: 20 and 10 jobs; ``make chaos``: 1,000 and 200 (``CONVEYOR_CHAOS_STALL_SPIN`` /
-``_STALL_HOG``).
+Fast: 10 and 5 jobs; ``make chaos``: 1,000 and 1,000, the sizes of the issue
+(``CONVEYOR_CHAOS_STALL_SPIN`` / ``_STALL_HOG``).
 """
 
 from __future__ import annotations
