@@ -163,3 +163,24 @@ async def test_a_worker_on_a_given_connection(url: str, queue: str) -> None:
             assert await handle.result(timeout=1) == "done"
         finally:
             await foreign.aclose()
+
+
+async def test_renewals_survive_a_script_flush(url: str, tasks: Tasks, queue: str) -> None:
+    """The beat sends its scripts by SHA together with the registry commands; after SCRIPT
+    FLUSH (a restart, a failover) the script is loaded again and the lease still renewed."""
+    started = threading.Event()
+
+    @tasks.task
+    def slow() -> None:
+        started.set()
+        time.sleep(2.5 * LEASE)
+
+    async with AsyncClient.from_url(url) as client:
+        handle = await client.enqueue(slow)
+        with LeaseWatch(url, queue, handle.id) as watch:
+            async with running_worker(tasks, url, lease=LEASE):
+                await asyncio.to_thread(started.wait, 5)
+                await client.transport.call("SCRIPT", "FLUSH")
+                await handle.result(timeout=10)
+        assert (await client.get_job(queue, handle.id)).attempts == 1
+    assert min(watch.margins) > 0, watch.margins

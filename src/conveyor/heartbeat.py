@@ -27,9 +27,10 @@ What the loop and the thread share, and how:
 
 The GIL: a sync job busy in pure Python holds it, but the interpreter makes the holder let go
 every switch interval (5 ms by default) when another thread waits for it, so the heartbeat
-thread gets its turn; with many busy threads it may wait a few intervals for each of its
-round's handful of GIL acquisitions, a small part of a third of a lease
-(``tests/chaos/test_chaos_stalls.py`` runs ten such jobs per worker at a 2 s lease).
+thread gets its turn -- often after the other waiting threads: each time it takes the GIL
+back (after its sleep, a send, a receive) it may wait several intervals. So a beat is one
+round trip for all its renewals and the registry entry together: three waits for the GIL,
+not two per command.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class Heartbeat:
 
     ``start`` and ``stop`` are called on the event loop. ``on_answers(queue, lost, aborted)``
     and ``on_failure(error)`` run on the loop; ``registration()`` builds the worker's registry
-    heartbeat (an operation) and is called from the thread.
+    heartbeat (one-step operations) and is called from the thread.
     """
 
     def __init__(
@@ -81,7 +82,7 @@ class Heartbeat:
         *,
         lease: float,
         max_loop_block: float,
-        registration: Callable[[], Generator[ops.Step, Any, None]],
+        registration: Callable[[], list[Generator[ops.Step, Any, None]]],
         on_answers: Callable[[str, Answers, Answers], None],
         on_failure: Callable[[BaseException], None],
     ) -> None:
@@ -156,26 +157,29 @@ class Heartbeat:
         if not self._renewing:
             self._renewing = True
             log.warning("the event loop runs again; renewing leases again")
-        try:
-            for queue, jobs in self.held.items():
-                if not jobs:
-                    continue
+        renewals: list[tuple[str, Answers]] = []
+        for queue, jobs in self.held.items():
+            if jobs:
                 # dict(): one atomic copy (see the module docstring), then read at leisure.
                 pairs = [(job_id, entry.token) for job_id, entry in dict(jobs).items()]
                 for start in range(0, len(pairs), EXTEND_CHUNK):
-                    chunk = pairs[start : start + EXTEND_CHUNK]
-                    lost, aborted = executor.run(ops.extend(self.keys[queue], self.lease_ms, chunk))
-                    if lost or aborted:
-                        tokens = dict(chunk)
-                        self._post(
-                            self.on_answers,
-                            queue,
-                            [(job_id, tokens[job_id]) for job_id in lost],
-                            [(job_id, tokens[job_id]) for job_id in aborted],
-                        )
-            executor.run(self.registration())
+                    renewals.append((queue, pairs[start : start + EXTEND_CHUNK]))
+        operations = [ops.extend(self.keys[queue], self.lease_ms, chunk) for queue, chunk in renewals]
+        try:
+            # One round trip for everything: each one costs this thread two waits for the GIL.
+            results = executor.run_together([*operations, *self.registration()])
         except RETRYABLE_REDIS_ERRORS as exc:
             log.warning("heartbeat failed (%s); will retry", exc)
+            return
+        for (queue, chunk), (lost, aborted) in zip(renewals, results, strict=False):
+            if lost or aborted:
+                tokens = dict(chunk)
+                self._post(
+                    self.on_answers,
+                    queue,
+                    [(job_id, tokens[job_id]) for job_id in lost],
+                    [(job_id, tokens[job_id]) for job_id in aborted],
+                )
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed: the worker is gone anyway

@@ -163,7 +163,8 @@ class Worker:
         self.keys = {q: QueueKeys(q, self.settings.prefix) for q in self.queues}
         self._connection = connection
         self._url = url
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**4):04x}"
+        self._host = socket.gethostname()
+        self.id = f"{self._host}:{os.getpid()}:{random.randrange(16**4):04x}"
         self._held: dict[str, dict[str, _Held]] = {q: {} for q in self.queues}
         self._done: dict[str, list[tuple[str, str, bytes]]] = {q: [] for q in self.queues}
         self._failures: dict[str, list[tuple[str, str, bytes, int, int]]] = {q: [] for q in self.queues}
@@ -361,14 +362,15 @@ class Worker:
             )
 
     async def _register(self) -> None:
-        await self.executor.run(self._registration())
+        for operation in self._registration():
+            await self.executor.run(operation)
 
-    def _registration(self) -> Generator[ops.Step, Any, None]:
-        """The registry heartbeat as an operation; also run from the heartbeat thread, which
+    def _registration(self) -> list[Generator[ops.Step, Any, None]]:
+        """The registry heartbeat as operations; also called from the heartbeat thread, which
         only reads the counters here."""
         now = int(time.time() * 1000)
         info = {
-            "host": socket.gethostname(),
+            "host": self._host,
             "pid": os.getpid(),
             "queues": ",".join(self.queues),
             "concurrency": self.config.concurrency,
