@@ -172,7 +172,7 @@ def main() -> None:
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     help="Seconds the event loop may go without running before the worker counts as hung and "
-    "stops renewing its leases [default: 10 x lease].",
+    "stops renewing its leases [default: 10 x lease, at least 60].",
 )
 @click.option(
     "--sweep-interval",

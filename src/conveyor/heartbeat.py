@@ -165,12 +165,19 @@ class Heartbeat:
                 for start in range(0, len(pairs), EXTEND_CHUNK):
                     renewals.append((queue, pairs[start : start + EXTEND_CHUNK]))
         operations = [ops.extend(self.keys[queue], self.lease_ms, chunk) for queue, chunk in renewals]
+        started = time.monotonic()
         try:
             # One round trip for everything: each one costs this thread two waits for the GIL.
             results = executor.run_together([*operations, *self.registration()])
         except RETRYABLE_REDIS_ERRORS as exc:
             log.warning("heartbeat failed (%s); will retry", exc)
             return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "heartbeat: renewed %d leases in %.1f ms",
+                sum(len(chunk) for _, chunk in renewals),
+                (time.monotonic() - started) * 1000,
+            )
         for (queue, chunk), (lost, aborted) in zip(renewals, results, strict=False):
             if lost or aborted:
                 tokens = dict(chunk)

@@ -99,9 +99,10 @@ class WorkerSettings:
     sweep_interval: float = 5.0
     max_loop_block: float | None = None
     """How long the event loop may go without running before the worker counts as hung and
-    stops renewing its leases, so that its jobs are re-delivered; default ``10 * lease``.
-    Leases are renewed from a thread, so async jobs that block the loop for less than this
-    (one after another, too) do not lose their leases."""
+    stops renewing its leases, so that its jobs are re-delivered; default ``10 * lease``, at
+    least 60 s. Leases are renewed from a thread, so async jobs that block the loop for less
+    than this (one after another, too) do not lose their leases. A loop starved of the GIL by
+    many threads busy in pure Python counts as blocked too, hence the generous default."""
     max_crashes: int = 3
     """A job whose worker was lost this many times is dead-lettered instead of re-delivered."""
     shutdown_grace: float = 30.0
@@ -231,7 +232,7 @@ class Worker:
             self._held,
             self.keys,
             lease=self.config.lease,
-            max_loop_block=self.config.max_loop_block or 10 * self.config.lease,
+            max_loop_block=self.config.max_loop_block or max(10 * self.config.lease, 60.0),
             registration=self._registration,
             on_answers=self._on_lease_answers,
             on_failure=self._on_heartbeat_failure,

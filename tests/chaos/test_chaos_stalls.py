@@ -1,8 +1,9 @@
 """No false stalls (issue 5, test 3): busy jobs must not look like dead workers.
 
 A sync task busy in pure Python for 3 x the lease (its thread holds the GIL most of the
-time), and an async task that blocks the event loop for half a lease. Two worker
-processes, so a live one is always sweeping. [0 re-deliveries: every job ran exactly once]
+time), and an async task that blocks the event loop for half a lease. Several worker
+processes (two for spin, four for hog), so a live one is always sweeping. [0 re-deliveries:
+every job ran exactly once]
 Fast: 10 and 5 jobs; ``make chaos``: 1,000 and 1,000, the sizes of the issue
 (``CONVEYOR_CHAOS_STALL_SPIN`` / ``_STALL_HOG``).
 """
@@ -35,7 +36,13 @@ def stall_tasks(queue: str) -> tuple[Any, Any]:
 
 
 def run_stall(
-    kind: str, total: int, concurrency: int, server_factory: Any, tmp_path: Path, stop_at_first_stall: bool
+    kind: str,
+    total: int,
+    concurrency: int,
+    processes: int,
+    server_factory: Any,
+    tmp_path: Path,
+    stop_at_first_stall: bool,
 ) -> tuple[Any, list[Any], list[int]]:
     server = server_factory(appendonly=False)
     queue = f"chaos-stall-{kind}-{concurrency}"
@@ -51,7 +58,7 @@ def run_stall(
             server.url,
             queue,
             tmp_path,
-            count=2,
+            count=processes,
             CHAOS_LEASE=LEASE,
             CHAOS_SWEEP=0.2,
             CHAOS_CONCURRENCY=concurrency,
@@ -94,13 +101,15 @@ def run_stall(
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize(
-    ("kind", "concurrency", "size"), [("spin", 10, knob("STALL_SPIN", 10)), ("hog", 1, knob("STALL_HOG", 5))]
+    ("kind", "concurrency", "processes", "size"),
+    # Hogs run one at a time per process (they block its loop) and sleep: more processes.
+    [("spin", 10, 2, knob("STALL_SPIN", 10)), ("hog", 1, 4, knob("STALL_HOG", 5))],
 )
 def test_busy_jobs_are_not_mistaken_for_dead_workers(
-    kind: str, concurrency: int, size: float, server_factory: Any, tmp_path: Path
+    kind: str, concurrency: int, processes: int, size: float, server_factory: Any, tmp_path: Path
 ) -> None:
     total = int(size)
-    result, stalled, codes = run_stall(kind, total, concurrency, server_factory, tmp_path, False)
+    result, stalled, codes = run_stall(kind, total, concurrency, processes, server_factory, tmp_path, False)
     assert result.states == {"completed": total}
     assert stalled == [], "no lease ran out while its job was running"
     assert result.extra_executions == 0 and result.overlaps == []
