@@ -5,7 +5,7 @@ whose lease runs out is taken for the job of a dead worker and re-delivered. Ren
 the event loop meant that async jobs blocking the loop -- each for less than a lease, but one
 after another -- added up and starved the renewals, and their jobs were re-delivered while
 they still ran (a *false stall*). Here a thread renews the leases over a connection of its own
-(sync, one round trip per queue), so a blocked loop cannot delay it.
+(sync, one round trip per beat), so a blocked loop cannot delay it.
 
 What the loop and the thread share, and how:
 
@@ -30,7 +30,9 @@ every switch interval (5 ms by default) when another thread waits for it, so the
 thread gets its turn -- often after the other waiting threads: each time it takes the GIL
 back (after its sleep, a send, a receive) it may wait several intervals. So a beat is one
 round trip for all its renewals and the registry entry together: three waits for the GIL,
-not two per command.
+not two per command (ten such threads: a beat took 316 ms at the median with a round trip per
+command, 91 ms with one). The loop waits for the GIL like any thread, so many busy threads slow
+it too: a job the loop has claimed but not yet started is not in the held dicts, and not renewed.
 """
 
 from __future__ import annotations
