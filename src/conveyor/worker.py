@@ -97,12 +97,6 @@ class WorkerSettings:
     """How long a claimed job stays ours without a heartbeat. A job of a dead worker is
     re-delivered within ``lease + sweep_interval``."""
     sweep_interval: float = 5.0
-    max_loop_block: float | None = None
-    """How long the event loop may go without running before the worker counts as hung and
-    stops renewing its leases, so that its jobs are re-delivered; default ``10 * lease``, at
-    least 60 s. Leases are renewed from a thread, so async jobs that block the loop for less
-    than this (one after another, too) do not lose their leases. A loop starved of the GIL by
-    many threads busy in pure Python counts as blocked too, hence the generous default."""
     max_crashes: int = 3
     """A job whose worker was lost this many times is dead-lettered instead of re-delivered."""
     shutdown_grace: float = 30.0
@@ -113,6 +107,13 @@ class WorkerSettings:
     """Completed jobs kept per queue: at most this many, for at most this long (ms)."""
     failed: ops.Retention = field(default_factory=lambda: ops.Retention(100_000, 7 * 24 * 3600 * 1000))
     """Dead-lettered jobs kept per queue."""
+    # Last, so that positional construction of the fields above still works.
+    max_loop_block: float | None = None
+    """How long the event loop may go without running before the worker counts as hung and
+    stops renewing its leases, so that its jobs are re-delivered; default ``10 * lease``, at
+    least 60 s. Leases are renewed from a thread, so async jobs that block the loop for less
+    than this (one after another, too) do not lose their leases. A loop starved of the GIL by
+    many threads busy in pure Python counts as blocked too, hence the generous default."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
