@@ -428,8 +428,7 @@ class Worker:
                         wait_ms = next_due if wait_ms < 0 else min(wait_ms, next_due)
                     if jobs:
                         claimed_any = True
-                        for claimed in jobs:
-                            self._start(queue, claimed)
+                        self._start_all(queue, jobs)
                         free -= len(jobs)
                         if free <= 0:
                             break
@@ -454,8 +453,7 @@ class Worker:
                         ("BZPOPMIN", keys.marker, timeout),
                         ops.claim(keys, free, lease_ms, self.id, self.config.failed),
                     )
-                    for claimed in jobs:
-                        self._start(queue, claimed)
+                    self._start_all(queue, jobs)
                 else:
                     await self._block(timeout)
             except _RETRYABLE_REDIS as exc:
@@ -484,6 +482,17 @@ class Worker:
             await asyncio.gather(*waits, return_exceptions=True)
 
     # ------------------------------------------------------------------ running jobs
+    def _start_all(self, queue: str, jobs: Sequence[ops.Claimed]) -> None:
+        """Hold every claimed job before starting any: the heartbeat thread renews held jobs
+        only, and starting one can take long when threads busy in pure Python hold the GIL
+        (the pool starts a thread per sync job at first, and each start waits for the GIL:
+        50 such threads kept the last of 50 claimed jobs from starting for about 8 s)."""
+        held = self._held[queue]
+        for claimed in jobs:
+            held[claimed.id] = _Held(claimed.token)
+        for claimed in jobs:
+            self._start(queue, claimed)
+
     def _start(self, queue: str, claimed: ops.Claimed) -> None:
         if faults.ARMED:  # crash points for the reliability tests; off in production
             faults.reach("after_claim")
