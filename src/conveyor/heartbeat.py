@@ -32,7 +32,8 @@ back (after its sleep, a send, a receive) it may wait several intervals. So a be
 round trip for all its renewals and the registry entry together: three waits for the GIL,
 not two per command (ten such threads: a beat took 316 ms at the median with a round trip per
 command, 91 ms with one). The loop waits for the GIL like any thread, so many busy threads slow
-it too: a job the loop has claimed but not yet started is not in the held dicts, and not renewed.
+it too, and starting a claimed job can take seconds: the worker holds (and so renews) every job
+of a claim before it starts any (``Worker._start_all``).
 """
 
 from __future__ import annotations
