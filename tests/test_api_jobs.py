@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+import redis
 
 from conveyor import Client, Tasks
 from conveyor.server import RedisServer
@@ -245,3 +249,30 @@ def test_chunked_body_over_the_cap_is_413(http: httpx.Client, queue: str) -> Non
     )
     assert r.status_code == 413 and "content-length" not in r.request.headers
     assert http.get(f"/v1/queues/{queue}/jobs").json()["total"] == 0
+
+
+async def test_a_long_poll_ends_when_its_client_goes_away(
+    ahttp: httpx.AsyncClient, queue: str, raw: redis.Redis
+) -> None:
+    """A client that gives up on a 60 s long poll must not keep a Redis connection blocked
+    (and a stream slot held) for the rest of the minute."""
+    job = (await ahttp.post(f"/v1/queues/{queue}/jobs", json={"task": "t"})).json()["id"]
+
+    def blocked() -> int:
+        return sum(1 for c in raw.client_list() if "b" in c["flags"])  # blocked right now
+
+    before = blocked()
+    poll = asyncio.ensure_future(ahttp.get(f"/v1/queues/{queue}/jobs/{job}/result", params={"timeout": 60}))
+    deadline = time.monotonic() + 10
+    while blocked() == before:
+        if poll.done():
+            pytest.fail(f"the long poll ended early: {poll.result().status_code} {poll.result().text}")
+        assert time.monotonic() < deadline, "the long poll never reached Redis"
+        await asyncio.sleep(0.05)
+    poll.cancel()  # the client closes its connection
+    with contextlib.suppress(asyncio.CancelledError):
+        await poll
+    deadline = time.monotonic() + 5
+    while blocked() > before:
+        assert time.monotonic() < deadline, "the server kept waiting in Redis for a client that left"
+        await asyncio.sleep(0.1)

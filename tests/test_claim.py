@@ -25,7 +25,8 @@ def test_claims_up_to_n_in_fifo_order_with_increasing_tokens(
 ) -> None:
     _, work = setup(queue)
     handles = client.enqueue_many([work.call(i) for i in range(10)])  # type: ignore[attr-defined]
-    jobs, wait_ms = client.run(ops.claim(client.keys(queue), 4, 10_000, "w1"))
+    claim = client.run(ops.claim(client.keys(queue), 4, 10_000, "w1"))
+    jobs, wait_ms = claim.jobs, claim.wait_ms
     assert [j.id for j in jobs] == [h.id for h in handles[:4]]
     assert wait_ms == -1
     tokens = [int(j.token) for j in jobs]
@@ -49,7 +50,7 @@ def test_priorities_higher_first_fifo_within(client: Client, queue: str) -> None
     assert total == 8 and [j.id for j in listed] == expected, "listing shows the dequeue order"
     claimed = []
     for _ in range(8):
-        jobs, _ = client.run(ops.claim(client.keys(queue), 1, 10_000, "w"))
+        jobs = client.run(ops.claim(client.keys(queue), 1, 10_000, "w")).jobs
         claimed += [j.id for j in jobs]
     assert claimed == expected
 
@@ -58,10 +59,12 @@ def test_due_delayed_jobs_are_promoted_and_wait_time_reported(client: Client, qu
     _, work = setup(queue)
     client.enqueue(work.with_options(delay=0.05, job_id="soon"), 1)  # type: ignore[attr-defined]
     client.enqueue(work.with_options(delay=30, job_id="later"), 2)  # type: ignore[attr-defined]
-    jobs, wait_ms = client.run(ops.claim(client.keys(queue), 10, 10_000, "w"))
+    claim = client.run(ops.claim(client.keys(queue), 10, 10_000, "w"))
+    jobs, wait_ms = claim.jobs, claim.wait_ms
     assert jobs == [] and 0 <= wait_ms <= 50
     time.sleep(0.06)
-    jobs, wait_ms = client.run(ops.claim(client.keys(queue), 10, 10_000, "w"))
+    claim = client.run(ops.claim(client.keys(queue), 10, 10_000, "w"))
+    jobs, wait_ms = claim.jobs, claim.wait_ms
     assert [j.id for j in jobs] == ["soon"]
     assert 29_000 < wait_ms <= 30_000
 
@@ -83,7 +86,7 @@ def test_removed_waiting_job_is_skipped(client: Client, queue: str) -> None:
     _, work = setup(queue)
     a, b = client.enqueue_many([work.call(1), work.call(2)])  # type: ignore[attr-defined]
     assert client.remove(queue, a.id) is JobState.WAITING
-    jobs, _ = client.run(ops.claim(client.keys(queue), 10, 10_000, "w"))
+    jobs = client.run(ops.claim(client.keys(queue), 10, 10_000, "w")).jobs
     assert [j.id for j in jobs] == [b.id]
 
 
@@ -92,7 +95,7 @@ def test_priority_aging_lets_old_low_priority_jobs_through(client: Client, queue
     keys = client.keys(queue)
 
     def claim_one() -> str:
-        (job,) = client.run(ops.claim(keys, 1, 10_000, "w1"))[0]
+        (job,) = client.run(ops.claim(keys, 1, 10_000, "w1")).jobs
         return job.id
 
     old_low = client.enqueue(work.with_options(priority=-3), 1)  # type: ignore[attr-defined]
@@ -115,5 +118,5 @@ def test_without_aging_priorities_are_strict(client: Client, queue: str) -> None
     low = client.enqueue(work.with_options(priority=-3), 1)  # type: ignore[attr-defined]
     time.sleep(0.25)
     high = client.enqueue(work.with_options(priority=1), 2)  # type: ignore[attr-defined]
-    jobs, _ = client.run(ops.claim(client.keys(queue), 2, 10_000, "w1"))
+    jobs = client.run(ops.claim(client.keys(queue), 2, 10_000, "w1")).jobs
     assert [job.id for job in jobs] == [high.id, low.id]

@@ -64,7 +64,7 @@ def test_retry_and_purge_from_the_cli(url: str, client: Client, queue: str) -> N
     async def w() -> None: ...
 
     client.enqueue_many([w.call() for _ in range(3)])
-    jobs, _ = client.run(ops.claim(client.keys(queue), 3, 10_000, "w"))
+    jobs = client.run(ops.claim(client.keys(queue), 3, 10_000, "w")).jobs
     client.run(
         ops.fail(client.keys(queue), ops.Retention(-1, -1), [(j.id, j.token, b"{}", -1, 0) for j in jobs])
     )

@@ -18,7 +18,7 @@ from helpers import running_worker, wait_until
 
 
 def _claim(client: Client, queue: str, n: int) -> list[ops.Claimed]:
-    jobs, _ = client.run(ops.claim(client.keys(queue), n, 30_000, "w-test"))
+    jobs = client.run(ops.claim(client.keys(queue), n, 30_000, "w-test")).jobs
     return jobs
 
 

@@ -16,7 +16,8 @@ RETAIN = ops.Retention(-1, -1)
 
 # One call of each operation that runs a script, to see the keys its wrapper passes.
 CALLS = {
-    "enqueue": lambda: ops.enqueue(KEYS, []),
+    "enqueue": lambda: ops.enqueue(KEYS, [ops.NewJob("x", "t", b"[]", ("p", 1))]),
+    "enqueue_plain": lambda: ops.enqueue(KEYS, [ops.NewJob("x", "t", b"[]")]),
     "claim": lambda: ops.claim(KEYS, 1, 1000, "w"),
     "complete": lambda: ops.complete(KEYS, RETAIN, []),
     "fail": lambda: ops.fail(KEYS, RETAIN, []),

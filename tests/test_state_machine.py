@@ -1,7 +1,9 @@
 """A stateful property test of the scripts against a Python model (Hypothesis).
 
-Random sequences of enqueue, delay, claim, complete, fail, retry, cancel, promote, worker
-crashes and sweeps run against a real server. After every step: each job is in exactly one
+Random sequences of enqueue, delay, claim (by idle and busy workers), complete, fail, retry,
+cancel, promote, worker crashes and sweeps run against a real server. Jobs lost
+``MAX_CRASHES - 1`` times are suspects until they end: handed out only alone, to idle
+workers. After every step: each job is in exactly one
 state, the state in its hash matches the structure holding it, the counts equal the model,
 fencing tokens only grow, a stale token is always refused, and no key is left behind that
 the model cannot explain. ``CONVEYOR_STATEFUL_EXAMPLES`` and ``CONVEYOR_STATEFUL_STEPS``
@@ -47,10 +49,14 @@ def test_scripts_agree_with_the_model(machine_client: Client) -> None:
             self.tokens: dict[str, str] = {}  # active job -> current token
             self.stale: list[tuple[str, str]] = []  # (job, token) pairs that must be refused
             self.crashes: dict[str, int] = {}
+            self.suspects: set[str] = set()  # jobs that run only alone until they end (see sweep.lua)
             self.last_token = 0
 
         def ids_in(self, state: JobState) -> list[str]:
             return sorted(job for job, s in self.state.items() if s is state)
+
+        def waiting_suspects(self) -> set[str]:
+            return {job for job in self.suspects if self.state[job] is JobState.WAITING}
 
         @rule(count=st.integers(1, 4), delayed=st.booleans(), priority=st.sampled_from([0, 0, 3, -2]))
         def enqueue(self, count: int, delayed: bool, priority: int) -> None:
@@ -65,11 +71,22 @@ def test_scripts_agree_with_the_model(machine_client: Client) -> None:
             results = client.run(ops.enqueue(self.keys, jobs))
             assert all(r.outcome.value == "created" for r in results)
 
-        @rule(n=st.integers(0, 5))
-        def claim(self, n: int) -> None:
+        @rule(n=st.integers(0, 5), idle=st.booleans(), make_room=st.booleans())
+        def claim(self, n: int, idle: bool, make_room: bool) -> None:
             waiting_before = set(self.ids_in(JobState.WAITING))
-            jobs, _ = client.run(ops.claim(self.keys, n, 600_000, "w"))
-            assert len(jobs) == min(n, len(waiting_before))
+            suspects = self.waiting_suspects()
+            plain = waiting_before - suspects
+            reply = client.run(
+                ops.claim(self.keys, n, 600_000, "w", idle=idle, make_room_ms=0 if make_room else 600_000)
+            )
+            jobs = reply.jobs
+            if n > 0 and suspects and idle:
+                assert reply.alone and len(jobs) == 1 and jobs[0].id in suspects, "one suspect, alone"
+            elif n > 0 and suspects and make_room:
+                assert reply.alone and jobs == [], "a busy worker is told to make room"
+            else:
+                assert not reply.alone and len(jobs) == min(n, len(plain))
+                assert all(job.id in plain for job in jobs)
             for job in jobs:
                 assert job.id in waiting_before
                 assert int(job.token) > self.last_token, "fencing tokens only grow"
@@ -82,6 +99,7 @@ def test_scripts_agree_with_the_model(machine_client: Client) -> None:
         def complete(self, data: st.DataObject) -> None:
             job = data.draw(st.sampled_from(sorted(self.tokens)))
             assert client.run(ops.complete(self.keys, KEEP, [(job, self.tokens[job], b"1")])) == [True]
+            self.suspects.discard(job)
             self.stale.append((job, self.tokens.pop(job)))
             self.state[job] = JobState.COMPLETED
 
@@ -96,6 +114,8 @@ def test_scripts_agree_with_the_model(machine_client: Client) -> None:
             ]
             self.stale.append((job, self.tokens.pop(job)))
             self.state[job] = JobState.WAITING if retry else JobState.FAILED
+            if not retry:
+                self.suspects.discard(job)  # it is over; a retry keeps a suspect a suspect
 
         @precondition(lambda self: self.stale)
         @rule(data=st.data())
@@ -118,6 +138,10 @@ def test_scripts_agree_with_the_model(machine_client: Client) -> None:
                 expect_dead = self.crashes[job] >= MAX_CRASHES
                 assert (job in dead) == expect_dead
                 self.state[job] = JobState.FAILED if expect_dead else JobState.WAITING
+                if self.crashes[job] == MAX_CRASHES - 1:
+                    self.suspects.add(job)
+                elif expect_dead:
+                    self.suspects.discard(job)
                 self.stale.append((job, token))
             self.tokens.clear()
 
@@ -137,6 +161,7 @@ def test_scripts_agree_with_the_model(machine_client: Client) -> None:
             for job in dead:
                 self.state[job] = JobState.WAITING
                 self.crashes.pop(job, None)
+                self.suspects.discard(job)
 
         @precondition(
             lambda self: any(s in (JobState.WAITING, JobState.DELAYED) for s in self.state.values())
@@ -147,6 +172,7 @@ def test_scripts_agree_with_the_model(machine_client: Client) -> None:
             job = data.draw(st.sampled_from(candidates))
             assert client.run(ops.cancel(self.keys, job, "test", "why", KEEP)) == "cancelled"
             self.state[job] = JobState.CANCELLED
+            self.suspects.discard(job)
 
         @invariant()
         def counts_match_the_model(self) -> None:
@@ -159,13 +185,15 @@ def test_scripts_agree_with_the_model(machine_client: Client) -> None:
             k = self.keys
             places = {
                 JobState.WAITING: set(client.transport.call("LRANGE", k.waiting, 0, -1))
-                | set(client.transport.call("ZRANGE", k.prioritized, 0, -1)),
+                | set(client.transport.call("ZRANGE", k.prioritized, 0, -1))
+                | set(client.transport.call("ZRANGE", k.suspects, 0, -1)),
                 JobState.DELAYED: set(client.transport.call("ZRANGE", k.delayed, 0, -1)),
                 JobState.ACTIVE: set(client.transport.call("ZRANGE", k.active, 0, -1)),
                 JobState.COMPLETED: set(client.transport.call("ZRANGE", k.completed, 0, -1)),
                 JobState.FAILED: set(client.transport.call("ZRANGE", k.failed, 0, -1)),
                 JobState.CANCELLED: set(client.transport.call("ZRANGE", k.cancelled, 0, -1)),
             }
+            assert set(client.transport.call("ZRANGE", k.suspects, 0, -1)) == self.waiting_suspects()
             for job, state in self.state.items():
                 holders = [s for s, members in places.items() if job in members]
                 assert holders == [state], (job, state, holders)
@@ -177,6 +205,7 @@ def test_scripts_agree_with_the_model(machine_client: Client) -> None:
             allowed = {self.keys.job(j) for j in self.state} | {
                 self.keys.waiting,
                 self.keys.prioritized,
+                self.keys.suspects,
                 self.keys.delayed,
                 self.keys.active,
                 self.keys.completed,

@@ -22,7 +22,7 @@ def make(client: Client, queue: str, n: int = 1, **options: object) -> list[ops.
 
     task = work.with_options(**options) if options else work  # type: ignore[arg-type]
     client.enqueue_many([task.call(i) for i in range(n)])
-    jobs, _ = client.run(ops.claim(client.keys(queue), n, 10_000, "w1"))
+    jobs = client.run(ops.claim(client.keys(queue), n, 10_000, "w1")).jobs
     return jobs
 
 
@@ -64,13 +64,13 @@ def test_fail_retries_then_dead_letters(client: Client, raw: redis.Redis, queue:
     keys = client.keys(queue)
     assert client.run(ops.fail(keys, KEEP, [(job.id, job.token, b'{"type":"E"}', 0, 0)])) == [1]
     assert client.get_job(queue, job.id).state is JobState.WAITING
-    [again], _ = client.run(ops.claim(keys, 1, 10_000, "w"))
+    [again] = client.run(ops.claim(keys, 1, 10_000, "w")).jobs
     assert again.attempts == 2 and int(again.token) > int(job.token)
     assert client.run(ops.fail(keys, KEEP, [(again.id, again.token, b'{"type":"E"}', 60_000, 0)])) == [1]
     delayed = client.get_job(queue, job.id)
     assert delayed.state is JobState.DELAYED and delayed.error == {"type": "E"}
     raw.zadd(keys.delayed, {job.id: 0})  # make it due now
-    [third], _ = client.run(ops.claim(keys, 1, 10_000, "w"))
+    [third] = client.run(ops.claim(keys, 1, 10_000, "w")).jobs
     err = b'{"type":"ValueError","message":"bad"}'
     assert client.run(ops.fail(keys, KEEP, [(third.id, third.token, err, -1, 0)])) == [2]
     dead = client.get_job(queue, job.id)
@@ -103,7 +103,7 @@ def test_sweep_redelivers_expired_leases_first_in_line(client: Client, raw: redi
     assert recovered == [jobs[0].id] and dead == []
     state = client.get_job(queue, jobs[0].id)
     assert state.state is JobState.WAITING and state.crashes == 1
-    [first], _ = client.run(ops.claim(keys, 1, 10_000, "w2"))
+    [first] = client.run(ops.claim(keys, 1, 10_000, "w2")).jobs
     assert first.id == jobs[0].id and first.id != newer.id
     assert client.run(ops.complete(keys, KEEP, [(jobs[0].id, jobs[0].token, b"0")])) == [False], (
         "the dead worker's token is stale"

@@ -22,6 +22,7 @@ import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
 
+from . import sentinel
 from .errors import ConfigurationError
 from .transport import (
     AsyncTransport,
@@ -104,21 +105,29 @@ def async_client(url: str, **kwargs: Any) -> AsyncRedis:
 
 
 def sync_transport(url: str) -> SyncTransport:
-    """The fast transport for plain, TLS and unix-socket URLs; redis-py for Sentinel and Cluster."""
+    """The fast transport for plain, TLS and unix-socket URLs; redis-py for Sentinel and Cluster.
+
+    Unlike :func:`sync_client`, a Sentinel transport follows a failover as soon as the
+    sentinels begin it (:mod:`conveyor.sentinel`)."""
     if _check_scheme(url) in ("redis", "rediss", "unix"):
         return FastSyncTransport(Endpoint.from_url(url))
-    client = sync_client(url)
-    sentinels = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
-    return RedisPySyncTransport(client, also_close=list(getattr(sentinels, "sentinels", [])))
+    if _check_scheme(url) == "redis+sentinel":
+        hosts, service, db, auth = _sentinel_parts(url)
+        client, also_close = sentinel.sync_primary(hosts, service, db, auth, dict(_COMMON))
+        return RedisPySyncTransport(client, also_close=also_close)
+    return RedisPySyncTransport(sync_client(url))
 
 
 def async_transport(url: str) -> AsyncTransport:
     if _check_scheme(url) in ("redis", "rediss", "unix"):
         return FastAsyncTransport(Endpoint.from_url(url))
-    client = async_client(url)
-    # A Sentinel-managed client keeps connections to the sentinels; close those too.
-    sentinels = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
-    return RedisPyAsyncTransport(client, also_close=list(getattr(sentinels, "sentinels", [])))
+    if _check_scheme(url) == "redis+sentinel":
+        # A client that follows the sentinels' primary at once (see conveyor.sentinel); its
+        # watcher and its connections to the sentinels are closed with it.
+        hosts, service, db, auth = _sentinel_parts(url)
+        client, also_close = sentinel.async_primary(hosts, service, db, auth, dict(_COMMON))
+        return RedisPyAsyncTransport(client, also_close=also_close)
+    return RedisPyAsyncTransport(async_client(url))
 
 
 def sync_twin(transport: AsyncTransport, url: str | None = None) -> SyncTransport:

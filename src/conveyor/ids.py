@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # 10 bits -> 2 characters
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
-
-
-_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # 10 bits -> 2 characters, for bulk ids
+# The random bits come from a generator of our own, seeded from the OS and again in every
+# forked child: os.urandom is a system call (0.7 us) per id, and the module-level random
+# can be seeded by the application (random.seed(42) in every worker would repeat the bits).
+_random = random.Random(os.urandom(16))
+os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(16)))
+_cached = (-1, "")  # a millisecond and its 9-character prefix, swapped as one object
 
 
 def _encode(value: int, width: int) -> str:
@@ -23,32 +28,36 @@ def _encode(value: int, width: int) -> str:
     return "".join(reversed(chars))
 
 
-def new_job_ids(count: int) -> list[str]:
-    """``count`` ids at once, as :func:`new_job_id` would make them, for bulk enqueue.
-
-    One clock read and one call to the random source for the whole batch.
-    """
+def _reserve(count: int) -> tuple[int, int]:
+    """Reserve ``count`` consecutive (millisecond, counter) slots; return the first."""
     global _last_ms, _counter
-    if count <= 0:
-        return []
     with _lock:
         now = int(time.time() * 1000)
         if now > _last_ms:
             _last_ms = now
-            _counter = int.from_bytes(os.urandom(2), "big") >> 2
+            _counter = _random.getrandbits(14)  # start low so increments fit
         else:
             _counter += 1
         ms, first = _last_ms, _counter
         _counter += count - 1
-        if _counter >= 1 << 15:  # borrow milliseconds, as new_job_id does
+        if _counter >= 1 << 15:  # 32,768 ids in one ms: borrow the next milliseconds
             _last_ms += _counter >> 15
             _counter &= (1 << 15) - 1
-    noise = os.urandom(3 * count)
+    return ms, first
+
+
+def new_job_ids(count: int) -> list[str]:
+    """``count`` ids at once, for bulk enqueue: one clock read and one call to the random
+    source for the whole batch. Each is what :func:`new_job_id` describes."""
+    global _cached
+    if count <= 0:
+        return []
+    ms, first = _reserve(count)
+    noise = _random.randbytes(3 * count)
     out: list[str] = []
     append, alphabet, pairs = out.append, _ALPHABET, _PAIRS
-    stamp = -1
-    prefix = ""
-    for i in range(count):  # the hot loop of a bulk enqueue: _encode_35 inlined
+    stamp, prefix = _cached
+    for i in range(count):  # the hot loop of a bulk enqueue
         counter = first + i
         if ms + (counter >> 15) != stamp:
             stamp = ms + (counter >> 15)
@@ -62,6 +71,9 @@ def new_job_ids(count: int) -> list[str]:
             + pairs[(value >> 10) & 1023]
             + pairs[value & 1023]
         )
+    # Single enqueues in a row mostly fall in the same millisecond: keep its prefix (one
+    # tuple, so a thread never sees one millisecond's number with another's prefix).
+    _cached = (stamp, prefix)
     return out
 
 
@@ -72,20 +84,7 @@ def new_job_id() -> str:
     the same millisecond differ by their random part. Lexical order is creation order to
     the millisecond, which keeps listings and logs readable.
     """
-    global _last_ms, _counter
-    with _lock:
-        now = int(time.time() * 1000)
-        if now <= _last_ms:
-            _counter += 1
-            if _counter >= 1 << 15:  # 32,768 ids in one ms: borrow the next millisecond
-                _last_ms += 1
-                _counter = int.from_bytes(os.urandom(2), "big") >> 2
-        else:
-            _last_ms = now
-            _counter = int.from_bytes(os.urandom(2), "big") >> 2  # start low so increments fit
-        ms, counter = _last_ms, _counter
-    rand = int.from_bytes(os.urandom(3), "big") >> 4  # 20 bits
-    return _encode(ms, 9) + _encode((counter << 20) | rand, 7)
+    return new_job_ids(1)[0]
 
 
 def validate_job_id(job_id: str) -> str:

@@ -51,6 +51,7 @@ class QueueKeys:
         "schedules",
         "sequence",
         "settings",
+        "suspects",
         "waiting",
     )
 
@@ -62,6 +63,10 @@ class QueueKeys:
         """LIST of job ids with priority 0, pushed on the left, popped on the right."""
         self.prioritized = base + "prioritized"
         """ZSET of waiting job ids with a non-zero priority, score from priority and sequence."""
+        self.suspects = base + "suspects"
+        """ZSET of waiting jobs that lost their worker too often to run beside others: each is
+        handed out alone, to a worker that holds nothing (see ``scripts/claim.lua``). Scored
+        by when a busy worker was last asked to make room for it (ms)."""
         self.delayed = base + "delayed"
         """ZSET of job ids scored by the time (ms) they become due."""
         self.active = base + "active"

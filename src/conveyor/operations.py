@@ -52,6 +52,7 @@ Step = Script | Command | Pipeline
 Operation = Generator[Step, Any, Any]
 
 ENQUEUE = load("enqueue")
+ENQUEUE_PLAIN = load("enqueue_plain")
 CLAIM = load("claim")
 COMPLETE = load("complete")
 FAIL = load("fail")
@@ -107,6 +108,20 @@ class Claimed:
     """For the parent of a flow: its children's outcomes as JSON (see child.lua), else ''."""
 
 
+@dataclass(slots=True)
+class Claim:
+    """What one claim handed to a worker."""
+
+    jobs: list[Claimed]
+    wait_ms: int
+    """ms until the worker should look again by itself (the next delayed job is due, the
+    rate window resets), -1 when never."""
+    alone: bool
+    """The worker must claim nothing more until it holds no job: it was handed a suspect
+    (a job that lost its worker too often to run beside others), or told to make room for
+    one (see ``scripts/claim.lua``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Retention:
     """How many finished jobs to keep and for how long (-1 = no limit, 0 = delete at once)."""
@@ -123,14 +138,27 @@ def enqueue(keys: QueueKeys, jobs: Sequence[NewJob]) -> Generator[Step, Any, lis
 def enqueue_chunks(
     chunks: Iterable[tuple[QueueKeys, Sequence[NewJob]]],
 ) -> Generator[Step, Any, list[list[Enqueued]]]:
-    """Write many chunks of jobs in one pipeline (a bulk enqueue); outcomes per chunk."""
-    chunks = list(chunks)
-    replies = yield Pipeline(enqueue_script(keys, jobs) for keys, jobs in chunks)
-    return [enqueue_outcomes(keys, jobs, notes) for (keys, jobs), notes in zip(chunks, replies, strict=True)]
+    """Write many chunks of jobs in one pipeline (a bulk enqueue); outcomes per chunk.
+
+    ``chunks`` is consumed lazily, one chunk as each is sent (see :class:`Pipeline`).
+    """
+    sent: list[tuple[QueueKeys, Sequence[NewJob]]] = []
+
+    def scripts() -> Iterator[Script]:
+        for keys, jobs in chunks:
+            sent.append((keys, jobs))
+            yield enqueue_script(keys, jobs)
+
+    replies = yield Pipeline(scripts())
+    return [enqueue_outcomes(keys, jobs, notes) for (keys, jobs), notes in zip(sent, replies, strict=True)]
 
 
 def enqueue_script(keys: QueueKeys, jobs: Sequence[NewJob]) -> Script:
     args: list[Any] = []
+    if not any(job.extras for job in jobs):  # the common case has its own, leaner script
+        for job in jobs:
+            args += (job.id, job.task, job.args)
+        return Script(ENQUEUE_PLAIN, (keys.waiting, keys.marker, keys.events, keys.job_prefix), args)
     for job in jobs:
         args += (job.id, job.task, job.args, len(job.extras) // 2, *job.extras)
     return Script(
@@ -147,6 +175,7 @@ def enqueue_script(keys: QueueKeys, jobs: Sequence[NewJob]) -> Script:
             keys.dedup_prefix,
             keys.group_prefix,
             keys.parents,
+            keys.suspects,
         ),
         args,
     )
@@ -189,9 +218,13 @@ def claim(
     worker_id: str,
     failed: Retention = Retention(-1, -1),
     promote_limit: int = 1000,
-) -> Generator[Step, Any, tuple[list[Claimed], int]]:
-    """Claim up to ``max_jobs``; returns the jobs and ms until the worker should look again
-    by itself (the next delayed job is due, the rate window resets), -1 when never."""
+    *,
+    idle: bool = True,
+    make_room_ms: int = 5000,
+) -> Generator[Step, Any, Claim]:
+    """Claim up to ``max_jobs``. ``idle``: the caller holds no job, so it may be handed a
+    suspect (alone); ``make_room_ms``: how long a suspect waits for an idle worker before a
+    busy caller is told to make room for it."""
     reply = yield Script(
         CLAIM,
         (
@@ -209,8 +242,18 @@ def claim(
             keys.events,
             keys.group_prefix,
             keys.outbox,
+            keys.suspects,
         ),
-        (max_jobs, lease_ms, worker_id, promote_limit, failed.keep_count, failed.keep_ms),
+        (
+            max_jobs,
+            lease_ms,
+            worker_id,
+            promote_limit,
+            failed.keep_count,
+            failed.keep_ms,
+            1 if idle else 0,
+            make_room_ms,
+        ),
     )
     jobs = [
         Claimed(
@@ -223,9 +266,14 @@ def claim(
             reply[i + 6],
             reply[i + 7],
         )
-        for i in range(1, len(reply), 8)
+        for i in range(2, len(reply), 8)
     ]
-    return jobs, int(reply[0])
+    return Claim(jobs, int(reply[0]), reply[1] == 1)
+
+
+def suspects_waiting(keys: QueueKeys) -> Generator[Step, Any, int]:
+    """How many suspects wait to be handed out alone (see ``scripts/claim.lua``)."""
+    return int((yield Command(("ZCARD", keys.suspects))))
 
 
 def complete(
@@ -289,6 +337,7 @@ def fail(
             keys.events,
             keys.group_prefix,
             keys.outbox,
+            keys.suspects,
         ),
         args,
     )
@@ -316,6 +365,7 @@ def cancel(
             keys.group_prefix,
             keys.outbox,
             keys.parents,
+            keys.suspects,
         ),
         (job_id, payload, retention.keep_count, retention.keep_ms),
     )
@@ -418,9 +468,14 @@ def extend(
 
 
 def sweep(
-    keys: QueueKeys, max_crashes: int, failed: Retention, limit: int = 1000
+    keys: QueueKeys, max_crashes: int, failed: Retention, limit: int = 1000, alone_after: int | None = None
 ) -> Generator[Step, Any, tuple[list[str], list[str]]]:
-    """Re-deliver jobs with expired leases; returns (recovered ids, dead-lettered ids)."""
+    """Re-deliver jobs with expired leases; returns (recovered ids, dead-lettered ids).
+
+    A job lost ``alone_after`` times (default: ``max_crashes - 1``, its last chance) runs
+    only alone from then on (see ``scripts/sweep.lua``)."""
+    if alone_after is None:
+        alone_after = max(1, max_crashes - 1)
     reply = yield Script(
         SWEEP,
         (
@@ -435,8 +490,9 @@ def sweep(
             keys.events,
             keys.group_prefix,
             keys.outbox,
+            keys.suspects,
         ),
-        (max_crashes, limit, failed.keep_count, failed.keep_ms),
+        (max_crashes, limit, failed.keep_count, failed.keep_ms, alone_after),
     )
     split = reply.index("|")
     return list(reply[:split]), list(reply[split + 1 :])
@@ -453,6 +509,7 @@ def _back_to_waiting(keys: QueueKeys, source: str) -> tuple[str, ...]:
         keys.sequence,
         keys.job_prefix,
         keys.group_prefix,
+        keys.suspects,
     )
 
 
@@ -487,6 +544,7 @@ def _not_running(keys: QueueKeys) -> tuple[str, ...]:
         keys.group_prefix,
         keys.parents,
         keys.outbox,
+        keys.suspects,
     )
 
 
@@ -538,6 +596,7 @@ def counts(keys: QueueKeys) -> Generator[Step, Any, dict[str, int]]:
             keys.cancelled,
             keys.group_prefix,
             keys.parents,
+            keys.suspects,
         ),
         (),
     )
@@ -561,6 +620,7 @@ def list_jobs(
             keys.cancelled,
             keys.group_prefix,
             keys.parents,
+            keys.suspects,
         ),
         (state.value, offset, limit),
     )
@@ -629,6 +689,7 @@ def promote(keys: QueueKeys, job_id: str) -> Generator[Step, Any, str]:
             keys.job_prefix,
             keys.events,
             keys.group_prefix,
+            keys.suspects,
         ),
         (job_id,),
     )

@@ -140,7 +140,11 @@ class Task(Generic[P, R]):
         self.function = function
         self.name = name
         self.defaults = defaults
-        self.enqueue_options = options or DEFAULT_OPTIONS
+        self.enqueue_options = options = options or DEFAULT_OPTIONS
+        # Where and how urgently a call of this task goes, worked out once: call() is made
+        # for every job of a bulk enqueue.
+        self._queue = options.queue or defaults.queue
+        self._priority = defaults.priority if options.priority is None else options.priority
         self.is_async = inspect.iscoroutinefunction(function)
         self.cancellable = self.is_async or defaults.isolation == "process"
         """The worker can stop a running job of this task (cancel its coroutine or kill its
@@ -216,15 +220,7 @@ class Task(Generic[P, R]):
 
     def call(self, *args: P.args, **kwargs: P.kwargs) -> TaskCall[R]:
         """Describe one invocation for ``enqueue_many``, with this task's options."""
-        options = self.enqueue_options
-        return TaskCall(
-            task=self.name,
-            args=args,
-            kwargs=kwargs,
-            queue=options.queue or self.defaults.queue,
-            priority=self.defaults.priority if options.priority is None else options.priority,
-            options=options,
-        )
+        return TaskCall(self.name, args, kwargs, self._queue, self._priority, self.enqueue_options)
 
 
 class _Decorator(Protocol):

@@ -211,6 +211,9 @@ class _SyncConnection:
             raise RedisConnectionError(f"cannot connect to Redis at {where}: {exc}") from None
 
     def call(self, args: Sequence[Any]) -> Any:
+        if args[0] == "EVALSHA":  # the hot path (every job operation): never blocks
+            self.send(hiredis.pack_command(tuple(args)))
+            return self.receive(1)[0]
         return self.call_many([args])[0]
 
     def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
@@ -329,8 +332,20 @@ class FastSyncTransport:
                     self._idle.append(conn)
 
     def call(self, *args: Any) -> Any:
-        with self._connection() as conn:
-            return raise_for_reply(conn.call(args))
+        # _connection() inlined: this is every single enqueue, and the context manager
+        # cost as much as the rest of the call's bookkeeping.
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = _SyncConnection(self.endpoint)
+        try:
+            reply = conn.call(args)
+        except BaseException:
+            conn.close()
+            raise
+        with self._lock:
+            self._idle.append(conn)
+        return raise_for_reply(reply)
 
     @contextmanager
     def pinned(self) -> Iterator[_PinnedSync]:
@@ -592,9 +607,16 @@ class RedisPySyncTransport:
         if pool is None:
             raise ConfigurationError("durable enqueue (WAIT) is not available on Redis Cluster")
         single = type(self.client)(connection_pool=pool, single_connection_client=True)
+        # A Sentinel connection that follows the primary must not follow it between the
+        # writes and their WAIT (conveyor.sentinel.FollowingConnection.pin).
+        pin = getattr(single.connection, "pin", None)
+        if pin is not None:
+            pin(True)
         try:
             yield RedisPySyncTransport(single)
         finally:
+            if pin is not None:
+                pin(False)
             single.close()
 
     def close(self) -> None:
@@ -636,9 +658,16 @@ class RedisPyAsyncTransport:
         if pool is None:
             raise ConfigurationError("durable enqueue (WAIT) is not available on Redis Cluster")
         single = type(self.client)(connection_pool=pool, single_connection_client=True)
+        pin = None
         try:
+            await single.initialize()
+            pin = getattr(single.connection, "pin", None)
+            if pin is not None:
+                pin(True)
             yield RedisPyAsyncTransport(single)
         finally:
+            if pin is not None:
+                pin(False)
             await single.aclose()
 
     async def aclose(self) -> None:

@@ -5,7 +5,8 @@ Three loops share one event loop:
 * the *fetch* loop claims up to as many jobs as there are free slots in one script call
   per queue (queues in strict priority order) and blocks in Redis (BZPOPMIN on the
   queue's marker) when there is nothing to do, waking when work arrives or the next
-  delayed job is due;
+  delayed job is due; a suspect (a job that lost its worker too often) comes only when
+  the worker holds nothing, and alone, and the loop claims nothing more until it is done;
 * the *flush* loop writes finished jobs back in batches: whatever finished while the
   previous batch was in flight goes in the next one, so acknowledgements cost one round
   trip per batch, not per job;
@@ -99,6 +100,16 @@ class WorkerSettings:
     sweep_interval: float = 5.0
     max_crashes: int = 3
     """A job whose worker was lost this many times is dead-lettered instead of re-delivered."""
+    alone_after: int | None = None
+    """A job whose worker was lost this many times runs only alone from then on: handed to a
+    worker that holds no other job, which claims nothing more while it runs, so a job that
+    kills its worker takes no other job with it. Default ``max_crashes - 1``: a job's last
+    chance is always alone, so no job is dead-lettered for a crash another job caused; 1
+    isolates every job of a lost worker, at the cost of running them one per worker."""
+    make_room_after: float = 5.0
+    """How long a job that must run alone waits for an idle worker before busy workers are
+    asked, one more every ``make_room_after`` seconds, to stop claiming until they are idle
+    (or no such job waits any more)."""
     shutdown_grace: float = 30.0
     """On SIGTERM, how long running jobs may take before they are handed back to waiting."""
     burst: bool = False
@@ -120,6 +131,10 @@ class WorkerSettings:
             raise ValueError("concurrency must be at least 1")
         if self.lease < 1:
             raise ValueError("lease must be at least 1 second")
+        if self.alone_after is not None and self.alone_after < 1:
+            raise ValueError("alone_after must be at least 1")
+        if self.make_room_after < 0:
+            raise ValueError("make_room_after must not be negative")
         if self.max_loop_block is not None and self.max_loop_block <= 0:
             raise ValueError("max_loop_block must be positive")
 
@@ -179,6 +194,12 @@ class Worker:
         self.failed = 0
         self._stopping = False
         self._stopped_claiming = False
+        self._alone = False
+        """Claim nothing until this worker holds no job: it runs a suspect, which must run
+        alone, or was told to make room for one (see ``scripts/claim.lua``)."""
+        self._room_for: str | None = None
+        """The queue whose suspect this worker makes room for: claimed from first once idle,
+        or a busier queue earlier in the order would fill the room again."""
         self.loop_failure: BaseException | None = None
         """The error that ended one of the worker's loops, if one did (the worker then stops)."""
         self._signals = 0
@@ -412,6 +433,15 @@ class Worker:
         max_block = self.config.sweep_interval
         failures = 0
         while not self._stopped_claiming:
+            if self._alone:
+                if self._holds_jobs() and not await self._room_no_longer_needed():
+                    # Woken when a job finishes or is acknowledged; the timeout covers a lease
+                    # lost at a heartbeat, which drops a held job without telling this loop.
+                    self._slot_freed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._slot_freed.wait(), 1.0)
+                    continue
+                self._alone = False
             free = concurrency - self._busy
             if free <= 0:
                 self._slot_freed.clear()
@@ -420,20 +450,22 @@ class Worker:
             try:
                 claimed_any = False
                 wait_ms = -1
-                for queue in self.queues:
-                    jobs, next_due = await self.executor.run(
-                        ops.claim(self.keys[queue], free, lease_ms, self.id, self.config.failed)
-                    )
-                    if next_due >= 0:
-                        wait_ms = next_due if wait_ms < 0 else min(wait_ms, next_due)
-                    if jobs:
+                order = self.queues
+                if self._room_for is not None:
+                    order = [self._room_for, *(q for q in self.queues if q != self._room_for)]
+                    self._room_for = None
+                for queue in order:
+                    claim = await self.executor.run(self._claim(queue, free, lease_ms))
+                    if claim.wait_ms >= 0:
+                        wait_ms = claim.wait_ms if wait_ms < 0 else min(wait_ms, claim.wait_ms)
+                    self._start_claimed(queue, claim)
+                    if claim.jobs:
                         claimed_any = True
-                        self._start_all(queue, jobs)
-                        free -= len(jobs)
-                        if free <= 0:
-                            break
+                        free -= len(claim.jobs)
+                    if self._alone or free <= 0:
+                        break
                 failures = 0
-                if claimed_any:
+                if claimed_any or self._alone:
                     continue
                 if self.config.burst:
                     if self._busy == 0 and (wait_ms < 0 or wait_ms > max_block * 1000):
@@ -449,11 +481,10 @@ class Worker:
                     # Block and claim in one go: the claim runs in Redis the moment work arrives.
                     queue = self.queues[0]
                     keys = self.keys[queue]
-                    jobs, _ = await self.executor.run_after_block(
-                        ("BZPOPMIN", keys.marker, timeout),
-                        ops.claim(keys, free, lease_ms, self.id, self.config.failed),
+                    claim = await self.executor.run_after_block(
+                        ("BZPOPMIN", keys.marker, timeout), self._claim(queue, free, lease_ms)
                     )
-                    self._start_all(queue, jobs)
+                    self._start_claimed(queue, claim)
                 else:
                     await self._block(timeout)
             except _RETRYABLE_REDIS as exc:
@@ -461,6 +492,43 @@ class Worker:
                 delay = min(0.05 * 2**failures, 2.0)
                 log.warning("claim failed (%s); retrying in %.2f s", exc, delay)
                 await asyncio.sleep(delay)
+
+    def _holds_jobs(self) -> bool:
+        """True while any job is running here or waits for its acknowledgement."""
+        return any(self._held.values())
+
+    async def _room_no_longer_needed(self) -> bool:
+        """True when this worker makes room for suspects and none waits any more (another
+        worker took it): it goes back to claiming instead of draining for nothing."""
+        if self._room_for is None:
+            return False  # it runs a suspect itself
+        try:
+            waiting = await self.executor.run(ops.suspects_waiting(self.keys[self._room_for]))
+        except _RETRYABLE_REDIS:
+            return False
+        if waiting:
+            return False
+        self._room_for = None
+        return True
+
+    def _claim(self, queue: str, free: int, lease_ms: int) -> Generator[ops.Step, Any, ops.Claim]:
+        return ops.claim(
+            self.keys[queue],
+            free,
+            lease_ms,
+            self.id,
+            self.config.failed,
+            idle=not self._holds_jobs(),
+            make_room_ms=int(self.config.make_room_after * 1000),
+        )
+
+    def _start_claimed(self, queue: str, claim: ops.Claim) -> None:
+        if claim.alone:
+            self._alone = True
+            self._room_for = None if claim.jobs else queue
+            if claim.jobs:
+                log.warning("job %s/%s lost its worker before: running it alone", queue, claim.jobs[0].id)
+        self._start_all(queue, claim.jobs)
 
     async def _block(self, timeout: float) -> None:
         """Wait in Redis until a marker says there is work, or ``timeout`` seconds pass."""
@@ -742,6 +810,8 @@ class Worker:
         for item, reply in zip(batch, replies, strict=True):
             job_id = item[0]
             held.pop(job_id, None)
+            if self._alone and not self._holds_jobs():
+                self._slot_freed.set()  # the fetch loop waits for this to claim again
             if reply in _PARENT_NOTIFIED:
                 self._outbox_due.add(queue)
             if not reply:
@@ -822,7 +892,12 @@ class Worker:
         for queue in self.queues:
             await self._finish_flows(queue)
             recovered, dead = await self.executor.run(
-                ops.sweep(self.keys[queue], self.config.max_crashes, self.config.failed)
+                ops.sweep(
+                    self.keys[queue],
+                    self.config.max_crashes,
+                    self.config.failed,
+                    alone_after=self.config.alone_after,
+                )
             )
             if recovered:
                 log.warning(

@@ -3,7 +3,8 @@ entry point for the chaos tests: ``python -m tests.apps.ledger_app``.
 
 Configured by environment variables, since the tests run it as a separate process they
 SIGKILL: ``CONVEYOR_REDIS_URL``, ``TEST_QUEUE``, ``CONVEYOR_LEDGER_DIR``, and
-``CHAOS_LEASE``, ``CHAOS_SWEEP``, ``CHAOS_CONCURRENCY``, ``CHAOS_MAX_CRASHES``. Finished
+``CHAOS_LEASE``, ``CHAOS_SWEEP``, ``CHAOS_CONCURRENCY``, ``CHAOS_MAX_CRASHES``,
+``CHAOS_ALONE_AFTER``. Finished
 jobs are kept without limit, so the checker can read every job's final state.
 """
 
@@ -131,6 +132,7 @@ def main() -> None:
         lease=float(env.get("CHAOS_LEASE", "2")),
         sweep_interval=float(env.get("CHAOS_SWEEP", "0.5")),
         max_crashes=int(env.get("CHAOS_MAX_CRASHES", "1000")),
+        alone_after=int(env["CHAOS_ALONE_AFTER"]) if env.get("CHAOS_ALONE_AFTER") else None,
         shutdown_grace=float(env.get("CHAOS_GRACE", "5")),
         completed=keep_all,
         failed=keep_all,

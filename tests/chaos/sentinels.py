@@ -74,7 +74,17 @@ class SentinelGroup:
 
     @property
     def url(self) -> str:
-        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return self.url_via(self.sentinels)
+
+    @property
+    def far_url(self) -> str:
+        """A URL without the sentinel that :meth:`force_failover` asks: its clients hear of
+        the failover only from the other two, once they learn of it."""
+        return self.url_via(self.sentinels[1:])
+
+    @staticmethod
+    def url_via(sentinels: list[RedisServer]) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in sentinels)
         return f"redis+sentinel://:{PASSWORD}@{hosts}/mymaster"
 
     def current_primary_port(self) -> int:

@@ -2,17 +2,24 @@
 
 1 primary, 2 replicas, 3 sentinels (down-after 1 s). Jobs are enqueued through the
 Sentinel URL and run by two worker processes while the primary dies (SIGKILL) or a
-failover is forced (``SENTINEL FAILOVER``: the old primary lives on as a replica, and
-clients still talking to it are refused with READONLY); the sentinels promote a replica.
-Replication is asynchronous, so a plain enqueue the old primary acknowledged but had not
-replicated is lost: the checker reports it. With ``durable_replicas=1`` an enqueue
-returns only once a replica has the job; the sentinels promote the most up-to-date
-replica, so nothing accepted is lost when the primary dies. When the failover is forced
-with the old primary alive, even that is not enough (see the end of the test).
-(Asking for 2 replicas would fail every enqueue after a SIGKILL failover: the new primary
-has one replica left -- ``NotDurable``, as it should.)
+failover is forced (``SENTINEL FAILOVER``: the old primary lives on, and goes on accepting
+writes until the sentinels demote it, seconds later; whatever it accepts after the replica
+was promoted is wiped when it resynchronises). The sentinels promote a replica.
+
+Conveyor's Sentinel clients (``conveyor.sentinel``) hold their commands from the moment
+the sentinel running the failover announces it (``+try-failover``, about 100 ms before it
+promotes the replica) until it names the new primary, then move every connection there.
+So a forced failover loses nothing, plain or durable, in our runs; the bound asserted for
+plain enqueues is the one batch a producer may have in flight when the announcement comes
+(which the promotion would have to overtake). With ``durable_replicas=1`` an enqueue
+returns only once a replica has the job, and nothing accepted may be lost, SIGKILL or
+forced. (Asking for 2 replicas would fail every enqueue after a SIGKILL failover: the new
+primary has one replica left -- ``NotDurable``, as it should.) ``forced-far``: the clients'
+URL leaves out the sentinel that runs the failover, so they hear of it only when it names
+the new primary, about a second after the promotion; what they write in between is lost,
+durable or not. Measured and reported.
 [clients on the new primary within down-after + 5 s; workers continue without restart;
-loss, if any, reported; durable: 0 lost]
+loss reported; durable: 0 lost; forced, plain: at most one batch lost]
 Fast: 1,500 jobs at 300/s; ``make chaos``: ``CONVEYOR_CHAOS_FAILOVER_JOBS`` (20,000).
 """
 
@@ -35,8 +42,8 @@ from conveyor.errors import ConveyorError
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize(
     ("how", "durable"),
-    [("kill", 0), ("kill", 1), ("forced", 0), ("forced", 1)],
-    ids=["kill", "kill-durable", "forced", "forced-durable"],
+    [("kill", 0), ("kill", 1), ("forced", 0), ("forced", 1), ("forced-far", 0), ("forced-far", 1)],
+    ids=["kill", "kill-durable", "forced", "forced-durable", "forced-far", "forced-far-durable"],
 )
 def test_sentinel_failover_under_load(how: str, durable: int, tmp_path: Path) -> None:
     total = int(knob("FAILOVER_JOBS", 1500))
@@ -50,9 +57,11 @@ def test_sentinel_failover_under_load(how: str, durable: int, tmp_path: Path) ->
     @tasks.task
     async def work(n: int, sleep: float = 0.0) -> int: ...
 
+    # forced-far: the clients do not know the sentinel that runs the failover (reported only).
+    url = group.far_url if how == "forced-far" else group.url
     errors: list[BaseException] = []
     producer = Producer(
-        group.url,
+        url,
         ledger_dir,
         [work.call(i) for i in range(total)],
         rate=rate,
@@ -60,7 +69,7 @@ def test_sentinel_failover_under_load(how: str, durable: int, tmp_path: Path) ->
         durable_replicas=durable,
         durable_timeout_ms=1000,
     )
-    workers = Workers(group.url, queue, ledger_dir, count=2, CHAOS_LEASE=2, CHAOS_SWEEP=0.5)
+    workers = Workers(url, queue, ledger_dir, count=2, CHAOS_LEASE=2, CHAOS_SWEEP=0.5)
     try:
         producer.start()
         time.sleep(total / rate / 3)
@@ -114,9 +123,12 @@ def test_sentinel_failover_under_load(how: str, durable: int, tmp_path: Path) ->
     assert producers_back <= limit and workers_back <= limit
     assert workers.exits == {} and workers.restarts == 0
     assert result.stuck == []
-    if durable and how == "kill":
-        assert result.lost == [] and result.reverted == [], "a durable enqueue survives the failover"
-    # Forced, even durable enqueues can be lost: the old primary keeps taking writes until
-    # the sentinels demote it, and the replica that acknowledged them may be the one they
-    # resynchronise from the new primary. Measured and reported, not asserted.
+    gone = len(result.lost) + len(result.reverted)
+    if how == "forced-far":
+        pass  # measured and reported: see RELIABILITY.md
+    elif durable:
+        assert gone == 0, "a durable enqueue survives the failover"
+    elif how == "forced":
+        # Before the clients followed the sentinels' announcement: 11,000 of 20,000 lost.
+        assert gone <= producer.batch, f"{gone} accepted jobs lost: more than the batch in flight"
     assert all(code == 0 for code in codes), codes

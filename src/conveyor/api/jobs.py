@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
@@ -21,6 +23,7 @@ from .routing import JobId, QueueName, json_response, scoped
 from .service import ApiService, build_call, idempotent_job_id
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def _enqueued(e: Any) -> dict[str, Any]:
@@ -162,6 +165,7 @@ def add_job_routes(router: APIRouter, service: ApiService) -> None:
         tags=["jobs"],
     )
     async def wait_result(
+        request: Request,
         queue: QueueName,
         job_id: JobId,
         timeout: Annotated[
@@ -171,7 +175,9 @@ def add_job_routes(router: APIRouter, service: ApiService) -> None:
         wait = min(timeout, settings.max_wait)
         async with service.stream_slot():
             try:
-                result = await client.wait_result(queue, job_id, wait)
+                result = await _unless_disconnected(request, client.wait_result(queue, job_id, wait))
+            except ClientGone:
+                return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
             except ResultTimeout:
                 job = await client.get_job(queue, job_id)
                 if job.state.is_terminal:  # finished between the wait and the read
@@ -252,3 +258,32 @@ LOG_LINES = 100
 
 def _logs_op(client: Any, queue: str, job_id: str) -> Any:
     return ops.job_logs(client.keys(queue), job_id, -LOG_LINES, -1)
+
+
+DISCONNECT_CHECK_SECONDS = 0.5
+
+
+class ClientGone(Exception):
+    """The HTTP client went away while its request was waiting."""
+
+
+async def _unless_disconnected(request: Request, waiting: Awaitable[T]) -> T:
+    """Await ``waiting``, but give up as soon as the HTTP client disconnects.
+
+    A long poll holds a Redis connection blocked in BLPOP and one of the service's stream
+    slots; a client that gave up must not keep both for the rest of its timeout. Cancelling
+    the wait drops its Redis connection (the transport never reuses one with a reply still
+    owed).
+    """
+    task = asyncio.ensure_future(waiting)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_CHECK_SECONDS)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise ClientGone()
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

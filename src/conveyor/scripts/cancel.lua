@@ -2,7 +2,7 @@
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] cancelled ZSET
 -- KEYS[5] job hash prefix   KEYS[6] done-list prefix   KEYS[7] events STREAM   KEYS[8] group prefix
--- KEYS[9] outbox LIST (notes for parents in flows)   KEYS[10] parents ZSET
+-- KEYS[9] outbox LIST (notes for parents in flows)   KEYS[10] parents ZSET   KEYS[11] suspects ZSET
 -- ARGV[1] job id   ARGV[2] reason JSON ({"by": ..., "reason": ...})
 -- ARGV[3] keep count for cancelled jobs   ARGV[4] keep ms for cancelled jobs
 -- Returns: 'cancelled' when the job was waiting or delayed and is now cancelled;
@@ -25,7 +25,7 @@ if state == 'active' then
   return 'aborting'
 end
 if state == 'waiting' then
-  unlist_waiting(KEYS[1], KEYS[2], KEYS[8], f[3], id)
+  unlist_waiting(KEYS[1], KEYS[2], KEYS[11], KEYS[8], f[3], id)
 elseif state == 'delayed' then
   redis.call('ZREM', KEYS[3], id)
 elseif state == 'waiting_children' then

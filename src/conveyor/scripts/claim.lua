@@ -7,16 +7,32 @@
 -- form one more line (highest priority first, FIFO within a priority); when both kinds
 -- wait, a claim takes half of its jobs from each.
 --
+-- Suspects (jobs that lost their worker too often, see sweep.lua) are handed out only to a
+-- worker that holds no job at all (ARGV[7] idle = 1), and alone: that claim returns just the
+-- suspect, and the worker claims nothing more until it holds nothing again. So a suspect
+-- that kills its worker takes no other job with it. So that suspects cannot starve behind
+-- workers that are never idle (long jobs, a steady stream): once the oldest suspect has
+-- waited ARGV[8] ms, the next busy worker to claim is told to make room instead (it gets
+-- no jobs, lets its jobs finish, then claims as an idle worker; it goes back to claiming
+-- at once if the suspects line empties meanwhile); one more busy worker is told so every
+-- ARGV[8] ms for as long as the suspect waits. Suspects go before other jobs,
+-- oldest first, whatever their priority; a grouped suspect still keeps its group's limits.
+-- Without suspects this costs one ZCARD.
+--
 -- KEYS[1] waiting LIST     KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET
 -- KEYS[4] active ZSET      KEYS[5] marker ZSET        KEYS[6] sequence counter
 -- KEYS[7] job hash prefix  KEYS[8] queue settings HASH (paused, concurrency, rate_max,
 --   rate_ms, group_concurrency, group_rate_max, group_rate_ms, aging_ms, aged_at)
 -- KEYS[9] rate window counter   KEYS[10] failed ZSET   KEYS[11] done-list prefix
 -- KEYS[12] events STREAM   KEYS[13] group prefix (see include/common.lua)
--- KEYS[14] outbox LIST (notes for parents in flows)
+-- KEYS[14] outbox LIST (notes for parents in flows)   KEYS[15] suspects ZSET
 -- ARGV[1] max jobs N   ARGV[2] lease ms   ARGV[3] worker id   ARGV[4] max delayed jobs to promote
 -- ARGV[5] keep count for failed jobs   ARGV[6] keep ms for failed jobs (for jobs that expired)
--- Returns: {wait_ms, id1, token1, attempts1, name1, args1, kwargs1, options1, children1, id2, ...}
+-- ARGV[7] 1 when the worker holds no job (running or not yet acknowledged), else 0
+-- ARGV[8] ms a suspect waits for an idle worker before busy workers are told to make room
+-- Returns: {wait_ms, alone, id1, token1, attempts1, name1, args1, kwargs1, options1, children1, id2, ...}
+--   alone: 1 when the worker must claim nothing more until it holds no job (it was handed
+--   a suspect, or told to make room for one), else 0.
 --   children: for the parent of a flow, its children's outcomes (JSON, see child.lua), or ''.
 --   wait_ms: ms until something the worker waits for changes by itself (the earliest
 --   delayed job is due, the rate window resets), or -1. The worker blocks on the marker
@@ -43,9 +59,13 @@ if #due > 0 then
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, #due - 1)
   for i = 1, #due do
     local key = KEYS[7] .. due[i]
-    local f = redis.call('HMGET', key, 'p', 'g')
+    local f = redis.call('HMGET', key, 'p', 'g', 'su')
     redis.call('HSET', key, 's', 'waiting')
-    push_ready(KEYS[1], KEYS[2], KEYS[6], due[i], tonumber(f[1] or 0), false, f[2], KEYS[13])
+    if f[3] then
+      redis.call('ZADD', KEYS[15], now, due[i])
+    else
+      push_ready(KEYS[1], KEYS[2], KEYS[6], due[i], tonumber(f[1] or 0), false, f[2], KEYS[13])
+    end
   end
 end
 
@@ -115,12 +135,48 @@ if redis.call('EXISTS', G .. 'limited') == 1 then
 end
 local grouped = redis.call('ZCARD', ring) > 0
 
--- 5. Take ids: grouped jobs one per group per turn; the others in dequeue order (positive
--- priorities, then priority 0 from the FIFO list, then negative).
 local ids = {}
 local group_of = {}   -- id -> group, for grouped ids taken by this call
 local taken_in = {}   -- group -> jobs taken from it by this call
 
+-- 5. Suspects: the oldest one whose group may run now (of the first 10), alone, to an idle
+-- worker; a busy worker is told to make room once it waited long enough (see the top).
+local alone = 0
+if max_jobs > 0 and redis.call('ZCARD', KEYS[15]) > 0 then
+  local idle = ARGV[7] == '1'
+  local room_ms = tonumber(ARGV[8])
+  local oldest = redis.call('ZRANGE', KEYS[15], 0, 9, 'WITHSCORES')
+  for i = 1, #oldest, 2 do
+    local id, since = oldest[i], tonumber(oldest[i + 1])
+    local g = redis.call('HGET', KEYS[7] .. id, 'g')
+    local rate_key = g and G .. 'r:' .. g
+    local allowed = not g or (
+      (group_max <= 0 or tonumber(redis.call('HGET', G .. 'active', g) or 0) < group_max)
+      and (group_rate <= 0 or tonumber(redis.call('GET', rate_key) or 0) < group_rate))
+    if allowed then
+      if idle then
+        redis.call('ZREM', KEYS[15], id)
+        ids[1] = id
+        if g then
+          group_of[id] = g
+          if group_rate > 0 and redis.call('INCR', rate_key) == 1 then
+            redis.call('PEXPIRE', rate_key, group_rate_ms)
+          end
+        end
+        alone = 1
+      elseif since + room_ms <= now then
+        redis.call('ZADD', KEYS[15], 'XX', now, id)  -- the next busy worker is told room_ms later
+        alone = 1
+      else
+        wait_at_most(since + room_ms - now)
+      end
+      break
+    end
+  end
+end
+
+-- 6. Take ids: grouped jobs one per group per turn; the others in dequeue order (positive
+-- priorities, then priority 0 from the FIFO list, then negative).
 local function take_grouped(limit)
   local taken = 0
   while taken < limit do
@@ -159,7 +215,7 @@ local function take_grouped(limit)
   end
 end
 
-if max_jobs > 0 then
+if max_jobs > 0 and alone == 0 then
   if grouped then take_grouped(math.ceil(max_jobs / 2)) end
   local high = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(0', 'LIMIT', 0, max_jobs)
   if #high > 0 then
@@ -184,8 +240,8 @@ if max_jobs > 0 then
   if grouped and #ids < max_jobs then take_grouped(max_jobs - #ids) end
 end
 
--- 6. Lease each job to this worker with a new fencing token.
-local reply = {-1}
+-- 7. Lease each job to this worker with a new fencing token.
+local reply = {-1, alone}
 local started = 0
 if #ids > 0 then
   local last_token = redis.call('INCRBY', KEYS[6], #ids)
@@ -238,7 +294,7 @@ if #ids > 0 then
   if started > 0 then
     call_chunked('ZADD', KEYS[4], leases)
     local started_ids = {}
-    for r = 2, #reply, 8 do started_ids[#started_ids + 1] = reply[r] end
+    for r = 3, #reply, 8 do started_ids[#started_ids + 1] = reply[r] end
     emit(KEYS[12], 'active', 'ids', table.concat(started_ids, ','), 'worker', worker)
   end
   if rate_max > 0 and started > 0 then
@@ -248,8 +304,9 @@ if #ids > 0 then
   end
   -- More work remains: wake the next blocked worker, so one enqueue wakes as many
   -- workers as there is work for, one after the other.
-  if #ids == max_jobs and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('ZCARD', KEYS[2]) > 0
-                           or redis.call('ZCARD', ring) > 0) then
+  if (#ids == max_jobs and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('ZCARD', KEYS[2]) > 0
+                            or redis.call('ZCARD', ring) > 0))
+     or (alone == 1 and redis.call('ZCARD', KEYS[15]) > 0) then
     wake(KEYS[5])
   end
 end

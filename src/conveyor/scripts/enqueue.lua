@@ -3,7 +3,8 @@
 -- KEYS[1] waiting LIST     KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET
 -- KEYS[4] marker ZSET      KEYS[5] sequence counter   KEYS[6] job hash prefix
 -- KEYS[7] events STREAM   KEYS[8] cancelled ZSET   KEYS[9] dedup-key prefix   KEYS[10] group prefix
--- KEYS[11] parents ZSET (jobs waiting for their children)
+-- KEYS[11] parents ZSET (jobs waiting for their children)   KEYS[12] suspects ZSET (where a
+--   debounced job being replaced may wait; see sweep.lua)
 -- ARGV: for each job: id, task name, args JSON, E, then E pairs of optional fields:
 --   'k' kwargs JSON, 'o' options JSON, 'p' priority (non-zero integer),
 --   'w' when: '+<ms>' after a delay or '@<ms>' at an absolute time (ms since the epoch),
@@ -27,7 +28,7 @@
 local now = now_ms()
 local q = {waiting = KEYS[1], prioritized = KEYS[2], delayed = KEYS[3], sequence = KEYS[5], prefix = KEYS[6],
            cancelled = KEYS[8], dedup_prefix = KEYS[9], groups = KEYS[10],
-           parents = KEYS[11]}
+           parents = KEYS[11], suspects = KEYS[12]}
 local notes = {}
 local plain = {}  -- priority-0 ids, pushed together at the end (one LPUSH per 1,000 ids)
 local created_ids = {}
@@ -42,7 +43,8 @@ while i <= argc do
   local extras = 0
   local outcome, other
   if ARGV[i + 3] == '0' then
-    -- The common case of a bulk enqueue, inlined: no options, so no table to build.
+    -- A job without options in a call with some that have them (enqueue_plain.lua takes
+    -- calls where none have any): inlined, so no table to build.
     local key = prefix .. ARGV[i]
     if redis.call('EXISTS', key) == 0 then
       redis.call('HSET', key, 'n', ARGV[i + 1], 'a', ARGV[i + 2], 'ct', now, 's', 'waiting')
@@ -67,21 +69,5 @@ while i <= argc do
   i = i + 4 + extras * 2
 end
 
-local length = 0
-for start = 1, #plain, 1000 do
-  length = redis.call('LPUSH', KEYS[1], unpack(plain, start, math.min(start + 999, #plain)))
-end
-if created > 0 then
-  -- Workers only block after finding the queue empty (or held back by a limit, which a
-  -- finishing job lifts), so a list that already held jobs needs no wake-up call.
-  if created > #plain or length == #plain then
-    wake(KEYS[4])
-  end
-  -- One event per call: a bulk enqueue lists its first 100 ids and says how many it made.
-  if created == 1 then
-    emit(KEYS[7], 'enqueued', 'id', created_ids[1])
-  else
-    emit(KEYS[7], 'enqueued', 'ids', table.concat(created_ids, ','), 'count', created)
-  end
-end
+announce_waiting(KEYS[1], KEYS[4], KEYS[7], plain, created, created_ids)
 return notes

@@ -3,7 +3,8 @@
 -- KEYS[1] active ZSET    KEYS[2] waiting LIST   KEYS[3] prioritized ZSET   KEYS[4] delayed ZSET
 -- KEYS[5] failed ZSET    KEYS[6] marker ZSET    KEYS[7] sequence counter   KEYS[8] job hash prefix
 -- KEYS[9] done-list prefix   KEYS[10] cancelled ZSET   KEYS[11] events STREAM   KEYS[12] group prefix
--- KEYS[13] outbox LIST (notes for parents in flows)
+-- KEYS[13] outbox LIST (notes for parents in flows)   KEYS[14] suspects ZSET (a suspect retried at
+--   once goes back there; see sweep.lua)
 -- ARGV[1] keep count for failed and cancelled jobs (-1 unlimited)   ARGV[2] keep ms (-1 forever)
 -- then groups of 5: id, fencing token, error JSON, retry delay ms, refund flag.
 --   delay >= 0: retry after it; -1: dead-letter (failed); -2: cancelled (aborted while running;
@@ -23,7 +24,7 @@ local woke = false
 for i = 3, #ARGV, 5 do
   local id = ARGV[i]
   local key = KEYS[8] .. id
-  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p', 'g', 'pa', 'ab')
+  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p', 'g', 'pa', 'ab', 'su')
   if f[1] == ARGV[i + 1] and f[2] == 'active' then
     local delay = tonumber(ARGV[i + 3])
     redis.call('ZREM', KEYS[1], id)
@@ -55,7 +56,11 @@ for i = 3, #ARGV, 5 do
       end
     elseif delay == 0 then
       redis.call('HSET', key, 's', 'waiting', 'e', ARGV[i + 2])
-      push_ready(KEYS[2], KEYS[3], KEYS[7], id, tonumber(f[4] or 0), false, f[5], KEYS[12])
+      if f[8] then
+        redis.call('ZADD', KEYS[14], now, id)
+      else
+        push_ready(KEYS[2], KEYS[3], KEYS[7], id, tonumber(f[4] or 0), false, f[5], KEYS[12])
+      end
       woke = true
       emit(KEYS[11], 'retrying', 'id', id, 'delay', 0)
       out[#out + 1] = 1

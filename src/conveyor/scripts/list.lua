@@ -1,10 +1,11 @@
 -- list: one page of the jobs in a state, in the order they will run (waiting, delayed)
 -- or most recent first (completed, failed, cancelled); active by lease deadline. Grouped
 -- waiting jobs come after the others, group by group (by group name), each group in order.
+-- Suspects (see sweep.lua) are waiting jobs too, and come first: they are served first.
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] active ZSET
 -- KEYS[5] completed ZSET KEYS[6] failed ZSET        KEYS[7] job hash prefix   KEYS[8] cancelled ZSET
--- KEYS[9] group prefix   KEYS[10] parents ZSET
+-- KEYS[9] group prefix   KEYS[10] parents ZSET   KEYS[11] suspects ZSET
 -- ARGV[1] state   ARGV[2] offset   ARGV[3] page size
 -- Returns: {total, id1, fields1, id2, fields2, ...} where fields is the job's HGETALL reply.
 -- Errors: CONVEYOR:INVALID_STATE for an unknown state name.
@@ -24,11 +25,13 @@ local function zpage(key, reverse)
 end
 
 if state == 'waiting' then
-  -- Run order: positive priorities, then the FIFO list (oldest at the right), then negative.
+  -- Run order: suspects, positive priorities, then the FIFO list (oldest at the right), then
+  -- negative.
+  local suspects = redis.call('ZCARD', KEYS[11])
   local high = redis.call('ZCOUNT', KEYS[2], '-inf', '(0')
   local plain = redis.call('LLEN', KEYS[1])
   local low = redis.call('ZCARD', KEYS[2]) - high
-  local ungrouped = high + plain + low
+  local ungrouped = suspects + high + plain + low
   total = ungrouped
   local groups = redis.call('SMEMBERS', KEYS[9] .. 'known')
   table.sort(groups)
@@ -39,12 +42,15 @@ if state == 'waiting' then
   end
   local pos = offset
   while #ids < size and pos < ungrouped do
-    if pos < high then
-      ids[#ids + 1] = redis.call('ZRANGE', KEYS[2], pos, pos)[1]
-    elseif pos < high + plain then
-      ids[#ids + 1] = redis.call('LINDEX', KEYS[1], -(pos - high) - 1)
+    local at = pos - suspects
+    if at < 0 then
+      ids[#ids + 1] = redis.call('ZRANGE', KEYS[11], pos, pos)[1]
+    elseif at < high then
+      ids[#ids + 1] = redis.call('ZRANGE', KEYS[2], at, at)[1]
+    elseif at < high + plain then
+      ids[#ids + 1] = redis.call('LINDEX', KEYS[1], -(at - high) - 1)
     else
-      ids[#ids + 1] = redis.call('ZRANGE', KEYS[2], pos - plain, pos - plain)[1]
+      ids[#ids + 1] = redis.call('ZRANGE', KEYS[2], at - plain, at - plain)[1]
     end
     pos = pos + 1
   end

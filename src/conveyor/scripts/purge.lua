@@ -2,7 +2,7 @@
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] completed ZSET
 -- KEYS[5] failed ZSET    KEYS[6] job hash prefix   KEYS[7] cancelled ZSET   KEYS[8] group prefix
--- KEYS[9] parents ZSET   KEYS[10] outbox LIST (notes for parents in flows)
+-- KEYS[9] parents ZSET   KEYS[10] outbox LIST (notes for parents in flows)   KEYS[11] suspects ZSET
 -- ARGV[1] max jobs to delete in this call, then state names (waiting, delayed, completed,
 --   failed, cancelled, waiting_children). Children of flows that are purged before they ran
 --   tell their parents (as cancelled).
@@ -37,6 +37,14 @@ for s = 2, #ARGV do
   local state = ARGV[s]
   if state == 'waiting' then
     local room = limit - deleted
+    if room > 0 then
+      local ids = redis.call('ZRANGE', KEYS[11], 0, room - 1)
+      if #ids > 0 then
+        redis.call('ZREMRANGEBYRANK', KEYS[11], 0, #ids - 1)
+        drop(ids, state)
+      end
+    end
+    room = limit - deleted
     if room > 0 then
       local ids = redis.call('LRANGE', KEYS[1], 0, room - 1)
       if #ids > 0 then
@@ -85,6 +93,7 @@ for s = 2, #ARGV do
   local state = ARGV[s]
   if state == 'waiting' then
     remaining = remaining + redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) + grouped_waiting(KEYS[8])
+                + redis.call('ZCARD', KEYS[11])
   elseif sets[state] then
     remaining = remaining + redis.call('ZCARD', sets[state])
   end

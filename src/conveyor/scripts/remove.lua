@@ -2,7 +2,7 @@
 --
 -- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] completed ZSET
 -- KEYS[5] failed ZSET    KEYS[6] job hash prefix   KEYS[7] cancelled ZSET   KEYS[8] group prefix
--- KEYS[9] parents ZSET   KEYS[10] outbox LIST (notes for parents in flows)
+-- KEYS[9] parents ZSET   KEYS[10] outbox LIST (notes for parents in flows)   KEYS[11] suspects ZSET
 -- ARGV[1] job id
 -- Returns: the state the job was in.
 -- Errors: CONVEYOR:NOT_FOUND when there is no such job; CONVEYOR:INVALID_STATE when it is
@@ -20,7 +20,7 @@ if state == 'active' then
   return redis.error_reply('CONVEYOR:INVALID_STATE job ' .. id .. ' is running; it cannot be removed now')
 end
 if state == 'waiting' then
-  unlist_waiting(KEYS[1], KEYS[2], KEYS[8], f[2], id)
+  unlist_waiting(KEYS[1], KEYS[2], KEYS[11], KEYS[8], f[2], id)
 elseif state == 'delayed' then
   redis.call('ZREM', KEYS[3], id)
 elseif state == 'waiting_children' then

@@ -2,6 +2,8 @@
 --
 -- KEYS[1] failed ZSET   KEYS[2] waiting LIST   KEYS[3] prioritized ZSET   KEYS[4] marker ZSET
 -- KEYS[5] sequence counter   KEYS[6] job hash prefix   KEYS[7] group prefix
+-- KEYS[8] suspects ZSET (not used: a retried job starts afresh, no longer a suspect; the
+--   key is here because requeue.lua shares this layout)
 -- ARGV[1] 'ids' followed by job ids, or 'all' followed by the max number of jobs to move.
 -- Returns: the number of jobs moved. Ids that are not in the failed state are skipped.
 -- Errors: none.
@@ -22,7 +24,7 @@ for i = 1, #ids do
   if redis.call('ZREM', KEYS[1], id) == 1 and redis.call('EXISTS', key) == 1 then
     redis.call('PERSIST', key)
     redis.call('HSET', key, 's', 'waiting', 'at', 0, 'cr', 0)
-    redis.call('HDEL', key, 'ft', 'due')
+    redis.call('HDEL', key, 'ft', 'due', 'su')
     local f = redis.call('HMGET', key, 'p', 'g')
     push_ready(KEYS[2], KEYS[3], KEYS[5], id, tonumber(f[1] or 0), false, f[2], KEYS[7])
     count = count + 1

@@ -3,7 +3,8 @@
 -- Job hash fields: n task name, a args JSON, k kwargs JSON, o options JSON, p priority,
 -- s state, ct created ms, due run-at ms, at attempts, cr crashes, tk fencing token,
 -- st started ms, ft finished ms, w worker id, r result JSON, e error JSON, wt waiters,
--- g group key; flows: pa parent reference, dp children pending, ch children references
+-- g group key, su suspect (lost its worker too often to run beside other jobs: runs only
+-- alone, see sweep.lua); flows: pa parent reference, dp children pending, ch children references
 -- (JSON), fp failed-child policy, pr pass results, co children's outcomes, d:<child> one outcome.
 
 -- Server time in ms. Every worker reads the same clock, so leases and delays do not
@@ -57,13 +58,15 @@ local function leave_group(gprefix, group)
   ring_again(gprefix, group)
 end
 
--- Take a waiting job out of line (cancel, remove, debounce replacement).
-local function unlist_waiting(waiting_key, prioritized_key, gprefix, group, id)
+-- Take a waiting job out of line (cancel, remove, debounce replacement). A suspect (see
+-- sweep.lua) waits in the suspects line whatever its group or priority.
+local function unlist_waiting(waiting_key, prioritized_key, suspects_key, gprefix, group, id)
   if group then
-    redis.call('ZREM', gprefix .. 'q:' .. group, id)
-  elseif redis.call('LREM', waiting_key, 1, id) == 0 then
-    redis.call('ZREM', prioritized_key, id)
+    if redis.call('ZREM', gprefix .. 'q:' .. group, id) == 1 then return end
+  elseif redis.call('LREM', waiting_key, 1, id) == 1 or redis.call('ZREM', prioritized_key, id) == 1 then
+    return
   end
+  redis.call('ZREM', suspects_key, id)
 end
 
 -- Number of grouped jobs waiting, over all groups.

@@ -5,7 +5,7 @@
 -- 'du' dedup key, 'dw' dedup window ms, 'db' debounce, 'g' group key; for flows: 'pa' parent,
 -- 'dp' children count (the job waits for them), 'ch' children, 'fp' failed-child policy, 'pr'.
 -- q: {waiting=, prioritized=, delayed=, cancelled=, sequence=, prefix=, dedup_prefix=, groups=,
--- parents=}.
+-- parents=, suspects=}.
 local function is_finished(state)
   return state == false or state == nil or state == 'completed' or state == 'failed' or state == 'cancelled'
 end
@@ -36,7 +36,7 @@ end
 local function cancel_replaced(q, id, by_id, now)
   local key = q.prefix .. id
   if redis.call('ZREM', q.delayed, id) == 0 then
-    unlist_waiting(q.waiting, q.prioritized, q.groups, redis.call('HGET', key, 'g'), id)
+    unlist_waiting(q.waiting, q.prioritized, q.suspects, q.groups, redis.call('HGET', key, 'g'), id)
   end
   local reason = cjson.encode({type = 'Cancelled', message = 'replaced by ' .. by_id .. ' (debounce)',
                                by = 'debounce', reason = 'debounced'})
@@ -48,6 +48,32 @@ end
 -- Returns the outcome and, for 'duplicate' and for a debounce replacement, the other job's id:
 --   nil: a job with this id exists (nothing written)     'duplicate', id: matched by dedup key
 --   'plain' / 'placed' (+ replaced id or nil): created; 'plain' means the caller must LPUSH it.
+-- After an enqueue: push the new option-less jobs (`plain`, ids) onto the waiting list,
+-- wake blocked workers if the queue was empty, and record one event for the call.
+-- `created` counts every job made (plain or not); `ids` holds the first 100 of them.
+local function announce_waiting(waiting_key, marker_key, events_key, plain, created, ids)
+  local length = 0
+  for start = 1, #plain, 1000 do
+    length = redis.call('LPUSH', waiting_key, unpack(plain, start, math.min(start + 999, #plain)))
+  end
+  if created == 0 then
+    return
+  end
+  -- Workers only block after finding the queue empty (or held back by a limit, which a
+  -- finishing job lifts), so a list that already held jobs needs no wake-up call.
+  if created > #plain or length == #plain then
+    wake(marker_key)
+  end
+  -- One event per call: a bulk enqueue lists its first 100 ids and says how many it made.
+  if created == 1 then
+    emit(events_key, 'enqueued', 'id', ids[1])
+  elseif #ids > 100 then
+    emit(events_key, 'enqueued', 'ids', table.concat(ids, ',', 1, 100), 'count', created)
+  else
+    emit(events_key, 'enqueued', 'ids', table.concat(ids, ','), 'count', created)
+  end
+end
+
 local function create_job(q, now, id, task, args, source, at, extras)
   local key = q.prefix .. id
   if redis.call('EXISTS', key) == 1 then
