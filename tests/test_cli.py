@@ -33,7 +33,8 @@ def test_help_lists_commands_and_env_vars(url: str) -> None:
     out = cli(url, "--help").stdout
     for command in ("worker", "enqueue", "info", "job", "jobs", "retry", "purge", "workers", "dev"):
         assert command in out
-    assert "CONVEYOR_CONCURRENCY" in cli(url, "worker", "--help").stdout
+    worker_help = cli(url, "worker", "--help").stdout
+    assert "CONVEYOR_CONCURRENCY" in worker_help and "CONVEYOR_MAX_LOOP_BLOCK" in worker_help
 
 
 def test_enqueue_info_job_and_jobs(url: str, client: Client, queue: str) -> None:
@@ -90,6 +91,8 @@ def test_worker_burst_from_the_cli_and_enqueue_wait(url: str, client: Client, qu
             "worker",
             "tests.apps.recovery:tasks",
             "--burst",
+            "--max-loop-block",
+            "30",
             "--log-format",
             "json",
         ],

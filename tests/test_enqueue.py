@@ -201,7 +201,9 @@ def test_a_generated_id_that_clashes_is_replaced_not_dropped(
 
 
 @pytest.mark.parametrize("many", [False, True])
-def test_an_enqueue_sent_twice_after_a_lost_reply_makes_its_jobs_once(server_factory: Any, many: bool) -> None:
+def test_an_enqueue_sent_twice_after_a_lost_reply_makes_its_jobs_once(
+    server_factory: Any, many: bool
+) -> None:
     """redis-py re-sends a command whose reply timed out (its default retry). A frozen
     server then runs the enqueue twice; the second run finds its generated ids taken by
     identical jobs -- its own -- and must report them created, not make them again under

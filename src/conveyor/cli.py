@@ -166,6 +166,15 @@ def main() -> None:
     help="Seconds a claimed job stays leased without a heartbeat.",
 )
 @click.option(
+    "--max-loop-block",
+    envvar="CONVEYOR_MAX_LOOP_BLOCK",
+    show_envvar=True,
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds the event loop may go without running before the worker counts as hung and "
+    "stops renewing its leases [default: 10 x lease, at least 60].",
+)
+@click.option(
     "--sweep-interval",
     envvar="CONVEYOR_SWEEP_INTERVAL",
     show_envvar=True,
@@ -210,6 +219,7 @@ def worker(
     processes: int,
     threads: int | None,
     lease: float,
+    max_loop_block: float | None,
     sweep_interval: float,
     shutdown_grace: float,
     burst: bool,
@@ -238,6 +248,7 @@ def worker(
         concurrency=concurrency,
         threads=threads,
         lease=lease,
+        max_loop_block=max_loop_block,
         sweep_interval=sweep_interval,
         shutdown_grace=shutdown_grace,
         burst=burst,

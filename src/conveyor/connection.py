@@ -11,6 +11,7 @@ Clients always decode replies as UTF-8 text: every value Conveyor stores is JSON
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -155,6 +156,22 @@ def async_transport(url: str, cluster_wait: float = DEFAULT_CLUSTER_WAIT) -> Asy
         client, also_close = sentinel.async_primary(hosts, service, db, auth, dict(_COMMON))
         return RedisPyAsyncTransport(client, also_close=also_close, cluster_wait=cluster_wait)
     return RedisPyAsyncTransport(async_client(url), cluster_wait=cluster_wait)
+
+
+def sync_twin(
+    transport: AsyncTransport, url: str | None = None, cluster_wait: float = DEFAULT_CLUSTER_WAIT
+) -> SyncTransport:
+    """A sync transport to the same Redis as ``transport``, for a thread of the worker that
+    must not depend on the event loop (the heartbeat). Derived from a Conveyor transport;
+    for anything else (a redis-py asyncio client), opened from ``url``."""
+    if isinstance(transport, FastAsyncTransport):
+        return FastSyncTransport(replace(transport.endpoint, command_timeout=transport.command_timeout))
+    if url is None:
+        raise ConfigurationError(
+            "the worker renews its leases from a thread with a sync connection of its own, and "
+            f"cannot derive one from {type(transport).__name__}: pass url= too (the same Redis)"
+        )
+    return sync_transport(url, cluster_wait)
 
 
 def as_sync_transport(connection: Any, cluster_wait: float = DEFAULT_CLUSTER_WAIT) -> SyncTransport:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from redis.exceptions import ClusterError, ResponseError
+from redis.exceptions import ClusterError, ResponseError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class ConveyorError(Exception):
@@ -120,6 +122,18 @@ class ConfigurationError(ConveyorError, ValueError):
     """A setting is missing or invalid."""
 
     code = "CONFIGURATION"
+
+
+RETRYABLE_REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    OutOfMemory,
+    ClusterError,  # redis-py gave up redirecting (a slot mid-migration: "TTL exhausted")
+    TryAgainError,
+)
+"""Errors a worker's loops (and its heartbeat thread) wait out; out of memory too, until an
+operator frees some. Anything else ends the loop that met it."""
 
 
 _BY_CODE: dict[str, type[ConveyorError]] = {cls.code: cls for cls in (JobNotFound, InvalidState)}

@@ -8,13 +8,13 @@ exceptions. Everything else about an operation lives in the operation itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any, TypeVar
 
 from redis.exceptions import NoScriptError, ResponseError
 
 from .errors import OutOfMemory, from_script_error
-from .operations import Pipeline, Script, Step
+from .operations import Command, Pipeline, Script, Step
 from .transport import AsyncTransport, SyncTransport, raise_for_reply
 
 T = TypeVar("T")
@@ -83,6 +83,46 @@ class SyncExecutor:
                 sent.append(script)
             replies = pipe.receive()
         return [_settle(reply, script, self._script) for script, reply in zip(sent, replies, strict=True)]
+
+    def run_together(self, operations: Sequence[Generator[Step, Any, Any]]) -> list[Any]:
+        """Run operations whose first steps (scripts or commands) go out together, in one round
+        trip; their results, in order. Later steps, if any, run one by one.
+
+        For the heartbeat thread: each round trip costs it two waits for the GIL (after the
+        send and after the receive), which threads busy in pure Python make long.
+        """
+        firsts = [next(operation) for operation in operations]
+        call_many = getattr(self.transport, "call_many", None)
+        commands: list[tuple[Any, ...]] = []
+        for step in firsts:
+            if isinstance(step, Script):
+                commands.append(_evalsha(step))
+            elif isinstance(step, Command) and not step.blocking:
+                commands.append(step.args)
+        if call_many is None or len(commands) < len(firsts):
+            replies = [self.execute(step) for step in firsts]
+        else:
+            raw = call_many(commands)
+            replies = [self._settled(step, reply) for step, reply in zip(firsts, raw, strict=True)]
+        results = []
+        for operation, reply in zip(operations, replies, strict=True):
+            try:
+                step = operation.send(reply)
+                while True:
+                    step = operation.send(self.execute(step))
+            except StopIteration as stop:
+                results.append(stop.value)
+        return results
+
+    def _settled(self, step: Step, reply: Any) -> Any:
+        try:
+            if isinstance(step, Script):
+                return _settle(reply, step, self._script)
+            return raise_for_reply(reply)
+        except NoScriptError:
+            raise
+        except ResponseError as exc:
+            raise _typed(exc) from None
 
 
 class AsyncExecutor:

@@ -14,13 +14,22 @@ from .operations import Command, Step, as_dict
 
 def heartbeat(
     workers_key: str, worker_key: str, worker_id: str, info: Mapping[str, Any], ttl_ms: int, now_ms: int
-) -> Generator[Step, Any, None]:
+) -> list[Generator[Step, Any, None]]:
+    """Three one-command operations, so that the heartbeat thread can send them along with its
+    lease renewals in one round trip (``SyncExecutor.run_together``). The two keys are in
+    different slots of a cluster, so this cannot be one script."""
     flat: list[Any] = []
     for field, value in info.items():
         flat += (field, value)
-    yield Command(("HSET", worker_key, *flat))
-    yield Command(("PEXPIRE", worker_key, ttl_ms))
-    yield Command(("ZADD", workers_key, now_ms, worker_id))
+    return [
+        _command(("HSET", worker_key, *flat)),
+        _command(("PEXPIRE", worker_key, ttl_ms)),
+        _command(("ZADD", workers_key, now_ms, worker_id)),
+    ]
+
+
+def _command(args: tuple[Any, ...]) -> Generator[Step, Any, None]:
+    yield Command(args)
 
 
 def unregister(workers_key: str, worker_key: str, worker_id: str) -> Generator[Step, Any, None]:

@@ -10,8 +10,10 @@ Three loops share one event loop:
 * the *flush* loop writes finished jobs back in batches: whatever finished while the
   previous batch was in flight goes in the next one, so acknowledgements cost one round
   trip per batch, not per job;
-* the *heartbeat* loop renews the leases of every held job (one script call per queue)
-  and sweeps expired leases of dead workers back to waiting.
+* the *sweep* loop moves expired leases of dead workers back to waiting.
+
+The leases of held jobs are renewed from a thread of their own (:mod:`conveyor.heartbeat`),
+so that async jobs blocking the loop cannot starve the renewals.
 
 Async tasks run as asyncio tasks; sync tasks run in a bounded thread pool with the
 caller's context variables copied.
@@ -34,18 +36,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import ClusterError, RedisError, TryAgainError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from . import faults, flows, isolation, registry, serialization
 from . import operations as ops
 from .config import Settings
-from .connection import as_async_transport, async_transport
+from .connection import as_async_transport, async_transport, sync_transport, sync_twin
 from .context import JobContext, loop_submitter, run_with_context, set_current
-from .errors import OutOfMemory, SerializationError
+from .errors import RETRYABLE_REDIS_ERRORS, SerializationError
 from .execution import Prepared, RetryAfter, Undeliverable, error_payload, prepare, retry_delay_ms
 from .executor import AsyncExecutor
+from .heartbeat import Answers, Heartbeat
 from .hooks import Hooks
 from .keys import QueueKeys, worker_key, workers_key
 from .schedules import run_schedulers
@@ -54,16 +55,7 @@ from .transport import AsyncTransport, RedisPyAsyncTransport
 
 log = logging.getLogger("conveyor.worker")
 
-_RETRYABLE_REDIS = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    OSError,
-    OutOfMemory,
-    ClusterError,  # a cluster refused for longer than cluster_wait_ms (ClusterUnavailable)
-    TryAgainError,
-)
-"""Errors the worker's loops wait out; out of memory too, until an operator frees some.
-Anything else ends the loop that met it."""
+_RETRYABLE_REDIS = RETRYABLE_REDIS_ERRORS
 _PARENT_NOTIFIED = (2, 12, 13)
 """complete/fail replies meaning: recorded, and a note for the job's parent is in the outbox."""
 MAX_LOG_LINES = 1_000
@@ -126,6 +118,13 @@ class WorkerSettings:
     """Completed jobs kept per queue: at most this many, for at most this long (ms)."""
     failed: ops.Retention = field(default_factory=lambda: ops.Retention(100_000, 7 * 24 * 3600 * 1000))
     """Dead-lettered jobs kept per queue."""
+    # Last, so that positional construction of the fields above still works.
+    max_loop_block: float | None = None
+    """How long the event loop may go without running before the worker counts as hung and
+    stops renewing its leases, so that its jobs are re-delivered; default ``10 * lease``, at
+    least 60 s. Leases are renewed from a thread, so async jobs that block the loop for less
+    than this (one after another, too) do not lose their leases. A loop starved of the GIL by
+    many threads busy in pure Python counts as blocked too, hence the generous default."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -136,6 +135,8 @@ class WorkerSettings:
             raise ValueError("alone_after must be at least 1")
         if self.make_room_after < 0:
             raise ValueError("make_room_after must not be negative")
+        if self.max_loop_block is not None and self.max_loop_block <= 0:
+            raise ValueError("max_loop_block must be positive")
 
 
 @dataclass(slots=True)
@@ -178,7 +179,9 @@ class Worker:
         self.queues = list(queues or tasks.queues)
         self.keys = {q: QueueKeys(q, self.settings.prefix) for q in self.queues}
         self._connection = connection
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**4):04x}"
+        self._url = url
+        self._host = socket.gethostname()
+        self.id = f"{self._host}:{os.getpid()}:{random.randrange(16**4):04x}"
         self._held: dict[str, dict[str, _Held]] = {q: {} for q in self.queues}
         self._done: dict[str, list[tuple[str, str, bytes]]] = {q: [] for q in self.queues}
         self._failures: dict[str, list[tuple[str, str, bytes, int, int]]] = {q: [] for q in self.queues}
@@ -223,6 +226,15 @@ class Worker:
             if owns_client
             else as_async_transport(self._connection, wait)
         )
+        # Its own connection, so a blocked loop cannot starve it; derived before anything runs.
+        # A beat must not wait out a cluster refusal for long: leases would lapse meanwhile,
+        # while failing fast just tries again at the next beat.
+        beat_wait = min(wait, self.config.lease / 3)
+        beat_transport = (
+            sync_transport(self.settings.redis_url, beat_wait)
+            if owns_client
+            else sync_twin(self.transport, self._url, beat_wait)
+        )
         self.executor = AsyncExecutor(self.transport)
         self._pool = ThreadPoolExecutor(
             max_workers=self.config.threads or min(self.config.concurrency, 64),
@@ -244,15 +256,26 @@ class Worker:
         )
         await self._with_retries(self._register)
         await self._check_eviction_policy()
+        self._heartbeat = Heartbeat(
+            beat_transport,
+            self._loop,
+            self._held,
+            self.keys,
+            lease=self.config.lease,
+            max_loop_block=self.config.max_loop_block or max(10 * self.config.lease, 60.0),
+            registration=self._registration,
+            on_answers=self._on_lease_answers,
+            on_failure=self._on_heartbeat_failure,
+        )
+        self._heartbeat.start()
         fetcher = asyncio.create_task(self._fetch_loop(), name="conveyor-fetch")
         flusher = asyncio.create_task(self._flush_loop(), name="conveyor-flush")
-        beater = asyncio.create_task(self._heartbeat_loop(), name="conveyor-heartbeat")
         sweeper = asyncio.create_task(self._sweep_loop(), name="conveyor-sweep")
         scheduler = asyncio.create_task(
             run_schedulers(self.executor, list(self.keys.values()), self._closing, self.tasks.schedules()),
             name="conveyor-scheduler",
         )
-        for loop_task in (fetcher, flusher, beater, sweeper, scheduler):
+        for loop_task in (fetcher, flusher, sweeper, scheduler):
             loop_task.add_done_callback(self._on_loop_end)
         try:
             await self._stop_event.wait()
@@ -266,10 +289,11 @@ class Worker:
             await asyncio.gather(flusher, return_exceptions=True)
             # Not cancelled mid-command: redis-py's cluster client does not always survive that.
             self._closing.set()
-            _, late = await asyncio.wait([beater, sweeper, scheduler], timeout=5)
+            _, late = await asyncio.wait([sweeper, scheduler], timeout=5)
             for loop_task in late:
                 loop_task.cancel()
-            await asyncio.gather(beater, sweeper, scheduler, return_exceptions=True)
+            await asyncio.gather(sweeper, scheduler, return_exceptions=True)
+            await self._heartbeat.stop()  # leases are renewed until every job finished or was flushed
             await self._hand_back()
             with contextlib.suppress(RedisError):
                 await self.executor.run(
@@ -288,10 +312,17 @@ class Worker:
         """A loop that dies of an error it cannot wait out must not leave a worker that looks
         alive (it heartbeats) but no longer claims or acknowledges: log it and stop, so
         ``serve`` raises, the process exits non-zero and ``--processes`` restarts it."""
-        if task.cancelled() or task.exception() is None:
+        if task.cancelled():
             return
         error = task.exception()
-        log.critical("worker loop %s failed, stopping the worker: %r", task.get_name(), error, exc_info=error)
+        if error is not None:
+            self._fail(task.get_name(), error)
+
+    def _on_heartbeat_failure(self, error: BaseException) -> None:
+        self._fail("conveyor-heartbeat (thread)", error)
+
+    def _fail(self, name: str, error: BaseException) -> None:
+        log.critical("worker loop %s failed, stopping the worker: %r", name, error, exc_info=error)
         if self.loop_failure is None:
             self.loop_failure = error
         self.stop()
@@ -366,9 +397,15 @@ class Worker:
                 return
 
     async def _register(self) -> None:
+        for operation in self._registration():
+            await self.executor.run(operation)
+
+    def _registration(self) -> list[Generator[ops.Step, Any, None]]:
+        """The registry heartbeat as operations; also called from the heartbeat thread, which
+        only reads the counters here."""
         now = int(time.time() * 1000)
         info = {
-            "host": socket.gethostname(),
+            "host": self._host,
             "pid": os.getpid(),
             "queues": ",".join(self.queues),
             "concurrency": self.config.concurrency,
@@ -379,15 +416,13 @@ class Worker:
         }
         self._started = info["started"]
         ttl = int(self.config.lease * 3000)
-        await self.executor.run(
-            registry.heartbeat(
-                workers_key(self.settings.prefix),
-                worker_key(self.id, self.settings.prefix),
-                self.id,
-                info,
-                ttl,
-                now,
-            )
+        return registry.heartbeat(
+            workers_key(self.settings.prefix),
+            worker_key(self.id, self.settings.prefix),
+            self.id,
+            info,
+            ttl,
+            now,
         )
 
     async def _with_retries(self, action: Any) -> Any:
@@ -505,8 +540,7 @@ class Worker:
             self._room_for = None if claim.jobs else queue
             if claim.jobs:
                 log.warning("job %s/%s lost its worker before: running it alone", queue, claim.jobs[0].id)
-        for claimed in claim.jobs:
-            self._start(queue, claimed)
+        self._start_all(queue, claim.jobs)
 
     async def _block(self, timeout: float) -> None:
         """Wait in Redis until a marker says there is work, or ``timeout`` seconds pass."""
@@ -528,6 +562,17 @@ class Worker:
             await asyncio.gather(*waits, return_exceptions=True)
 
     # ------------------------------------------------------------------ running jobs
+    def _start_all(self, queue: str, jobs: Sequence[ops.Claimed]) -> None:
+        """Hold every claimed job before starting any: the heartbeat thread renews held jobs
+        only, and starting one can take long when threads busy in pure Python hold the GIL
+        (the pool starts a thread per sync job at first, and each start waits for the GIL:
+        50 such threads kept the last of 50 claimed jobs from starting for about 8 s)."""
+        held = self._held[queue]
+        for claimed in jobs:
+            held[claimed.id] = _Held(claimed.token)
+        for claimed in jobs:
+            self._start(queue, claimed)
+
     def _start(self, queue: str, claimed: ops.Claimed) -> None:
         if faults.ARMED:  # crash points for the reliability tests; off in production
             faults.reach("after_claim")
@@ -791,36 +836,24 @@ class Worker:
                 )
 
     # ------------------------------------------------------------------ leases
-    async def _heartbeat_loop(self) -> None:
-        interval = self.config.lease / 3
-        lease_ms = int(self.config.lease * 1000)
-        while not await self._closing_within(interval):
-            try:
-                for queue, held in self._held.items():
-                    if not held:
-                        continue
-                    pairs = [(job_id, h.token) for job_id, h in held.items()]
-                    for start in range(0, len(pairs), 1000):
-                        lost, abort = await self.executor.run(
-                            ops.extend(self.keys[queue], lease_ms, pairs[start : start + 1000])
-                        )
-                        for job_id in abort:
-                            self._abort(queue, job_id)
-                        for job_id in lost:
-                            entry = held.pop(job_id, None)
-                            # A finished job's acknowledgement may have been recorded while
-                            # this call waited (its lease is then "lost" to completion); the
-                            # flush, which has that reply, warns if it really was refused.
-                            if entry is not None and entry.task is not None:
-                                log.warning(
-                                    "job %s/%s: lease lost (it was re-delivered); "
-                                    "its result will be discarded",
-                                    queue,
-                                    job_id,
-                                )
-                await self._register()
-            except _RETRYABLE_REDIS as exc:
-                log.warning("heartbeat failed (%s); will retry", exc)
+    def _on_lease_answers(self, queue: str, lost: Answers, aborted: Answers) -> None:
+        """What the heartbeat thread learnt, on the loop. Each answer names the attempt (token)
+        it is about: the job may have finished, or been claimed again, since."""
+        held = self._held[queue]
+        for job_id, token in aborted:
+            entry = held.get(job_id)
+            if entry is not None and entry.token == token:
+                self._abort(queue, job_id)
+        for job_id, token in lost:
+            entry = held.get(job_id)
+            # A finished job waits for (or is in) its acknowledgement, which settles it and
+            # says so if the result was discarded; the renewal may just have raced the ack.
+            if entry is None or entry.token != token or entry.task is None:
+                continue
+            log.warning(
+                "job %s/%s: lease lost (it was re-delivered); its result will be discarded", queue, job_id
+            )
+            del held[job_id]
 
     async def _sweep_loop(self) -> None:
         """Every worker sweeps; the script is atomic, so concurrent sweeps never re-deliver twice."""
