@@ -165,7 +165,7 @@ def test_poison_jobs_are_dead_lettered_once_and_good_jobs_complete(
 def test_a_job_that_kills_its_worker_is_dead_lettered_after_max_crashes(
     server_factory: Any, tmp_path: Path
 ) -> None:
-    # One slot per worker: claimed alone, it takes no other job down (see the xfail below).
+    # One slot per worker: claimed alone, it takes no other job down (see the 50-slot tests below).
     _, _, [killer_job], workers, result = run_poison(server_factory, tmp_path, 200, 0, "first", slots=1)
     assert killer_job.state.value == "failed" and killer_job.error
     assert killer_job.error["reason"] == "worker_lost" and killer_job.crashes == MAX_CRASHES
