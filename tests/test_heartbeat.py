@@ -127,6 +127,7 @@ async def test_a_lost_lease_reaches_the_loop(
     assert f"job {queue}/{handle.id}: lease lost" in caplog.text
 
 
+@pytest.mark.single_node("reads one server's CLIENT LIST for the thread's connection")
 async def test_shutdown_joins_the_thread_and_closes_its_connection(url: str, tasks: Tasks) -> None:
     def connections(client: Client) -> list[str]:
         return str(client.transport.call("CLIENT", "LIST")).splitlines()
@@ -143,6 +144,7 @@ async def test_shutdown_joins_the_thread_and_closes_its_connection(url: str, tas
         await wait_until(lambda: len(connections(client)) == before, timeout=3)
 
 
+@pytest.mark.single_node("builds the fast single-server transport from the URL")
 async def test_a_worker_on_a_given_connection(url: str, queue: str) -> None:
     """The thread's connection is derived from a Conveyor transport; a redis-py asyncio client
     needs the URL as well, and the worker says so before it claims anything."""
@@ -166,6 +168,7 @@ async def test_a_worker_on_a_given_connection(url: str, queue: str) -> None:
             await foreign.aclose()
 
 
+@pytest.mark.single_node("flushes one server's scripts (test_topologies flushes a cluster's)")
 async def test_renewals_survive_a_script_flush(url: str, tasks: Tasks, queue: str) -> None:
     """The beat sends its scripts by SHA together with the registry commands; after SCRIPT
     FLUSH (a restart, a failover) the script is loaded again and the lease still renewed."""
