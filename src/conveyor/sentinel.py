@@ -355,19 +355,23 @@ class PinnedConnectionLost(RedisError):
         )
 
 
-class FollowingConnection(redis.sentinel.SentinelManagedConnection):
-    """A Sentinel-managed connection that moves to the watcher's primary before a command."""
+class _Following:
+    """What both faces' connections share: the watcher they follow, and pinning."""
 
     def __init__(self, **kwargs: Any) -> None:
         self.watcher: PrimaryWatcher = kwargs.pop("watcher")
         self.pinned = False
         self.wrote = False
-        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(**kwargs)
 
     def pin(self, pinned: bool) -> None:
         """Hold this connection to its server from its first write on (see the module doc)."""
         self.pinned = pinned
         self.wrote = False
+
+
+class FollowingConnection(_Following, redis.sentinel.SentinelManagedConnection):
+    """A Sentinel-managed connection that moves to the watcher's primary before a command."""
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         if not (self.pinned and self.wrote):
@@ -394,18 +398,8 @@ class FollowingConnection(redis.sentinel.SentinelManagedConnection):
         self.connect_to(primary)  # type: ignore[no-untyped-call]
 
 
-class AsyncFollowingConnection(redis.asyncio.sentinel.SentinelManagedConnection):
+class AsyncFollowingConnection(_Following, redis.asyncio.sentinel.SentinelManagedConnection):
     """The asyncio twin of :class:`FollowingConnection`."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.watcher: PrimaryWatcher = kwargs.pop("watcher")
-        self.pinned = False
-        self.wrote = False
-        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
-
-    def pin(self, pinned: bool) -> None:
-        self.pinned = pinned
-        self.wrote = False
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         if not (self.pinned and self.wrote):
