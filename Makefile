@@ -6,10 +6,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install run test test-cluster lint typecheck bench bench-quick bench-smoke chaos chaos-state-machine chaos-faults acceptance clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -c constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)

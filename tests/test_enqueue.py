@@ -80,6 +80,48 @@ def test_bulk_enqueue_in_one_call(client: Client, queue: str) -> None:
 
 
 @pytest.mark.parametrize("face", ["sync", "async"])
+async def test_a_bulk_holds_off_the_garbage_collector_and_leaves_it_as_found(
+    client: Client, aclient: AsyncClient, queue: str, face: str
+) -> None:
+    """The thousands of short-lived objects of a bulk would trigger collections, a full one
+    now and then; during enqueue_many none runs (at most one small one when it resumes), and
+    the collector is back on afterwards -- or still off, if the application turned it off."""
+    import gc
+
+    _, add, _ = make_tasks(queue)
+    collections: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    async def bulk(n: int, *, encode_only: bool = False) -> list[int]:
+        calls = [add.call(i, 0) for i in range(n)]  # type: ignore[attr-defined]
+        gc.collect()
+        collections.clear()
+        gc.callbacks.append(record)
+        try:
+            if encode_only:  # what enqueue_many does with each call, unpaused
+                assert len([client._encode(call, "") for call in calls]) == n
+            elif face == "sync":
+                assert len(client.enqueue_many(calls)) == n
+            else:
+                assert len(await aclient.enqueue_many(calls)) == n
+        finally:
+            gc.callbacks.remove(record)
+        return list(collections)
+
+    await bulk(10)  # scripts loaded, queue registered
+    try:
+        assert len(await bulk(5_000, encode_only=True)) >= 3, "the check below could not fail"
+        assert len(await bulk(5_000)) <= 1 and gc.isenabled()
+        gc.disable()
+        assert await bulk(100) == [] and not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
 async def test_pipelined_chunks_keep_order_across_queues_and_a_script_flush(
     client: Client, aclient: AsyncClient, raw: redis.Redis, queue: str, face: str
 ) -> None:

@@ -7,11 +7,13 @@ method is therefore a one-line wrapper on each face.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import socket
 import time
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 from . import flows as flow_ops
@@ -59,6 +61,26 @@ def _with_ids(jobs: list[ops.NewJob]) -> list[ops.NewJob]:
     for job, job_id in zip(missing, new_job_ids(len(missing)), strict=True):
         job.id = job_id
     return jobs
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Hold off the cyclic garbage collector while a bulk makes its thousands of small objects.
+
+    Each of them counts towards the collector's next run, so encoding 1,000 jobs triggered
+    several collections, and now and then a full one over every object of the process:
+    about a fifth of a bulk enqueue's CPU time, for no garbage (none of them forms a cycle;
+    reference counting frees them). Paused only when it was running, so concurrent bulks
+    and an application that turned it off leave it as they found it.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class _Producer:
@@ -140,11 +162,8 @@ class _Producer:
             job = self._encode(call, new_job_ids(1)[0])
             return (yield from ops.enqueue(self.keys(call.queue), [job]))
         by_queue: dict[str, list[ops.NewJob]] = {}
-        order: list[tuple[str, int]] = []
-        for call in calls:
-            jobs = by_queue.setdefault(call.queue, [])
-            order.append((call.queue, len(jobs)))
-            jobs.append(self._encode(call, ""))  # the id is given when its chunk is sent
+        for call in calls:  # the id is given when its chunk is sent
+            by_queue.setdefault(call.queue, []).append(self._encode(call, ""))
         for queue in by_queue:
             yield from self._register(queue)
         written = yield from ops.enqueue_chunks(
@@ -156,8 +175,10 @@ class _Producer:
         for outcomes in written:
             results.setdefault(outcomes[0].queue, []).extend(outcomes)
         if len(results) == 1:
-            return results[order[0][0]]
-        return [results[queue][index] for queue, index in order]
+            return results[calls[0].queue]
+        # Several queues: each call's outcome is the next one of its queue's, in call order.
+        per_queue = {queue: iter(outcomes) for queue, outcomes in results.items()}
+        return [next(per_queue[call.queue]) for call in calls]
 
     def _flows_op(
         self, flows: Sequence[Flow]
@@ -231,6 +252,8 @@ class _Producer:
 class JobHandle(Generic[R]):
     """What ``Client.enqueue`` returns: the job's id, whether it was created, and ways to follow it."""
 
+    __slots__ = ("client", "id", "outcome", "queue", "replaced")  # one per job of a bulk
+
     def __init__(self, client: Client, enqueued: ops.Enqueued) -> None:
         self.client = client
         self.id = enqueued.id
@@ -264,6 +287,8 @@ class JobHandle(Generic[R]):
 
 class AsyncJobHandle(Generic[R]):
     """The asyncio twin of :class:`JobHandle`."""
+
+    __slots__ = ("client", "id", "outcome", "queue", "replaced")
 
     def __init__(self, client: AsyncClient, enqueued: ops.Enqueued) -> None:
         self.client = client
@@ -327,7 +352,8 @@ class Client(_Producer):
 
     def enqueue_many(self, calls: Iterable[TaskCall[R]]) -> list[JobHandle[R]]:
         """Enqueue many jobs (``[add.call(i, i) for i in ...]``) in one round trip per queue."""
-        return [JobHandle(self, e) for e in self._write(self._enqueue_ops(list(calls)))]
+        with _gc_paused():
+            return [JobHandle(self, e) for e in self._write(self._enqueue_ops(list(calls)))]
 
     def _write(self, operation: Generator[ops.Step, Any, list[ops.Enqueued]]) -> list[ops.Enqueued]:
         """Run an enqueue; with ``durable_replicas``, on one connection and followed by WAIT."""
@@ -497,7 +523,8 @@ class AsyncClient(_Producer):
         return AsyncJobHandle(self, enqueued)
 
     async def enqueue_many(self, calls: Iterable[TaskCall[R]]) -> list[AsyncJobHandle[R]]:
-        return [AsyncJobHandle(self, e) for e in await self._write(self._enqueue_ops(list(calls)))]
+        with _gc_paused():  # other tasks run meanwhile without it too: a few ms per 1,000 jobs
+            return [AsyncJobHandle(self, e) for e in await self._write(self._enqueue_ops(list(calls)))]
 
     async def _write(self, operation: Generator[ops.Step, Any, list[ops.Enqueued]]) -> list[ops.Enqueued]:
         replicas = self.settings.durable_replicas

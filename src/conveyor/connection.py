@@ -103,8 +103,8 @@ def sync_client(url: str, **kwargs: Any) -> SyncRedis:
     options = {**_COMMON, **kwargs}
     if scheme == "redis+sentinel":
         hosts, service, db, auth = _sentinel_parts(url)
-        sentinel = redis.sentinel.Sentinel(hosts, sentinel_kwargs=dict(auth), **auth, **options)  # type: ignore[no-untyped-call]
-        return sentinel.master_for(service, db=db)  # type: ignore[no-any-return, no-untyped-call]
+        sentinel = redis.sentinel.Sentinel(hosts, sentinel_kwargs=dict(auth), **auth, **options)  # type: ignore[no-untyped-call, unused-ignore]
+        return sentinel.master_for(service, db=db)  # type: ignore[no-any-return, no-untyped-call, unused-ignore]
     if scheme == "redis+cluster":
         options.pop("health_check_interval")
         return redis.cluster.RedisCluster.from_url(
@@ -120,7 +120,7 @@ def async_client(url: str, **kwargs: Any) -> AsyncRedis:
     options = {**_COMMON, **kwargs}
     if scheme == "redis+sentinel":
         hosts, service, db, auth = _sentinel_parts(url)
-        sentinel = redis.asyncio.sentinel.Sentinel(hosts, sentinel_kwargs=dict(auth), **auth, **options)  # type: ignore[no-untyped-call]
+        sentinel = redis.asyncio.sentinel.Sentinel(hosts, sentinel_kwargs=dict(auth), **auth, **options)  # type: ignore[no-untyped-call, unused-ignore]
         return sentinel.master_for(service, db=db)  # type: ignore[no-any-return]
     if scheme == "redis+cluster":
         options.pop("health_check_interval")

@@ -307,7 +307,7 @@ def _watch(
         while not stop.is_set():
             try:
                 if pubsub is None:
-                    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]
                     pubsub.subscribe(*CHANNELS)
                     next_poll = 0.0
                 message = pubsub.get_message(timeout=0.1) if next_poll else None
@@ -429,8 +429,8 @@ def sync_primary(
 ) -> tuple[redis.Redis, list[Any]]:
     """A client of the service's primary, and what to close with it (the watcher, the sentinels)."""
     watcher = PrimaryWatcher(sentinels, service, auth)
-    sentinel = redis.sentinel.Sentinel(sentinels, sentinel_kwargs=dict(auth), **auth, **options)  # type: ignore[no-untyped-call]
-    client = sentinel.master_for(service, db=db, connection_class=FollowingConnection, watcher=watcher)  # type: ignore[no-untyped-call]
+    sentinel = redis.sentinel.Sentinel(sentinels, sentinel_kwargs=dict(auth), **auth, **options)  # type: ignore[no-untyped-call, unused-ignore]
+    client = sentinel.master_for(service, db=db, connection_class=FollowingConnection, watcher=watcher)  # type: ignore[no-untyped-call, unused-ignore]
     return client, [watcher, *sentinel.sentinels]
 
 
@@ -438,6 +438,6 @@ def async_primary(
     sentinels: list[Address], service: str, db: int, auth: dict[str, Any], options: dict[str, Any]
 ) -> tuple[redis.asyncio.Redis, list[Any]]:
     watcher = PrimaryWatcher(sentinels, service, auth)
-    sentinel = redis.asyncio.sentinel.Sentinel(sentinels, sentinel_kwargs=dict(auth), **auth, **options)  # type: ignore[no-untyped-call]
+    sentinel = redis.asyncio.sentinel.Sentinel(sentinels, sentinel_kwargs=dict(auth), **auth, **options)  # type: ignore[no-untyped-call, unused-ignore]
     client = sentinel.master_for(service, db=db, connection_class=AsyncFollowingConnection, watcher=watcher)
     return client, [watcher, *sentinel.sentinels]

@@ -16,17 +16,20 @@ local now = now_ms()
 local prefix = KEYS[4]
 local notes = {}
 local created = {}
-local argc = #ARGV
-for i = 1, argc, 3 do
-  local key = prefix .. ARGV[i]
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('HSET', key, 'n', ARGV[i + 1], 'a', ARGV[i + 2], 'ct', now, 's', 'waiting')
-    created[#created + 1] = ARGV[i]
+local count = 0
+local call = redis.call
+for i = 1, #ARGV, 3 do
+  local id = ARGV[i]
+  local key = prefix .. id
+  if call('EXISTS', key) == 0 then
+    call('HSET', key, 'n', ARGV[i + 1], 'a', ARGV[i + 2], 'ct', now, 's', 'waiting')
+    count = count + 1
+    created[count] = id
   else
     notes[#notes + 1] = (i + 2) / 3
     notes[#notes + 1] = existing_kind(key, ARGV[i + 1], ARGV[i + 2])
     notes[#notes + 1] = ARGV[i]
   end
 end
-announce_waiting(KEYS[1], KEYS[2], KEYS[3], created, #created, created)
+announce_waiting(KEYS[1], KEYS[2], KEYS[3], created, count, created)
 return notes
