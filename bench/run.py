@@ -84,7 +84,7 @@ QUICK_PEERS = ["conveyor", "rq", "arq"]
 SCENARIOS: dict[str, tuple[str, int, dict[str, int]]] = {
     "enqueue-sync": ("enqueue-sync", 10_000, {}),
     "enqueue-async": ("enqueue-async", 10_000, {}),
-    "enqueue-bulk": ("enqueue-bulk", 10_000, {}),
+    "enqueue-bulk": ("enqueue-bulk", 100_000, {}),  # 100 calls: long enough to be steady
     "drain-1p": ("drain", 100_000, {"processes": 1}),
     "drain-2p": ("drain", 100_000, {"processes": 2}),
     "correctness": ("correctness", 10_000, {"processes": 2}),

@@ -14,22 +14,35 @@
 
 local now = now_ms()
 local prefix = KEYS[4]
+local call = redis.call
+-- A bulk asks once whether any of its keys exists (EXISTS counts them) instead of once per
+-- job: almost always none does, and the per-job check below is skipped. 3,000 fewer
+-- instructions per job on Valkey 9 (bench/instructions.py).
+local taken = 1
+if #ARGV > 3 then
+  local keys = {}
+  for i = 1, #ARGV, 3 do
+    keys[#keys + 1] = prefix .. ARGV[i]
+  end
+  taken = 0
+  for start = 1, #keys, 1000 do
+    taken = taken + call('EXISTS', unpack(keys, start, math.min(start + 999, #keys)))
+  end
+end
 local notes = {}
 local created = {}
-local count = 0
-local call = redis.call
+local made = 0
 for i = 1, #ARGV, 3 do
-  local id = ARGV[i]
-  local key = prefix .. id
-  if call('EXISTS', key) == 0 then
+  local key = prefix .. ARGV[i]
+  if taken == 0 or call('EXISTS', key) == 0 then
     call('HSET', key, 'n', ARGV[i + 1], 'a', ARGV[i + 2], 'ct', now, 's', 'waiting')
-    count = count + 1
-    created[count] = id
+    made = made + 1
+    created[made] = ARGV[i]
   else
     notes[#notes + 1] = (i + 2) / 3
     notes[#notes + 1] = existing_kind(key, ARGV[i + 1], ARGV[i + 2])
     notes[#notes + 1] = ARGV[i]
   end
 end
-announce_waiting(KEYS[1], KEYS[2], KEYS[3], created, count, created)
+announce_waiting(KEYS[1], KEYS[2], KEYS[3], created, made, created)
 return notes
