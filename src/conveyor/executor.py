@@ -33,6 +33,33 @@ def _settle(reply: Any, script: Script, rerun: Any) -> Any:
         return rerun(script)
 
 
+class _Results:
+    """The results of a :class:`Pipeline`, each made as its reply arrives.
+
+    A script that met NOSCRIPT is noted to be run again once every reply has been read (the
+    connection may be the one the next command needs); the first error is kept and raised
+    then too, after the remaining replies were read off the connection.
+    """
+
+    def __init__(self, step: Pipeline) -> None:
+        self.each = step.each
+        self.values: list[Any] = []
+        self.again: list[int] = []
+        self.error: Exception | None = None
+
+    def add(self, reply: Any) -> None:
+        index = len(self.values)
+        self.values.append(None)
+        if self.error is not None:
+            return
+        try:
+            self.values[index] = self.each(index, raise_for_reply(reply))
+        except NoScriptError:
+            self.again.append(index)
+        except Exception as exc:
+            self.error = exc
+
+
 def _typed(exc: ResponseError) -> Exception:
     message = str(exc)
     if message.startswith("OOM"):
@@ -75,14 +102,20 @@ class SyncExecutor:
     def _pipeline(self, step: Pipeline) -> list[Any]:
         pipeline = getattr(self.transport, "pipeline", None)
         if pipeline is None:  # redis-py (Sentinel, Cluster): one after the other
-            return [self._script(script) for script in step.scripts]
+            return [step.each(index, self._script(script)) for index, script in enumerate(step.scripts)]
         sent: list[Script] = []
+        results = _Results(step)
         with pipeline() as pipe:
             for script in step.scripts:  # the next script is built while Redis runs this one
                 pipe.send(_evalsha(script))
                 sent.append(script)
-            replies = pipe.receive()
-        return [_settle(reply, script, self._script) for script, reply in zip(sent, replies, strict=True)]
+            for reply in pipe.replies():
+                results.add(reply)
+        if results.error is not None:
+            raise results.error
+        for index in results.again:
+            results.values[index] = step.each(index, self._script(sent[index]))
+        return results.values
 
     def run_together(self, operations: Sequence[Generator[Step, Any, Any]]) -> list[Any]:
         """Run operations whose first steps (scripts or commands) go out together, in one round
@@ -181,21 +214,21 @@ class AsyncExecutor:
     async def _pipeline(self, step: Pipeline) -> list[Any]:
         send_now = getattr(self.transport, "send_now", None)
         if send_now is None:  # redis-py (Sentinel, Cluster): one after the other
-            return [await self._script(script) for script in step.scripts]
+            return [step.each(index, await self._script(script)) for index, script in enumerate(step.scripts)]
         sent: list[Script] = []
         waiters = []
         for script in step.scripts:  # written out at once; the next is built meanwhile
             waiters.append(await send_now(_evalsha(script)))
             sent.append(script)
+        results = _Results(step)
         async with asyncio.timeout(getattr(self.transport, "command_timeout", None)):
-            replies = await asyncio.gather(*waiters)
-        out = []
-        for script, reply in zip(sent, replies, strict=True):
-            try:
-                out.append(raise_for_reply(reply))
-            except NoScriptError:
-                out.append(await self._script(script))
-        return out
+            for waiter in waiters:
+                results.add(await waiter)
+        if results.error is not None:
+            raise results.error
+        for index in results.again:
+            results.values[index] = step.each(index, await self._script(sent[index]))
+        return results.values
 
     async def _script(self, step: Script) -> Any:
         command = _evalsha(step)

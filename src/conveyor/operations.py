@@ -8,7 +8,7 @@ arguments and the parsing of every reply are written exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,15 +37,23 @@ class Command:
     """True for commands that may block (BLPOP): the executor gives them their own connection."""
 
 
+def _as_is(index: int, reply: Any) -> Any:
+    return reply
+
+
 @dataclass(frozen=True, slots=True)
 class Pipeline:
-    """Run scripts back to back without waiting for each reply; the reply is their replies.
+    """Run scripts back to back without waiting for each reply; the reply is the list of
+    ``each(index, reply)``, one per script.
 
     ``scripts`` is consumed lazily: the executor sends one script, then builds the next
     while Redis runs the first, so preparing a bulk write overlaps with executing it.
+    ``each`` is called as each reply arrives, so reading the first replies overlaps with
+    Redis running the last scripts.
     """
 
     scripts: Iterator[Script]
+    each: Callable[[int, Any], Any] = _as_is
 
 
 Step = Script | Command | Pipeline
@@ -151,8 +159,12 @@ def enqueue_chunks(
             sent.append((keys, jobs))
             yield enqueue_script(keys, jobs)
 
-    replies = yield Pipeline(scripts())
-    return [enqueue_outcomes(keys, jobs, notes) for (keys, jobs), notes in zip(sent, replies, strict=True)]
+    def outcomes(index: int, notes: Sequence[Any]) -> list[Enqueued]:
+        keys, jobs = sent[index]
+        return enqueue_outcomes(keys, jobs, notes)
+
+    written: list[list[Enqueued]] = yield Pipeline(scripts(), outcomes)
+    return written
 
 
 def enqueue_script(keys: QueueKeys, jobs: Sequence[NewJob]) -> Script:

@@ -280,10 +280,12 @@ class SyncPipe:
         self._conn.send(hiredis.pack_command(tuple(args)))
         self._sent += 1
 
-    def receive(self) -> list[Any]:
-        """The replies of everything sent, in order; error replies are returned, not raised."""
+    def replies(self) -> Iterator[Any]:
+        """The replies of everything sent, in order, each as soon as it has arrived; error
+        replies are returned, not raised. Read them all: the connection is reused after."""
         count, self._sent = self._sent, 0
-        return self._conn.receive(count)
+        for _ in range(count):
+            yield self._conn.receive(1)[0]
 
 
 class _PinnedSync:
