@@ -143,6 +143,39 @@ async def test_pipelined_chunks_keep_order_across_queues_and_a_script_flush(
         assert total == len(expected) and [job.id for job in waiting] == expected, "FIFO across chunks"
 
 
+@pytest.mark.parametrize("face", ["sync", "async"])
+async def test_an_error_in_a_pipelined_bulk_leaves_the_connection_clean(
+    client: Client, aclient: AsyncClient, raw: redis.Redis, queue: str, face: str
+) -> None:
+    """Every chunk of a bulk fails (the waiting list was made a string): the first error is
+    raised only after every reply was read, so the next call on that connection gets its
+    own reply, not a stale one."""
+    _, add, _ = make_tasks(queue)
+    calls = [add.call(i, 0) for i in range(1_000)]  # type: ignore[attr-defined]
+    if face == "sync":
+        client.enqueue_many(calls[:2])
+    else:
+        await aclient.enqueue_many(calls[:2])
+    waiting = client.keys(queue).waiting
+    raw.delete(waiting)
+    raw.set(waiting, "not a list")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        if face == "sync":
+            client.enqueue_many(calls)
+        else:
+            await aclient.enqueue_many(calls)
+    raw.delete(waiting)
+    for _ in range(3):  # the pool holds one connection: each call would meet a stale reply
+        if face == "sync":
+            handle = client.enqueue(add, 7, 8)  # type: ignore[arg-type]
+            job = handle.fetch()
+            assert client.counts(queue)["waiting"] >= 1
+        else:
+            ahandle = await aclient.enqueue(add, 7, 8)  # type: ignore[arg-type]
+            job = await ahandle.fetch()
+        assert (job.task, job.args, job.state) == ("add", [7, 8], JobState.WAITING)
+
+
 def test_bulk_reports_existing_ids_individually(client: Client, queue: str) -> None:
     _, add, _ = make_tasks(queue)
     client.enqueue(add.with_options(job_id="b"), 0, 0)  # type: ignore[attr-defined]
