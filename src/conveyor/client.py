@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from . import flows as flow_ops
@@ -42,6 +43,7 @@ class Unset:
 
 
 UNSET = Unset()
+_outcome = attrgetter("outcome")
 CANCELLED_RETENTION = ops.Retention(100_000, 7 * 24 * 3600 * 1000)
 
 BULK_CHUNK = 250
@@ -140,6 +142,8 @@ class _Producer:
         # bits: rare, yet bound to happen in a large fleet); the caller did not choose that
         # id, so make the job under a new one rather than report "existed" and drop it.
         while True:
+            if EnqueueOutcome.EXISTED not in set(map(_outcome, results)):
+                return results  # the common case, checked without a Python loop over the jobs
             clashes = []
             for i, (call, result) in enumerate(zip(calls, results, strict=True)):
                 if result.outcome is EnqueueOutcome.EXISTED and call.options.job_id is None:
