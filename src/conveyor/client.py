@@ -355,7 +355,11 @@ class Client(_Producer):
         return JobHandle(self, enqueued)
 
     def enqueue_many(self, calls: Iterable[TaskCall[R]]) -> list[JobHandle[R]]:
-        """Enqueue many jobs (``[add.call(i, i) for i in ...]``) in one round trip per queue."""
+        """Enqueue many jobs (``[add.call(i, i) for i in ...]``) in one round trip per queue.
+
+        Python's cyclic garbage collector is held off for the duration of the call (it would
+        otherwise take about a fifth of its time, collecting nothing) and resumed after.
+        """
         with _gc_paused():
             return [JobHandle(self, e) for e in self._write(self._enqueue_ops(list(calls)))]
 
