@@ -88,7 +88,8 @@ async def test_script_flush_mid_run_loses_nothing(
         async with AsyncClient.from_url(cluster.url) as client:
             await client.enqueue_many([add.call(i, 1) for i in range(300)])
             sync_client.enqueue(add, 0, 0)  # both producers have loaded the scripts
-            worker = Worker(tasks, url=cluster.url, burst=True, concurrency=20)
+            # Not burst: a burst worker may drain the 301 and exit before the two late jobs.
+            worker = Worker(tasks, url=cluster.url, concurrency=20)
             serving = asyncio.create_task(worker.serve())
             await wait_until(lambda: worker.processed > 50)
             for node in cluster.nodes:
@@ -97,7 +98,11 @@ async def test_script_flush_mid_run_loses_nothing(
                     assert direct.transport.call("SCRIPT", "EXISTS", enqueue_sha()) == [0]
             await client.enqueue(add, 1, 1)  # NOSCRIPT: reloaded, then run
             await asyncio.to_thread(sync_client.enqueue, add, 2, 2)
-            await asyncio.wait_for(serving, 30)
+            try:
+                await wait_until(lambda: worker.processed >= 303, timeout=30)
+            finally:
+                worker.stop()
+                await asyncio.wait_for(serving, 30)
             assert worker.processed == 303
             assert (await client.counts(queue))["completed"] == 303
     noisy = [r for r in caplog.records if r.name.startswith("conveyor") and r.levelno >= logging.WARNING]
