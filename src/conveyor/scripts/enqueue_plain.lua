@@ -16,8 +16,8 @@ local now = now_ms()
 local prefix = KEYS[4]
 local call = redis.call
 -- A bulk asks once whether any of its keys exists (EXISTS counts them) instead of once per
--- job: almost always none does, and the per-job check below is skipped. 3,000 fewer
--- instructions per job on Valkey 9 (bench/instructions.py).
+-- job: almost always none does, and the per-job check below is skipped. About 2,300 fewer
+-- server instructions per job on Valkey 9 (bench/instructions.py: 30,600 -> 28,300).
 local taken = 1
 if #ARGV > 3 then
   local keys = {}
