@@ -33,7 +33,7 @@ local notes = {}
 local created = {}
 local made = 0
 for i = 1, #ARGV, 3 do
-  local key = prefix .. ARGV[i]
+  local key = prefix .. ARGV[i]  -- made again rather than kept: a single enqueue builds no table
   if taken == 0 or call('EXISTS', key) == 0 then
     call('HSET', key, 'n', ARGV[i + 1], 'a', ARGV[i + 2], 'ct', now, 's', 'waiting')
     made = made + 1
