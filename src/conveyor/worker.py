@@ -267,7 +267,7 @@ class Worker:
             on_answers=self._on_lease_answers,
             on_failure=self._on_heartbeat_failure,
         )
-        self._heartbeat.start()
+        await self._heartbeat.start()
         fetcher = asyncio.create_task(self._fetch_loop(), name="conveyor-fetch")
         flusher = asyncio.create_task(self._flush_loop(), name="conveyor-flush")
         sweeper = asyncio.create_task(self._sweep_loop(), name="conveyor-sweep")
