@@ -131,19 +131,36 @@ def async_client(url: str, **kwargs: Any) -> AsyncRedis:
     return redis.asyncio.Redis.from_url(url, **options)
 
 
-def sync_transport(url: str, cluster_wait: float = DEFAULT_CLUSTER_WAIT) -> SyncTransport:
+def sync_transport(
+    url: str, cluster_wait: float = DEFAULT_CLUSTER_WAIT, timeout: float | None = None
+) -> SyncTransport:
     """The fast transport for plain, TLS and unix-socket URLs; redis-py for Sentinel and Cluster.
 
     Unlike :func:`sync_client`, a Sentinel transport follows a failover as soon as the
     sentinels begin it (:mod:`conveyor.sentinel`). ``cluster_wait``: seconds a call waits
-    out a cluster's refusals (see :mod:`conveyor.refusals`)."""
+    out a cluster's refusals (see :mod:`conveyor.refusals`). ``timeout``: seconds Redis has
+    to accept a connection and to answer a command before the connection counts as dead,
+    where shorter than the URL's ``socket_timeout`` (redis-py's own default is to wait
+    forever) -- the heartbeat's."""
     if _check_scheme(url) in ("redis", "rediss", "unix"):
-        return FastSyncTransport(Endpoint.from_url(url))
+        return FastSyncTransport(_at_most(Endpoint.from_url(url), timeout))
+    timeouts = {} if timeout is None else {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     if _check_scheme(url) == "redis+sentinel":
         hosts, service, db, auth = _sentinel_parts(url)
-        client, also_close = sentinel.sync_primary(hosts, service, db, auth, dict(_COMMON))
+        client, also_close = sentinel.sync_primary(hosts, service, db, auth, {**_COMMON, **timeouts})
         return RedisPySyncTransport(client, also_close=also_close, cluster_wait=cluster_wait)
-    return RedisPySyncTransport(sync_client(url), cluster_wait=cluster_wait)
+    return RedisPySyncTransport(sync_client(url, **timeouts), cluster_wait=cluster_wait)
+
+
+def _at_most(endpoint: Endpoint, timeout: float | None) -> Endpoint:
+    if timeout is None:
+        return endpoint
+    command = endpoint.command_timeout
+    return replace(
+        endpoint,
+        connect_timeout=min(endpoint.connect_timeout, timeout),
+        command_timeout=timeout if command is None else min(command, timeout),
+    )
 
 
 def async_transport(url: str, cluster_wait: float = DEFAULT_CLUSTER_WAIT) -> AsyncTransport:
@@ -159,19 +176,24 @@ def async_transport(url: str, cluster_wait: float = DEFAULT_CLUSTER_WAIT) -> Asy
 
 
 def sync_twin(
-    transport: AsyncTransport, url: str | None = None, cluster_wait: float = DEFAULT_CLUSTER_WAIT
+    transport: AsyncTransport,
+    url: str | None = None,
+    cluster_wait: float = DEFAULT_CLUSTER_WAIT,
+    timeout: float | None = None,
 ) -> SyncTransport:
     """A sync transport to the same Redis as ``transport``, for a thread of the worker that
     must not depend on the event loop (the heartbeat). Derived from a Conveyor transport;
-    for anything else (a redis-py asyncio client), opened from ``url``."""
+    for anything else (a redis-py asyncio client), opened from ``url``. ``timeout``: as for
+    :func:`sync_transport`."""
     if isinstance(transport, FastAsyncTransport):
-        return FastSyncTransport(replace(transport.endpoint, command_timeout=transport.command_timeout))
+        endpoint = replace(transport.endpoint, command_timeout=transport.command_timeout)
+        return FastSyncTransport(_at_most(endpoint, timeout))
     if url is None:
         raise ConfigurationError(
             "the worker renews its leases from a thread with a sync connection of its own, and "
             f"cannot derive one from {type(transport).__name__}: pass url= too (the same Redis)"
         )
-    return sync_transport(url, cluster_wait)
+    return sync_transport(url, cluster_wait, timeout)
 
 
 def as_sync_transport(connection: Any, cluster_wait: float = DEFAULT_CLUSTER_WAIT) -> SyncTransport:

@@ -227,13 +227,15 @@ class Worker:
             else as_async_transport(self._connection, wait)
         )
         # Its own connection, so a blocked loop cannot starve it; derived before anything runs.
-        # A beat must not wait out a cluster refusal for long: leases would lapse meanwhile,
-        # while failing fast just tries again at the next beat.
+        # A beat must not wait out a cluster refusal, a silent connection (half-open, a
+        # blackhole) or a connect for longer than its interval: leases would lapse meanwhile,
+        # while failing fast tries again at once over a new connection. (A half-open
+        # connection cost a running job its 1.5 s lease with the URL's 5 s socket timeout.)
         beat_wait = min(wait, self.config.lease / 3)
         beat_transport = (
-            sync_transport(self.settings.redis_url, beat_wait)
+            sync_transport(self.settings.redis_url, beat_wait, timeout=self.config.lease / 3)
             if owns_client
-            else sync_twin(self.transport, self._url, beat_wait)
+            else sync_twin(self.transport, self._url, beat_wait, timeout=self.config.lease / 3)
         )
         self.executor = AsyncExecutor(self.transport)
         self._pool = ThreadPoolExecutor(

@@ -145,3 +145,49 @@ def test_worker_recovers_from_half_open_connections(server_factory: Any, tmp_pat
     finally:
         workers.stop(timeout=5)
         proxy.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_silent_heartbeat_connection_does_not_cost_a_running_job_its_lease(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    """The connections of a worker running a job go half-open. Its heartbeat gives up on the
+    silent one after a third of the lease (not the URL's socket timeout, here 5 s, 60 s by
+    default) and renews over a new connection, so a live worker's job is not re-delivered
+    while it runs. A second worker, connected directly, sweeps every 0.2 s meanwhile."""
+    server = server_factory(appendonly=False)
+    proxy = NetProxy(server.port)
+    queue = "chaos-half-open-beat"
+    tasks = Tasks(queue=queue)
+
+    @tasks.task
+    async def work(n: int, sleep: float = 0.0) -> int: ...
+
+    lease = 1.5
+    options = {"CHAOS_LEASE": lease, "CHAOS_SWEEP": 0.2, "CHAOS_CONCURRENCY": 1}
+    proxied = Workers(
+        proxy.url_for(server.url, server.port) + "?socket_timeout=5", queue, tmp_path, count=1, **options
+    )
+    sweeper = None
+    try:
+        with Client.from_url(server.url) as direct:
+            handle = direct.enqueue(work, 1, sleep=4 * lease)
+            deadline = time.monotonic() + 15
+            while direct.counts(queue)["active"] < 1:
+                assert time.monotonic() < deadline, "the proxied worker claimed the job"
+                time.sleep(0.05)
+            # Busy with the job, so the sweeper claims nothing unless the lease runs out.
+            sweeper = Workers(server.url, queue, tmp_path, count=1, **options)
+            time.sleep(0.5)
+            assert proxy.half_open() >= 2
+            assert handle.result(timeout=60) == 1
+            job = direct.get_job(queue, handle.id)
+            events = direct.transport.call("XRANGE", direct.keys(queue).events, "-", "+")
+        assert [e for e in events if "stalled" in e[1]] == [], "the lease ran out while the job ran"
+        assert job.attempts == 1
+    finally:
+        proxied.stop(timeout=10)
+        if sweeper is not None:
+            sweeper.stop(timeout=5)
+        proxy.close()
