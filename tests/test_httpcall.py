@@ -283,3 +283,15 @@ async def test_https_with_a_private_ca_checks_the_name(queue: str, url: str, tmp
         with pytest.raises(JobFailed, match=r"certificate|hostname|SSL"):
             await wrong_name.result(timeout=10)
         await caller.aclose()
+
+
+async def test_the_worker_closes_the_pooled_session_when_it_stops(queue: str, url: str) -> None:
+    tasks = Tasks(queue=queue)
+    caller = register_http_task(tasks, LOCAL)
+    async with RawHttpServer({"/ok": ok}) as server, AsyncClient.from_url(url) as client:
+        async with running_worker(tasks, url):
+            handle = await client.enqueue(call(queue), url=f"{server.url}/ok")
+            assert (await handle.result(timeout=10))["status"] == 200
+            session = caller._session
+            assert session is not None and not session.closed
+        assert session.closed and caller._session is None

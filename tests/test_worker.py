@@ -296,3 +296,56 @@ async def test_warns_when_redis_may_evict_jobs(
     finally:
         await aclient.transport.call_on_primaries("CONFIG", "SET", "maxmemory-policy", "noeviction")
     assert any("maxmemory-policy is 'allkeys-lru'" in r.getMessage() for r in caplog.records)
+
+
+async def test_startup_and_shutdown_functions_run_around_the_jobs(
+    aclient: AsyncClient, tasks: Tasks, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Startup functions run, in order, before the first job; shutdown functions after the
+    last one, in reverse order, even when one of them raises."""
+    calls: list[str] = []
+
+    @tasks.on_startup
+    async def open_pool() -> None:
+        calls.append("open pool")
+
+    tasks.on_startup(lambda: calls.append("open cache"))
+
+    @tasks.on_shutdown
+    def close_pool() -> None:
+        calls.append("close pool")
+
+    @tasks.on_shutdown
+    async def close_cache() -> None:
+        calls.append("close cache")
+        raise RuntimeError("cache already gone")
+
+    @tasks.task
+    def job(n: int) -> None:
+        calls.append(f"job {n}")
+
+    handles = [await aclient.enqueue(job, n) for n in range(2)]
+    await asyncio.wait_for(Worker(tasks, url=url, burst=True, lease=2.0).serve(), 15)
+    assert calls[:2] == ["open pool", "open cache"]
+    assert sorted(calls[2:4]) == ["job 0", "job 1"]  # in threads: either may finish first
+    assert calls[4:] == ["close cache", "close pool"]
+    assert [(await h.fetch()).state for h in handles] == [JobState.COMPLETED] * 2
+    assert "<locals>.close_cache failed" in caplog.text
+    assert "cache already gone" in caplog.text
+
+
+async def test_a_failing_startup_function_stops_the_worker_before_it_claims(
+    aclient: AsyncClient, tasks: Tasks, url: str
+) -> None:
+    @tasks.on_startup
+    def no_database() -> None:
+        raise ConnectionRefusedError("database at 127.0.0.1:1 refused")
+
+    @tasks.task
+    def job() -> None: ...
+
+    handle = await aclient.enqueue(job)
+    with pytest.raises(ConnectionRefusedError, match="database"):
+        await asyncio.wait_for(Worker(tasks, url=url, burst=True).serve(), 15)
+    assert (await handle.fetch()).state is JobState.WAITING
+    assert await aclient.workers() == []

@@ -22,6 +22,7 @@ from .keys import validate_queue_name
 
 P = ParamSpec("P")
 R = TypeVar("R")
+Lifecycle = TypeVar("Lifecycle", bound=Callable[[], Any])
 R_co = TypeVar("R_co", covariant=True)
 
 DEFAULT_QUEUE = "default"
@@ -246,6 +247,24 @@ class Tasks:
         self.default_queue = validate_queue_name(queue)
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._schedules: dict[str, Any] = {}
+        self.startup: list[Callable[[], Any]] = []
+        self.shutdown: list[Callable[[], Any]] = []
+
+    def on_startup(self, function: Lifecycle) -> Lifecycle:
+        """Run ``function`` (sync or async, no arguments) in each worker process before it
+        claims its first job: to open what the tasks share (a database pool). If it raises,
+        the worker stops before claiming anything. In registration order; usable as a
+        decorator."""
+        self.startup.append(function)
+        return function
+
+    def on_shutdown(self, function: Lifecycle) -> Lifecycle:
+        """Run ``function`` (sync or async, no arguments) in each worker process once its last
+        job finished or was handed back, before it exits: to close what the tasks share. An
+        exception is logged and the other functions still run. In reverse registration order
+        (what was opened first is closed last); usable as a decorator."""
+        self.shutdown.append(function)
+        return function
 
     @overload
     def task(self, function: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...

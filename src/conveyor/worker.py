@@ -25,13 +25,14 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import inspect
 import logging
 import os
 import random
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,12 @@ MAX_LOG_LINES = 1_000
 """Log lines kept per job."""
 LOG_KEEP_MS = 7 * 24 * 3600 * 1000
 """How long a job's log outlives its last line."""
+
+
+async def _call(function: Callable[[], Any]) -> None:
+    """A startup or shutdown function of the tasks, sync or async (see ``Tasks.on_startup``)."""
+    if inspect.isawaitable(outcome := function()):
+        await outcome
 
 
 def _log_job(level: int, event: str, job: Prepared, message: str, *args: Any, **fields: Any) -> None:
@@ -219,6 +226,8 @@ class Worker:
     async def serve(self, install_signal_handlers: bool = False) -> None:
         """Run in the current event loop until :meth:`stop` (or burst mode) ends it."""
         self._loop = asyncio.get_running_loop()
+        for function in self.tasks.startup:  # nothing is open yet: a failure leaves nothing behind
+            await _call(function)
         owns_client = self._connection is None
         wait = self.settings.cluster_wait_ms / 1000
         self.transport = (
@@ -303,6 +312,11 @@ class Worker:
                         workers_key(self.settings.prefix), worker_key(self.id, self.settings.prefix), self.id
                     )
                 )
+            for function in reversed(self.tasks.shutdown):
+                try:
+                    await _call(function)
+                except Exception:
+                    log.exception("shutdown function %s failed", getattr(function, "__qualname__", function))
             self._pool.shutdown(wait=False, cancel_futures=True)
             if owns_client:
                 await self.transport.aclose()

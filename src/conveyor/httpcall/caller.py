@@ -222,6 +222,7 @@ def register_http_task(
     """Serve HTTP-call jobs (task ``conveyor.http``) from this registry's workers."""
     caller = HttpCaller(settings)
     tasks.task(name=HTTP_TASK, retries=retries)(caller.run)
+    tasks.on_shutdown(caller.aclose)  # its pooled connections, when the worker stops
     return caller
 
 
