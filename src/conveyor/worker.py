@@ -10,7 +10,8 @@ Three loops share one event loop:
 * the *flush* loop writes finished jobs back in batches: whatever finished while the
   previous batch was in flight goes in the next one, so acknowledgements cost one round
   trip per batch, not per job;
-* the *sweep* loop moves expired leases of dead workers back to waiting.
+* the *sweep* loop moves expired leases of dead workers back to waiting
+  (:mod:`conveyor.sweeper`).
 
 The leases of held jobs are renewed from a thread of their own (:mod:`conveyor.heartbeat`),
 so that async jobs blocking the loop cannot starve the renewals.
@@ -39,7 +40,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from . import faults, flows, isolation, registry, serialization
+from . import faults, isolation, registry, serialization
 from . import operations as ops
 from .config import Settings
 from .connection import as_async_transport, async_transport, sync_transport, sync_twin
@@ -51,6 +52,7 @@ from .heartbeat import Answers, Heartbeat
 from .hooks import Hooks
 from .keys import QueueKeys, worker_key, workers_key
 from .schedules import run_schedulers
+from .sweeper import Sweeper, tell_parents
 from .task import Tasks
 from .transport import AsyncTransport, RedisPyAsyncTransport
 
@@ -281,7 +283,18 @@ class Worker:
         await self._heartbeat.start()
         fetcher = asyncio.create_task(self._fetch_loop(), name="conveyor-fetch")
         flusher = asyncio.create_task(self._flush_loop(), name="conveyor-flush")
-        sweeper = asyncio.create_task(self._sweep_loop(), name="conveyor-sweep")
+        sweeper = asyncio.create_task(
+            Sweeper(
+                self.executor,
+                self.keys,
+                interval=self.config.sweep_interval,
+                max_crashes=self.config.max_crashes,
+                failed=self.config.failed,
+                alone_after=self.config.alone_after,
+                closing=self._closing,
+            ).run(),
+            name="conveyor-sweep",
+        )
         scheduler = asyncio.create_task(
             run_schedulers(self.executor, list(self.keys.values()), self._closing, self.tasks.schedules()),
             name="conveyor-scheduler",
@@ -800,7 +813,8 @@ class Worker:
                 if self._failures[queue]:
                     await self._flush(queue, self._failures, ops.fail, self.config.failed)
             while self._outbox_due:
-                await self._drain_outbox(self._outbox_due.pop())
+                queue = self._outbox_due.pop()
+                await tell_parents(self.executor, self.keys[queue], self.config.failed)
             if self._stopping and not any(self._done.values()) and not any(self._failures.values()):
                 return
 
@@ -870,75 +884,3 @@ class Worker:
                 "job %s/%s: lease lost (it was re-delivered); its result will be discarded", queue, job_id
             )
             del held[job_id]
-
-    async def _sweep_loop(self) -> None:
-        """Every worker sweeps; the script is atomic, so concurrent sweeps never re-deliver twice."""
-        interval = self.config.sweep_interval
-        # The first sweep comes at a random point, to spread the sweeps of workers started together.
-        pause = random.uniform(0, interval)
-        while not await self._closing_within(pause):
-            try:
-                await self._sweep()
-            except _RETRYABLE_REDIS as exc:
-                log.warning("sweep failed (%s); will retry", exc)
-            except RedisError:
-                # Sweeping is how lost jobs come back: one bad answer must not end it for good.
-                log.exception("sweep failed; will retry at the next interval")
-            pause = interval
-
-    async def _closing_within(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``; True as soon as the worker is closing."""
-        try:
-            await asyncio.wait_for(self._closing.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
-
-    async def _drain_outbox(self, queue: str) -> None:
-        """Tell the parents of finished children (flows); the sweep retries what fails here."""
-        try:
-            await self.executor.run(flows.drain_outbox(self.keys[queue], self.config.failed))
-        except RedisError as exc:
-            log.warning(
-                "could not tell parents in %s that their children finished (%s); will retry", queue, exc
-            )
-
-    async def _finish_flows(self, queue: str) -> None:
-        """Notes left by jobs that ended outside a worker's acknowledgement (expired, cancelled,
-        lost) or by a worker that died before delivering them; flows whose creator died half-way."""
-        try:
-            await self.executor.run(flows.drain_outbox(self.keys[queue], self.config.failed))
-            stale_ms = flows.STALE_FLOW_RECORD_MS
-            replayed = await self.executor.run(flows.replay_stale(self.keys[queue], stale_ms))
-        except RedisError as exc:  # never in the way of the sweep itself
-            log.warning("could not finish the flows of %s (%s); will retry", queue, exc)
-            return
-        if replayed:
-            log.warning("finished creating %d flows of %s whose creator stopped half-way", replayed, queue)
-
-    async def _sweep(self) -> None:
-        for queue in self.queues:
-            await self._finish_flows(queue)
-            recovered, dead = await self.executor.run(
-                ops.sweep(
-                    self.keys[queue],
-                    self.config.max_crashes,
-                    self.config.failed,
-                    alone_after=self.config.alone_after,
-                )
-            )
-            if recovered:
-                log.warning(
-                    "re-delivered %d jobs of %s whose worker was lost: %s",
-                    len(recovered),
-                    queue,
-                    ", ".join(recovered[:10]),
-                )
-            if dead:
-                log.error(
-                    "dead-lettered %d jobs of %s that lost their worker %d times: %s",
-                    len(dead),
-                    queue,
-                    self.config.max_crashes,
-                    ", ".join(dead[:10]),
-                )
