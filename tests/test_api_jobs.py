@@ -250,7 +250,6 @@ def test_chunked_body_over_the_cap_is_413(http: httpx.Client, queue: str) -> Non
     assert http.get(f"/v1/queues/{queue}/jobs").json()["total"] == 0
 
 
-@pytest.mark.single_node("a long poll beyond the socket timeout fails on a cluster (RELIABILITY, Not fixed)")
 async def test_a_long_poll_ends_when_its_client_goes_away(
     ahttp: httpx.AsyncClient, queue: str, raw: redis.Redis
 ) -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
 from tls_proxy import TlsProxy
 
 from conveyor import AsyncClient, Client, Tasks
+from conveyor.connection import async_transport
 from conveyor.server import RedisServer
 
 
@@ -98,3 +102,27 @@ def test_unreachable_server_is_a_clear_connection_error(queue: str) -> None:
         pytest.raises(redis.ConnectionError, match=r"127\.0\.0\.1:1"),
     ):
         client.enqueue(noop_task(queue), 1)
+
+
+async def test_cluster_waits_longer_than_the_socket_timeout(cluster: Any) -> None:
+    """redis-py holds a blocking command's reply to its socket timeout (the asyncio cluster
+    client's default is 5 s, which failed every idle worker's 5 s wait for work): a longer
+    wait is made of shorter ones, and still returns what arrives meanwhile."""
+    transport = async_transport(cluster.url + "?socket_timeout=1")
+    try:
+        started = time.monotonic()
+        assert await transport.call_blocking("BLPOP", "{wait}:empty", 2.5) is None
+        assert 2.4 < time.monotonic() - started < 4.5
+
+        async def push_later() -> None:
+            await asyncio.sleep(1.6)
+            await transport.call("RPUSH", "{wait}:later", "x")
+
+        pusher = asyncio.create_task(push_later())
+        assert await transport.call_blocking("BLPOP", "{wait}:later", 0) == ("{wait}:later", "x")
+        await pusher
+        # The worker's form: the wait, then a command the server runs right after it.
+        replies = await transport.call_blocking_many([("BZPOPMIN", "{wait}:marker", 1.5), ("PING",)])
+        assert replies[0] is None and replies[1] in (True, "PONG")
+    finally:
+        await transport.aclose()

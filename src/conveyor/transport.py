@@ -686,11 +686,36 @@ class RedisPyAsyncTransport:
         return out
 
     async def call_blocking(self, *args: Any) -> Any:
-        return await self.call(*args)
+        """A popping command that may wait in Redis. redis-py holds its reply to the socket
+        timeout too, which the asyncio cluster client sets to 5 s by default: an idle worker's
+        5 s wait for work failed every time ("Timeout reading from ..."), and an API long
+        poll beyond 5 s answered 503. So a longer wait is made of waits of half the socket
+        timeout: a wait that popped nothing changed nothing, so the next one just goes on."""
+        limit = self._socket_timeout()
+        wait = _blocks_for(args)  # None: forever
+        if limit is None or str(args[0]).upper() not in _BLOCKING_LAST or (wait and wait <= limit / 2):
+            return await self.call(*args)
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            left = limit / 2 if deadline is None else min(limit / 2, deadline - time.monotonic())
+            reply = await self.call(*args[:-1], round(max(left, 0.001), 3))
+            if reply is not None or (deadline is not None and time.monotonic() >= deadline - 0.001):
+                return reply
+
+    def _socket_timeout(self) -> float | None:
+        kwargs = getattr(self.client, "connection_kwargs", None)  # a cluster client
+        if kwargs is None:
+            kwargs = getattr(getattr(self.client, "connection_pool", None), "connection_kwargs", {})
+        timeout = kwargs.get("socket_timeout")
+        return float(timeout) if timeout else None
 
     async def call_blocking_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         # redis-py routes each command itself (possibly to different nodes): one after another.
-        return await self.call_many(commands)
+        try:
+            first = await self.call_blocking(*commands[0])
+        except ResponseError as exc:
+            first = exc
+        return [first, *await self.call_many(commands[1:])]
 
     async def load_script(self, source: str) -> str:
         return str(await self._patiently(lambda: self.client.script_load(source)))
