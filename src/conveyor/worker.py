@@ -9,7 +9,7 @@ Three loops share one event loop:
   the worker holds nothing, and alone, and the loop claims nothing more until it is done;
 * the *flush* loop writes finished jobs back in batches: whatever finished while the
   previous batch was in flight goes in the next one, so acknowledgements cost one round
-  trip per batch, not per job;
+  trip per batch, not per job (:mod:`conveyor.acks`);
 * the *sweep* loop moves expired leases of dead workers back to waiting
   (:mod:`conveyor.sweeper`).
 
@@ -42,6 +42,7 @@ from redis.exceptions import RedisError
 
 from . import faults, isolation, registry, serialization
 from . import operations as ops
+from .acks import Acknowledger
 from .config import Settings
 from .connection import as_async_transport, async_transport, sync_transport, sync_twin
 from .context import JobContext, loop_submitter, run_with_context, set_current
@@ -52,15 +53,13 @@ from .heartbeat import Answers, Heartbeat
 from .hooks import Hooks
 from .keys import QueueKeys, worker_key, workers_key
 from .schedules import run_schedulers
-from .sweeper import Sweeper, tell_parents
+from .sweeper import Sweeper
 from .task import Tasks
 from .transport import AsyncTransport, RedisPyAsyncTransport
 
 log = logging.getLogger("conveyor.worker")
 
 _RETRYABLE_REDIS = RETRYABLE_REDIS_ERRORS
-_PARENT_NOTIFIED = (2, 12, 13)
-"""complete/fail replies meaning: recorded, and a note for the job's parent is in the outbox."""
 MAX_LOG_LINES = 1_000
 """Log lines kept per job."""
 LOG_KEEP_MS = 7 * 24 * 3600 * 1000
@@ -192,11 +191,6 @@ class Worker:
         self._host = socket.gethostname()
         self.id = f"{self._host}:{os.getpid()}:{random.randrange(16**4):04x}"
         self._held: dict[str, dict[str, _Held]] = {q: {} for q in self.queues}
-        self._done: dict[str, list[tuple[str, str, bytes]]] = {q: [] for q in self.queues}
-        self._failures: dict[str, list[tuple[str, str, bytes, int, int]]] = {q: [] for q in self.queues}
-        self._outbox_due: set[str] = set()
-        """Queues whose outbox holds notes for parents in flows, to deliver after this flush."""
-        self._reports: list[Any] = []  # progress and log writes waiting for the flush loop
         self._make_context_bound = self._make_context  # one bound method, not one per job
         self._busy = 0
         self.processed = 0
@@ -254,7 +248,13 @@ class Worker:
             thread_name_prefix="conveyor-job",
         )
         self._slot_freed = asyncio.Event()
-        self._flush_wanted = asyncio.Event()
+        self._acks = Acknowledger(
+            self.executor,
+            self.keys,
+            completed=self.config.completed,
+            failed=self.config.failed,
+            settled=self._settled,
+        )
         self._stop_event = asyncio.Event()
         self._closing = asyncio.Event()
         if install_signal_handlers:
@@ -282,7 +282,7 @@ class Worker:
         )
         await self._heartbeat.start()
         fetcher = asyncio.create_task(self._fetch_loop(), name="conveyor-fetch")
-        flusher = asyncio.create_task(self._flush_loop(), name="conveyor-flush")
+        flusher = asyncio.create_task(self._acks.run(), name="conveyor-flush")
         sweeper = asyncio.create_task(
             Sweeper(
                 self.executor,
@@ -308,8 +308,8 @@ class Worker:
             fetcher.cancel()
             await asyncio.gather(fetcher, return_exceptions=True)
             await self._drain_running()
-            self._flush_wanted.set()
             self._stopping = True
+            self._acks.finish()
             await asyncio.gather(flusher, return_exceptions=True)
             # Not cancelled mid-command: redis-py's cluster client does not always survive that.
             self._closing.set()
@@ -716,8 +716,7 @@ class Worker:
         def send(kind: str, value: bytes | str) -> None:
             # Queued for the flush loop, which writes reports before results: a job's last
             # progress is recorded before the job is completed, never refused after it.
-            self._reports.append(ops.report(keys, job_id, token, kind, value, MAX_LOG_LINES, LOG_KEEP_MS))
-            self._flush_wanted.set()
+            self._acks.report(ops.report(keys, job_id, token, kind, value, MAX_LOG_LINES, LOG_KEEP_MS))
 
         return loop_submitter(self._loop, send)
 
@@ -739,8 +738,7 @@ class Worker:
         except (SerializationError, ValueError) as exc:
             self._record_failure(job.queue, job.claimed, error_payload(exc, reason="bad_result"), -1)
             return
-        self._done[job.queue].append((job.claimed.id, job.claimed.token, payload))
-        self._flush_wanted.set()
+        self._acks.completed(job.queue, job.claimed.id, job.claimed.token, payload)
         self.processed += 1
         if self.hooks:
             self._call_hooks("after_job", job, result)
@@ -796,74 +794,17 @@ class Worker:
     def _record_failure(
         self, queue: str, claimed: ops.Claimed, payload: bytes, delay_ms: int, refund: int = 0
     ) -> None:
-        self._failures[queue].append((claimed.id, claimed.token, payload, delay_ms, refund))
+        self._acks.failed(queue, claimed.id, claimed.token, payload, delay_ms, refund)
         if delay_ms == ops.RETRY_NEVER:
             self.failed += 1
-        self._flush_wanted.set()
 
-    # ------------------------------------------------------------------ acknowledging
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._flush_wanted.wait()
-            self._flush_wanted.clear()
-            await self._send_reports()
-            for queue in self.queues:
-                if self._done[queue]:
-                    await self._flush(queue, self._done, ops.complete, self.config.completed)
-                if self._failures[queue]:
-                    await self._flush(queue, self._failures, ops.fail, self.config.failed)
-            while self._outbox_due:
-                queue = self._outbox_due.pop()
-                await tell_parents(self.executor, self.keys[queue], self.config.failed)
-            if self._stopping and not any(self._done.values()) and not any(self._failures.values()):
-                return
-
-    async def _send_reports(self) -> None:
-        while self._reports:
-            reports, self._reports = self._reports, []
-            for report in reports:
-                try:
-                    await self.executor.run(report)
-                except RedisError as exc:  # progress is best effort; results are not
-                    log.warning("could not record a job's progress or log line: %s", exc)
-
-    async def _flush(
-        self, queue: str, buffer: dict[str, list[Any]], operation: Any, retention: ops.Retention
-    ) -> None:
-        # Reports first: a job's progress and log lines are submitted before its result, so
-        # once they are written, no report of a job in this batch is still waiting.
-        await self._send_reports()
-        batch = buffer[queue]
-        buffer[queue] = []
-        delay = 0.05
-        while True:
-            try:
-                replies = await self.executor.run(operation(self.keys[queue], retention, batch))
-                break
-            except _RETRYABLE_REDIS as exc:
-                # Keep the batch: the results are not lost while Redis is away, and the
-                # heartbeat keeps extending their leases once it is back.
-                log.warning(
-                    "could not record %d finished jobs (%s); retrying in %.1f s", len(batch), exc, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+    def _settled(self, queue: str, job_ids: list[str]) -> None:
+        """Redis took (or refused) these jobs' outcomes: they are no longer this worker's."""
         held = self._held[queue]
-        for item, reply in zip(batch, replies, strict=True):
-            job_id = item[0]
+        for job_id in job_ids:
             held.pop(job_id, None)
-            if self._alone and not self._holds_jobs():
-                self._slot_freed.set()  # the fetch loop waits for this to claim again
-            if reply in _PARENT_NOTIFIED:
-                self._outbox_due.add(queue)
-            if not reply:
-                log.warning(
-                    "job %s/%s: result discarded, its lease had expired and it was re-delivered%s",
-                    queue,
-                    job_id,
-                    # A retried batch: the try that lost its reply may have recorded it.
-                    " (or an earlier try of this batch recorded it)" if delay > 0.05 else "",
-                )
+        if self._alone and not self._holds_jobs():
+            self._slot_freed.set()  # the fetch loop waits for this to claim again
 
     # ------------------------------------------------------------------ leases
     def _on_lease_answers(self, queue: str, lost: Answers, aborted: Answers) -> None:

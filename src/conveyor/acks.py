@@ -1,0 +1,143 @@
+"""Acknowledgements: a worker's finished jobs written back to Redis in batches.
+
+Whatever finishes while a batch is in flight goes in the next one, so acknowledging costs
+one round trip per batch and queue, not one per job. Progress and log lines (*reports*) are
+written before results: a job's last progress is recorded before the job completes, never
+refused after it. A batch Redis cannot take now is kept and sent again: results are not
+lost while Redis is away, and the heartbeat keeps renewing the jobs' leases meanwhile.
+A result whose lease had run out (the job was re-delivered; a newer attempt owns it) is
+refused by the script and the refusal logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from . import operations as ops
+from .errors import RETRYABLE_REDIS_ERRORS
+from .executor import AsyncExecutor
+from .keys import QueueKeys
+from .sweeper import tell_parents
+
+log = logging.getLogger("conveyor.worker")
+
+_PARENT_NOTIFIED = (2, 12, 13)
+"""complete/fail replies meaning: recorded, and a note for the job's parent is in the outbox."""
+
+
+class Acknowledger:
+    """Collects a worker's outcomes on the event loop; :meth:`run` writes them back.
+
+    ``settled(queue, job_ids)`` is called once Redis took (or refused) the outcomes of a
+    batch: from then on the worker no longer holds those jobs.
+    """
+
+    def __init__(
+        self,
+        executor: AsyncExecutor,
+        keys: Mapping[str, QueueKeys],
+        *,
+        completed: ops.Retention,
+        failed: ops.Retention,
+        settled: Callable[[str, list[str]], None],
+    ) -> None:
+        self.executor = executor
+        self.keys = keys
+        self.completed_retention = completed
+        self.failed_retention = failed
+        self.settled = settled
+        self._done: dict[str, list[tuple[str, str, bytes]]] = {q: [] for q in keys}
+        self._failures: dict[str, list[tuple[str, str, bytes, int, int]]] = {q: [] for q in keys}
+        self._reports: list[Any] = []
+        self._outbox_due: set[str] = set()
+        """Queues whose outbox holds notes for parents in flows, to deliver after this flush."""
+        self._wanted = asyncio.Event()
+        self._finishing = False
+
+    # ------------------------------------------------------------------ on the loop
+    def completed(self, queue: str, job_id: str, token: str, result: bytes) -> None:
+        self._done[queue].append((job_id, token, result))
+        self._wanted.set()
+
+    def failed(self, queue: str, job_id: str, token: str, error: bytes, delay_ms: int, refund: int) -> None:
+        """``delay_ms``: when to run again (``ops.RETRY_NEVER``: dead-letter it; ``ops.CANCELLED``);
+        ``refund``: 1 when the attempt does not count (``RetryAfter``)."""
+        self._failures[queue].append((job_id, token, error, delay_ms, refund))
+        self._wanted.set()
+
+    def report(self, operation: Any) -> None:
+        """A progress or log write of a running job (best effort, unlike results)."""
+        self._reports.append(operation)
+        self._wanted.set()
+
+    def finish(self) -> None:
+        """No more outcomes will come: :meth:`run` returns once everything was written."""
+        self._finishing = True
+        self._wanted.set()
+
+    # ------------------------------------------------------------------ the loop
+    async def run(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            await self._send_reports()
+            for queue, keys in self.keys.items():
+                if self._done[queue]:
+                    await self._flush(keys, self._done, ops.complete, self.completed_retention)
+                if self._failures[queue]:
+                    await self._flush(keys, self._failures, ops.fail, self.failed_retention)
+            while self._outbox_due:
+                queue = self._outbox_due.pop()
+                await tell_parents(self.executor, self.keys[queue], self.failed_retention)
+            if self._finishing and not any(self._done.values()) and not any(self._failures.values()):
+                return
+
+    async def _send_reports(self) -> None:
+        while self._reports:
+            reports, self._reports = self._reports, []
+            for report in reports:
+                try:
+                    await self.executor.run(report)
+                except RedisError as exc:  # progress is best effort; results are not
+                    log.warning("could not record a job's progress or log line: %s", exc)
+
+    async def _flush(
+        self, keys: QueueKeys, buffer: dict[str, list[Any]], operation: Any, retention: ops.Retention
+    ) -> None:
+        # Reports first: a job's progress and log lines are submitted before its result, so
+        # once they are written, no report of a job in this batch is still waiting.
+        await self._send_reports()
+        queue = keys.queue
+        batch = buffer[queue]
+        buffer[queue] = []
+        delay = 0.05
+        while True:
+            try:
+                replies = await self.executor.run(operation(keys, retention, batch))
+                break
+            except RETRYABLE_REDIS_ERRORS as exc:
+                # Keep the batch: the results are not lost while Redis is away, and the
+                # heartbeat keeps extending their leases once it is back.
+                log.warning(
+                    "could not record %d finished jobs (%s); retrying in %.1f s", len(batch), exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        job_ids = [item[0] for item in batch]
+        self.settled(queue, job_ids)
+        for job_id, reply in zip(job_ids, replies, strict=True):
+            if reply in _PARENT_NOTIFIED:
+                self._outbox_due.add(queue)
+            if not reply:
+                log.warning(
+                    "job %s/%s: result discarded, its lease had expired and it was re-delivered%s",
+                    queue,
+                    job_id,
+                    # A retried batch: the try that lost its reply may have recorded it.
+                    " (or an earlier try of this batch recorded it)" if delay > 0.05 else "",
+                )
