@@ -87,7 +87,11 @@ def read(directory: str | os.PathLike[str]) -> Records:
     open_runs: dict[tuple[str, int, str], Execution] = {}
     lines: list[list[str]] = []
     for path in sorted(Path(directory).glob("*.log")):
-        for line in path.read_text().splitlines():
+        text = path.read_text()
+        # Read while processes write: a read can see part of a write (a batch of accepted
+        # ids, or one record cut short), so only complete lines count. Once the writers
+        # are done every line is complete. (A cut "S" record failed a CI run.)
+        for line in text[: text.rfind("\n") + 1].splitlines():
             parts = line.split()
             if parts:
                 lines.append(parts)
