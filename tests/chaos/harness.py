@@ -20,10 +20,21 @@ from typing import Any
 
 from ledger import LedgerWriter, job_states
 
-from conveyor import Client
-from conveyor.task import TaskCall
+from conveyor import Client, Tasks
+from conveyor.task import Task, TaskCall
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def ledger_work(queue: str) -> Task[Any, int]:
+    """``tests.apps.ledger_app.work`` on ``queue``, as a test enqueues it: a stub with its
+    signature (the worker processes import the real task, which writes the ledger)."""
+    tasks = Tasks(queue=queue)
+
+    @tasks.task
+    async def work(n: int, sleep: float = 0.0) -> int: ...
+
+    return work
 
 
 def knob(name: str, default: float) -> float:

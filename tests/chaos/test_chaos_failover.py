@@ -30,11 +30,11 @@ from pathlib import Path
 
 import ledger
 import pytest
-from harness import Producer, Workers, final_states, knob, report, settled
+from harness import Producer, Workers, final_states, knob, ledger_work, report, settled
 from redis.exceptions import RedisError
 from sentinels import DOWN_AFTER_MS, SentinelGroup
 
-from conveyor import Client, Tasks
+from conveyor import Client
 from conveyor.errors import ConveyorError
 
 
@@ -52,10 +52,7 @@ def test_sentinel_failover_under_load(how: str, durable: int, tmp_path: Path) ->
     ledger_dir.mkdir()
     group = SentinelGroup(tmp_path / "servers")
     queue = f"chaos-failover-{how}-{durable}"
-    tasks = Tasks(queue=queue)
-
-    @tasks.task
-    async def work(n: int, sleep: float = 0.0) -> int: ...
+    work = ledger_work(queue)
 
     # forced-far: the clients do not know the sentinel that runs the failover (reported only).
     url = group.far_url if how == "forced-far" else group.url

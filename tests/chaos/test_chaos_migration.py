@@ -18,9 +18,9 @@ from typing import Any
 import ledger
 import pytest
 import redis
-from harness import Producer, Workers, final_states, knob, report, settled
+from harness import Producer, Workers, final_states, knob, ledger_work, report, settled
 
-from conveyor import Client, Tasks
+from conveyor import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from topology import PASSWORD, Cluster
@@ -62,10 +62,7 @@ def test_live_slot_migration_of_a_busy_queue_loses_nothing(tmp_path: Path) -> No
     total = int(knob("MIGRATION_JOBS", 2000))
     cluster = Cluster()
     queue = "chaos-migrate"
-    tasks = Tasks(queue=queue)
-
-    @tasks.task
-    async def work(n: int, sleep: float = 0.0) -> int: ...
+    work = ledger_work(queue)
 
     errors: list[BaseException] = []
     rate = total / 8  # enqueues go on through the whole move

@@ -17,12 +17,12 @@ from typing import Any
 
 import ledger
 import pytest
-from harness import Producer, Workers, final_states, knob, report, settled
+from harness import Producer, Workers, final_states, knob, ledger_work, report, settled
 from netproxy import NetProxy
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from conveyor import Client, Tasks
+from conveyor import Client
 
 
 @pytest.mark.slow
@@ -35,10 +35,7 @@ def test_latency_resets_and_a_blackhole_lose_nothing(server_factory: Any, tmp_pa
     proxy = NetProxy(server.port)
     via_proxy = proxy.url_for(server.url, server.port)
     queue = "chaos-network"
-    tasks = Tasks(queue=queue)
-
-    @tasks.task
-    async def work(n: int, sleep: float = 0.0) -> int: ...
+    work = ledger_work(queue)
 
     errors: list[BaseException] = []
     # The producer gives Redis 5 s to answer (the default is 60 s); the workers keep 60 s.
@@ -123,10 +120,7 @@ def test_worker_recovers_from_half_open_connections(server_factory: Any, tmp_pat
     server = server_factory(appendonly=False)
     proxy = NetProxy(server.port)
     queue = "chaos-half-open"
-    tasks = Tasks(queue=queue)
-
-    @tasks.task
-    async def work(n: int, sleep: float = 0.0) -> int: ...
+    work = ledger_work(queue)
 
     # Redis gets 3 s to answer (beyond a blocking command's own wait) before a connection
     # counts as dead: the default is 60 s.
@@ -159,10 +153,7 @@ def test_a_silent_heartbeat_connection_does_not_cost_a_running_job_its_lease(
     server = server_factory(appendonly=False)
     proxy = NetProxy(server.port)
     queue = "chaos-half-open-beat"
-    tasks = Tasks(queue=queue)
-
-    @tasks.task
-    async def work(n: int, sleep: float = 0.0) -> int: ...
+    work = ledger_work(queue)
 
     lease = 1.5
     options = {"CHAOS_LEASE": lease, "CHAOS_SWEEP": 0.2, "CHAOS_CONCURRENCY": 1}

@@ -16,10 +16,10 @@ from typing import Any
 
 import ledger
 import pytest
-from harness import Producer, Workers, final_states, knob, report, settled
+from harness import Producer, Workers, final_states, knob, ledger_work, report, settled
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from conveyor import Client, Tasks
+from conveyor import Client
 
 
 @pytest.mark.slow
@@ -30,10 +30,7 @@ def test_redis_sigkill_and_aof_restart_under_load(fsync: str, server_factory: An
     rate = knob("AOF_RATE", 300)
     server = server_factory(appendfsync=fsync)
     queue = f"chaos-aof-{fsync}"
-    tasks = Tasks(queue=queue)
-
-    @tasks.task
-    async def work(n: int, sleep: float = 0.0) -> int: ...
+    work = ledger_work(queue)
 
     errors: list[BaseException] = []
     producer = Producer(

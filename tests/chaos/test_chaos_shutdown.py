@@ -15,9 +15,9 @@ from typing import Any
 
 import ledger
 import pytest
-from harness import Workers, final_states, report
+from harness import Workers, final_states, ledger_work, report
 
-from conveyor import Client, Tasks
+from conveyor import Client
 
 GRACE = 10.0
 IN_FLIGHT = 500
@@ -28,10 +28,7 @@ IN_FLIGHT = 500
 def test_sigterm_with_500_jobs_in_flight(server_factory: Any, tmp_path: Path) -> None:
     server = server_factory(appendonly=False)
     queue = "chaos-shutdown"
-    tasks = Tasks(queue=queue)
-
-    @tasks.task
-    async def work(n: int, sleep: float = 0.0) -> int: ...
+    work = ledger_work(queue)
 
     rng = random.Random(4)
     writer = ledger.LedgerWriter(tmp_path, "producer")

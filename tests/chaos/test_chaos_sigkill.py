@@ -15,9 +15,9 @@ from typing import Any
 
 import ledger
 import pytest
-from harness import Producer, Workers, final_states, knob, report, wait_terminal
+from harness import Producer, Workers, final_states, knob, ledger_work, report, wait_terminal
 
-from conveyor import Client, Tasks
+from conveyor import Client
 
 LEASE = 2.0
 SWEEP = 0.5
@@ -25,10 +25,7 @@ SLOTS = 50
 
 
 def work_task(queue: str) -> Any:
-    tasks = Tasks(queue=queue)
-
-    @tasks.task
-    async def work(n: int, sleep: float = 0.0) -> int: ...
+    work = ledger_work(queue)
 
     return work
 
