@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import trustme
 from tls_proxy import TlsProxy
 
 from conveyor import AsyncClient, Client, Tasks
-from conveyor.connection import async_transport
+from conveyor.connection import async_transport, sync_transport
 from conveyor.server import RedisServer
+from conveyor.transport import connection_options
 
 
 def noop_task(queue: str):  # type: ignore[no-untyped-def]
@@ -95,8 +100,6 @@ def test_acl_user_and_wrong_password(redis_server: RedisServer, queue: str) -> N
 
 
 def test_unreachable_server_is_a_clear_connection_error(queue: str) -> None:
-    import redis
-
     with (
         Client.from_url("redis://127.0.0.1:1/0") as client,
         pytest.raises(redis.ConnectionError, match=r"127\.0\.0\.1:1"),
@@ -126,3 +129,83 @@ async def test_cluster_waits_longer_than_the_socket_timeout(cluster: Any) -> Non
         assert replies[0] is None and replies[1] in (True, "PONG")
     finally:
         await transport.aclose()
+
+
+def _timeouts_of(transport: Any) -> tuple[float | None, float | None]:
+    """A redis-py transport's (socket_timeout, socket_connect_timeout)."""
+    options = connection_options(transport.client)
+    return options["socket_timeout"], options["socket_connect_timeout"]
+
+
+@pytest.mark.parametrize("topology", ["sentinel", "cluster"])
+async def test_sentinel_and_cluster_get_the_same_timeouts_as_plain_urls(
+    topology: str, request: pytest.FixtureRequest
+) -> None:
+    """redis-py waits forever by default (its asyncio cluster client: 5 s), so a Sentinel
+    client hung on a half-open connection, and a Sentinel URL's ``?socket_timeout=`` was
+    ignored. Every topology now has the plain URLs' defaults, and the URL's own values."""
+    url = request.getfixturevalue(topology).url
+    cases = [
+        ("", (60.0, 10.0)),
+        ("?socket_timeout=2.5&socket_connect_timeout=1", (2.5, 1.0)),
+        ("?socket_timeout=0", (None, 10.0)),
+    ]
+    for query, expected in cases:
+        sync = sync_transport(url + query)
+        asynchronous = async_transport(url + query)
+        try:
+            assert _timeouts_of(sync) == expected, query
+            assert _timeouts_of(asynchronous) == expected, query
+        finally:
+            sync.close()
+            await asynchronous.aclose()
+    heartbeat = sync_transport(url + "?socket_timeout=30", timeout=2.0)  # the heartbeat's: at most
+    try:
+        assert _timeouts_of(heartbeat) == (2.0, 2.0)
+    finally:
+        heartbeat.close()
+
+
+@pytest.mark.parametrize("topology", ["sentinel", "cluster"])
+def test_sync_waits_longer_than_the_socket_timeout(topology: str, request: pytest.FixtureRequest) -> None:
+    """The sync face of ``test_cluster_waits_longer_than_the_socket_timeout``: with a socket
+    timeout on every topology, a sync wait for a result (``BLPOP``) longer than it is made of
+    shorter waits, and still returns what arrives meanwhile."""
+    transport = sync_transport(request.getfixturevalue(topology).url + "?socket_timeout=0.8")
+    try:
+        started = time.monotonic()
+        assert transport.call_blocking("BLPOP", "{wait}:empty", 2) is None
+        assert 1.9 < time.monotonic() - started < 4.0
+        transport.call("DEL", "{wait}:later")
+        pusher = threading.Timer(1.3, lambda: transport.call("RPUSH", "{wait}:later", "x"))
+        pusher.start()
+        assert list(transport.call_blocking("BLPOP", "{wait}:later", 0)) == ["{wait}:later", "x"]
+        pusher.join()
+    finally:
+        transport.close()
+
+
+@pytest.mark.parametrize("topology", ["sentinel", "cluster"])
+def test_a_server_that_stops_answering_is_a_timeout_not_a_hang(
+    topology: str, request: pytest.FixtureRequest, queue: str
+) -> None:
+    """Every server of the topology frozen (SIGSTOP) for a moment, shorter than the time after
+    which the sentinel or the cluster would call it down: a sync producer gets a timeout
+    error after its ``socket_timeout``, and goes on once the servers answer again."""
+    setup = request.getfixturevalue(topology)
+    servers = setup.nodes if topology == "cluster" else [setup.primary]
+    noop = noop_task(queue)
+    with Client.from_url(setup.url + "?socket_timeout=0.4") as client:
+        client.enqueue(noop, 1)  # connected, scripts loaded
+        for server in servers:
+            os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(redis.TimeoutError):
+                client.enqueue(noop, 2)
+            waited = time.monotonic() - started
+        finally:
+            for server in servers:
+                os.kill(server.process.pid, signal.SIGCONT)
+        assert waited < 1.2
+        assert client.enqueue(noop, 3).fetch().state == "waiting"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis
 import redis.asyncio
@@ -36,6 +36,7 @@ from .transport import (
     RedisPyAsyncTransport,
     RedisPySyncTransport,
     SyncTransport,
+    url_timeouts,
 )
 
 SyncRedis = redis.Redis | redis.cluster.RedisCluster
@@ -87,6 +88,26 @@ def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, dict[str
     return hosts, path[0], db, auth
 
 
+def _timeouts(url: str, at_most: float | None = None) -> tuple[str, dict[str, Any]]:
+    """``url`` without its ``socket_timeout`` and ``socket_connect_timeout``, and those as
+    redis-py options: the fast transport's defaults where the URL has none (redis-py's are to
+    wait forever, which left a Sentinel client hanging on a half-open connection), and at
+    most ``at_most`` each. They are taken out of the URL because redis-py would read them
+    from it itself, and take a 0 there for a non-blocking socket rather than for patience."""
+    parts = urlsplit(url)
+    names = ("socket_timeout", "socket_connect_timeout")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    timeout, connect = url_timeouts({k: v for k, v in query if k in names})
+    rest = urlencode([(k, v) for k, v in query if k not in names])
+    options = {"socket_timeout": _least(timeout, at_most), "socket_connect_timeout": _least(connect, at_most)}
+    return parts._replace(query=rest).geturl(), options
+
+
+def _least(a: float | None, b: float | None) -> float | None:
+    """The shorter of two timeouts, where None is no timeout at all."""
+    return a if b is None else b if a is None else min(a, b)
+
+
 def _check_scheme(url: str) -> str:
     scheme = urlsplit(url).scheme
     if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
@@ -100,7 +121,8 @@ def _check_scheme(url: str) -> str:
 def sync_client(url: str, **kwargs: Any) -> SyncRedis:
     """A synchronous client for ``url``."""
     scheme = _check_scheme(url)
-    options = {**_COMMON, **kwargs}
+    url, timeouts = _timeouts(url)
+    options = {**_COMMON, **timeouts, **kwargs}
     if scheme == "redis+sentinel":
         hosts, service, db, auth = _sentinel_parts(url)
         sentinel = redis.sentinel.Sentinel(hosts, sentinel_kwargs=dict(auth), **auth, **options)  # type: ignore[no-untyped-call, unused-ignore]
@@ -117,7 +139,8 @@ def sync_client(url: str, **kwargs: Any) -> SyncRedis:
 def async_client(url: str, **kwargs: Any) -> AsyncRedis:
     """An asyncio client for ``url``."""
     scheme = _check_scheme(url)
-    options = {**_COMMON, **kwargs}
+    url, timeouts = _timeouts(url)
+    options = {**_COMMON, **timeouts, **kwargs}
     if scheme == "redis+sentinel":
         hosts, service, db, auth = _sentinel_parts(url)
         sentinel = redis.asyncio.sentinel.Sentinel(hosts, sentinel_kwargs=dict(auth), **auth, **options)  # type: ignore[no-untyped-call, unused-ignore]
@@ -140,11 +163,11 @@ def sync_transport(
     sentinels begin it (:mod:`conveyor.sentinel`). ``cluster_wait``: seconds a call waits
     out a cluster's refusals (see :mod:`conveyor.refusals`). ``timeout``: seconds Redis has
     to accept a connection and to answer a command before the connection counts as dead,
-    where shorter than the URL's ``socket_timeout`` (redis-py's own default is to wait
-    forever) -- the heartbeat's."""
+    where shorter than the URL's ``socket_timeout`` and ``socket_connect_timeout`` -- the
+    heartbeat's."""
     if _check_scheme(url) in ("redis", "rediss", "unix"):
         return FastSyncTransport(_at_most(Endpoint.from_url(url), timeout))
-    timeouts = {} if timeout is None else {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    url, timeouts = _timeouts(url, timeout)
     if _check_scheme(url) == "redis+sentinel":
         hosts, service, db, auth = _sentinel_parts(url)
         client, also_close = sentinel.sync_primary(hosts, service, db, auth, {**_COMMON, **timeouts})
@@ -153,13 +176,10 @@ def sync_transport(
 
 
 def _at_most(endpoint: Endpoint, timeout: float | None) -> Endpoint:
-    if timeout is None:
-        return endpoint
-    command = endpoint.command_timeout
     return replace(
         endpoint,
-        connect_timeout=min(endpoint.connect_timeout, timeout),
-        command_timeout=timeout if command is None else min(command, timeout),
+        connect_timeout=_least(endpoint.connect_timeout, timeout),
+        command_timeout=_least(endpoint.command_timeout, timeout),
     )
 
 
@@ -169,8 +189,9 @@ def async_transport(url: str, cluster_wait: float = DEFAULT_CLUSTER_WAIT) -> Asy
     if _check_scheme(url) == "redis+sentinel":
         # A client that follows the sentinels' primary at once (see conveyor.sentinel); its
         # watcher and its connections to the sentinels are closed with it.
+        url, timeouts = _timeouts(url)
         hosts, service, db, auth = _sentinel_parts(url)
-        client, also_close = sentinel.async_primary(hosts, service, db, auth, dict(_COMMON))
+        client, also_close = sentinel.async_primary(hosts, service, db, auth, {**_COMMON, **timeouts})
         return RedisPyAsyncTransport(client, also_close=also_close, cluster_wait=cluster_wait)
     return RedisPyAsyncTransport(async_client(url), cluster_wait=cluster_wait)
 

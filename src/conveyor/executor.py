@@ -85,6 +85,8 @@ class SyncExecutor:
                 return self._script(step)
             if isinstance(step, Pipeline):
                 return self._pipeline(step)
+            if step.blocking:
+                return self.transport.call_blocking(*step.args)
             return self.transport.call(*step.args)
         except NoScriptError:
             raise

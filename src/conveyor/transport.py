@@ -22,7 +22,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,6 +35,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import ConfigurationError
 from .refusals import DEFAULT_CLUSTER_WAIT, Patience, refused
+
+DEFAULT_SOCKET_TIMEOUT = 60.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +53,8 @@ class Endpoint:
     tls: bool = False
     tls_verify: bool = True
     tls_ca_file: str | None = None
-    connect_timeout: float = 10.0
-    command_timeout: float | None = 60.0
+    connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT
+    command_timeout: float | None = DEFAULT_SOCKET_TIMEOUT
     """Seconds Redis has to answer a command (beyond a blocking command's own timeout) before
     the connection counts as dead and is replaced: what ends a blackhole or a half-open
     socket. ``?socket_timeout=`` in the URL; 0 waits forever."""
@@ -63,9 +66,16 @@ class Endpoint:
         username = unquote(parts.username) if parts.username else query.get("username")
         password = unquote(parts.password) if parts.password else query.get("password")
         db = int(query.get("db", 0))
-        timeout = _seconds(query.get("socket_timeout", "60"), "socket_timeout")
+        timeout, connect_timeout = url_timeouts(query)
         if parts.scheme == "unix":
-            return cls(path=parts.path, username=username, password=password, db=db, command_timeout=timeout)
+            return cls(
+                path=parts.path,
+                username=username,
+                password=password,
+                db=db,
+                connect_timeout=connect_timeout,
+                command_timeout=timeout,
+            )
         if parts.scheme not in ("redis", "rediss"):
             raise ConfigurationError(f"the fast transport does not handle {parts.scheme}:// URLs")
         path = parts.path.strip("/")
@@ -83,6 +93,7 @@ class Endpoint:
             tls=parts.scheme == "rediss",
             tls_verify=query.get("ssl_cert_reqs", "required") != "none",
             tls_ca_file=query.get("ssl_ca_certs"),
+            connect_timeout=connect_timeout,
             command_timeout=timeout,
         )
 
@@ -103,6 +114,16 @@ class Endpoint:
         if self.db:
             commands.append(("SELECT", self.db))
         return commands
+
+
+def url_timeouts(query: Mapping[str, str]) -> tuple[float | None, float | None]:
+    """``socket_timeout`` and ``socket_connect_timeout`` from a URL's query (None: wait
+    forever, written 0), with the same defaults on every topology: redis-py's own are to wait
+    forever, except its asyncio cluster client's 5 s."""
+    return (
+        _seconds(query.get("socket_timeout", str(DEFAULT_SOCKET_TIMEOUT)), "socket_timeout"),
+        _seconds(query.get("socket_connect_timeout", str(DEFAULT_CONNECT_TIMEOUT)), "socket_connect_timeout"),
+    )
 
 
 def _seconds(value: str, name: str) -> float | None:
@@ -136,6 +157,36 @@ def _blocks_for(args: Sequence[Any]) -> float | None:
     return seconds or None
 
 
+def sliced_wait(args: Sequence[Any], limit: float | None) -> Generator[Sequence[Any], Any, Any]:
+    """The commands that make up one popping wait (``BLPOP ... timeout``) on a client that
+    holds a blocking reply to its socket timeout ``limit``, as redis-py does: a longer wait
+    is made of waits of half the limit. A wait that popped nothing changed nothing, so the
+    next one just goes on. Send each command's reply in; the wait's reply is returned."""
+    wait = _blocks_for(args)  # None: forever
+    if limit is None or str(args[0]).upper() not in _BLOCKING_LAST or (wait and wait <= limit / 2):
+        return (yield args)
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        left = limit / 2 if deadline is None else min(limit / 2, deadline - time.monotonic())
+        reply = yield (*args[:-1], round(max(left, 0.001), 3))
+        if reply is not None or (deadline is not None and time.monotonic() >= deadline - 0.001):
+            return reply
+
+
+def _socket_timeout(client: Any) -> float | None:
+    """A redis-py client's socket timeout (None: none)."""
+    return connection_options(client).get("socket_timeout") or None
+
+
+def connection_options(client: Any) -> dict[str, Any]:
+    """The options a redis-py client opens its connections with; each kind keeps them apart."""
+    for holder in (client, getattr(client, "nodes_manager", None), getattr(client, "connection_pool", None)):
+        kwargs = getattr(holder, "connection_kwargs", None)  # the asyncio cluster; sync; the rest
+        if kwargs is not None:
+            return kwargs  # type: ignore[no-any-return]
+    return {}
+
+
 def _reader() -> hiredis.Reader:
     # surrogateescape: bytes that are not UTF-8 (a job written into Redis by something else)
     # decode to lone surrogates instead of raising inside the parser, which would drop the
@@ -164,6 +215,7 @@ def raise_for_reply(reply: Any) -> Any:
 
 class SyncTransport(Protocol):
     def call(self, *args: Any) -> Any: ...
+    def call_blocking(self, *args: Any) -> Any: ...
     def load_script(self, source: str) -> str: ...
     def close(self) -> None: ...
 
@@ -297,6 +349,8 @@ class _PinnedSync:
     def call(self, *args: Any) -> Any:
         return raise_for_reply(self._conn.call(args))
 
+    call_blocking = call  # a connection allows a blocking command its own timeout
+
     @contextmanager
     def pipeline(self) -> Iterator[SyncPipe]:
         yield SyncPipe(self._conn)
@@ -351,6 +405,8 @@ class FastSyncTransport:
         with self._lock:
             self._idle.append(conn)
         return raise_for_reply(reply)
+
+    call_blocking = call  # a connection allows a blocking command its own timeout
 
     @contextmanager
     def pinned(self) -> Iterator[_PinnedSync]:
@@ -616,6 +672,17 @@ class RedisPySyncTransport:
     def call(self, *args: Any) -> Any:
         return self._patiently(lambda: self.client.execute_command(*args))
 
+    def call_blocking(self, *args: Any) -> Any:
+        """A popping command that may wait in Redis longer than the socket timeout allows a
+        reply: see :func:`sliced_wait`."""
+        waits = sliced_wait(args, _socket_timeout(self.client))
+        try:
+            command = next(waits)
+            while True:
+                command = waits.send(self.call(*command))
+        except StopIteration as stop:
+            return stop.value
+
     def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         return [self._try(c) for c in commands]
 
@@ -686,28 +753,17 @@ class RedisPyAsyncTransport:
         return out
 
     async def call_blocking(self, *args: Any) -> Any:
-        """A popping command that may wait in Redis. redis-py holds its reply to the socket
-        timeout too, which the asyncio cluster client sets to 5 s by default: an idle worker's
-        5 s wait for work failed every time ("Timeout reading from ..."), and an API long
-        poll beyond 5 s answered 503. So a longer wait is made of waits of half the socket
-        timeout: a wait that popped nothing changed nothing, so the next one just goes on."""
-        limit = self._socket_timeout()
-        wait = _blocks_for(args)  # None: forever
-        if limit is None or str(args[0]).upper() not in _BLOCKING_LAST or (wait and wait <= limit / 2):
-            return await self.call(*args)
-        deadline = None if wait is None else time.monotonic() + wait
-        while True:
-            left = limit / 2 if deadline is None else min(limit / 2, deadline - time.monotonic())
-            reply = await self.call(*args[:-1], round(max(left, 0.001), 3))
-            if reply is not None or (deadline is not None and time.monotonic() >= deadline - 0.001):
-                return reply
-
-    def _socket_timeout(self) -> float | None:
-        kwargs = getattr(self.client, "connection_kwargs", None)  # a cluster client
-        if kwargs is None:
-            kwargs = getattr(getattr(self.client, "connection_pool", None), "connection_kwargs", {})
-        timeout = kwargs.get("socket_timeout")
-        return float(timeout) if timeout else None
+        """A popping command that may wait in Redis longer than the socket timeout allows a
+        reply: see :func:`sliced_wait`. Without it, a cluster with a 5 s socket timeout failed
+        every idle worker's 5 s wait for work ("Timeout reading from ..."), and an API long
+        poll beyond 5 s answered 503."""
+        waits = sliced_wait(args, _socket_timeout(self.client))
+        try:
+            command = next(waits)
+            while True:
+                command = waits.send(await self.call(*command))
+        except StopIteration as stop:
+            return stop.value
 
     async def call_blocking_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         # redis-py routes each command itself (possibly to different nodes): one after another.
