@@ -724,8 +724,13 @@ def _run(
             if first["completed"] < 1:
                 return {**out, "error": first["status"]}
             time.sleep(1.0)
+            # CPU spent meanwhile: a worker that polls instead of blocking picks up sooner
+            # (its CPU never goes idle), and that is worth seeing beside its latency.
+            wcpu0, rcpu0, t0 = sum(proc_cpu(p.pid) for p in w.procs), redis.cpu(), time.monotonic()
             _paced_send(peer, range(1, n + 1), LATENCY_RATE)
             r = w.wait(n + 1, None, args.max_seconds)
+            seconds = time.monotonic() - t0
+            wcpu, rcpu = sum(proc_cpu(p.pid) for p in w.procs) - wcpu0, redis.cpu() - rcpu0
         finally:
             w.stop()
         lat = [w.board.lat[i] * 1000 for i in range(1, n + 1) if _ran(w.board, i)]
@@ -733,6 +738,8 @@ def _run(
         out.update({f"p{p}_ms": rnd(percentile(lat, p), 2) for p in (50, 95, 99)})
         out["max_ms"] = rnd(max(lat), 2) if lat else None
         out["rate_per_s"] = LATENCY_RATE
+        out["worker_cpu_pct"] = rnd(100 * wcpu / seconds, 1)
+        out["redis_cpu_pct"] = rnd(100 * rcpu / seconds, 1)
         w.cleanup()
         return out
 

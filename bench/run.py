@@ -106,6 +106,8 @@ FIGURES = [
     ("latency", "p95_ms", "p95 ms", "low"),
     ("latency", "p99_ms", "p99 ms", "low"),
     ("latency", "max_ms", "max ms", "low"),
+    ("latency", "worker_cpu_pct", "lat wCPU %", "low"),
+    ("latency", "redis_cpu_pct", "lat rCPU %", "low"),
     ("io", "jobs_per_s", "io/s", "high"),
     ("failure", "jobs_per_s", "failure/s", "high"),
     ("memory", "bytes_per_job", "B/job", "low"),
@@ -485,7 +487,8 @@ def write_markdown(
         + f". Wall time: {meta['wall_s']:.0f} s.",
         "",
         "Throughputs are jobs/s from the first to the last completion (worker start-up excluded); "
-        "latency is job start - send time at 100 jobs/s to an idle worker; B/job is the slope of "
+        "latency is job start - send time at 100 jobs/s to an idle worker, and lat wCPU/rCPU % "
+        "the worker's and Redis's CPU meanwhile (100 % = one core); B/job is the slope of "
         "Redis `used_memory` over waiting jobs; RSS/CPU are for the drain with one worker process "
         "(CPU per 1,000 jobs). `*` marks a run that hit the time cap or stalled (rate from the jobs "
         "done). n/a: the library has no such API.",
