@@ -18,7 +18,7 @@ import trustme
 from tls_proxy import TlsProxy
 
 from conveyor import AsyncClient, Client, Tasks
-from conveyor.connection import async_transport, sync_transport
+from conveyor.connection import async_transport, sync_client, sync_transport
 from conveyor.server import RedisServer
 from conveyor.transport import connection_options
 
@@ -209,3 +209,33 @@ def test_a_server_that_stops_answering_is_a_timeout_not_a_hang(
                 os.kill(server.process.pid, signal.SIGCONT)
         assert waited < 1.2
         assert client.enqueue(noop, 3).fetch().state == "waiting"
+
+
+def test_a_sentinel_that_stops_answering_is_an_error_not_a_hang(sentinel: Any) -> None:
+    """Finding the primary asks the sentinels; redis-py gave those connections no timeout
+    (it passes the primary's only when given no sentinel options, and Conveyor's carry the
+    credentials), so one frozen sentinel held the discovery forever. Now it fails after the
+    URL's socket timeout, for the plain client and for the transport that follows failovers
+    (whose watcher has not heard from any sentinel yet)."""
+    url = sentinel.url + "?socket_timeout=0.4"
+    os.kill(sentinel.sentinel.process.pid, signal.SIGSTOP)
+    try:
+        client = sync_client(url)
+        started = time.monotonic()
+        with pytest.raises(redis.RedisError, match="No master found"):
+            client.ping()
+        assert time.monotonic() - started < 2.0
+        client.close()
+        transport = sync_transport(url)
+        started = time.monotonic()
+        with pytest.raises(redis.RedisError, match="No master found"):
+            transport.call("PING")
+        assert time.monotonic() - started < 2.0
+        transport.close()
+    finally:
+        os.kill(sentinel.sentinel.process.pid, signal.SIGCONT)
+    transport = sync_transport(sentinel.url)  # and once it answers again, all is well
+    try:
+        assert transport.call("PING") in (True, "PONG")
+    finally:
+        transport.close()

@@ -28,6 +28,7 @@ from redis.backoff import NoBackoff
 from . import sentinel
 from .errors import ConfigurationError
 from .refusals import DEFAULT_CLUSTER_WAIT
+from .sentinel import sentinel_options as _sentinel_options
 from .transport import (
     AsyncTransport,
     Endpoint,
@@ -125,7 +126,9 @@ def sync_client(url: str, **kwargs: Any) -> SyncRedis:
     options = {**_COMMON, **timeouts, **kwargs}
     if scheme == "redis+sentinel":
         hosts, service, db, auth = _sentinel_parts(url)
-        sentinel = redis.sentinel.Sentinel(hosts, sentinel_kwargs=dict(auth), **auth, **options)  # type: ignore[no-untyped-call, unused-ignore]
+        sentinel = redis.sentinel.Sentinel(
+            hosts, sentinel_kwargs=_sentinel_options(auth, options), **auth, **options
+        )  # type: ignore[no-untyped-call, unused-ignore]
         return sentinel.master_for(service, db=db)  # type: ignore[no-any-return, no-untyped-call, unused-ignore]
     if scheme == "redis+cluster":
         options.pop("health_check_interval")
@@ -143,7 +146,9 @@ def async_client(url: str, **kwargs: Any) -> AsyncRedis:
     options = {**_COMMON, **timeouts, **kwargs}
     if scheme == "redis+sentinel":
         hosts, service, db, auth = _sentinel_parts(url)
-        sentinel = redis.asyncio.sentinel.Sentinel(hosts, sentinel_kwargs=dict(auth), **auth, **options)  # type: ignore[no-untyped-call, unused-ignore]
+        sentinel = redis.asyncio.sentinel.Sentinel(
+            hosts, sentinel_kwargs=_sentinel_options(auth, options), **auth, **options
+        )  # type: ignore[no-untyped-call, unused-ignore]
         return sentinel.master_for(service, db=db)  # type: ignore[no-any-return]
     if scheme == "redis+cluster":
         options.pop("health_check_interval")

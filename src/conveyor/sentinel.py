@@ -424,12 +424,22 @@ class AsyncFollowingConnection(_Following, redis.asyncio.sentinel.SentinelManage
         await self.connect_to(primary)  # type: ignore[no-untyped-call]
 
 
+def sentinel_options(auth: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """What a connection to a sentinel is opened with: the credentials and the timeouts of
+    the primary's connections. redis-py gives sentinels the timeouts only when it gets no
+    options for them at all, and Conveyor's carry the credentials; without a timeout, one
+    half-open sentinel held the discovery of the primary forever."""
+    return {**auth, **{k: v for k, v in options.items() if k.startswith("socket_")}}
+
+
 def sync_primary(
     sentinels: list[Address], service: str, db: int, auth: dict[str, Any], options: dict[str, Any]
 ) -> tuple[redis.Redis, list[Any]]:
     """A client of the service's primary, and what to close with it (the watcher, the sentinels)."""
     watcher = PrimaryWatcher(sentinels, service, auth)
-    sentinel = redis.sentinel.Sentinel(sentinels, sentinel_kwargs=dict(auth), **auth, **options)  # type: ignore[no-untyped-call, unused-ignore]
+    sentinel = redis.sentinel.Sentinel(
+        sentinels, sentinel_kwargs=sentinel_options(auth, options), **auth, **options
+    )  # type: ignore[no-untyped-call, unused-ignore]
     client = sentinel.master_for(service, db=db, connection_class=FollowingConnection, watcher=watcher)  # type: ignore[no-untyped-call, unused-ignore]
     return client, [watcher, *sentinel.sentinels]
 
@@ -438,6 +448,8 @@ def async_primary(
     sentinels: list[Address], service: str, db: int, auth: dict[str, Any], options: dict[str, Any]
 ) -> tuple[redis.asyncio.Redis, list[Any]]:
     watcher = PrimaryWatcher(sentinels, service, auth)
-    sentinel = redis.asyncio.sentinel.Sentinel(sentinels, sentinel_kwargs=dict(auth), **auth, **options)  # type: ignore[no-untyped-call, unused-ignore]
+    sentinel = redis.asyncio.sentinel.Sentinel(
+        sentinels, sentinel_kwargs=sentinel_options(auth, options), **auth, **options
+    )  # type: ignore[no-untyped-call, unused-ignore]
     client = sentinel.master_for(service, db=db, connection_class=AsyncFollowingConnection, watcher=watcher)
     return client, [watcher, *sentinel.sentinels]
