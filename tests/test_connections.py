@@ -1,4 +1,5 @@
-"""Connection URLs: TLS (rediss://, verified against a CA), unix sockets, ACL users, bad credentials."""
+"""Connection URLs: TLS (rediss://, verified against a CA), unix sockets, ACL users, bad credentials,
+and the timeouts every topology gets (a frozen server or sentinel is an error, not a hang)."""
 
 from __future__ import annotations
 
