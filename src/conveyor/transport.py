@@ -157,17 +157,28 @@ def _blocks_for(args: Sequence[Any]) -> float | None:
     return seconds or None
 
 
+MAX_WAIT_SLICE = 2.5
+"""Seconds one popping command waits in Redis at most on a redis-py client (see below)."""
+
+
 def sliced_wait(args: Sequence[Any], limit: float | None) -> Generator[Sequence[Any], Any, Any]:
     """The commands that make up one popping wait (``BLPOP ... timeout``) on a client that
     holds a blocking reply to its socket timeout ``limit``, as redis-py does: a longer wait
-    is made of waits of half the limit. A wait that popped nothing changed nothing, so the
-    next one just goes on. Send each command's reply in; the wait's reply is returned."""
+    is made of waits of half the limit, and of at most ``MAX_WAIT_SLICE``. A wait that
+    popped nothing changed nothing, so the next one just goes on. Send each command's reply
+    in; the wait's reply is returned.
+
+    The cap: a worker stopping cancels its wait for work, and once in a CI run a cancelled
+    wait on redis-py's asyncio cluster client went on waiting, so the worker stopped only
+    when that wait ran out -- 30 s later with ``sweep_interval=30`` (not understood; the
+    test passed in every rerun since). Short waits bound what such a wait can hold up."""
     wait = _blocks_for(args)  # None: forever
-    if limit is None or str(args[0]).upper() not in _BLOCKING_LAST or (wait and wait <= limit / 2):
+    piece = MAX_WAIT_SLICE if limit is None else min(limit / 2, MAX_WAIT_SLICE)
+    if str(args[0]).upper() not in _BLOCKING_LAST or (wait and wait <= piece):
         return (yield args)
     deadline = None if wait is None else time.monotonic() + wait
     while True:
-        left = limit / 2 if deadline is None else min(limit / 2, deadline - time.monotonic())
+        left = piece if deadline is None else min(piece, deadline - time.monotonic())
         reply = yield (*args[:-1], round(max(left, 0.001), 3))
         if reply is not None or (deadline is not None and time.monotonic() >= deadline - 0.001):
             return reply
