@@ -257,8 +257,12 @@ async def test_a_long_poll_ends_when_its_client_goes_away(
     (and a stream slot held) for the rest of the minute."""
     job = (await ahttp.post(f"/v1/queues/{queue}/jobs", json={"task": "t"})).json()["id"]
 
-    def blocked() -> int:
-        return sum(1 for c in raw.client_list() if "b" in c["flags"])  # blocked right now
+    def blocked() -> int:  # connections blocked right now, on every primary of a cluster
+        if isinstance(raw, redis.cluster.RedisCluster):
+            lists = [raw.client_list(target_nodes=node) for node in raw.get_primaries()]
+        else:
+            lists = [raw.client_list()]
+        return sum(1 for clients in lists for c in clients if "b" in c["flags"])
 
     before = blocked()
     poll = asyncio.ensure_future(ahttp.get(f"/v1/queues/{queue}/jobs/{job}/result", params={"timeout": 60}))
