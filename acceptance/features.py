@@ -1,7 +1,7 @@
 """Acceptance checks for issue 3 (job features), written against Conveyor's public API only.
 
 Run: ``.venv/bin/python acceptance/features.py [--url redis://...]``. Without ``--url`` a
-private server is started (``conveyor.server.RedisServer``); the machine's Redis is never
+private server is started (``conveyor.dev.server.RedisServer``); the machine's Redis is never
 used. Every check uses queues of its own, real workers (``conveyor.Worker`` in this event
 loop, several at once where the feature is about coordination, and ``conveyor worker`` /
 ``conveyor cancel`` / ``conveyor schedules`` subprocesses where another process matters),
@@ -63,8 +63,8 @@ from conveyor import (  # noqa: E402
     chord,
     current_job,
 )
+from conveyor.dev.server import RedisServer  # noqa: E402
 from conveyor.hooks import Hooks  # noqa: E402
-from conveyor.server import RedisServer  # noqa: E402
 from conveyor.testing import EagerClient  # noqa: E402
 
 RUN = uuid.uuid4().hex[:6]

@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
-    from conveyor.server import RedisServer
+    from conveyor.dev.server import RedisServer
 
     with tempfile.TemporaryDirectory() as tmp, RedisServer(appendonly=False) as server:
         # Labels, not revisions, name the runs: "HEAD HEAD" measures the harness's own bias.

@@ -289,7 +289,7 @@ def main() -> None:
     server = None
     redis_url = args.redis_url
     if redis_url is None:
-        from conveyor.server import RedisServer
+        from conveyor.dev.server import RedisServer
 
         server = RedisServer(appendonly=False).start()
         redis_url = server.url

@@ -19,8 +19,8 @@ from typing import Any
 import redis
 
 from conveyor import Client, Tasks
-from conveyor import operations as ops
-from conveyor.server import RedisServer
+from conveyor import ops as ops
+from conveyor.dev.server import RedisServer
 
 
 def usec_per_evalsha(raw: redis.Redis) -> float:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from topology import Cluster  # the tests' cluster, on free ports
 
-import conveyor.transport
+import conveyor.redis.waits
 from conveyor import AsyncClient, Tasks, Worker
 
 
@@ -53,7 +53,7 @@ async def main() -> None:
     parser.add_argument("--whole-waits", action="store_true", help="one piece per wait (before the fix)")
     args = parser.parse_args()
     if args.whole_waits:
-        conveyor.transport.MAX_WAIT_SLICE = 1000.0
+        conveyor.redis.waits.MAX_WAIT_SLICE = 1000.0
     cluster = Cluster()
     try:
         async with AsyncClient.from_url(cluster.url) as client:

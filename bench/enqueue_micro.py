@@ -16,7 +16,7 @@ import time
 import redis
 
 from conveyor import Client, Tasks
-from conveyor.server import RedisServer
+from conveyor.dev.server import RedisServer
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ def _total(out_file: Path) -> int:
 
 def _run(mode: str, jobs: int, per_call: int, work: Path) -> tuple[int, int]:
     """(client, server) instructions of one run that enqueues ``jobs`` jobs."""
-    from conveyor.server import RedisServer
+    from conveyor.dev.server import RedisServer
 
     server = RedisServer(appendonly=False, directory=work / f"server-{mode}-{jobs}")
     server_out = work / f"server-{mode}-{jobs}.callgrind"

@@ -18,7 +18,7 @@ import time
 
 import conveyor
 from conveyor import Client, Tasks, Worker
-from conveyor.server import RedisServer
+from conveyor.dev.server import RedisServer
 
 
 def main() -> None:

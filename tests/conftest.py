@@ -24,7 +24,7 @@ import redis
 import redis.cluster
 
 from conveyor import AsyncClient, Client, Tasks
-from conveyor.server import RedisServer
+from conveyor.dev.server import RedisServer
 
 from api_helpers import ThreadedUvicorn, auth
 

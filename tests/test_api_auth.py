@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from conveyor.api import ApiSettings, TokenStore, create_app
 from conveyor.cli import main
+from conveyor.dev.server import RedisServer
 from conveyor.errors import ConfigurationError
-from conveyor.server import RedisServer
 
 from api_helpers import TOKENS, ThreadedUvicorn, auth, start_api
 

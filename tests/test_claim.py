@@ -7,8 +7,7 @@ import time
 import pytest
 import redis
 
-from conveyor import Client, JobState, Tasks
-from conveyor import operations as ops
+from conveyor import Client, JobState, Tasks, ops
 
 pytestmark = pytest.mark.cluster_too  # also on a cluster in the default suite (conftest.py)
 

@@ -8,8 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conveyor import Client, JobState, Tasks
-from conveyor import operations as ops
+from conveyor import Client, JobState, Tasks, ops
 
 ROOT = Path(__file__).resolve().parent.parent
 

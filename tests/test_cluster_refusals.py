@@ -16,7 +16,7 @@ import pytest
 from redis.exceptions import ClusterError
 
 from conveyor import AsyncClient, Client, ClusterUnavailable, Tasks
-from conveyor.refusals import refused
+from conveyor.redis.refusals import refused
 
 HOLD = 1.0
 

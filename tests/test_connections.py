@@ -19,9 +19,9 @@ import trustme
 from tls_proxy import TlsProxy
 
 from conveyor import AsyncClient, Client, Tasks
-from conveyor.connection import async_transport, sync_client, sync_transport
-from conveyor.server import RedisServer
-from conveyor.transport import connection_options
+from conveyor.dev.server import RedisServer
+from conveyor.redis.connect import async_transport, sync_client, sync_transport
+from conveyor.redis.redispy import connection_options
 
 
 def noop_task(queue: str):  # type: ignore[no-untyped-def]

@@ -9,15 +9,7 @@ import time
 
 import pytest
 
-from conveyor import (
-    AsyncClient,
-    InvalidState,
-    JobCancelled,
-    JobState,
-    RetryAfter,
-    Tasks,
-    current_job,
-)
+from conveyor import AsyncClient, InvalidState, JobCancelled, JobState, RetryAfter, Tasks, current_job
 
 from helpers import running_worker, wait_until
 

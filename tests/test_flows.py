@@ -9,9 +9,20 @@ from typing import Any
 import pytest
 import redis
 
-from conveyor import AsyncClient, Client, Flow, JobFailed, JobState, Tasks, chain, chord, current_job
-from conveyor import flows as flow_ops
-from conveyor import operations as ops
+from conveyor import (
+    AsyncClient,
+    Client,
+    Flow,
+    FlowHandle,
+    JobFailed,
+    JobState,
+    Tasks,
+    chain,
+    chord,
+    current_job,
+    ops,
+)
+from conveyor.ops import flows as flow_ops
 
 from helpers import running_worker, wait_until
 
@@ -137,7 +148,7 @@ async def test_a_failure_travels_up_a_chain(aclient: AsyncClient, tasks: Tasks, 
         with pytest.raises(JobFailed):
             await handle.job.result(timeout=10)
     middle = handle.children[0]
-    assert isinstance(middle, flow_ops.FlowHandle)
+    assert isinstance(middle, FlowHandle)
     assert (await middle.job.fetch()).error["reason"] == "child_failed"  # type: ignore[index]
     assert (await handle.job.fetch()).error["reason"] == "child_failed"  # type: ignore[index]
 

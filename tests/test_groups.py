@@ -11,8 +11,7 @@ from collections import defaultdict
 import pytest
 import redis
 
-from conveyor import AsyncClient, Client, JobState, Tasks
-from conveyor import operations as ops
+from conveyor import AsyncClient, Client, JobState, Tasks, ops
 
 from helpers import running_worker, wait_until
 

@@ -18,8 +18,9 @@ import redis.asyncio
 
 from conveyor import AsyncClient, Client, Tasks, Worker, current_job
 from conveyor.errors import ConfigurationError
-from conveyor.operations import EXTEND
-from conveyor.transport import Endpoint, FastAsyncTransport
+from conveyor.ops.lifecycle import EXTEND
+from conveyor.redis.endpoint import Endpoint
+from conveyor.redis.resp_async import FastAsyncTransport
 
 from helpers import running_worker, wait_until
 

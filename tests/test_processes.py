@@ -139,7 +139,7 @@ def test_embedded_server_dies_with_its_sigkilled_parent(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import sys, time
-        from conveyor.server import RedisServer
+        from conveyor.dev.server import RedisServer
         server = RedisServer(directory={str(tmp_path)!r}).start()
         print(server.process.pid, flush=True)
         time.sleep(60)

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from conveyor import AsyncClient, Client, JobState, Schedule, Tasks
-from conveyor import schedules as sched
+from conveyor.ops import schedules as sched
 
 from helpers import running_worker, wait_until
 

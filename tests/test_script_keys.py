@@ -21,8 +21,8 @@ import pytest
 import redis
 
 from conveyor import AsyncClient, Client, Flow, JobState, RetryAfter, Schedule, Tasks, chord, current_job
-from conveyor.scripts import load, names
-from conveyor.server import RedisServer
+from conveyor.dev.server import RedisServer
+from conveyor.ops.scripts import load, names
 
 from helpers import running_worker, wait_until
 

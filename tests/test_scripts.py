@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from conveyor import Schedule, flows, schedules
-from conveyor import operations as ops
-from conveyor.keys import QueueKeys
-from conveyor.scripts import load, names
+from conveyor import JobState, Schedule, ops
+from conveyor.ops import flows, schedules
+from conveyor.ops.keys import QueueKeys
+from conveyor.ops.scripts import load, names
 
 KEYS = QueueKeys("q")
 RETAIN = ops.Retention(-1, -1)
@@ -32,7 +32,7 @@ CALLS = {
     "progress": lambda: ops.report(KEYS, "x", "1", "log", "line", 10, 1000),
     "schedule": lambda: schedules._tick(KEYS, Schedule("s", "t", every=1), 0, 1000, True),
     "counts": lambda: ops.counts(KEYS),
-    "list": lambda: ops.list_jobs(KEYS, ops.JobState.WAITING),
+    "list": lambda: ops.list_jobs(KEYS, JobState.WAITING),
     "promote": lambda: ops.promote(KEYS, "x"),
     "child": lambda: flows.child_finished(KEYS, "x", "q c", "c", "null", RETAIN),
 }

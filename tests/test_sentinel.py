@@ -17,8 +17,8 @@ import pytest
 import redis
 from redis.exceptions import RedisError
 
-from conveyor.connection import async_transport, sync_transport
-from conveyor.sentinel import PinnedConnectionLost, PrimaryWatcher, elect, parse_event
+from conveyor.redis.connect import async_transport, sync_transport
+from conveyor.redis.sentinel import PinnedConnectionLost, PrimaryWatcher, elect, parse_event
 
 from helpers import wait_until
 

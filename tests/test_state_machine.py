@@ -21,8 +21,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from conveyor import Client, JobState
-from conveyor import operations as ops
+from conveyor import Client, JobState, ops
 
 KEEP = ops.Retention(-1, -1)
 MAX_CRASHES = 3

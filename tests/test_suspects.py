@@ -14,8 +14,7 @@ from typing import Any
 
 import redis
 
-from conveyor import AsyncClient, Client, JobState, Tasks
-from conveyor import operations as ops
+from conveyor import AsyncClient, Client, JobState, Tasks, ops
 
 from helpers import running_worker, wait_until
 

@@ -110,7 +110,7 @@ async def test_script_flush_mid_run_loses_nothing(
 
 
 def enqueue_sha() -> str:
-    from conveyor.scripts import load
+    from conveyor.ops.scripts import load
 
     return load("enqueue").sha
 

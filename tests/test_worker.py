@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from conveyor import AsyncClient, Fixed, JobState, Retry, Tasks, Worker
-from conveyor import operations as ops
+from conveyor import AsyncClient, Fixed, JobState, Retry, Tasks, Worker, ops
 
 from helpers import running_worker, wait_until
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from conveyor.server import RedisServer, free_port
+from conveyor.dev.server import RedisServer, free_port
 
 PASSWORD = "topology-secret"
 

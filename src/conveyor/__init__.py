@@ -20,16 +20,18 @@ from .errors import (
     OutOfMemory,
     PayloadTooLarge,
     ResultTimeout,
+    Retry,
+    RetryAfter,
     SerializationError,
     UnknownTask,
 )
-from .execution import Retry, RetryAfter
 from .flows import ChildOutcome, Flow, FlowHandle, chain, chord
 from .job import EnqueueOutcome, Job, JobState
-from .operations import Event, Retention
+from .ops.reads import Event
+from .ops.steps import Retention
 from .schedules import Schedule, ScheduleState
 from .task import Task, TaskCall, Tasks
-from .worker import Worker, WorkerSettings
+from .worker.engine import Worker, WorkerSettings
 
 __version__ = "0.1.0"
 

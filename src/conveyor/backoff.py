@@ -9,11 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-
-class BackoffPolicy(Protocol):
-    def delay(self, attempt: int, error: BaseException | None = None) -> float: ...
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Producers: enqueue jobs, read them back and manage queues, from sync or async code.
 
 :class:`Client` and :class:`AsyncClient` share everything but I/O: both build the same
-operations (:mod:`conveyor.operations`) and hand them to their executor. Each public
+operations (:mod:`conveyor.ops`) and hand them to their executor. Each public
 method is therefore a one-line wrapper on each face.
 """
 
@@ -17,20 +17,20 @@ from contextlib import contextmanager
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
-from . import flows as flow_ops
-from . import operations as ops
-from . import schedules, serialization
+from . import ops, serialization
 from .config import Settings
-from .connection import as_async_transport, as_sync_transport, async_transport, sync_transport
 from .errors import JobNotFound, ResultTimeout
-from .executor import AsyncExecutor, SyncExecutor
 from .flows import Flow, FlowHandle
 from .ids import new_job_ids
 from .job import EnqueueOutcome, Job, JobState
-from .keys import QueueKeys, queues_key, validate_queue_name, workers_key
+from .ops import flows as flow_ops
+from .ops import schedules
+from .ops.keys import QueueKeys, queues_key, validate_queue_name, workers_key
+from .redis.base import AsyncTransport, SyncTransport
+from .redis.connect import as_async_transport, as_sync_transport, async_transport, sync_transport
+from .redis.executors import AsyncExecutor, SyncExecutor
 from .schedules import Schedule, ScheduleState
 from .task import DEFAULT_OPTIONS, P, R, Task, TaskCall
-from .transport import AsyncTransport, SyncTransport
 
 T = TypeVar("T")
 
@@ -316,7 +316,7 @@ class AsyncJobHandle(Generic[R]):
 
 
 class Client(_Producer):
-    """Synchronous producer and manager. Thread-safe (redis-py pools connections).
+    """Synchronous producer and manager. Thread-safe (the transport pools connections).
 
     ::
 
@@ -406,7 +406,7 @@ class Client(_Producer):
         return self.run(ops.list_queues(queues_key(self.settings.prefix)))
 
     def workers(self) -> list[dict[str, Any]]:
-        from .registry import list_workers
+        from .ops.workers import list_workers
 
         return self.run(list_workers(workers_key(self.settings.prefix), self.settings.prefix))
 
@@ -569,7 +569,7 @@ class AsyncClient(_Producer):
         return await self.run(ops.list_queues(queues_key(self.settings.prefix)))
 
     async def workers(self) -> list[dict[str, Any]]:
-        from .registry import list_workers
+        from .ops.workers import list_workers
 
         return await self.run(list_workers(workers_key(self.settings.prefix), self.settings.prefix))
 

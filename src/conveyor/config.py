@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from .errors import ConfigurationError
-from .keys import DEFAULT_PREFIX
+from .ops.keys import DEFAULT_PREFIX
 from .serialization import DEFAULT_MAX_PAYLOAD_BYTES
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -147,3 +147,30 @@ def from_script_error(message: str) -> ConveyorError | None:
     code, _, detail = message[marker + len("CONVEYOR:") :].partition(" ")
     cls = _BY_CODE.get(code, ConveyorError)
     return cls(detail.strip() or code)
+
+
+class Retry(Exception):
+    """Raise from a task to retry it after ``delay`` seconds, counting an attempt."""
+
+    def __init__(self, delay: float | None = None, reason: str = "") -> None:
+        self.delay = delay
+        super().__init__(reason or "retry requested by the task")
+
+
+class RetryAfter(Exception):
+    """Raise from a task to come back after ``delay`` seconds without spending an attempt.
+
+    For "rate limited, retry after T" answers from a downstream service (HTTP 429 with
+    Retry-After): the job did nothing wrong, so its retry budget is left intact.
+    """
+
+    def __init__(self, delay: float, reason: str = "") -> None:
+        if delay < 0:
+            raise ValueError("delay must not be negative")
+        self.delay = delay
+        super().__init__(reason or f"asked to come back after {delay:g} s")
+
+
+class Fail(Exception):
+    """Raise from a task to fail the job at once, without retries, when retrying cannot help
+    (an HTTP 404 from the service it calls, input the task can never accept)."""

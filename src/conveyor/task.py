@@ -18,7 +18,7 @@ from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 from . import backoff as backoff_policies
 from .errors import UnknownTask
 from .ids import validate_job_id
-from .keys import validate_queue_name
+from .ops.keys import validate_queue_name
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -314,7 +314,7 @@ class Tasks:
         makes it a repeatable job, run without arguments by the workers of its queue;
         ``missed="run_once"`` makes up for ticks missed while no worker ran (default: skip).
         ``isolation="process"`` runs each job in a child process that is killed at the job's
-        timeout or when it is aborted (see :mod:`conveyor.isolation`).
+        timeout or when it is aborted (see :mod:`conveyor.worker.isolation`).
         """
         if isolation not in ("default", "process"):
             raise ValueError("isolation must be 'default' or 'process'")
@@ -334,7 +334,7 @@ class Tasks:
             if task_name in self._tasks and self._tasks[task_name].function is not fn:
                 raise ValueError(f"a different task is already registered as {task_name!r}; pass name=")
             if defaults.isolation == "process":
-                from .isolation import check_importable
+                from .worker.isolation import check_importable
 
                 check_importable(fn, task_name)
             registered: Task[Any, Any] = Task(fn, task_name, defaults)

@@ -18,7 +18,7 @@ eager job).
 
 When not to: anything about delivery — delays, priorities, leases, limits, schedules,
 concurrency, crashes. Those live in Redis and its scripts; test them against a real server
-(``conveyor.server.RedisServer`` starts a private one in a second).
+(``conveyor.dev.server.RedisServer`` starts a private one in a second).
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ from typing import Any, Generic
 
 from . import serialization
 from .context import JobContext, _current
-from .errors import JobCancelled, JobFailed
-from .execution import RetryAfter
+from .errors import JobCancelled, JobFailed, RetryAfter
 from .flows import ChildOutcome, Flow, FlowHandle
 from .ids import new_job_id
 from .job import EnqueueOutcome, JobState

@@ -16,10 +16,10 @@ import signal
 import time
 from typing import Any
 
-from conveyor import Tasks, current_job
-from conveyor import operations as ops
+from conveyor import Tasks, current_job, ops
 from conveyor.backoff import Fixed
-from conveyor.transport import Endpoint, FastAsyncTransport
+from conveyor.redis.endpoint import Endpoint
+from conveyor.redis.resp_async import FastAsyncTransport
 from tests.chaos.ledger import LedgerWriter
 
 tasks = Tasks(queue=os.environ.get("TEST_QUEUE", "ledger"))
@@ -120,7 +120,7 @@ async def suicide() -> None:
 
 def main() -> None:
     from conveyor import Worker
-    from conveyor.logs import configure
+    from conveyor.cli.logs import configure
 
     configure(os.environ.get("CHAOS_LOG_LEVEL", "warning"))
     env: dict[str, Any] = os.environ

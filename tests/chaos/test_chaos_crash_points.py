@@ -1,6 +1,6 @@
 """A worker hard-exits at every transition point (issue 5, test 2), checked against the ledger.
 
-``CONVEYOR_FAULT_POINT`` (see :mod:`conveyor.faults`) makes worker processes of one slot
+``CONVEYOR_FAULT_POINT`` (see :mod:`conveyor.dev.faults`) makes worker processes of one slot
 each ``os._exit`` at a named point with probability 0.2; every exited worker is replaced,
 until ``CONVEYOR_CHAOS_CRASH_RUNS`` crashes happened at that point (5 in ``make test``,
 200 in ``make chaos``). Then the rest drains on workers without crash points.
@@ -18,7 +18,7 @@ import pytest
 from harness import Workers, final_states, finished, knob, report
 
 from conveyor import Client, Tasks
-from conveyor.faults import FAULT_EXIT_CODE, POINTS
+from conveyor.dev.faults import FAULT_EXIT_CODE, POINTS
 
 PROBABILITY = 0.2
 

@@ -13,8 +13,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..scripts import load as load_script
-from ..scripts import names as script_names
+from ..ops.scripts import load as load_script
+from ..ops.scripts import names as script_names
 from .models import Health
 from .problems import Problem, from_validation, responses
 from .routes import SECURITY_SCHEME, api_router

@@ -9,13 +9,8 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 
-from .. import operations as ops
-from ..errors import (
-    JobCancelled,
-    JobFailed,
-    JobNotFound,
-    ResultTimeout,
-)
+from .. import ops
+from ..errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout
 from ..job import EnqueueOutcome, Job
 from . import models as m
 from .problems import Problem, from_validation, responses

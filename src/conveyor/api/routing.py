@@ -18,15 +18,9 @@ from fastapi.routing import APIRoute
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import (
-    ConveyorError,
-    InvalidState,
-    JobNotFound,
-    PayloadTooLarge,
-    SerializationError,
-)
+from ..errors import ConveyorError, InvalidState, JobNotFound, PayloadTooLarge, SerializationError
 from ..ids import validate_job_id
-from ..keys import validate_queue_name
+from ..ops.keys import validate_queue_name
 from . import models as m
 from .problems import Problem, from_validation
 from .service import ApiService

@@ -7,9 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from ..errors import (
-    SerializationError,
-)
+from ..errors import SerializationError
 from ..schedules import Schedule, ScheduleState
 from . import models as m
 from .problems import Problem, responses

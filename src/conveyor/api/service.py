@@ -13,8 +13,8 @@ from typing import Any
 
 from ..client import AsyncClient
 from ..config import Settings
-from ..connection import async_transport
 from ..httpcall import HTTP_TASK, parse_request
+from ..redis.connect import async_transport
 from ..task import DEFAULT_OPTIONS, Task, TaskCall, TaskDefaults
 from .models import EnqueueRequest
 from .problems import Problem

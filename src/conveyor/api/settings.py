@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import DEFAULT_REDIS_URL
 from ..errors import ConfigurationError
-from ..keys import DEFAULT_PREFIX
+from ..ops.keys import DEFAULT_PREFIX
 from ..serialization import DEFAULT_MAX_PAYLOAD_BYTES
 from .auth import TokenStore
 

@@ -14,8 +14,8 @@ import orjson
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
-from ..keys import QueueKeys
-from ..operations import Command, Step
+from ..ops.keys import QueueKeys
+from ..ops.steps import Command, Step
 from .service import ApiService
 
 KEEPALIVE_SECONDS = 15.0

@@ -12,7 +12,7 @@ import aiohttp
 
 from .. import serialization
 from ..context import current_job
-from ..execution import Fail, RetryAfter
+from ..errors import Fail, RetryAfter
 from ..task import Task, TaskDefaults, Tasks
 from .outbound import CheckingResolver, OutboundPolicy, OutboundRefused, _refusal
 from .request import DEFAULT_TIMEOUT, HttpRequest, parse_request, retry_after_seconds

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from ..execution import Fail
+from ..errors import Fail
 from .settings import HttpCallSettings
 
 

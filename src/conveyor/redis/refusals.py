@@ -16,7 +16,7 @@ all a connection that broke or timed out, after which the command may well have 
 *not* a refusal and is never retried here: re-running an enqueue whose reply was lost
 would create its jobs twice.
 
-Both transports that talk to a cluster (:class:`~conveyor.transport.RedisPySyncTransport`
+Both transports that talk to a cluster (:class:`~conveyor.redis.redispy.RedisPySyncTransport`
 and its asyncio twin) wrap every call in one :class:`Patience`; this module decides what
 counts as a refusal, how long to wait between tries and when to give up.
 """
@@ -27,7 +27,7 @@ import time
 
 from redis.exceptions import AskError, ClusterDownError, ClusterError, SlotNotCoveredError, TryAgainError
 
-from .errors import ClusterUnavailable
+from ..errors import ClusterUnavailable
 
 DEFAULT_CLUSTER_WAIT = 30.0
 """Seconds a call waits out refusals before :class:`ClusterUnavailable`: long enough for

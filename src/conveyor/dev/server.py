@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 _PR_SET_PDEATHSIG = 1
 

@@ -46,11 +46,11 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, Protocol
 
-from . import operations as ops
-from .errors import RETRYABLE_REDIS_ERRORS
-from .executor import SyncExecutor
-from .keys import QueueKeys
-from .transport import SyncTransport
+from .. import ops
+from ..errors import RETRYABLE_REDIS_ERRORS
+from ..ops.keys import QueueKeys
+from ..redis.base import SyncTransport
+from ..redis.executors import SyncExecutor
 
 log = logging.getLogger("conveyor.worker")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Generator, Mapping
 from typing import Any
 
-from .operations import Command, Step, as_dict
+from .steps import Command, Step, as_dict
 
 
 def heartbeat(

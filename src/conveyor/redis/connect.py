@@ -25,20 +25,15 @@ import redis.retry
 import redis.sentinel
 from redis.backoff import NoBackoff
 
+from ..errors import ConfigurationError
 from . import sentinel
-from .errors import ConfigurationError
+from .base import AsyncTransport, SyncTransport
+from .endpoint import Endpoint, url_timeouts
+from .redispy import RedisPyAsyncTransport, RedisPySyncTransport
 from .refusals import DEFAULT_CLUSTER_WAIT
+from .resp_async import FastAsyncTransport
+from .resp_sync import FastSyncTransport
 from .sentinel import sentinel_options as _sentinel_options
-from .transport import (
-    AsyncTransport,
-    Endpoint,
-    FastAsyncTransport,
-    FastSyncTransport,
-    RedisPyAsyncTransport,
-    RedisPySyncTransport,
-    SyncTransport,
-    url_timeouts,
-)
 
 SyncRedis = redis.Redis | redis.cluster.RedisCluster
 AsyncRedis = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
@@ -57,7 +52,7 @@ connection error or a timeout -- after which the command may well have run. An e
 whose reply was lost then ran twice: the second run found its generated ids taken, and
 the client, taking that for an id clash, made the jobs again under new ids -- two jobs for
 one call (a node frozen for 0.6 s with ``socket_timeout=0.3``). Refusals, which certainly
-did not run, are retried by the transport (:mod:`conveyor.refusals`); anything else is the
+did not run, are retried by the transport (:mod:`conveyor.redis.refusals`); anything else is the
 caller's to decide, as on a single server."""
 
 
@@ -165,8 +160,8 @@ def sync_transport(
     """The fast transport for plain, TLS and unix-socket URLs; redis-py for Sentinel and Cluster.
 
     Unlike :func:`sync_client`, a Sentinel transport follows a failover as soon as the
-    sentinels begin it (:mod:`conveyor.sentinel`). ``cluster_wait``: seconds a call waits
-    out a cluster's refusals (see :mod:`conveyor.refusals`). ``timeout``: seconds Redis has
+    sentinels begin it (:mod:`conveyor.redis.sentinel`). ``cluster_wait``: seconds a call waits
+    out a cluster's refusals (see :mod:`conveyor.redis.refusals`). ``timeout``: seconds Redis has
     to accept a connection and to answer a command before the connection counts as dead,
     where shorter than the URL's ``socket_timeout`` and ``socket_connect_timeout`` -- the
     heartbeat's."""
@@ -192,7 +187,7 @@ def async_transport(url: str, cluster_wait: float = DEFAULT_CLUSTER_WAIT) -> Asy
     if _check_scheme(url) in ("redis", "rediss", "unix"):
         return FastAsyncTransport(Endpoint.from_url(url))
     if _check_scheme(url) == "redis+sentinel":
-        # A client that follows the sentinels' primary at once (see conveyor.sentinel); its
+        # A client that follows the sentinels' primary at once (see conveyor.redis.sentinel); its
         # watcher and its connections to the sentinels are closed with it.
         url, timeouts = _timeouts(url)
         hosts, service, db, auth = _sentinel_parts(url)

@@ -17,11 +17,11 @@ from collections.abc import Mapping
 
 from redis.exceptions import RedisError
 
-from . import flows
-from . import operations as ops
-from .errors import RETRYABLE_REDIS_ERRORS
-from .executor import AsyncExecutor
-from .keys import QueueKeys
+from .. import ops
+from ..errors import RETRYABLE_REDIS_ERRORS
+from ..ops import flows
+from ..ops.keys import QueueKeys
+from ..redis.executors import AsyncExecutor
 
 log = logging.getLogger("conveyor.worker")
 

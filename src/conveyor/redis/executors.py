@@ -1,4 +1,4 @@
-"""The two small executors that drive operations (see :mod:`conveyor.operations`).
+"""The two small executors that drive operations (see :mod:`conveyor.ops`).
 
 Each runs a script by SHA and loads it once when Redis answers NOSCRIPT (after a restart,
 a failover or SCRIPT FLUSH), and turns ``CONVEYOR:<CODE>`` script errors into typed
@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 from redis.exceptions import NoScriptError, ResponseError
 
-from .errors import OutOfMemory, from_script_error
-from .operations import Command, Pipeline, Script, Step
-from .transport import AsyncTransport, SyncTransport, raise_for_reply
+from ..errors import OutOfMemory, from_script_error
+from ..ops.steps import Command, Pipeline, Script, Step
+from .base import AsyncTransport, SyncTransport, raise_for_reply
 
 T = TypeVar("T")
 

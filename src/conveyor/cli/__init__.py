@@ -14,13 +14,14 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__, logs
-from .client import Client
-from .config import DEFAULT_REDIS_URL
-from .connection import redact
-from .errors import ConveyorError
-from .job import Job, JobState
-from .task import Tasks
+from .. import __version__
+from ..client import Client
+from ..config import DEFAULT_REDIS_URL
+from ..errors import ConveyorError
+from ..job import Job, JobState
+from ..redis.connect import redact
+from ..task import Tasks
+from . import logs
 
 console = Console()
 err_console = Console(stderr=True)
@@ -233,11 +234,11 @@ def worker(
     """
     logs.configure(log_level, log_format)
     if processes > 1:
-        from .supervisor import supervise
+        from ..worker.supervisor import supervise
 
         child = [*_without_option(sys.argv[1:], ("--processes", "-p")), "--processes", "1"]
         sys.exit(supervise(child, processes, burst=burst))
-    from .worker import Worker
+    from ..worker.engine import Worker
 
     registry = load_tasks(app)
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
@@ -311,7 +312,7 @@ def enqueue(
     \b
     Example: conveyor enqueue add 1 2 --queue math --wait 10
     """
-    from .task import EnqueueOptions, TaskCall, _check_priority
+    from ..task import EnqueueOptions, TaskCall, _check_priority
 
     parsed = [_json_or_text(a) for a in args]
     try:
@@ -582,7 +583,7 @@ def limits(
     priority_aging: float | None,
 ) -> None:
     """Show or set a queue's limits across all workers, and per group key."""
-    from .client import UNSET
+    from ..client import UNSET
 
     def parse_rate(text: str | None, hint: str) -> Any:
         if text is None:
@@ -679,7 +680,7 @@ def api(
     try:
         import uvicorn
 
-        from .api import ApiSettings, create_app
+        from ..api import ApiSettings, create_app
     except ImportError as exc:
         raise click.ClickException(f"the API needs its extra: pip install 'conveyor[api]' ({exc})") from None
     settings = ApiSettings.from_env(redis_url=url, cors_origins=cors_origins or None)
@@ -742,6 +743,6 @@ def dev(job_count: int, exit_after: bool, state_dir: str) -> None:
 
     Ctrl-C stops everything and leaves no process behind.
     """
-    from .devmode import run_dev
+    from ..dev.mode import run_dev
 
     sys.exit(run_dev(job_count=job_count, exit_after=exit_after, state_dir=state_dir, console=console))

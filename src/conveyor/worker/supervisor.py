@@ -15,7 +15,7 @@ import sys
 import time
 from types import FrameType
 
-from .server import _die_with_parent
+from ..dev.server import _die_with_parent
 
 log = logging.getLogger("conveyor.supervisor")
 

@@ -18,10 +18,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from . import operations as ops
-from .errors import RETRYABLE_REDIS_ERRORS
-from .executor import AsyncExecutor
-from .keys import QueueKeys
+from .. import ops
+from ..errors import RETRYABLE_REDIS_ERRORS
+from ..ops.keys import QueueKeys
+from ..redis.executors import AsyncExecutor
 from .sweeper import tell_parents
 
 log = logging.getLogger("conveyor.worker")

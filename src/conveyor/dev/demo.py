@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 
-from .task import Tasks
+from ..task import Tasks
 
 tasks = Tasks(queue="demo")
 

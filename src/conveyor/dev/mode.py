@@ -16,12 +16,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .client import Client
-from .connection import redact
+from ..client import Client
+from ..job import JobState
+from ..redis.connect import redact
+from ..task import TaskCall
 from .demo import checksum, flaky_call, resize_image, tasks
-from .job import JobState
 from .server import RedisServer, _die_with_parent
-from .task import TaskCall
 
 
 def _workload(count: int) -> list[TaskCall[Any]]:
@@ -64,7 +64,7 @@ def run_dev(*, job_count: int, exit_after: bool, state_dir: str, console: Consol
                 "-m",
                 "conveyor",
                 "worker",
-                "conveyor.demo:tasks",
+                "conveyor.dev.demo:tasks",
                 "--concurrency",
                 "50",
                 "--log-level",
@@ -73,7 +73,7 @@ def run_dev(*, job_count: int, exit_after: bool, state_dir: str, console: Consol
             env=env,
             preexec_fn=_die_with_parent,
         )
-        console.print(f"started a worker (pid {worker.pid}) for conveyor.demo:tasks on queue 'demo'")
+        console.print(f"started a worker (pid {worker.pid}) for conveyor.dev.demo:tasks on queue 'demo'")
         with Client.from_url(url) as client:
             client.purge("demo", [s for s in JobState if s is not JobState.ACTIVE])
             started = time.perf_counter()

@@ -1,6 +1,6 @@
 """What happens to one claimed job: decode it, decide its outcome, describe its error.
 
-Pure functions and plain data; the worker (:mod:`conveyor.worker`) does the I/O.
+Pure functions and plain data; the worker (:mod:`conveyor.worker.engine`) does the I/O.
 """
 
 from __future__ import annotations
@@ -9,41 +9,15 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from . import backoff as backoff_policies
-from . import serialization
-from .errors import UnknownTask
-from .flows import ChildOutcome, parse_children
-from .operations import Claimed
-from .task import Task, Tasks
+from .. import backoff as backoff_policies
+from .. import serialization
+from ..errors import Fail, Retry, RetryAfter, UnknownTask
+from ..flows import ChildOutcome
+from ..ops.flows import parse_children
+from ..ops.lifecycle import Claimed
+from ..task import Task, Tasks
 
 MAX_TRACEBACK_CHARS = 8_000
-
-
-class Retry(Exception):
-    """Raise from a task to retry it after ``delay`` seconds, counting an attempt."""
-
-    def __init__(self, delay: float | None = None, reason: str = "") -> None:
-        self.delay = delay
-        super().__init__(reason or "retry requested by the task")
-
-
-class RetryAfter(Exception):
-    """Raise from a task to come back after ``delay`` seconds without spending an attempt.
-
-    For "rate limited, retry after T" answers from a downstream service (HTTP 429 with
-    Retry-After): the job did nothing wrong, so its retry budget is left intact.
-    """
-
-    def __init__(self, delay: float, reason: str = "") -> None:
-        if delay < 0:
-            raise ValueError("delay must not be negative")
-        self.delay = delay
-        super().__init__(reason or f"asked to come back after {delay:g} s")
-
-
-class Fail(Exception):
-    """Raise from a task to fail the job at once, without retries, when retrying cannot help
-    (an HTTP 404 from the service it calls, input the task can never accept)."""
 
 
 @dataclass(slots=True)

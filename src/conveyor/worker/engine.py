@@ -9,11 +9,11 @@ Three loops share one event loop:
   the worker holds nothing, and alone, and the loop claims nothing more until it is done;
 * the *flush* loop writes finished jobs back in batches: whatever finished while the
   previous batch was in flight goes in the next one, so acknowledgements cost one round
-  trip per batch, not per job (:mod:`conveyor.acks`);
+  trip per batch, not per job (:mod:`conveyor.worker.acks`);
 * the *sweep* loop moves expired leases of dead workers back to waiting
-  (:mod:`conveyor.sweeper`).
+  (:mod:`conveyor.worker.sweeper`).
 
-The leases of held jobs are renewed from a thread of their own (:mod:`conveyor.heartbeat`),
+The leases of held jobs are renewed from a thread of their own (:mod:`conveyor.worker.heartbeat`),
 so that async jobs blocking the loop cannot starve the renewals.
 
 Async tasks run as asyncio tasks; sync tasks run in a bounded thread pool with the
@@ -40,22 +40,25 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from . import faults, isolation, registry, serialization
-from . import operations as ops
+from .. import ops, serialization
+from ..config import Settings
+from ..context import JobContext, loop_submitter, run_with_context, set_current
+from ..dev import faults
+from ..errors import RETRYABLE_REDIS_ERRORS, RetryAfter, SerializationError
+from ..hooks import Hooks
+from ..ops import workers as registry
+from ..ops.keys import QueueKeys, worker_key, workers_key
+from ..redis.base import AsyncTransport
+from ..redis.connect import as_async_transport, async_transport, sync_transport, sync_twin
+from ..redis.executors import AsyncExecutor
+from ..redis.redispy import RedisPyAsyncTransport
+from ..task import Tasks
+from . import isolation
 from .acks import Acknowledger
-from .config import Settings
-from .connection import as_async_transport, async_transport, sync_transport, sync_twin
-from .context import JobContext, loop_submitter, run_with_context, set_current
-from .errors import RETRYABLE_REDIS_ERRORS, SerializationError
-from .execution import Prepared, RetryAfter, Undeliverable, error_payload, prepare, retry_delay_ms
-from .executor import AsyncExecutor
 from .heartbeat import Answers, Heartbeat
-from .hooks import Hooks
-from .keys import QueueKeys, worker_key, workers_key
-from .schedules import run_schedulers
+from .outcome import Prepared, Undeliverable, error_payload, prepare, retry_delay_ms
+from .scheduler import run_schedulers
 from .sweeper import Sweeper
-from .task import Tasks
-from .transport import AsyncTransport, RedisPyAsyncTransport
 
 log = logging.getLogger("conveyor.worker")
 

@@ -1,0 +1,281 @@
+"""A job's life on a worker: claim, report, complete, fail, extend the lease, sweep, requeue."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .keys import QueueKeys
+from .scripts import load
+from .steps import Command, Retention, Script, Step
+
+CLAIM = load("claim")
+
+
+COMPLETE = load("complete")
+
+
+FAIL = load("fail")
+
+
+EXTEND = load("extend")
+
+
+SWEEP = load("sweep")
+
+
+REQUEUE = load("requeue")
+
+
+PROGRESS = load("progress")
+
+
+KEEP_ALL = Retention(-1, -1)
+"""No limit on count or age."""
+
+
+@dataclass(slots=True)  # not frozen: made once per job, and frozen init costs 3x
+class Claimed:
+    """A job handed to a worker by the claim script."""
+
+    id: str
+    token: str
+    attempts: int
+    task: str
+    args: str
+    kwargs: str
+    options: str
+    children: str
+    """For the parent of a flow: its children's outcomes as JSON (see child.lua), else ''."""
+
+
+@dataclass(slots=True)
+class Claim:
+    """What one claim handed to a worker."""
+
+    jobs: list[Claimed]
+    wait_ms: int
+    """ms until the worker should look again by itself (the next delayed job is due, the
+    rate window resets), -1 when never."""
+    alone: bool
+    """The worker must claim nothing more until it holds no job: it was handed a suspect
+    (a job that lost its worker too often to run beside others), or told to make room for
+    one (see ``scripts/claim.lua``)."""
+
+
+def claim(
+    keys: QueueKeys,
+    max_jobs: int,
+    lease_ms: int,
+    worker_id: str,
+    failed: Retention = KEEP_ALL,
+    promote_limit: int = 1000,
+    *,
+    idle: bool = True,
+    make_room_ms: int = 5000,
+) -> Generator[Step, Any, Claim]:
+    """Claim up to ``max_jobs``. ``idle``: the caller holds no job, so it may be handed a
+    suspect (alone); ``make_room_ms``: how long a suspect waits for an idle worker before a
+    busy caller is told to make room for it."""
+    reply = yield Script(
+        CLAIM,
+        (
+            keys.waiting,
+            keys.prioritized,
+            keys.delayed,
+            keys.active,
+            keys.marker,
+            keys.sequence,
+            keys.job_prefix,
+            keys.settings,
+            keys.rate,
+            keys.failed,
+            keys.done_prefix,
+            keys.events,
+            keys.group_prefix,
+            keys.outbox,
+            keys.suspects,
+        ),
+        (
+            max_jobs,
+            lease_ms,
+            worker_id,
+            promote_limit,
+            failed.keep_count,
+            failed.keep_ms,
+            1 if idle else 0,
+            make_room_ms,
+        ),
+    )
+    jobs = [
+        Claimed(
+            reply[i],
+            reply[i + 1],
+            int(reply[i + 2]),
+            reply[i + 3],
+            reply[i + 4],
+            reply[i + 5],
+            reply[i + 6],
+            reply[i + 7],
+        )
+        for i in range(2, len(reply), 8)
+    ]
+    return Claim(jobs, int(reply[0]), reply[1] == 1)
+
+
+def suspects_waiting(keys: QueueKeys) -> Generator[Step, Any, int]:
+    """How many suspects wait to be handed out alone (see ``scripts/claim.lua``)."""
+    return int((yield Command(("ZCARD", keys.suspects))))
+
+
+def complete(
+    keys: QueueKeys, retention: Retention, results: Sequence[tuple[str, str, bytes]]
+) -> Generator[Step, Any, list[int]]:
+    """Record ``(id, token, result_json)`` triples; returns per job 1 recorded, 2 recorded with
+    a note for its parent in the outbox (flows), 0 refused because the token was stale."""
+    args: list[Any] = [retention.keep_count, retention.keep_ms]
+    for item in results:
+        args += item
+    reply = yield Script(
+        COMPLETE,
+        (
+            keys.active,
+            keys.completed,
+            keys.job_prefix,
+            keys.done_prefix,
+            keys.waiting,
+            keys.prioritized,
+            keys.marker,
+            keys.events,
+            keys.group_prefix,
+            keys.outbox,
+        ),
+        args,
+    )
+    return [int(flag) for flag in reply]
+
+
+RETRY_NEVER = -1
+
+
+"""Retry delay meaning: dead-letter the job."""
+
+
+CANCELLED = -2
+
+
+"""Retry delay meaning: the job was aborted; record it as cancelled."""
+
+
+def fail(
+    keys: QueueKeys, retention: Retention, failures: Sequence[tuple[str, str, bytes, int, int]]
+) -> Generator[Step, Any, list[int]]:
+    """Record ``(id, token, error_json, retry_delay_ms, refund)`` for attempts that did not complete.
+
+    A delay of ``RETRY_NEVER`` dead-letters, ``CANCELLED`` records an abort; ``refund`` 1
+    gives the attempt back. Returns per job: 1 retrying, 2 dead-lettered, 3 cancelled, 0 stale;
+    12 and 13 for 2 and 3 with a note for the job's parent in the outbox (flows).
+    """
+    args: list[Any] = [retention.keep_count, retention.keep_ms]
+    for item in failures:
+        args += item
+    reply = yield Script(
+        FAIL,
+        (
+            keys.active,
+            keys.waiting,
+            keys.prioritized,
+            keys.delayed,
+            keys.failed,
+            keys.marker,
+            keys.sequence,
+            keys.job_prefix,
+            keys.done_prefix,
+            keys.cancelled,
+            keys.events,
+            keys.group_prefix,
+            keys.outbox,
+            keys.suspects,
+        ),
+        args,
+    )
+    return [int(flag) for flag in reply]
+
+
+def report(
+    keys: QueueKeys, job_id: str, token: str, kind: str, value: bytes | str, max_lines: int, keep_ms: int
+) -> Generator[Step, Any, bool]:
+    """Write a running job's progress (``kind="progress"``) or one log line (``kind="log"``)."""
+    reply = yield Script(
+        PROGRESS,
+        (keys.job(job_id), keys.logs(job_id), keys.events),
+        (token, kind, value, max_lines, keep_ms, job_id),
+    )
+    return bool(reply)
+
+
+def extend(
+    keys: QueueKeys, lease_ms: int, held: Sequence[tuple[str, str]]
+) -> Generator[Step, Any, tuple[list[str], list[str]]]:
+    """Renew leases of ``(id, token)`` pairs; returns (ids whose lease was lost, ids to abort)."""
+    args: list[Any] = [lease_ms]
+    for pair in held:
+        args += pair
+    reply = yield Script(EXTEND, (keys.active, keys.job_prefix), args)
+    split = reply.index("|")
+    return list(reply[:split]), list(reply[split + 1 :])
+
+
+def sweep(
+    keys: QueueKeys, max_crashes: int, failed: Retention, limit: int = 1000, alone_after: int | None = None
+) -> Generator[Step, Any, tuple[list[str], list[str]]]:
+    """Re-deliver jobs with expired leases; returns (recovered ids, dead-lettered ids).
+
+    A job lost ``alone_after`` times (default: ``max_crashes - 1``, its last chance) runs
+    only alone from then on (see ``scripts/sweep.lua``)."""
+    if alone_after is None:
+        alone_after = max(1, max_crashes - 1)
+    reply = yield Script(
+        SWEEP,
+        (
+            keys.active,
+            keys.waiting,
+            keys.prioritized,
+            keys.failed,
+            keys.marker,
+            keys.sequence,
+            keys.job_prefix,
+            keys.done_prefix,
+            keys.events,
+            keys.group_prefix,
+            keys.outbox,
+            keys.suspects,
+        ),
+        (max_crashes, limit, failed.keep_count, failed.keep_ms, alone_after),
+    )
+    split = reply.index("|")
+    return list(reply[:split]), list(reply[split + 1 :])
+
+
+def back_to_waiting_keys(keys: QueueKeys, source: str) -> tuple[str, ...]:
+    """The KEYS of requeue.lua and retry.lua, which share one layout: where the jobs come
+    from, then every key that putting a job back in line touches."""
+    return (
+        source,
+        keys.waiting,
+        keys.prioritized,
+        keys.marker,
+        keys.sequence,
+        keys.job_prefix,
+        keys.group_prefix,
+        keys.suspects,
+    )
+
+
+def requeue(keys: QueueKeys, held: Sequence[tuple[str, str]]) -> Generator[Step, Any, int]:
+    args: list[Any] = []
+    for pair in held:
+        args += pair
+    reply = yield Script(REQUEUE, back_to_waiting_keys(keys, keys.active), args)
+    return int(reply)
