@@ -1,11 +1,18 @@
-"""A/B drain benchmark of two git revisions of Conveyor, interleaved in one run.
+"""A/B benchmark of two git revisions of Conveyor, interleaved in one run.
 
     .venv/bin/python bench/ab.py d0d62bd HEAD --jobs 100000 --rounds 5
+    .venv/bin/python bench/ab.py b805ff5 HEAD --scenarios drain,enqueue,bulk --rounds 6
 
-Each round drains N pre-enqueued no-op jobs with one worker process (burst mode) for
-revision A, then for revision B, on one private server; the medians and the ratio B/A are
-printed. Interleaving keeps the machine's drift out of the comparison. Used to check that
-a feature costs nothing on the claim path of jobs that do not use it.
+Scenarios, each in a fresh process per revision and round, on one private server:
+
+* ``drain``: N pre-enqueued no-op jobs drained by one worker process (burst mode);
+* ``enqueue``: N single sync enqueues (``Client.enqueue``), one round trip each;
+* ``bulk``: N jobs in ``enqueue_many`` calls of 10,000.
+
+Each round runs revision A, then B (alternating who goes first); the medians and the
+ratio B/A are printed per scenario. Interleaving keeps the machine's drift out of the
+comparison. Used to check that a change costs nothing on the hot paths. The scripts use
+the public API only, so any two revisions compare.
 """
 
 from __future__ import annotations
@@ -45,6 +52,32 @@ print(json.dumps({"processed": w.processed, "rate": n / elapsed, "redis_us_per_j
 """
 
 
+ENQUEUE = r"""
+import json, sys, time
+from conveyor import Tasks, Client
+tasks = Tasks(queue="ab")
+@tasks.task
+async def noop(i: int) -> None:
+    return None
+url, n, scenario = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with Client.from_url(url) as c:
+    c.purge("ab", ["waiting", "delayed", "completed", "failed"])
+    c.enqueue(noop, -1)  # connect and load the script outside the timing
+    t = time.perf_counter()
+    if scenario == "enqueue":
+        for i in range(n):
+            c.enqueue(noop, i)
+    else:
+        for start in range(0, n, 10_000):
+            c.enqueue_many([noop.call(i) for i in range(start, min(n, start + 10_000))])
+    elapsed = time.perf_counter() - t
+    waiting = c.counts("ab")["waiting"]
+print(json.dumps({"processed": waiting - 1, "rate": n / elapsed, "redis_us_per_job": 0.0}))
+"""
+
+SCRIPTS = {"drain": DRAIN, "enqueue": ENQUEUE, "bulk": ENQUEUE}
+
+
 def export(revision: str, into: Path, label: str) -> Path:
     target = into / label
     target.mkdir()
@@ -63,7 +96,17 @@ def main() -> None:
     parser.add_argument("b")
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--scenarios", default="drain", help="comma-separated: drain, enqueue, bulk (default: drain)"
+    )
+    parser.add_argument(
+        "--enqueue-jobs", type=int, default=20_000, help="N for the single-enqueue scenario (default 20,000)"
+    )
     args = parser.parse_args()
+    scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+    unknown = set(scenarios) - set(SCRIPTS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))} (choose from {', '.join(SCRIPTS)})")
     sys.path.insert(0, str(ROOT / "src"))
     from conveyor.dev.server import RedisServer
 
@@ -71,32 +114,38 @@ def main() -> None:
         # Labels, not revisions, name the runs: "HEAD HEAD" measures the harness's own bias.
         args.a, args.b = f"A:{args.a}", f"B:{args.b}"
         sources = {label: export(label[2:], Path(tmp), label[0]) for label in (args.a, args.b)}
-        rates: dict[str, list[float]] = {rev: [] for rev in sources}
+        rates: dict[tuple[str, str], list[float]] = {(sc, rev): [] for sc in scenarios for rev in sources}
         for round_no in range(args.rounds):
             order = list(sources.items())
             if round_no % 2:  # alternate who goes first, so order effects cancel out
                 order.reverse()
-            for rev, src in order:
-                out = subprocess.run(
-                    [sys.executable, "-c", DRAIN, server.url, str(args.jobs)],
-                    env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                result = json.loads(out.stdout.strip().splitlines()[-1])
-                assert result["processed"] == args.jobs, result
-                rates[rev].append(result["rate"])
-                print(
-                    f"round {round_no + 1} {rev}: {result['rate']:,.0f} jobs/s, "
-                    f"Redis CPU {result['redis_us_per_job']:.1f} us/job",
-                    flush=True,
-                )
-        med = {rev: statistics.median(values) for rev, values in rates.items()}
-        print(
-            f"median {args.a}: {med[args.a]:,.0f} jobs/s; {args.b}: {med[args.b]:,.0f} jobs/s; "
-            f"ratio {args.b}/{args.a}: {med[args.b] / med[args.a]:.3f}"
-        )
+            for scenario in scenarios:
+                jobs = args.enqueue_jobs if scenario == "enqueue" else args.jobs
+                for rev, src in order:
+                    out = subprocess.run(
+                        [sys.executable, "-c", SCRIPTS[scenario], server.url, str(jobs), scenario],
+                        env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                    result = json.loads(out.stdout.strip().splitlines()[-1])
+                    assert result["processed"] == jobs, result
+                    rates[scenario, rev].append(result["rate"])
+                    cpu = (
+                        f", Redis CPU {result['redis_us_per_job']:.1f} us/job" if scenario == "drain" else ""
+                    )
+                    print(
+                        f"round {round_no + 1} {scenario} {rev}: {result['rate']:,.0f} jobs/s{cpu}",
+                        flush=True,
+                    )
+        for scenario in scenarios:
+            med = {rev: statistics.median(rates[scenario, rev]) for rev in sources}
+            print(
+                f"{scenario}: median {args.a}: {med[args.a]:,.0f} jobs/s; "
+                f"{args.b}: {med[args.b]:,.0f} jobs/s; "
+                f"ratio {args.b}/{args.a}: {med[args.b] / med[args.a]:.3f}"
+            )
 
 
 if __name__ == "__main__":
