@@ -2,13 +2,49 @@
 
 Every key of one queue carries the queue name as a hash tag (``{name}``), so all of them
 live in the same Redis Cluster slot and a single Lua script may touch any of them.
-Scripts receive these keys through KEYS; keys built inside a script (a job's hash) are
-built from :attr:`QueueKeys.job_prefix`, which carries the same tag.
+Scripts receive these keys through KEYS, each script's as one NamedTuple that names them
+(:mod:`.script_keys`, built once per queue here); keys built inside a script (a job's hash)
+are built from :attr:`QueueKeys.job_prefix`, which carries the same tag.
 """
 
 from __future__ import annotations
 
+from functools import cached_property
+from typing import Any, NamedTuple, TypeVar
+
+from .script_keys import (
+    CancelKeys,
+    ChildKeys,
+    ClaimKeys,
+    CompleteKeys,
+    CountsKeys,
+    EnqueueKeys,
+    EnqueuePlainKeys,
+    ExtendKeys,
+    FailKeys,
+    ListKeys,
+    NotRunningKeys,
+    PromoteKeys,
+    RequeueKeys,
+    RetryKeys,
+    ScheduleKeys,
+    SweepKeys,
+)
+
 DEFAULT_PREFIX = "cv"
+
+_Layout = TypeVar("_Layout", bound=NamedTuple)
+
+
+def _layout(kind: type[_Layout]) -> cached_property[_Layout]:
+    """A script's KEYS for one queue (see :mod:`.script_keys`): each field holds the
+    attribute of the same name, built on first use and kept on the instance."""
+    fields = kind._fields
+
+    def build(keys: Any) -> _Layout:
+        return kind._make(getattr(keys, field) for field in fields)
+
+    return cached_property(build)
 
 
 def validate_queue_name(name: str) -> str:
@@ -24,9 +60,11 @@ def validate_queue_name(name: str) -> str:
 
 
 class QueueKeys:
-    """Key names of one queue, computed once (they are on every hot path)."""
+    """Key names of one queue, and the KEYS of each script, computed once (they are on
+    every hot path)."""
 
     __slots__ = (
+        "__dict__",  # the scripts' KEYS layouts below, each built on first use
         "active",
         "base",
         "cancelled",
@@ -108,6 +146,25 @@ class QueueKeys:
         """Prefix of the STRING naming the job that holds a deduplication key."""
         self.logs_prefix = base + "logs:"
         """Prefix of the capped LIST of log lines a job wrote while it ran."""
+
+    # The KEYS of each script that works on the queue as a whole, by name (see script_keys.py).
+    for_enqueue_plain = _layout(EnqueuePlainKeys)
+    for_enqueue = _layout(EnqueueKeys)
+    for_claim = _layout(ClaimKeys)
+    for_complete = _layout(CompleteKeys)
+    for_fail = _layout(FailKeys)
+    for_extend = _layout(ExtendKeys)
+    for_sweep = _layout(SweepKeys)
+    for_requeue = _layout(RequeueKeys)
+    for_retry = _layout(RetryKeys)
+    for_remove = _layout(NotRunningKeys)
+    for_purge = _layout(NotRunningKeys)
+    for_cancel = _layout(CancelKeys)
+    for_promote = _layout(PromoteKeys)
+    for_schedule = _layout(ScheduleKeys)
+    for_counts = _layout(CountsKeys)
+    for_list = _layout(ListKeys)
+    for_child = _layout(ChildKeys)
 
     def __repr__(self) -> str:
         return f"QueueKeys({self.queue!r}, {self.prefix!r})"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .keys import QueueKeys
+from .script_keys import ProgressKeys
 from .scripts import load
 from .steps import Command, Retention, Script, Step
 
@@ -80,23 +81,7 @@ def claim(
     busy caller is told to make room for it."""
     reply = yield Script(
         CLAIM,
-        (
-            keys.waiting,
-            keys.prioritized,
-            keys.delayed,
-            keys.active,
-            keys.marker,
-            keys.sequence,
-            keys.job_prefix,
-            keys.settings,
-            keys.rate,
-            keys.failed,
-            keys.done_prefix,
-            keys.events,
-            keys.group_prefix,
-            keys.outbox,
-            keys.suspects,
-        ),
+        keys.for_claim,
         (
             max_jobs,
             lease_ms,
@@ -139,18 +124,7 @@ def complete(
         args += item
     reply = yield Script(
         COMPLETE,
-        (
-            keys.active,
-            keys.completed,
-            keys.job_prefix,
-            keys.done_prefix,
-            keys.waiting,
-            keys.prioritized,
-            keys.marker,
-            keys.events,
-            keys.group_prefix,
-            keys.outbox,
-        ),
+        keys.for_complete,
         args,
     )
     return [int(flag) for flag in reply]
@@ -182,22 +156,7 @@ def fail(
         args += item
     reply = yield Script(
         FAIL,
-        (
-            keys.active,
-            keys.waiting,
-            keys.prioritized,
-            keys.delayed,
-            keys.failed,
-            keys.marker,
-            keys.sequence,
-            keys.job_prefix,
-            keys.done_prefix,
-            keys.cancelled,
-            keys.events,
-            keys.group_prefix,
-            keys.outbox,
-            keys.suspects,
-        ),
+        keys.for_fail,
         args,
     )
     return [int(flag) for flag in reply]
@@ -209,7 +168,7 @@ def report(
     """Write a running job's progress (``kind="progress"``) or one log line (``kind="log"``)."""
     reply = yield Script(
         PROGRESS,
-        (keys.job(job_id), keys.logs(job_id), keys.events),
+        ProgressKeys(job=keys.job(job_id), logs=keys.logs(job_id), events=keys.events),
         (token, kind, value, max_lines, keep_ms, job_id),
     )
     return bool(reply)
@@ -222,7 +181,7 @@ def extend(
     args: list[Any] = [lease_ms]
     for pair in held:
         args += pair
-    reply = yield Script(EXTEND, (keys.active, keys.job_prefix), args)
+    reply = yield Script(EXTEND, keys.for_extend, args)
     split = reply.index("|")
     return list(reply[:split]), list(reply[split + 1 :])
 
@@ -238,44 +197,16 @@ def sweep(
         alone_after = max(1, max_crashes - 1)
     reply = yield Script(
         SWEEP,
-        (
-            keys.active,
-            keys.waiting,
-            keys.prioritized,
-            keys.failed,
-            keys.marker,
-            keys.sequence,
-            keys.job_prefix,
-            keys.done_prefix,
-            keys.events,
-            keys.group_prefix,
-            keys.outbox,
-            keys.suspects,
-        ),
+        keys.for_sweep,
         (max_crashes, limit, failed.keep_count, failed.keep_ms, alone_after),
     )
     split = reply.index("|")
     return list(reply[:split]), list(reply[split + 1 :])
 
 
-def back_to_waiting_keys(keys: QueueKeys, source: str) -> tuple[str, ...]:
-    """The KEYS of requeue.lua and retry.lua, which share one layout: where the jobs come
-    from, then every key that putting a job back in line touches."""
-    return (
-        source,
-        keys.waiting,
-        keys.prioritized,
-        keys.marker,
-        keys.sequence,
-        keys.job_prefix,
-        keys.group_prefix,
-        keys.suspects,
-    )
-
-
 def requeue(keys: QueueKeys, held: Sequence[tuple[str, str]]) -> Generator[Step, Any, int]:
     args: list[Any] = []
     for pair in held:
         args += pair
-    reply = yield Script(REQUEUE, back_to_waiting_keys(keys, keys.active), args)
+    reply = yield Script(REQUEUE, keys.for_requeue, args)
     return int(reply)

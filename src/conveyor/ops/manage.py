@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator, Sequence
 from typing import Any
 
 from .. import serialization
 from ..job import JobState
 from .keys import QueueKeys
-from .lifecycle import back_to_waiting_keys
 from .scripts import load
 from .steps import Command, Retention, Script, Step
 
@@ -34,19 +34,7 @@ def cancel(
     payload = serialization.dumps({"type": "Cancelled", "message": reason, "by": by, "reason": "cancelled"})
     reply = yield Script(
         CANCEL,
-        (
-            keys.waiting,
-            keys.prioritized,
-            keys.delayed,
-            keys.cancelled,
-            keys.job_prefix,
-            keys.done_prefix,
-            keys.events,
-            keys.group_prefix,
-            keys.outbox,
-            keys.parents,
-            keys.suspects,
-        ),
+        keys.for_cancel,
         (job_id, payload, retention.keep_count, retention.keep_ms),
     )
     return str(reply)
@@ -80,37 +68,64 @@ def update_settings(keys: QueueKeys, values: dict[str, int | None]) -> Generator
     yield Command(("ZADD", keys.marker, 0, "w"))
 
 
+class Unset:
+    """Marks an argument that was not given, where ``None`` has a meaning of its own."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = Unset()
+
+
+def set_limits(
+    keys: QueueKeys,
+    concurrency: int | Unset | None = UNSET,
+    rate: tuple[int, float] | Unset | None = UNSET,
+    group_concurrency: int | Unset | None = UNSET,
+    group_rate: tuple[int, float] | Unset | None = UNSET,
+    priority_aging: float | Unset | None = UNSET,
+) -> Generator[Step, Any, None]:
+    """Check the limits given (``None`` removes one, ``UNSET`` leaves it) and store them as
+    the queue's settings, in ms; raises ``ValueError`` before writing anything."""
+    values: dict[str, int | None] = {}
+    if not isinstance(priority_aging, Unset):
+        if priority_aging is not None and priority_aging <= 0:
+            raise ValueError("priority_aging must be a positive number of seconds (or None for none)")
+        values["aging_ms"] = None if priority_aging is None else math.ceil(priority_aging * 1000)
+    for prefix, max_active, per_window in (
+        ("", concurrency, rate),
+        ("group_", group_concurrency, group_rate),
+    ):
+        if not isinstance(max_active, Unset):
+            if max_active is not None and max_active < 1:
+                raise ValueError(f"{prefix}concurrency must be at least 1 (or None for no limit)")
+            values[f"{prefix}concurrency"] = max_active
+        if not isinstance(per_window, Unset):
+            if per_window is None:
+                values[f"{prefix}rate_max"] = values[f"{prefix}rate_ms"] = None
+            else:
+                count, seconds = per_window
+                if count < 1 or seconds <= 0:
+                    raise ValueError(f"{prefix}rate must be (jobs >= 1, per seconds > 0)")
+                values[f"{prefix}rate_max"] = int(count)
+                values[f"{prefix}rate_ms"] = math.ceil(seconds * 1000)
+    return (yield from update_settings(keys, values))
+
+
 def retry_failed(
     keys: QueueKeys, job_ids: Sequence[str] | None, limit: int = 1000
 ) -> Generator[Step, Any, int]:
     """Move dead-lettered jobs back to waiting: the given ids, or (None) up to ``limit`` of them."""
     args: list[Any] = ["all", limit] if job_ids is None else ["ids", *job_ids]
-    reply = yield Script(RETRY, back_to_waiting_keys(keys, keys.failed), args)
+    reply = yield Script(RETRY, keys.for_retry, args)
     return int(reply)
-
-
-def _not_running(keys: QueueKeys) -> tuple[str, ...]:
-    """The KEYS of remove.lua and purge.lua, which share one layout: every place a job that
-    is not running can be, and the job hash prefix."""
-    return (
-        keys.waiting,
-        keys.prioritized,
-        keys.delayed,
-        keys.completed,
-        keys.failed,
-        keys.job_prefix,
-        keys.cancelled,
-        keys.group_prefix,
-        keys.parents,
-        keys.outbox,
-        keys.suspects,
-    )
 
 
 def remove(keys: QueueKeys, job_id: str) -> Generator[Step, Any, JobState]:
     reply = yield Script(
         REMOVE,
-        _not_running(keys),
+        keys.for_remove,
         (job_id,),
     )
     return JobState(reply)
@@ -122,7 +137,7 @@ def purge(keys: QueueKeys, states: Sequence[JobState], batch: int = 1000) -> Gen
     while True:
         deleted, remaining = yield Script(
             PURGE,
-            _not_running(keys),
+            keys.for_purge,
             (batch, *(state.value for state in states)),
         )
         total += int(deleted)
@@ -137,17 +152,7 @@ def promote(keys: QueueKeys, job_id: str) -> Generator[Step, Any, str]:
     """Make a delayed job ready now; raises ``JobNotFound`` or ``InvalidState``."""
     reply = yield Script(
         PROMOTE,
-        (
-            keys.delayed,
-            keys.waiting,
-            keys.prioritized,
-            keys.marker,
-            keys.sequence,
-            keys.job_prefix,
-            keys.events,
-            keys.group_prefix,
-            keys.suspects,
-        ),
+        keys.for_promote,
         (job_id,),
     )
     return str(reply)

@@ -1,12 +1,14 @@
 -- await: register a client that will block until a job finishes, or answer at once.
 --
--- KEYS[1] job hash
+-- KEYS[1] job_key HASH
 -- Returns: false when there is no such job; {state, payload} where payload is the result
 --   (completed) or error (failed, cancelled) JSON when the job already finished, else '' after the
 --   caller was registered as a waiter (complete/fail push to the job's done list for it).
 -- Errors: none.
 
-local f = redis.call('HMGET', KEYS[1], 's', 'r', 'e')
+local job_key = KEYS[1]
+
+local f = redis.call('HMGET', job_key, 's', 'r', 'e')
 if not f[1] then
   return false
 end
@@ -16,5 +18,5 @@ end
 if f[1] == 'failed' or f[1] == 'cancelled' then
   return {f[1], f[3] or '{}'}
 end
-redis.call('HINCRBY', KEYS[1], 'wt', 1)
+redis.call('HINCRBY', job_key, 'wt', 1)
 return {f[1], ''}

@@ -1,10 +1,11 @@
 -- cancel: cancel a job that has not run yet, or ask the worker running it to abort it.
 --
--- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] cancelled ZSET
--- KEYS[5] job hash prefix   KEYS[6] done-list prefix   KEYS[7] events STREAM   KEYS[8] group prefix
--- KEYS[9] outbox LIST (notes for parents in flows)   KEYS[10] parents ZSET   KEYS[11] suspects ZSET
--- ARGV[1] job id   ARGV[2] reason JSON ({"by": ..., "reason": ...})
--- ARGV[3] keep count for cancelled jobs   ARGV[4] keep ms for cancelled jobs
+-- KEYS[1] waiting_key LIST   KEYS[2] prioritized_key ZSET   KEYS[3] delayed_key ZSET
+-- KEYS[4] cancelled_key ZSET   KEYS[5] job_prefix of job hashes   KEYS[6] done_prefix of done lists
+-- KEYS[7] events_key STREAM   KEYS[8] group_prefix   KEYS[9] outbox_key LIST (notes for parents
+--   in flows)   KEYS[10] parents_key ZSET   KEYS[11] suspects_key ZSET
+-- ARGV[1] id of the job   ARGV[2] reason JSON ({"by": ..., "reason": ...})
+-- ARGV[3] keep_count, ARGV[4] keep_ms: retention of cancelled jobs
 -- Returns: 'cancelled' when the job was waiting or delayed and is now cancelled;
 --   'aborting' when it is running: its worker sees the request at its next heartbeat,
 --   stops the job and records it as cancelled.
@@ -12,32 +13,47 @@
 --   already finished.
 -- @include common
 
+local waiting_key = KEYS[1]
+local prioritized_key = KEYS[2]
+local delayed_key = KEYS[3]
+local cancelled_key = KEYS[4]
+local job_prefix = KEYS[5]
+local done_prefix = KEYS[6]
+local events_key = KEYS[7]
+local group_prefix = KEYS[8]
+local outbox_key = KEYS[9]
+local parents_key = KEYS[10]
+local suspects_key = KEYS[11]
 local id = ARGV[1]
-local key = KEYS[5] .. id
+local reason = ARGV[2]
+local keep_count = tonumber(ARGV[3])
+local keep_ms = tonumber(ARGV[4])
+
+local key = job_prefix .. id
 local f = redis.call('HMGET', key, 's', 'wt', 'g', 'pa')
 local state = f[1]
 if not state then
   return redis.error_reply('CONVEYOR:NOT_FOUND no job ' .. id)
 end
 if state == 'active' then
-  redis.call('HSET', key, 'ab', ARGV[2])
-  emit(KEYS[7], 'aborting', 'id', id)
+  redis.call('HSET', key, 'ab', reason)
+  emit(events_key, 'aborting', 'id', id)
   return 'aborting'
 end
 if state == 'waiting' then
-  unlist_waiting(KEYS[1], KEYS[2], KEYS[11], KEYS[8], f[3], id)
+  unlist_waiting(waiting_key, prioritized_key, suspects_key, group_prefix, f[3], id)
 elseif state == 'delayed' then
-  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZREM', delayed_key, id)
 elseif state == 'waiting_children' then
-  redis.call('ZREM', KEYS[10], id)
+  redis.call('ZREM', parents_key, id)
 else
   return redis.error_reply('CONVEYOR:INVALID_STATE job ' .. id .. ' already ' .. state)
 end
 local now = now_ms()
-notify_waiters(KEYS[6], id, f[2], 'x' .. ARGV[2])
-redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', ARGV[2])
-keep_finished(KEYS[4], key, id, tonumber(ARGV[3]), tonumber(ARGV[4]), now)
-trim_finished(KEYS[4], KEYS[5], tonumber(ARGV[3]), tonumber(ARGV[4]), now)
-emit(KEYS[7], 'cancelled', 'id', id)
-if f[4] then tell_parent(KEYS[9], f[4], id, 'x', ARGV[2], now) end
+notify_waiters(done_prefix, id, f[2], 'x' .. reason)
+redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', reason)
+keep_finished(cancelled_key, key, id, keep_count, keep_ms, now)
+trim_finished(cancelled_key, job_prefix, keep_count, keep_ms, now)
+emit(events_key, 'cancelled', 'id', id)
+if f[4] then tell_parent(outbox_key, f[4], id, 'x', reason, now) end
 return 'cancelled'

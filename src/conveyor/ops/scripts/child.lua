@@ -3,14 +3,15 @@
 -- Idempotent: each child counts once, so two workers delivering the same note, or a worker
 -- that died after this script but before deleting the note, change nothing.
 --
--- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] parents ZSET   KEYS[4] sequence counter
--- KEYS[5] job hash prefix   KEYS[6] marker ZSET   KEYS[7] failed ZSET   KEYS[8] done-list prefix
--- KEYS[9] events STREAM   KEYS[10] group prefix   KEYS[11] outbox LIST
+-- KEYS[1] waiting_key LIST   KEYS[2] prioritized_key ZSET   KEYS[3] parents_key ZSET
+-- KEYS[4] sequence_key counter   KEYS[5] job_prefix of job hashes   KEYS[6] marker_key ZSET
+-- KEYS[7] failed_key ZSET   KEYS[8] done_prefix of done lists   KEYS[9] events_key STREAM
+-- KEYS[10] group_prefix   KEYS[11] outbox_key LIST
 --   (all of the parent's queue)
--- ARGV[1] parent id   ARGV[2] the child's reference "<queue> <id>"
--- ARGV[3] 'c' completed, 'f' failed, 'x' cancelled or removed
--- ARGV[4] the child's result JSON ('c') or error JSON
--- ARGV[5] keep count for failed jobs   ARGV[6] keep ms for failed jobs
+-- ARGV[1] id of the parent   ARGV[2] child: the child's reference "<queue> <id>"
+-- ARGV[3] kind: 'c' completed, 'f' failed, 'x' cancelled or removed
+-- ARGV[4] payload: the child's result JSON ('c') or error JSON
+-- ARGV[5] failed_keep_count, ARGV[6] failed_keep_ms: retention of failed jobs
 -- Returns: 'missing' when there is no such parent (not created yet, or removed);
 --   'ignored' when the parent no longer waits (it failed or was cancelled);
 --   'duplicate' when this child was counted before; 'waiting' when other children remain;
@@ -22,8 +23,25 @@
 -- Errors: none.
 -- @include common
 
+local waiting_key = KEYS[1]
+local prioritized_key = KEYS[2]
+local parents_key = KEYS[3]
+local sequence_key = KEYS[4]
+local job_prefix = KEYS[5]
+local marker_key = KEYS[6]
+local failed_key = KEYS[7]
+local done_prefix = KEYS[8]
+local events_key = KEYS[9]
+local group_prefix = KEYS[10]
+local outbox_key = KEYS[11]
 local id = ARGV[1]
-local key = KEYS[5] .. id
+local child = ARGV[2]
+local kind = ARGV[3]
+local payload = ARGV[4]
+local failed_keep_count = tonumber(ARGV[5])
+local failed_keep_ms = tonumber(ARGV[6])
+
+local key = job_prefix .. id
 local f = redis.call('HMGET', key, 's', 'fp', 'pr', 'ch', 'p', 'g', 'wt', 'pa')
 if not f[1] then
   return 'missing'
@@ -31,27 +49,27 @@ end
 if f[1] ~= 'waiting_children' then
   return 'ignored'
 end
-if redis.call('HSETNX', key, 'd:' .. ARGV[2], ARGV[3] .. ARGV[4]) == 0 then
+if redis.call('HSETNX', key, 'd:' .. child, kind .. payload) == 0 then
   return 'duplicate'
 end
 local now = now_ms()
 
-if ARGV[3] ~= 'c' and f[2] ~= 'ignore' then
-  local ok, child_error = pcall(cjson.decode, ARGV[4])
+if kind ~= 'c' and f[2] ~= 'ignore' then
+  local ok, child_error = pcall(cjson.decode, payload)
   local why = ok and type(child_error) == 'table' and child_error.message or 'no message'
   local err = cjson.encode({
     type = 'ChildFailed',
     reason = 'child_failed',
-    child = ARGV[2],
-    message = 'child ' .. ARGV[2] .. (ARGV[3] == 'x' and ' was cancelled: ' or ' failed: ') .. tostring(why),
+    child = child,
+    message = 'child ' .. child .. (kind == 'x' and ' was cancelled: ' or ' failed: ') .. tostring(why),
   })
-  redis.call('ZREM', KEYS[3], id)
-  notify_waiters(KEYS[8], id, f[7], 'f' .. err)
+  redis.call('ZREM', parents_key, id)
+  notify_waiters(done_prefix, id, f[7], 'f' .. err)
   redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
-  keep_finished(KEYS[7], key, id, tonumber(ARGV[5]), tonumber(ARGV[6]), now)
-  emit(KEYS[9], 'failed', 'id', id, 'reason', 'child_failed')
+  keep_finished(failed_key, key, id, failed_keep_count, failed_keep_ms, now)
+  emit(events_key, 'failed', 'id', id, 'reason', 'child_failed')
   if f[8] then
-    tell_parent(KEYS[11], f[8], id, 'f', err, now)
+    tell_parent(outbox_key, f[8], id, 'f', err, now)
     return 'failed+'
   end
   return 'failed'
@@ -74,8 +92,8 @@ end
 call_chunked('HDEL', key, fields)
 local children = '{"pass":' .. (f[3] == '1' and 'true' or 'false') .. ',"children":[' .. table.concat(parts, ',') .. ']}'
 redis.call('HSET', key, 's', 'waiting', 'co', children)
-redis.call('ZREM', KEYS[3], id)
-push_ready(KEYS[1], KEYS[2], KEYS[4], id, tonumber(f[5] or 0), false, f[6], KEYS[10])
-wake(KEYS[6])
-emit(KEYS[9], 'waiting', 'id', id, 'reason', 'children_done')
+redis.call('ZREM', parents_key, id)
+push_ready(waiting_key, prioritized_key, sequence_key, id, tonumber(f[5] or 0), false, f[6], group_prefix)
+wake(marker_key)
+emit(events_key, 'waiting', 'id', id, 'reason', 'children_done')
 return 'released'

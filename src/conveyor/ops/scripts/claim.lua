@@ -8,28 +8,31 @@
 -- wait, a claim takes half of its jobs from each.
 --
 -- Suspects (jobs that lost their worker too often, see sweep.lua) are handed out only to a
--- worker that holds no job at all (ARGV[7] idle = 1), and alone: that claim returns just the
+-- worker that holds no job at all (idle), and alone: that claim returns just the
 -- suspect, and the worker claims nothing more until it holds nothing again. So a suspect
 -- that kills its worker takes no other job with it. So that suspects cannot starve behind
 -- workers that are never idle (long jobs, a steady stream): once the oldest suspect has
--- waited ARGV[8] ms, the next busy worker to claim is told to make room instead (it gets
+-- waited room_ms, the next busy worker to claim is told to make room instead (it gets
 -- no jobs, lets its jobs finish, then claims as an idle worker; it goes back to claiming
 -- at once if the suspects line empties meanwhile); one more busy worker is told so every
--- ARGV[8] ms for as long as the suspect waits. Suspects go before other jobs,
+-- room_ms for as long as the suspect waits. Suspects go before other jobs,
 -- oldest first, whatever their priority; a grouped suspect still keeps its group's limits.
 -- Without suspects this costs one ZCARD.
 --
--- KEYS[1] waiting LIST     KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET
--- KEYS[4] active ZSET      KEYS[5] marker ZSET        KEYS[6] sequence counter
--- KEYS[7] job hash prefix  KEYS[8] queue settings HASH (paused, concurrency, rate_max,
---   rate_ms, group_concurrency, group_rate_max, group_rate_ms, aging_ms, aged_at)
--- KEYS[9] rate window counter   KEYS[10] failed ZSET   KEYS[11] done-list prefix
--- KEYS[12] events STREAM   KEYS[13] group prefix (see include/common.lua)
--- KEYS[14] outbox LIST (notes for parents in flows)   KEYS[15] suspects ZSET
--- ARGV[1] max jobs N   ARGV[2] lease ms   ARGV[3] worker id   ARGV[4] max delayed jobs to promote
--- ARGV[5] keep count for failed jobs   ARGV[6] keep ms for failed jobs (for jobs that expired)
--- ARGV[7] 1 when the worker holds no job (running or not yet acknowledged), else 0
--- ARGV[8] ms a suspect waits for an idle worker before busy workers are told to make room
+-- KEYS[1] waiting_key LIST   KEYS[2] prioritized_key ZSET   KEYS[3] delayed_key ZSET
+-- KEYS[4] active_key ZSET    KEYS[5] marker_key ZSET        KEYS[6] sequence_key counter
+-- KEYS[7] job_prefix of job hashes   KEYS[8] settings_key HASH of the queue (paused,
+--   concurrency, rate_max, rate_ms, group_concurrency, group_rate_max, group_rate_ms,
+--   aging_ms, aged_at)
+-- KEYS[9] rate_key window counter   KEYS[10] failed_key ZSET   KEYS[11] done_prefix of done lists
+-- KEYS[12] events_key STREAM   KEYS[13] group_prefix (see include/common.lua)
+-- KEYS[14] outbox_key LIST (notes for parents in flows)   KEYS[15] suspects_key ZSET
+-- ARGV[1] max_jobs N   ARGV[2] lease_ms   ARGV[3] worker_id
+-- ARGV[4] promote_limit: max delayed jobs to promote
+-- ARGV[5] failed_keep_count, ARGV[6] failed_keep_ms: retention of failed jobs (for jobs that expired)
+-- ARGV[7] idle: 1 when the worker holds no job (running or not yet acknowledged), else 0
+-- ARGV[8] room_ms: how long a suspect waits for an idle worker before busy workers are told
+--   to make room
 -- Returns: {wait_ms, alone, id1, token1, attempts1, name1, args1, kwargs1, options1, children1, id2, ...}
 --   alone: 1 when the worker must claim nothing more until it holds no job (it was handed
 --   a suspect, or told to make room for one), else 0.
@@ -43,9 +46,30 @@
 -- Errors: none.
 -- @include common
 
+local waiting_key = KEYS[1]
+local prioritized_key = KEYS[2]
+local delayed_key = KEYS[3]
+local active_key = KEYS[4]
+local marker_key = KEYS[5]
+local sequence_key = KEYS[6]
+local job_prefix = KEYS[7]
+local settings_key = KEYS[8]
+local rate_key = KEYS[9]
+local failed_key = KEYS[10]
+local done_prefix = KEYS[11]
+local events_key = KEYS[12]
+local group_prefix = KEYS[13]
+local outbox_key = KEYS[14]
+local suspects_key = KEYS[15]
 local max_jobs = tonumber(ARGV[1])
-local lease = tonumber(ARGV[2])
-local worker = ARGV[3]
+local lease_ms = tonumber(ARGV[2])
+local worker_id = ARGV[3]
+local promote_limit = tonumber(ARGV[4])
+local failed_keep_count = tonumber(ARGV[5])
+local failed_keep_ms = tonumber(ARGV[6])
+local idle = ARGV[7] == '1'
+local room_ms = tonumber(ARGV[8])
+
 local now = now_ms()
 local wait_ms = -1
 
@@ -54,36 +78,36 @@ local function wait_at_most(ms)
 end
 
 -- 1. Promote delayed jobs that are due, oldest due first.
-local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now, 'LIMIT', 0, promote_limit)
 if #due > 0 then
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, #due - 1)
+  redis.call('ZREMRANGEBYRANK', delayed_key, 0, #due - 1)
   for i = 1, #due do
-    local key = KEYS[7] .. due[i]
+    local key = job_prefix .. due[i]
     local f = redis.call('HMGET', key, 'p', 'g', 'su')
     redis.call('HSET', key, 's', 'waiting')
     if f[3] then
-      redis.call('ZADD', KEYS[15], now, due[i])
+      redis.call('ZADD', suspects_key, now, due[i])
     else
-      push_ready(KEYS[1], KEYS[2], KEYS[6], due[i], tonumber(f[1] or 0), false, f[2], KEYS[13])
+      push_ready(waiting_key, prioritized_key, sequence_key, due[i], tonumber(f[1] or 0), false, f[2], group_prefix)
     end
   end
 end
 
 -- 2. The queue's own limits shrink N. Without settings this costs one HMGET.
-local settings = redis.call('HMGET', KEYS[8], 'paused', 'concurrency', 'rate_max', 'rate_ms',
+local settings = redis.call('HMGET', settings_key, 'paused', 'concurrency', 'rate_max', 'rate_ms',
                            'group_concurrency', 'group_rate_max', 'group_rate_ms', 'aging_ms', 'aged_at')
 if settings[1] then
   max_jobs = 0
 end
 if settings[2] and max_jobs > 0 then
-  max_jobs = math.min(max_jobs, tonumber(settings[2]) - redis.call('ZCARD', KEYS[4]))
+  max_jobs = math.min(max_jobs, tonumber(settings[2]) - redis.call('ZCARD', active_key))
 end
 local rate_max = tonumber(settings[3] or 0)
 if rate_max > 0 and max_jobs > 0 then
-  local room = rate_max - tonumber(redis.call('GET', KEYS[9]) or 0)
+  local room = rate_max - tonumber(redis.call('GET', rate_key) or 0)
   if room <= 0 then
     max_jobs = 0
-    wait_at_most(math.max(1, redis.call('PTTL', KEYS[9])))
+    wait_at_most(math.max(1, redis.call('PTTL', rate_key)))
   else
     max_jobs = math.min(max_jobs, room)
   end
@@ -95,42 +119,41 @@ end
 -- place in line (its sequence) when it moves up.
 local aging = tonumber(settings[8] or 0)
 if aging > 0 and max_jobs > 0 and now - tonumber(settings[9] or 0) >= aging then
-  redis.call('HSET', KEYS[8], 'aged_at', now)
-  local tail = redis.call('ZRANGE', KEYS[2], -100, -1, 'WITHSCORES')
+  redis.call('HSET', settings_key, 'aged_at', now)
+  local tail = redis.call('ZRANGE', prioritized_key, -100, -1, 'WITHSCORES')
   for i = 1, #tail, 2 do
-    local f = redis.call('HMGET', KEYS[7] .. tail[i], 'p', 'ct')
+    local f = redis.call('HMGET', job_prefix .. tail[i], 'p', 'ct')
     local score = tonumber(tail[i + 1])
-    local current = -math.floor(score / 4294967296)
-    local aged = math.min(1048576, tonumber(f[1] or 0) + math.floor((now - tonumber(f[2] or now)) / aging))
+    local current = -math.floor(score / SEQUENCES_PER_PRIORITY)
+    local aged = math.min(MAX_PRIORITY, tonumber(f[1] or 0) + math.floor((now - tonumber(f[2] or now)) / aging))
     if aged > current then
-      redis.call('ZADD', KEYS[2], 'XX', -aged * 4294967296 + score % 4294967296, tail[i])
+      redis.call('ZADD', prioritized_key, 'XX', -aged * SEQUENCES_PER_PRIORITY + score % SEQUENCES_PER_PRIORITY, tail[i])
     end
   end
   -- The oldest jobs of priority 0 sit at the right end of the list.
   for _ = 1, 100 do
-    local id = redis.call('LINDEX', KEYS[1], -1)
+    local id = redis.call('LINDEX', waiting_key, -1)
     if not id then break end
-    local levels = math.floor((now - tonumber(redis.call('HGET', KEYS[7] .. id, 'ct') or now)) / aging)
+    local levels = math.floor((now - tonumber(redis.call('HGET', job_prefix .. id, 'ct') or now)) / aging)
     if levels < 1 then break end
-    redis.call('RPOP', KEYS[1])
-    redis.call('ZADD', KEYS[2], -math.min(1048576, levels) * 4294967296 + redis.call('INCR', KEYS[6]) % 4294967296, id)
+    redis.call('RPOP', waiting_key)
+    redis.call('ZADD', prioritized_key, priority_score(math.min(MAX_PRIORITY, levels), sequence_key), id)
   end
 end
 
 -- 4. Groups whose rate window reopened go back into the ring. Without grouped jobs this
 -- costs one ZCARD and one EXISTS.
-local G = KEYS[13]
-local ring = G .. 'ring'
+local ring = group_prefix .. 'ring'
 local group_max = tonumber(settings[5] or 0)
 local group_rate = tonumber(settings[6] or 0)
 local group_rate_ms = tonumber(settings[7] or 0)
-if redis.call('EXISTS', G .. 'limited') == 1 then
-  local reopened = redis.call('ZRANGEBYSCORE', G .. 'limited', '-inf', now)
+if redis.call('EXISTS', group_prefix .. 'limited') == 1 then
+  local reopened = redis.call('ZRANGEBYSCORE', group_prefix .. 'limited', '-inf', now)
   if #reopened > 0 then
-    redis.call('ZREMRANGEBYSCORE', G .. 'limited', '-inf', now)
-    for i = 1, #reopened do ring_again(G, reopened[i]) end
+    redis.call('ZREMRANGEBYSCORE', group_prefix .. 'limited', '-inf', now)
+    for i = 1, #reopened do ring_again(group_prefix, reopened[i]) end
   end
-  local next_open = redis.call('ZRANGE', G .. 'limited', 0, 0, 'WITHSCORES')
+  local next_open = redis.call('ZRANGE', group_prefix .. 'limited', 0, 0, 'WITHSCORES')
   if next_open[2] then wait_at_most(math.max(1, tonumber(next_open[2]) - now)) end
 end
 local grouped = redis.call('ZCARD', ring) > 0
@@ -142,30 +165,28 @@ local taken_in = {}   -- group -> jobs taken from it by this call
 -- 5. Suspects: the oldest one whose group may run now (of the first 10), alone, to an idle
 -- worker; a busy worker is told to make room once it waited long enough (see the top).
 local alone = 0
-if max_jobs > 0 and redis.call('ZCARD', KEYS[15]) > 0 then
-  local idle = ARGV[7] == '1'
-  local room_ms = tonumber(ARGV[8])
-  local oldest = redis.call('ZRANGE', KEYS[15], 0, 9, 'WITHSCORES')
+if max_jobs > 0 and redis.call('ZCARD', suspects_key) > 0 then
+  local oldest = redis.call('ZRANGE', suspects_key, 0, 9, 'WITHSCORES')
   for i = 1, #oldest, 2 do
     local id, since = oldest[i], tonumber(oldest[i + 1])
-    local g = redis.call('HGET', KEYS[7] .. id, 'g')
-    local rate_key = g and G .. 'r:' .. g
+    local g = redis.call('HGET', job_prefix .. id, 'g')
+    local group_rate_key = g and group_prefix .. 'r:' .. g
     local allowed = not g or (
-      (group_max <= 0 or tonumber(redis.call('HGET', G .. 'active', g) or 0) < group_max)
-      and (group_rate <= 0 or tonumber(redis.call('GET', rate_key) or 0) < group_rate))
+      (group_max <= 0 or tonumber(redis.call('HGET', group_prefix .. 'active', g) or 0) < group_max)
+      and (group_rate <= 0 or tonumber(redis.call('GET', group_rate_key) or 0) < group_rate))
     if allowed then
       if idle then
-        redis.call('ZREM', KEYS[15], id)
+        redis.call('ZREM', suspects_key, id)
         ids[1] = id
         if g then
           group_of[id] = g
-          if group_rate > 0 and redis.call('INCR', rate_key) == 1 then
-            redis.call('PEXPIRE', rate_key, group_rate_ms)
+          if group_rate > 0 and redis.call('INCR', group_rate_key) == 1 then
+            redis.call('PEXPIRE', group_rate_key, group_rate_ms)
           end
         end
         alone = 1
       elseif since + room_ms <= now then
-        redis.call('ZADD', KEYS[15], 'XX', now, id)  -- the next busy worker is told room_ms later
+        redis.call('ZADD', suspects_key, 'XX', now, id)  -- the next busy worker is told room_ms later
         alone = 1
       else
         wait_at_most(since + room_ms - now)
@@ -184,14 +205,14 @@ local function take_grouped(limit)
     if not g then return end
     local blocked = false
     if group_max > 0 then
-      local running = tonumber(redis.call('HGET', G .. 'active', g) or 0) + (taken_in[g] or 0)
+      local running = tonumber(redis.call('HGET', group_prefix .. 'active', g) or 0) + (taken_in[g] or 0)
       blocked = running >= group_max
     end
-    local rate_key = G .. 'r:' .. g
-    if not blocked and group_rate > 0 and tonumber(redis.call('GET', rate_key) or 0) >= group_rate then
-      local reopen = redis.call('PTTL', rate_key)
+    local group_rate_key = group_prefix .. 'r:' .. g
+    if not blocked and group_rate > 0 and tonumber(redis.call('GET', group_rate_key) or 0) >= group_rate then
+      local reopen = redis.call('PTTL', group_rate_key)
       if reopen < 0 then reopen = group_rate_ms end
-      redis.call('ZADD', G .. 'limited', now + reopen, g)
+      redis.call('ZADD', group_prefix .. 'limited', now + reopen, g)
       wait_at_most(math.max(1, reopen))
       blocked = true
     end
@@ -199,41 +220,41 @@ local function take_grouped(limit)
       -- Out of the ring until one of its jobs finishes (leave_group) or its window reopens.
       redis.call('ZREM', ring, g)
     else
-      local popped = redis.call('ZPOPMIN', G .. 'q:' .. g)
+      local popped = redis.call('ZPOPMIN', group_prefix .. 'q:' .. g)
       if popped[1] then
         ids[#ids + 1] = popped[1]
         group_of[popped[1]] = g
         taken_in[g] = (taken_in[g] or 0) + 1
         taken = taken + 1
-        if group_rate > 0 and redis.call('INCR', rate_key) == 1 then
-          redis.call('PEXPIRE', rate_key, group_rate_ms)
+        if group_rate > 0 and redis.call('INCR', group_rate_key) == 1 then
+          redis.call('PEXPIRE', group_rate_key, group_rate_ms)
         end
       end
       redis.call('ZREM', ring, g)
-      ring_again(G, g)  -- to the back of the ring, if it has more
+      ring_again(group_prefix, g)  -- to the back of the ring, if it has more
     end
   end
 end
 
 if max_jobs > 0 and alone == 0 then
   if grouped then take_grouped(math.ceil(max_jobs / 2)) end
-  local high = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(0', 'LIMIT', 0, max_jobs)
+  local high = redis.call('ZRANGEBYSCORE', prioritized_key, '-inf', '(0', 'LIMIT', 0, max_jobs)
   if #high > 0 then
-    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, #high - 1)
+    redis.call('ZREMRANGEBYRANK', prioritized_key, 0, #high - 1)
     for i = 1, #high do ids[#ids + 1] = high[i] end
   end
   local need = max_jobs - #ids
   if need > 0 then
-    local plain = redis.call('RPOP', KEYS[1], need)
+    local plain = redis.call('RPOP', waiting_key, need)
     if plain then
       for i = 1, #plain do ids[#ids + 1] = plain[i] end
     end
   end
   need = max_jobs - #ids
   if need > 0 then
-    local low = redis.call('ZRANGE', KEYS[2], 0, need - 1)
+    local low = redis.call('ZRANGE', prioritized_key, 0, need - 1)
     if #low > 0 then
-      redis.call('ZREMRANGEBYRANK', KEYS[2], 0, #low - 1)
+      redis.call('ZREMRANGEBYRANK', prioritized_key, 0, #low - 1)
       for i = 1, #low do ids[#ids + 1] = low[i] end
     end
   end
@@ -244,28 +265,28 @@ end
 local reply = {-1, alone}
 local started = 0
 if #ids > 0 then
-  local last_token = redis.call('INCRBY', KEYS[6], #ids)
+  local last_token = redis.call('INCRBY', sequence_key, #ids)
   local token = last_token - #ids
-  local deadline = now + lease
+  local deadline = now + lease_ms
   local leases = {}  -- score, member pairs for one ZADD
   for i = 1, #ids do
     local id = ids[i]
-    local key = KEYS[7] .. id
+    local key = job_prefix .. id
     local f = redis.call('HMGET', key, 'n', 'a', 'k', 'o', 'at', 'x', 'wt', 'pa', 'co')
     token = token + 1
     if f[1] and f[6] and tonumber(f[6]) <= now then
       local err = cjson.encode({type = 'Expired', message = 'the job was not started before its time to live ran out',
                                 reason = 'expired'})
-      notify_waiters(KEYS[11], id, f[7], 'f' .. err)
+      notify_waiters(done_prefix, id, f[7], 'f' .. err)
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
-      keep_finished(KEYS[10], key, id, tonumber(ARGV[5]), tonumber(ARGV[6]), now)
-      emit(KEYS[12], 'failed', 'id', id, 'reason', 'expired')
-      if group_of[id] then ring_again(G, group_of[id]) end
-      if f[8] then tell_parent(KEYS[14], f[8], id, 'f', err, now) end
+      keep_finished(failed_key, key, id, failed_keep_count, failed_keep_ms, now)
+      emit(events_key, 'failed', 'id', id, 'reason', 'expired')
+      if group_of[id] then ring_again(group_prefix, group_of[id]) end
+      if f[8] then tell_parent(outbox_key, f[8], id, 'f', err, now) end
     elseif f[1] then
-      if group_of[id] then redis.call('HINCRBY', G .. 'active', group_of[id], 1) end
+      if group_of[id] then redis.call('HINCRBY', group_prefix .. 'active', group_of[id], 1) end
       local attempts = tonumber(f[5] or 0) + 1
-      redis.call('HSET', key, 's', 'active', 'at', attempts, 'tk', token, 'st', now, 'w', worker)
+      redis.call('HSET', key, 's', 'active', 'at', attempts, 'tk', token, 'st', now, 'w', worker_id)
       leases[#leases + 1] = deadline
       leases[#leases + 1] = id
       reply[#reply + 1] = id
@@ -282,36 +303,36 @@ if #ids > 0 then
       -- for inspection, rather than drop it and leave it in no state at all.
       local err = cjson.encode({type = 'PayloadDecodeError', message = 'the job has no task name (hash field n)',
                                 reason = 'bad_payload'})
-      notify_waiters(KEYS[11], id, f[7], 'f' .. err)
+      notify_waiters(done_prefix, id, f[7], 'f' .. err)
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
-      keep_finished(KEYS[10], key, id, tonumber(ARGV[5]), tonumber(ARGV[6]), now)
-      emit(KEYS[12], 'failed', 'id', id, 'reason', 'bad_payload')
-      if f[8] then tell_parent(KEYS[14], f[8], id, 'f', err, now) end
+      keep_finished(failed_key, key, id, failed_keep_count, failed_keep_ms, now)
+      emit(events_key, 'failed', 'id', id, 'reason', 'bad_payload')
+      if f[8] then tell_parent(outbox_key, f[8], id, 'f', err, now) end
     end
     -- An id without a hash was removed while it waited; there is nothing to run.
-    if not f[1] and group_of[id] then ring_again(G, group_of[id]) end
+    if not f[1] and group_of[id] then ring_again(group_prefix, group_of[id]) end
   end
   if started > 0 then
-    call_chunked('ZADD', KEYS[4], leases)
+    call_chunked('ZADD', active_key, leases)
     local started_ids = {}
     for r = 3, #reply, 8 do started_ids[#started_ids + 1] = reply[r] end
-    emit(KEYS[12], 'active', 'ids', table.concat(started_ids, ','), 'worker', worker)
+    emit(events_key, 'active', 'ids', table.concat(started_ids, ','), 'worker', worker_id)
   end
   if rate_max > 0 and started > 0 then
-    if redis.call('INCRBY', KEYS[9], started) == started then
-      redis.call('PEXPIRE', KEYS[9], tonumber(settings[4]))
+    if redis.call('INCRBY', rate_key, started) == started then
+      redis.call('PEXPIRE', rate_key, tonumber(settings[4]))
     end
   end
   -- More work remains: wake the next blocked worker, so one enqueue wakes as many
   -- workers as there is work for, one after the other.
-  if (#ids == max_jobs and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('ZCARD', KEYS[2]) > 0
+  if (#ids == max_jobs and (redis.call('LLEN', waiting_key) > 0 or redis.call('ZCARD', prioritized_key) > 0
                             or redis.call('ZCARD', ring) > 0))
-     or (alone == 1 and redis.call('ZCARD', KEYS[15]) > 0) then
-    wake(KEYS[5])
+     or (alone == 1 and redis.call('ZCARD', suspects_key) > 0) then
+    wake(marker_key)
   end
 end
 
-local next_due = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local next_due = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')
 if next_due[2] then
   wait_at_most(math.max(0, tonumber(next_due[2]) - now))
 end

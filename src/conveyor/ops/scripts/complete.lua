@@ -1,34 +1,47 @@
 -- complete: record the results of finished jobs (a batch from one worker).
 --
--- KEYS[1] active ZSET   KEYS[2] completed ZSET   KEYS[3] job hash prefix   KEYS[4] done-list prefix
--- KEYS[5] waiting LIST  KEYS[6] prioritized ZSET KEYS[7] marker ZSET   KEYS[8] events STREAM
--- KEYS[9] group prefix   KEYS[10] outbox LIST (notes for parents in flows)
--- ARGV[1] keep count (-1 unlimited, 0 delete at once)   ARGV[2] keep ms (-1 forever, 0 delete at once)
--- then triples: id, fencing token, result JSON.
+-- KEYS[1] active_key ZSET   KEYS[2] completed_key ZSET   KEYS[3] job_prefix of job hashes
+-- KEYS[4] done_prefix of done lists   KEYS[5] waiting_key LIST   KEYS[6] prioritized_key ZSET
+-- KEYS[7] marker_key ZSET   KEYS[8] events_key STREAM   KEYS[9] group_prefix
+-- KEYS[10] outbox_key LIST (notes for parents in flows)
+-- ARGV[1] keep_count (-1 unlimited, 0 delete at once)   ARGV[2] keep_ms (-1 forever, 0 delete at once)
+-- then, from first_result (3) on, triples: id, fencing token, result JSON.
 -- Returns: an array with one integer per job: 1 recorded, 2 recorded and a note for its
 --   parent (flows) left in the outbox, 0 refused because the token is stale (the job was
 --   re-delivered to a newer attempt, or is no longer active).
 -- Errors: none.
 -- @include common
 
+local active_key = KEYS[1]
+local completed_key = KEYS[2]
+local job_prefix = KEYS[3]
+local done_prefix = KEYS[4]
+local waiting_key = KEYS[5]
+local prioritized_key = KEYS[6]
+local marker_key = KEYS[7]
+local events_key = KEYS[8]
+local group_prefix = KEYS[9]
+local outbox_key = KEYS[10]
 local keep_count = tonumber(ARGV[1])
 local keep_ms = tonumber(ARGV[2])
+local first_result = 3
+
 local now = now_ms()
 local out = {}
 local done_ids = {}
 local kept = {}  -- score, member pairs for one ZADD to the completed set
 
-for i = 3, #ARGV, 3 do
-  local id = ARGV[i]
-  local key = KEYS[3] .. id
+for i = first_result, #ARGV, 3 do
+  local id, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local key = job_prefix .. id
   local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'g', 'pa')
-  if f[1] == ARGV[i + 1] and f[2] == 'active' then
-    if f[4] then leave_group(KEYS[9], f[4]) end
-    notify_waiters(KEYS[4], id, f[3], 'c' .. ARGV[i + 2])
+  if f[1] == token and f[2] == 'active' then
+    if f[4] then leave_group(group_prefix, f[4]) end
+    notify_waiters(done_prefix, id, f[3], 'c' .. result)
     if keep_count == 0 or keep_ms == 0 then
       redis.call('DEL', key)
     else
-      redis.call('HSET', key, 's', 'completed', 'ft', now, 'r', ARGV[i + 2])
+      redis.call('HSET', key, 's', 'completed', 'ft', now, 'r', result)
       if keep_ms > 0 then
         redis.call('PEXPIRE', key, keep_ms)
       end
@@ -36,7 +49,7 @@ for i = 3, #ARGV, 3 do
       kept[#kept + 1] = id
     end
     if f[5] then
-      tell_parent(KEYS[10], f[5], id, 'c', ARGV[i + 2], now)
+      tell_parent(outbox_key, f[5], id, 'c', result, now)
       out[#out + 1] = 2
     else
       out[#out + 1] = 1
@@ -48,13 +61,14 @@ for i = 3, #ARGV, 3 do
 end
 
 if #done_ids > 0 then
-  call_chunked('ZREM', KEYS[1], done_ids)
-  call_chunked('ZADD', KEYS[2], kept)
-  emit(KEYS[8], 'completed', 'ids', table.concat(done_ids, ','))
+  call_chunked('ZREM', active_key, done_ids)
+  call_chunked('ZADD', completed_key, kept)
+  emit(events_key, 'completed', 'ids', table.concat(done_ids, ','))
 end
-trim_finished(KEYS[2], KEYS[3], keep_count, keep_ms, now)
+trim_finished(completed_key, job_prefix, keep_count, keep_ms, now)
 -- Freed slots may let a worker that a concurrency limit kept waiting claim again.
-if redis.call('LLEN', KEYS[5]) > 0 or redis.call('ZCARD', KEYS[6]) > 0 or redis.call('ZCARD', KEYS[9] .. 'ring') > 0 then
-  wake(KEYS[7])
+if redis.call('LLEN', waiting_key) > 0 or redis.call('ZCARD', prioritized_key) > 0
+   or redis.call('ZCARD', group_prefix .. 'ring') > 0 then
+  wake(marker_key)
 end
 return out

@@ -1,20 +1,32 @@
 -- counts: number of jobs in each state of one queue, read in one consistent snapshot.
 --
--- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] active ZSET
--- KEYS[5] completed ZSET KEYS[6] failed ZSET        KEYS[7] cancelled ZSET   KEYS[8] group prefix
--- KEYS[9] parents ZSET   KEYS[10] suspects ZSET
+-- KEYS[1] waiting_key LIST   KEYS[2] prioritized_key ZSET   KEYS[3] delayed_key ZSET
+-- KEYS[4] active_key ZSET   KEYS[5] completed_key ZSET   KEYS[6] failed_key ZSET
+-- KEYS[7] cancelled_key ZSET   KEYS[8] group_prefix   KEYS[9] parents_key ZSET
+-- KEYS[10] suspects_key ZSET
 -- Returns: {waiting, delayed, active, completed, failed, cancelled, waiting_children};
 --   waiting counts suspects too (see sweep.lua): to users they are waiting jobs.
 -- Errors: none.
 -- @include common
 
+local waiting_key = KEYS[1]
+local prioritized_key = KEYS[2]
+local delayed_key = KEYS[3]
+local active_key = KEYS[4]
+local completed_key = KEYS[5]
+local failed_key = KEYS[6]
+local cancelled_key = KEYS[7]
+local group_prefix = KEYS[8]
+local parents_key = KEYS[9]
+local suspects_key = KEYS[10]
+
 return {
-  redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) + grouped_waiting(KEYS[8])
-    + redis.call('ZCARD', KEYS[10]),
-  redis.call('ZCARD', KEYS[3]),
-  redis.call('ZCARD', KEYS[4]),
-  redis.call('ZCARD', KEYS[5]),
-  redis.call('ZCARD', KEYS[6]),
-  redis.call('ZCARD', KEYS[7]),
-  redis.call('ZCARD', KEYS[9]),
+  redis.call('LLEN', waiting_key) + redis.call('ZCARD', prioritized_key) + grouped_waiting(group_prefix)
+    + redis.call('ZCARD', suspects_key),
+  redis.call('ZCARD', delayed_key),
+  redis.call('ZCARD', active_key),
+  redis.call('ZCARD', completed_key),
+  redis.call('ZCARD', failed_key),
+  redis.call('ZCARD', cancelled_key),
+  redis.call('ZCARD', parents_key),
 }

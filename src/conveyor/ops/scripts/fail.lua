@@ -1,12 +1,14 @@
 -- fail: record failed attempts (a batch from one worker): schedule a retry or dead-letter.
 --
--- KEYS[1] active ZSET    KEYS[2] waiting LIST   KEYS[3] prioritized ZSET   KEYS[4] delayed ZSET
--- KEYS[5] failed ZSET    KEYS[6] marker ZSET    KEYS[7] sequence counter   KEYS[8] job hash prefix
--- KEYS[9] done-list prefix   KEYS[10] cancelled ZSET   KEYS[11] events STREAM   KEYS[12] group prefix
--- KEYS[13] outbox LIST (notes for parents in flows)   KEYS[14] suspects ZSET (a suspect retried at
---   once goes back there; see sweep.lua)
--- ARGV[1] keep count for failed and cancelled jobs (-1 unlimited)   ARGV[2] keep ms (-1 forever)
--- then groups of 5: id, fencing token, error JSON, retry delay ms, refund flag.
+-- KEYS[1] active_key ZSET   KEYS[2] waiting_key LIST   KEYS[3] prioritized_key ZSET
+-- KEYS[4] delayed_key ZSET   KEYS[5] failed_key ZSET   KEYS[6] marker_key ZSET
+-- KEYS[7] sequence_key counter   KEYS[8] job_prefix of job hashes   KEYS[9] done_prefix of done lists
+-- KEYS[10] cancelled_key ZSET   KEYS[11] events_key STREAM   KEYS[12] group_prefix
+-- KEYS[13] outbox_key LIST (notes for parents in flows)   KEYS[14] suspects_key ZSET (a suspect
+--   retried at once goes back there; see sweep.lua)
+-- ARGV[1] keep_count for failed and cancelled jobs (-1 unlimited)   ARGV[2] keep_ms (-1 forever)
+-- then, from first_failure (3) on, groups of 5: id, fencing token, error JSON, retry delay ms,
+--   refund flag.
 --   delay >= 0: retry after it; -1: dead-letter (failed); -2: cancelled (aborted while running;
 --   the error recorded is the one cancel.lua stored with the request, when there is one).
 --   refund 1: the attempt does not count (the job was told to come back later, e.g. HTTP 429).
@@ -15,60 +17,76 @@
 -- Errors: none.
 -- @include common
 
+local active_key = KEYS[1]
+local waiting_key = KEYS[2]
+local prioritized_key = KEYS[3]
+local delayed_key = KEYS[4]
+local failed_key = KEYS[5]
+local marker_key = KEYS[6]
+local sequence_key = KEYS[7]
+local job_prefix = KEYS[8]
+local done_prefix = KEYS[9]
+local cancelled_key = KEYS[10]
+local events_key = KEYS[11]
+local group_prefix = KEYS[12]
+local outbox_key = KEYS[13]
+local suspects_key = KEYS[14]
 local keep_count = tonumber(ARGV[1])
 local keep_ms = tonumber(ARGV[2])
+local first_failure = 3
+
 local now = now_ms()
 local out = {}
 local woke = false
 
-for i = 3, #ARGV, 5 do
-  local id = ARGV[i]
-  local key = KEYS[8] .. id
+for i = first_failure, #ARGV, 5 do
+  local id, token, failure, delay, refund = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local key = job_prefix .. id
   local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p', 'g', 'pa', 'ab', 'su')
-  if f[1] == ARGV[i + 1] and f[2] == 'active' then
-    local delay = tonumber(ARGV[i + 3])
-    redis.call('ZREM', KEYS[1], id)
-    if f[5] then leave_group(KEYS[12], f[5]) end
-    if ARGV[i + 4] == '1' then
+  if f[1] == token and f[2] == 'active' then
+    delay = tonumber(delay)
+    redis.call('ZREM', active_key, id)
+    if f[5] then leave_group(group_prefix, f[5]) end
+    if refund == '1' then
       redis.call('HINCRBY', key, 'at', -1)
     end
     if delay == -2 then
       -- Who cancelled it and why, as given to cancel (cancel.lua), over the worker's account.
-      local err = f[7] or ARGV[i + 2]
-      notify_waiters(KEYS[9], id, f[3], 'x' .. err)
+      local err = f[7] or failure
+      notify_waiters(done_prefix, id, f[3], 'x' .. err)
       redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', err)
-      keep_finished(KEYS[10], key, id, keep_count, keep_ms, now)
-      emit(KEYS[11], 'cancelled', 'id', id)
+      keep_finished(cancelled_key, key, id, keep_count, keep_ms, now)
+      emit(events_key, 'cancelled', 'id', id)
       out[#out + 1] = 3
       if f[6] then
-        tell_parent(KEYS[13], f[6], id, 'x', err, now)
+        tell_parent(outbox_key, f[6], id, 'x', err, now)
         out[#out] = 13
       end
     elseif delay < 0 then
-      notify_waiters(KEYS[9], id, f[3], 'f' .. ARGV[i + 2])
-      redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', ARGV[i + 2])
-      keep_finished(KEYS[5], key, id, keep_count, keep_ms, now)
-      emit(KEYS[11], 'failed', 'id', id)
+      notify_waiters(done_prefix, id, f[3], 'f' .. failure)
+      redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', failure)
+      keep_finished(failed_key, key, id, keep_count, keep_ms, now)
+      emit(events_key, 'failed', 'id', id)
       out[#out + 1] = 2
       if f[6] then
-        tell_parent(KEYS[13], f[6], id, 'f', ARGV[i + 2], now)
+        tell_parent(outbox_key, f[6], id, 'f', failure, now)
         out[#out] = 12
       end
     elseif delay == 0 then
-      redis.call('HSET', key, 's', 'waiting', 'e', ARGV[i + 2])
+      redis.call('HSET', key, 's', 'waiting', 'e', failure)
       if f[8] then
-        redis.call('ZADD', KEYS[14], now, id)
+        redis.call('ZADD', suspects_key, now, id)
       else
-        push_ready(KEYS[2], KEYS[3], KEYS[7], id, tonumber(f[4] or 0), false, f[5], KEYS[12])
+        push_ready(waiting_key, prioritized_key, sequence_key, id, tonumber(f[4] or 0), false, f[5], group_prefix)
       end
       woke = true
-      emit(KEYS[11], 'retrying', 'id', id, 'delay', 0)
+      emit(events_key, 'retrying', 'id', id, 'delay', 0)
       out[#out + 1] = 1
     else
-      redis.call('HSET', key, 's', 'delayed', 'due', now + delay, 'e', ARGV[i + 2])
-      redis.call('ZADD', KEYS[4], now + delay, id)
+      redis.call('HSET', key, 's', 'delayed', 'due', now + delay, 'e', failure)
+      redis.call('ZADD', delayed_key, now + delay, id)
       woke = true
-      emit(KEYS[11], 'retrying', 'id', id, 'delay', delay)
+      emit(events_key, 'retrying', 'id', id, 'delay', delay)
       out[#out + 1] = 1
     end
   else
@@ -78,10 +96,10 @@ end
 
 -- A retry is new work, and freed slots may let a worker that a concurrency limit kept
 -- waiting claim again.
-if woke or redis.call('LLEN', KEYS[2]) > 0 or redis.call('ZCARD', KEYS[3]) > 0
-   or redis.call('ZCARD', KEYS[12] .. 'ring') > 0 then
-  wake(KEYS[6])
+if woke or redis.call('LLEN', waiting_key) > 0 or redis.call('ZCARD', prioritized_key) > 0
+   or redis.call('ZCARD', group_prefix .. 'ring') > 0 then
+  wake(marker_key)
 end
-trim_finished(KEYS[5], KEYS[8], keep_count, keep_ms, now)
-trim_finished(KEYS[10], KEYS[8], keep_count, keep_ms, now)
+trim_finished(failed_key, job_prefix, keep_count, keep_ms, now)
+trim_finished(cancelled_key, job_prefix, keep_count, keep_ms, now)
 return out

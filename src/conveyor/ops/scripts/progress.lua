@@ -1,27 +1,40 @@
 -- progress: a running job reports its progress or appends a log line.
 --
--- KEYS[1] job hash   KEYS[2] job's log LIST   KEYS[3] events STREAM
--- ARGV[1] fencing token   ARGV[2] 'progress' or 'log'   ARGV[3] progress JSON or log line
--- ARGV[4] max log lines kept   ARGV[5] ms the log outlives its last line   ARGV[6] job id
+-- KEYS[1] job_key HASH   KEYS[2] logs_key LIST of the job's log lines   KEYS[3] events_key STREAM
+-- ARGV[1] token: the attempt's fencing token   ARGV[2] kind: 'progress' or 'log'
+-- ARGV[3] value: progress JSON or log line   ARGV[4] max_lines of the log kept
+-- ARGV[5] log_ttl_ms: how long the log outlives its last line   ARGV[6] id of the job
 -- Returns: 1 written, 0 refused (the attempt is no longer current).
 -- Errors: none.
 -- @include common
 
-local f = redis.call('HMGET', KEYS[1], 'tk', 's')
-if f[1] ~= ARGV[1] or f[2] ~= 'active' then
+local job_key = KEYS[1]
+local logs_key = KEYS[2]
+local events_key = KEYS[3]
+local token = ARGV[1]
+local kind = ARGV[2]
+local value = ARGV[3]
+local max_lines = tonumber(ARGV[4])
+local log_ttl_ms = tonumber(ARGV[5])
+local id = ARGV[6]
+
+-- Small progress values travel in the event; larger ones are read from the job.
+local INLINE_PROGRESS_BYTES = 200
+
+local f = redis.call('HMGET', job_key, 'tk', 's')
+if f[1] ~= token or f[2] ~= 'active' then
   return 0
 end
-if ARGV[2] == 'progress' then
-  redis.call('HSET', KEYS[1], 'pg', ARGV[3])
-  -- Small values travel in the event; larger ones are read from the job.
-  if #ARGV[3] <= 200 then
-    emit(KEYS[3], 'progress', 'id', ARGV[6], 'value', ARGV[3])
+if kind == 'progress' then
+  redis.call('HSET', job_key, 'pg', value)
+  if #value <= INLINE_PROGRESS_BYTES then
+    emit(events_key, 'progress', 'id', id, 'value', value)
   else
-    emit(KEYS[3], 'progress', 'id', ARGV[6])
+    emit(events_key, 'progress', 'id', id)
   end
 else
-  redis.call('RPUSH', KEYS[2], ARGV[3])
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
-  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[5]))
+  redis.call('RPUSH', logs_key, value)
+  redis.call('LTRIM', logs_key, -max_lines, -1)
+  redis.call('PEXPIRE', logs_key, log_ttl_ms)
 end
 return 1

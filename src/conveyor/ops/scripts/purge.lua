@@ -1,31 +1,45 @@
 -- purge: delete up to a limit of jobs in the given states; call again while it returns more.
 --
--- KEYS[1] waiting LIST   KEYS[2] prioritized ZSET   KEYS[3] delayed ZSET   KEYS[4] completed ZSET
--- KEYS[5] failed ZSET    KEYS[6] job hash prefix   KEYS[7] cancelled ZSET   KEYS[8] group prefix
--- KEYS[9] parents ZSET   KEYS[10] outbox LIST (notes for parents in flows)   KEYS[11] suspects ZSET
--- ARGV[1] max jobs to delete in this call, then state names (waiting, delayed, completed,
---   failed, cancelled, waiting_children). Children of flows that are purged before they ran
---   tell their parents (as cancelled).
+-- KEYS[1] waiting_key LIST   KEYS[2] prioritized_key ZSET   KEYS[3] delayed_key ZSET
+-- KEYS[4] completed_key ZSET   KEYS[5] failed_key ZSET   KEYS[6] job_prefix of job hashes
+-- KEYS[7] cancelled_key ZSET   KEYS[8] group_prefix   KEYS[9] parents_key ZSET
+-- KEYS[10] outbox_key LIST (notes for parents in flows)   KEYS[11] suspects_key ZSET
+-- ARGV[1] limit: max jobs to delete in this call, then, from first_state (2) on, state names
+--   (waiting, delayed, completed, failed, cancelled, waiting_children). Children of flows
+--   that are purged before they ran tell their parents (as cancelled).
 -- Returns: {deleted, remaining} where remaining counts jobs still in the given states.
 -- Errors: none. Active jobs are never purged: their workers own them.
 -- @include common
 
+local waiting_key = KEYS[1]
+local prioritized_key = KEYS[2]
+local delayed_key = KEYS[3]
+local completed_key = KEYS[4]
+local failed_key = KEYS[5]
+local job_prefix = KEYS[6]
+local cancelled_key = KEYS[7]
+local group_prefix = KEYS[8]
+local parents_key = KEYS[9]
+local outbox_key = KEYS[10]
+local suspects_key = KEYS[11]
 local limit = tonumber(ARGV[1])
+local first_state = 2
+
 local deleted = 0
-local sets = {delayed = KEYS[3], completed = KEYS[4], failed = KEYS[5], cancelled = KEYS[7],
-              waiting_children = KEYS[9]}
+local sets = {delayed = delayed_key, completed = completed_key, failed = failed_key, cancelled = cancelled_key,
+              waiting_children = parents_key}
 local unfinished = {waiting = true, delayed = true, waiting_children = true}
 local purged = nil
 
 local function drop(ids, state)
   for i = 1, #ids do
-    local key = KEYS[6] .. ids[i]
+    local key = job_prefix .. ids[i]
     if unfinished[state] then
       local parent = redis.call('HGET', key, 'pa')
       if parent then
         purged = purged or cjson.encode({type = 'Removed', message = 'the job was purged before it ran',
                                          reason = 'purged'})
-        tell_parent(KEYS[10], parent, ids[i], 'x', purged, now_ms())
+        tell_parent(outbox_key, parent, ids[i], 'x', purged, now_ms())
       end
     end
     redis.call('DEL', key)
@@ -33,47 +47,47 @@ local function drop(ids, state)
   deleted = deleted + #ids
 end
 
-for s = 2, #ARGV do
+for s = first_state, #ARGV do
   local state = ARGV[s]
   if state == 'waiting' then
     local room = limit - deleted
     if room > 0 then
-      local ids = redis.call('ZRANGE', KEYS[11], 0, room - 1)
+      local ids = redis.call('ZRANGE', suspects_key, 0, room - 1)
       if #ids > 0 then
-        redis.call('ZREMRANGEBYRANK', KEYS[11], 0, #ids - 1)
+        redis.call('ZREMRANGEBYRANK', suspects_key, 0, #ids - 1)
         drop(ids, state)
       end
     end
     room = limit - deleted
     if room > 0 then
-      local ids = redis.call('LRANGE', KEYS[1], 0, room - 1)
+      local ids = redis.call('LRANGE', waiting_key, 0, room - 1)
       if #ids > 0 then
-        redis.call('LTRIM', KEYS[1], #ids, -1)
+        redis.call('LTRIM', waiting_key, #ids, -1)
         drop(ids, state)
       end
     end
     room = limit - deleted
     if room > 0 then
-      local ids = redis.call('ZRANGE', KEYS[2], 0, room - 1)
+      local ids = redis.call('ZRANGE', prioritized_key, 0, room - 1)
       if #ids > 0 then
-        redis.call('ZREMRANGEBYRANK', KEYS[2], 0, #ids - 1)
+        redis.call('ZREMRANGEBYRANK', prioritized_key, 0, #ids - 1)
         drop(ids, state)
       end
     end
-    local groups = redis.call('SMEMBERS', KEYS[8] .. 'known')
+    local groups = redis.call('SMEMBERS', group_prefix .. 'known')
     for g = 1, #groups do
       room = limit - deleted
       if room <= 0 then break end
-      local line = KEYS[8] .. 'q:' .. groups[g]
+      local line = group_prefix .. 'q:' .. groups[g]
       local ids = redis.call('ZRANGE', line, 0, room - 1)
       if #ids > 0 then
         redis.call('ZREMRANGEBYRANK', line, 0, #ids - 1)
         drop(ids, state)
       end
       if redis.call('EXISTS', line) == 0 then
-        redis.call('SREM', KEYS[8] .. 'known', groups[g])
-        redis.call('ZREM', KEYS[8] .. 'ring', groups[g])
-        redis.call('ZREM', KEYS[8] .. 'limited', groups[g])
+        redis.call('SREM', group_prefix .. 'known', groups[g])
+        redis.call('ZREM', group_prefix .. 'ring', groups[g])
+        redis.call('ZREM', group_prefix .. 'limited', groups[g])
       end
     end
   elseif sets[state] then
@@ -89,11 +103,11 @@ for s = 2, #ARGV do
 end
 
 local remaining = 0
-for s = 2, #ARGV do
+for s = first_state, #ARGV do
   local state = ARGV[s]
   if state == 'waiting' then
-    remaining = remaining + redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) + grouped_waiting(KEYS[8])
-                + redis.call('ZCARD', KEYS[11])
+    remaining = remaining + redis.call('LLEN', waiting_key) + redis.call('ZCARD', prioritized_key)
+                + grouped_waiting(group_prefix) + redis.call('ZCARD', suspects_key)
   elseif sets[state] then
     remaining = remaining + redis.call('ZCARD', sets[state])
   end

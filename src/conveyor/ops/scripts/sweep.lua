@@ -9,31 +9,49 @@
 -- Jobs lost fewer times go back to the front of their line, as before: most lost workers
 -- were killed from outside (a deploy, a machine), and their jobs should not wait.
 --
--- KEYS[1] active ZSET    KEYS[2] waiting LIST   KEYS[3] prioritized ZSET   KEYS[4] failed ZSET
--- KEYS[5] marker ZSET    KEYS[6] sequence counter   KEYS[7] job hash prefix   KEYS[8] done-list prefix
--- KEYS[9] events STREAM   KEYS[10] group prefix   KEYS[11] outbox LIST (notes for parents in flows)
--- KEYS[12] suspects ZSET
--- ARGV[1] max crashes: a job whose worker was lost this many times is dead-lettered
--- ARGV[2] max jobs to look at   ARGV[3] keep count for failed   ARGV[4] keep ms for failed
+-- KEYS[1] active_key ZSET   KEYS[2] waiting_key LIST   KEYS[3] prioritized_key ZSET
+-- KEYS[4] failed_key ZSET   KEYS[5] marker_key ZSET   KEYS[6] sequence_key counter
+-- KEYS[7] job_prefix of job hashes   KEYS[8] done_prefix of done lists   KEYS[9] events_key STREAM
+-- KEYS[10] group_prefix   KEYS[11] outbox_key LIST (notes for parents in flows)
+-- KEYS[12] suspects_key ZSET
+-- ARGV[1] max_crashes: a job whose worker was lost this many times is dead-lettered
+-- ARGV[2] limit: max jobs to look at   ARGV[3] failed_keep_count, ARGV[4] failed_keep_ms:
+--   retention of failed jobs
 -- ARGV[5] alone_after: from this many crashes on, a recovered job is a suspect (runs alone)
 -- Returns: {recovered ids..., '|', dead-lettered ids...}
 -- Errors: none.
 -- @include common
 
+local active_key = KEYS[1]
+local waiting_key = KEYS[2]
+local prioritized_key = KEYS[3]
+local failed_key = KEYS[4]
+local marker_key = KEYS[5]
+local sequence_key = KEYS[6]
+local job_prefix = KEYS[7]
+local done_prefix = KEYS[8]
+local events_key = KEYS[9]
+local group_prefix = KEYS[10]
+local outbox_key = KEYS[11]
+local suspects_key = KEYS[12]
 local max_crashes = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local failed_keep_count = tonumber(ARGV[3])
+local failed_keep_ms = tonumber(ARGV[4])
 local alone_after = tonumber(ARGV[5])
+
 local now = now_ms()
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local expired = redis.call('ZRANGEBYSCORE', active_key, '-inf', now, 'LIMIT', 0, limit)
 local recovered, dead = {}, {}
 
 for i = 1, #expired do
   local id = expired[i]
-  local key = KEYS[7] .. id
-  redis.call('ZREM', KEYS[1], id)
+  local key = job_prefix .. id
+  redis.call('ZREM', active_key, id)
   if redis.call('EXISTS', key) == 1 then
     local crashes = redis.call('HINCRBY', key, 'cr', 1)
     local group = redis.call('HGET', key, 'g')
-    if group then leave_group(KEYS[10], group) end
+    if group then leave_group(group_prefix, group) end
     if crashes >= max_crashes then
       local err = cjson.encode({
         type = 'WorkerLost',
@@ -41,29 +59,29 @@ for i = 1, #expired do
         reason = 'worker_lost',
       })
       local f = redis.call('HMGET', key, 'wt', 'pa')
-      notify_waiters(KEYS[8], id, f[1], 'f' .. err)
-      if f[2] then tell_parent(KEYS[11], f[2], id, 'f', err, now) end
+      notify_waiters(done_prefix, id, f[1], 'f' .. err)
+      if f[2] then tell_parent(outbox_key, f[2], id, 'f', err, now) end
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
-      keep_finished(KEYS[4], key, id, tonumber(ARGV[3]), tonumber(ARGV[4]), now)
-      emit(KEYS[9], 'failed', 'id', id, 'reason', 'worker_lost')
+      keep_finished(failed_key, key, id, failed_keep_count, failed_keep_ms, now)
+      emit(events_key, 'failed', 'id', id, 'reason', 'worker_lost')
       dead[#dead + 1] = id
     elseif crashes >= alone_after or redis.call('HEXISTS', key, 'su') == 1 then
       redis.call('HSET', key, 's', 'waiting', 'su', 1)
-      redis.call('ZADD', KEYS[12], now, id)
-      emit(KEYS[9], 'stalled', 'id', id, 'crashes', crashes, 'alone', 1)
+      redis.call('ZADD', suspects_key, now, id)
+      emit(events_key, 'stalled', 'id', id, 'crashes', crashes, 'alone', 1)
       recovered[#recovered + 1] = id
     else
       local priority = tonumber(redis.call('HGET', key, 'p') or 0)
       redis.call('HSET', key, 's', 'waiting')
-      push_ready(KEYS[2], KEYS[3], KEYS[6], id, priority, true, group, KEYS[10])
-      emit(KEYS[9], 'stalled', 'id', id, 'crashes', crashes)
+      push_ready(waiting_key, prioritized_key, sequence_key, id, priority, true, group, group_prefix)
+      emit(events_key, 'stalled', 'id', id, 'crashes', crashes)
       recovered[#recovered + 1] = id
     end
   end
 end
 
 if #recovered > 0 then
-  wake(KEYS[5])
+  wake(marker_key)
 end
 local reply = recovered
 reply[#reply + 1] = '|'

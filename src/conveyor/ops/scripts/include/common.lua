@@ -1,11 +1,42 @@
 -- Shared helpers, included at the top of scripts that need them (see scripts/__init__.py).
 --
+-- The legend of job fields, the one place they are named (conveyor.job reads them;
+-- conveyor.ops.encode writes what an enqueue sets).
 -- Job hash fields: n task name, a args JSON, k kwargs JSON, o options JSON, p priority,
 -- s state, ct created ms, due run-at ms, at attempts, cr crashes, tk fencing token,
 -- st started ms, ft finished ms, w worker id, r result JSON, e error JSON, wt waiters,
+-- pg progress JSON, ab abort request (reason JSON), x expires at ms, du dedup key,
 -- g group key, su suspect (lost its worker too often to run beside other jobs: runs only
 -- alone, see sweep.lua); flows: pa parent reference, dp children pending, ch children references
 -- (JSON), fp failed-child policy, pr pass results, co children's outcomes, d:<child> one outcome.
+-- Enqueue fields (name/value pairs after a job's id, task and args; create_job in jobs.lua):
+-- k, o, p, g, du, pa "<queue> <id>", dp, ch, fp 'ignore', pr 1 are stored as above;
+-- x time to live ms (stored as the expiry time); w when, '+<ms>' after a delay or '@<ms>' at
+-- a time (stored as due; not the worker id); dw dedup window ms (0: while the matched job
+-- is unfinished) and db 1 to debounce (neither stored).
+--
+-- Helpers take every key they touch as a parameter and never read KEYS or ARGV: each
+-- script binds those to names at its top, and passes the names on.
+
+-- Room for 2^32 sequence numbers in each priority level of a score (see priority_score).
+local SEQUENCES_PER_PRIORITY = 4294967296
+
+-- 2^20: priorities stay within +-MAX_PRIORITY (the client checks it, conveyor.task), so
+-- that -priority * SEQUENCES_PER_PRIORITY + sequence is an exact integer in a double
+-- (below 2^53). Priority aging (claim.lua) lifts no job past it either.
+local MAX_PRIORITY = 1048576
+
+-- Items per redis.call when a batch is spread over several calls: unpack puts every item
+-- on Lua's C stack, which holds about 8,000 (LUAI_MAXCSTACK), so unpacking a whole batch
+-- of 100,000 ids would fail.
+local CALL_CHUNK = 1000
+
+-- The event stream keeps about this many entries (see emit).
+local EVENTS_KEPT = 10000
+
+-- A job's done list lives this long after the job ended: long enough for each registered
+-- waiter to pop its entry, and the entries of waiters that gave up do not stay behind.
+local DONE_LIST_TTL_MS = 60000
 
 -- Server time in ms. Every worker reads the same clock, so leases and delays do not
 -- depend on the clocks of the machines the workers run on.
@@ -18,8 +49,8 @@ end
 -- first and FIFO within one priority. 2^32 sequences per priority level; priorities are
 -- limited to +-2^20 so the score stays an exact integer in a double.
 local function priority_score(priority, seq_key)
-  local seq = redis.call('INCR', seq_key) % 4294967296
-  return -priority * 4294967296 + seq
+  local seq = redis.call('INCR', seq_key) % SEQUENCES_PER_PRIORITY
+  return -priority * SEQUENCES_PER_PRIORITY + seq
 end
 
 -- Grouped jobs (a job with a group key: a tenant, a customer, an API host) do not wait in
@@ -36,7 +67,7 @@ end
 -- leaves the active state (leave_group).
 local function push_grouped(gprefix, group, id, priority)
   local turn = redis.call('INCR', gprefix .. 'turn')
-  redis.call('ZADD', gprefix .. 'q:' .. group, -priority * 4294967296 + turn % 4294967296, id)
+  redis.call('ZADD', gprefix .. 'q:' .. group, -priority * SEQUENCES_PER_PRIORITY + turn % SEQUENCES_PER_PRIORITY, id)
   redis.call('SADD', gprefix .. 'known', group)
   redis.call('ZADD', gprefix .. 'ring', 'NX', turn, group)
 end
@@ -115,7 +146,7 @@ end
 -- entries. Events carry ids and small fields, never results or arguments: a stream full of
 -- results is how a queue runs out of memory. Batch events list their ids comma-separated.
 local function emit(events_key, name, ...)
-  redis.call('XADD', events_key, 'MAXLEN', '~', 10000, '*', 'e', name, ...)
+  redis.call('XADD', events_key, 'MAXLEN', '~', EVENTS_KEPT, '*', 'e', name, ...)
 end
 
 -- Tell clients blocked in result() that the job ended: one entry per registered waiter.
@@ -126,21 +157,21 @@ local function notify_waiters(done_prefix, id, waiters, payload)
     for _ = 1, count do
       redis.call('RPUSH', done_key, payload)
     end
-    redis.call('PEXPIRE', done_key, 60000)
+    redis.call('PEXPIRE', done_key, DONE_LIST_TTL_MS)
+  end
+end
+
+-- Call `command key ...` with the arguments in `items`, at most 1,000 per call: one call
+-- per batch instead of one per job is most of what a batch saves in the server, since each
+-- redis.call from Lua costs about as much as the command itself.
+local function call_chunked(command, key, items)
+  for start = 1, #items, CALL_CHUNK do
+    redis.call(command, key, unpack(items, start, math.min(start + CALL_CHUNK - 1, #items)))
   end
 end
 
 -- Retention of finished jobs: at most keep_count ids (oldest dropped first, their hashes
 -- deleted) and nothing older than keep_ms (hashes expire by their own TTL).
--- Call `command key ...` with the arguments in `items`, at most 1,000 per call: one call
--- per batch instead of one per job is most of what a batch saves in the server, since each
--- redis.call from Lua costs about as much as the command itself.
-local function call_chunked(command, key, items)
-  for start = 1, #items, 1000 do
-    redis.call(command, key, unpack(items, start, math.min(start + 999, #items)))
-  end
-end
-
 local function trim_finished(set_key, job_prefix, keep_count, keep_ms, now)
   if keep_ms > 0 then
     redis.call('ZREMRANGEBYSCORE', set_key, '-inf', now - keep_ms)
@@ -152,8 +183,8 @@ local function trim_finished(set_key, job_prefix, keep_count, keep_ms, now)
       for i = 1, #old do
         old[i] = job_prefix .. old[i]
       end
-      for start = 1, #old, 1000 do
-        redis.call('DEL', unpack(old, start, math.min(start + 999, #old)))
+      for start = 1, #old, CALL_CHUNK do
+        redis.call('DEL', unpack(old, start, math.min(start + CALL_CHUNK - 1, #old)))
       end
       redis.call('ZREMRANGEBYRANK', set_key, 0, excess - 1)
     end

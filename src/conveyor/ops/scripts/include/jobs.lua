@@ -4,8 +4,14 @@
 -- `source` starting at `at`: 'k' kwargs, 'o' options, 'p' priority, 'w' when, 'x' ttl ms,
 -- 'du' dedup key, 'dw' dedup window ms, 'db' debounce, 'g' group key; for flows: 'pa' parent,
 -- 'dp' children count (the job waits for them), 'ch' children, 'fp' failed-child policy, 'pr'.
--- q: {waiting=, prioritized=, delayed=, cancelled=, sequence=, prefix=, dedup_prefix=, groups=,
+-- q: the calling script's keys by name, as it bound them (without '_key'): {waiting=,
+-- prioritized=, delayed=, cancelled=, sequence=, job_prefix=, dedup_prefix=, group_prefix=,
 -- parents=, suspects=}.
+
+-- A job that a newer debounced one replaced is cancelled, and its hash kept this long for
+-- inspection (one day) before it expires.
+local REPLACED_KEPT_MS = 86400000
+
 local function is_finished(state)
   return state == false or state == nil or state == 'completed' or state == 'failed' or state == 'cancelled'
 end
@@ -18,7 +24,7 @@ local function match_duplicate(q, d)
   if not other then
     return nil
   end
-  local state = redis.call('HGET', q.prefix .. other, 's')
+  local state = redis.call('HGET', q.job_prefix .. other, 's')
   if d.debounce then
     if state == 'delayed' or state == 'waiting' then
       return 'replace', other
@@ -34,15 +40,15 @@ local function match_duplicate(q, d)
 end
 
 local function cancel_replaced(q, id, by_id, now)
-  local key = q.prefix .. id
+  local key = q.job_prefix .. id
   if redis.call('ZREM', q.delayed, id) == 0 then
-    unlist_waiting(q.waiting, q.prioritized, q.suspects, q.groups, redis.call('HGET', key, 'g'), id)
+    unlist_waiting(q.waiting, q.prioritized, q.suspects, q.group_prefix, redis.call('HGET', key, 'g'), id)
   end
   local reason = cjson.encode({type = 'Cancelled', message = 'replaced by ' .. by_id .. ' (debounce)',
                                by = 'debounce', reason = 'debounced'})
   redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', reason)
   redis.call('ZADD', q.cancelled, now, id)
-  redis.call('PEXPIRE', key, 86400000)
+  redis.call('PEXPIRE', key, REPLACED_KEPT_MS)
 end
 
 -- Returns the outcome and, for 'duplicate' and for a debounce replacement, the other job's id:
@@ -53,8 +59,8 @@ end
 -- `created` counts every job made (plain or not); `ids` holds the first 100 of them.
 local function announce_waiting(waiting_key, marker_key, events_key, plain, created, ids)
   local length = 0
-  for start = 1, #plain, 1000 do
-    length = redis.call('LPUSH', waiting_key, unpack(plain, start, math.min(start + 999, #plain)))
+  for start = 1, #plain, CALL_CHUNK do
+    length = redis.call('LPUSH', waiting_key, unpack(plain, start, math.min(start + CALL_CHUNK - 1, #plain)))
   end
   if created == 0 then
     return
@@ -86,7 +92,7 @@ local function existing_kind(key, task, args)
 end
 
 local function create_job(q, now, id, task, args, source, at, extras)
-  local key = q.prefix .. id
+  local key = q.job_prefix .. id
   if redis.call('EXISTS', key) == 1 then
     return nil
   end
@@ -160,6 +166,6 @@ local function create_job(q, now, id, task, args, source, at, extras)
   if priority == 0 and not group then
     return 'plain', replaced
   end
-  push_ready(q.waiting, q.prioritized, q.sequence, id, priority, false, group, q.groups)
+  push_ready(q.waiting, q.prioritized, q.sequence, id, priority, false, group, q.group_prefix)
   return 'placed', replaced
 end
