@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
-from conveyor import Client, Tasks
+from conveyor import AsyncClient, Client, Tasks
+from conveyor.ops.scripts import names
 
 from api_helpers import ThreadedUvicorn, auth, problem, start_api
 from helpers import running_worker, wait_until
@@ -34,6 +36,21 @@ def test_health_and_docs(http: httpx.Client) -> None:
     assert script.status_code == 200 and len(script.content) > 100_000
     assert problem(http.get("/v2/nothing"), 404)["detail"].startswith("no endpoint")
     problem(http.patch("/v1/queues"), 405)
+
+
+async def test_readyz_loads_the_scripts_again_after_a_flush(
+    ahttp: httpx.AsyncClient, client: Client, aclient: AsyncClient, raw: Any
+) -> None:
+    """After a restart or SCRIPT FLUSH, the readiness probe loads the scripts again (on every
+    primary of a cluster), through the client's ``load_scripts``, as each face does."""
+    every = len(names())
+    raw.script_flush()
+    assert (await ahttp.get("/readyz", headers={})).json() == {"status": "ready"}
+    assert client.load_scripts() == 0
+    raw.script_flush()
+    assert client.load_scripts() == every and await aclient.load_scripts() == 0
+    raw.script_flush()
+    assert await aclient.load_scripts() == every and client.load_scripts() == 0
 
 
 def test_readyz_without_redis() -> None:

@@ -73,3 +73,21 @@ async def test_follow_new_events_as_they_happen(
         await asyncio.wait_for(follower, 10)
     assert [kind for kind, _ in seen] == ["enqueued", "active", "progress", "completed"]
     assert ("progress", "42") in seen
+
+
+async def test_last_event_id_pins_now(client: Client, aclient: AsyncClient, queue: str) -> None:
+    """What ``"$"`` means at this moment, on both faces: reading on from it misses nothing
+    that happens afterwards (the API's event stream starts there)."""
+    tasks = Tasks(queue=queue)
+
+    @tasks.task
+    async def noop() -> None: ...
+
+    assert client.last_event_id(queue) == await aclient.last_event_id(queue) == "0-0"
+    client.enqueue(noop)
+    _, last = client.read_events(queue)
+    pinned = await aclient.last_event_id(queue)
+    assert pinned == client.last_event_id(queue) == last
+    handle = client.enqueue(noop)
+    events, _ = await aclient.read_events(queue, after=pinned)
+    assert [e.job_id for e in events] == [handle.id]

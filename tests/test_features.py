@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conveyor import AsyncClient, InvalidState, JobCancelled, JobState, RetryAfter, Tasks, current_job
+from conveyor import AsyncClient, Client, InvalidState, JobCancelled, JobState, RetryAfter, Tasks, current_job
 
 from helpers import running_worker, wait_until
 
@@ -212,6 +212,25 @@ async def test_progress_and_logs_are_visible_while_running(
 
 async def _progress_is(aclient: AsyncClient, queue: str, job_id: str, value: object) -> bool:
     return (await aclient.get_job(queue, job_id)).progress == value
+
+
+async def test_a_range_of_a_job_log(
+    client: Client, aclient: AsyncClient, tasks: Tasks, url: str, queue: str
+) -> None:
+    """Lines ``start`` to ``end`` of a log, both included, negative ones from the newest (the
+    API returns a job with its last 100), on both faces."""
+
+    @tasks.task
+    async def chatty() -> None:
+        for i in range(5):
+            current_job().log(f"line {i}")
+
+    async with running_worker(tasks, url):
+        handle = await aclient.enqueue(chatty)
+        await handle.result(timeout=5)
+    assert await aclient.job_logs(queue, handle.id, -2, -1) == ["line 3", "line 4"]
+    assert client.job_logs(queue, handle.id, start=1, end=2) == ["line 1", "line 2"]
+    assert client.job_logs(queue, handle.id) == [f"line {i}" for i in range(5)]
 
 
 def test_current_job_outside_a_job_says_so() -> None:

@@ -2,47 +2,49 @@
 
 :class:`Client` and :class:`AsyncClient` share everything but I/O: both build the same
 operations (:mod:`conveyor.ops`) and hand them to their executor. Each public
-method is therefore a one-line wrapper on each face.
+method is therefore a one-line wrapper on each face. A job's arguments and options are
+encoded by :mod:`conveyor.ops.encode`; the handles an enqueue returns are
+:mod:`conveyor.handles`'.
+
+The client is all the HTTP API (:mod:`conveyor.api`) knows of Redis: what the API needs,
+a range of a job's log, the newest event's position, a readiness check, is a method here.
 """
 
 from __future__ import annotations
 
 import gc
-import math
 import os
 import socket
 import time
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from operator import attrgetter
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
-from . import ops, serialization
+from . import ops
 from .config import Settings
 from .errors import JobNotFound, ResultTimeout
 from .flows import Flow, FlowHandle
+from .handles import AsyncJobHandle, JobHandle
 from .ids import new_job_ids
 from .job import EnqueueOutcome, Job, JobState
 from .ops import flows as flow_ops
 from .ops import schedules
+from .ops.encode import encode_job
 from .ops.keys import QueueKeys, queues_key, validate_queue_name, workers_key
+from .ops.manage import UNSET, Unset, set_limits
+from .ops.scripts import LuaScript, load, names
 from .redis.base import AsyncTransport, SyncTransport
 from .redis.connect import as_async_transport, as_sync_transport, async_transport, sync_transport
 from .redis.executors import AsyncExecutor, SyncExecutor
 from .schedules import Schedule, ScheduleState
-from .task import DEFAULT_OPTIONS, P, R, Task, TaskCall
+from .task import P, R, Task, TaskCall
+
+__all__ = ["UNSET", "AsyncClient", "AsyncJobHandle", "Client", "JobHandle", "Unset"]
 
 T = TypeVar("T")
 
 
-class Unset:
-    """Marks an argument that was not given, where ``None`` has a meaning of its own."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET = Unset()
 _outcome = attrgetter("outcome")
 CANCELLED_RETENTION = ops.Retention(100_000, 7 * 24 * 3600 * 1000)
 
@@ -100,38 +102,9 @@ class _Producer:
         return keys
 
     def _encode(self, call: TaskCall[Any], job_id: str) -> ops.NewJob:
-        limit = self.settings.max_payload_bytes
-        args = serialization.dumps(call.args, what=f"arguments of {call.task}", limit=limit)
-        options = call.options
-        if options is DEFAULT_OPTIONS and not call.kwargs and not call.priority:
-            return ops.NewJob(job_id, call.task, args)  # the common case, kept cheap for bulk
-        extras: list[Any] = []
-        if call.kwargs:
-            extras += (
-                "k",
-                serialization.dumps(call.kwargs, what=f"keyword arguments of {call.task}", limit=limit),
-            )
-        stored = options.stored()
-        if stored:
-            extras += ("o", serialization.dumps(stored))
-        if call.priority:
-            extras += ("p", call.priority)
-        if options.run_at is not None:
-            extras += ("w", f"@{math.ceil(options.run_at.timestamp() * 1000)}")
-        elif options.delay:
-            extras += ("w", f"+{math.ceil(options.delay * 1000)}")
-        if options.ttl is not None:
-            extras += ("x", math.ceil(options.ttl * 1000))
-        if options.dedup is not None:
-            window = math.ceil((options.dedup_window or 0) * 1000)
-            extras += ("du", options.dedup, "dw", window)
-            if options.debounce:
-                extras += ("db", 1)
-                if not options.delay and options.run_at is None:
-                    extras += ("w", f"+{window}")  # a debounced job waits out its quiet period
-        if options.group is not None:
-            extras += ("g", options.group)
-        return ops.NewJob(options.job_id or job_id, call.task, args, tuple(extras))
+        """The encoder a flow's plan is given; an enqueue calls ``encode_job`` itself, one
+        layer fewer per job of a bulk."""
+        return encode_job(call, job_id, self.settings.max_payload_bytes)
 
     def _enqueue_ops(self, calls: Sequence[TaskCall[Any]]) -> Generator[ops.Step, Any, list[ops.Enqueued]]:
         results = yield from self._write_calls(calls)
@@ -163,11 +136,12 @@ class _Producer:
             call = calls[0]
             if call.queue not in self._known_queues:
                 yield from self._register(call.queue)
-            job = self._encode(call, new_job_ids(1)[0])
+            job = encode_job(call, new_job_ids(1)[0], self.settings.max_payload_bytes)
             return (yield from ops.enqueue(self.keys(call.queue), [job]))
         by_queue: dict[str, list[ops.NewJob]] = {}
+        limit = self.settings.max_payload_bytes
         for call in calls:  # the id is given when its chunk is sent
-            by_queue.setdefault(call.queue, []).append(self._encode(call, ""))
+            by_queue.setdefault(call.queue, []).append(encode_job(call, "", limit))
         for queue in by_queue:
             yield from self._register(queue)
         written = yield from ops.enqueue_chunks(
@@ -214,105 +188,21 @@ class _Producer:
         who = by or f"{socket.gethostname()}:{os.getpid()}"
         return ops.cancel(self.keys(queue), job_id, who, reason, CANCELLED_RETENTION)
 
-    def _limits_op(
-        self,
-        queue: str,
-        concurrency: int | Unset | None,
-        rate: tuple[int, float] | Unset | None,
-        group_concurrency: int | Unset | None = UNSET,
-        group_rate: tuple[int, float] | Unset | None = UNSET,
-        priority_aging: float | Unset | None = UNSET,
-    ) -> Generator[ops.Step, Any, None]:
-        values: dict[str, int | None] = {}
-        if not isinstance(priority_aging, Unset):
-            if priority_aging is not None and priority_aging <= 0:
-                raise ValueError("priority_aging must be a positive number of seconds (or None for none)")
-            values["aging_ms"] = None if priority_aging is None else math.ceil(priority_aging * 1000)
-        for prefix, max_active, per_window in (
-            ("", concurrency, rate),
-            ("group_", group_concurrency, group_rate),
-        ):
-            if not isinstance(max_active, Unset):
-                if max_active is not None and max_active < 1:
-                    raise ValueError(f"{prefix}concurrency must be at least 1 (or None for no limit)")
-                values[f"{prefix}concurrency"] = max_active
-            if not isinstance(per_window, Unset):
-                if per_window is None:
-                    values[f"{prefix}rate_max"] = values[f"{prefix}rate_ms"] = None
-                else:
-                    count, seconds = per_window
-                    if count < 1 or seconds <= 0:
-                        raise ValueError(f"{prefix}rate must be (jobs >= 1, per seconds > 0)")
-                    values[f"{prefix}rate_max"] = int(count)
-                    values[f"{prefix}rate_ms"] = math.ceil(seconds * 1000)
-        return ops.update_settings(self.keys(queue), values)
-
     def _require(self, job: Job | None, queue: str, job_id: str) -> Job:
         if job is None:
             raise JobNotFound(f"no job {job_id} in queue {queue!r}")
         return job
 
+    @staticmethod
+    def _scripts() -> list[LuaScript]:
+        return [load(name) for name in names()]
 
-class JobHandle(Generic[R]):
-    """What ``Client.enqueue`` returns: the job's id, whether it was created, and ways to follow it."""
-
-    __slots__ = ("client", "id", "outcome", "queue", "replaced")  # one per job of a bulk
-
-    def __init__(self, client: Client, enqueued: ops.Enqueued) -> None:
-        self.client = client
-        self.id = enqueued.id
-        """The job's id: the new job's, or for EXISTED/DUPLICATE the existing job's."""
-        self.queue = enqueued.queue
-        self.outcome = enqueued.outcome
-        """CREATED, EXISTED (the given job_id was taken) or DUPLICATE (the dedup key matched)."""
-        self.replaced = enqueued.replaced
-        """With ``debounce``: the id of the waiting job this one replaced (now cancelled)."""
-
-    @property
-    def created(self) -> bool:
-        """False when the id or the dedup key matched an existing job (``id`` names it):
-        nothing new was enqueued. ``outcome`` says which."""
-        return self.outcome is EnqueueOutcome.CREATED
-
-    def fetch(self) -> Job:
-        """A fresh snapshot of the job."""
-        return self.client.get_job(self.queue, self.id)
-
-    def result(self, timeout: float | None = None) -> R:
-        """Block until the job finishes and return its result; raises ``JobFailed`` or ``ResultTimeout``.
-
-        Waits in Redis (BLPOP), not by polling. ``timeout=None`` waits forever.
-        """
-        return self.client.wait_result(self.queue, self.id, timeout)  # type: ignore[no-any-return]
-
-    def __repr__(self) -> str:
-        return f"<JobHandle {self.queue}/{self.id} {self.outcome.value}>"
-
-
-class AsyncJobHandle(Generic[R]):
-    """The asyncio twin of :class:`JobHandle`."""
-
-    __slots__ = ("client", "id", "outcome", "queue", "replaced")
-
-    def __init__(self, client: AsyncClient, enqueued: ops.Enqueued) -> None:
-        self.client = client
-        self.id = enqueued.id
-        self.queue = enqueued.queue
-        self.outcome = enqueued.outcome
-        self.replaced = enqueued.replaced
-
-    @property
-    def created(self) -> bool:
-        return self.outcome is EnqueueOutcome.CREATED
-
-    async def fetch(self) -> Job:
-        return await self.client.get_job(self.queue, self.id)
-
-    async def result(self, timeout: float | None = None) -> R:
-        return await self.client.wait_result(self.queue, self.id, timeout)  # type: ignore[no-any-return]
-
-    def __repr__(self) -> str:
-        return f"<AsyncJobHandle {self.queue}/{self.id} {self.outcome.value}>"
+    @staticmethod
+    def _unloaded(scripts: Sequence[LuaScript], replies: Sequence[Sequence[Any]]) -> list[LuaScript]:
+        """The scripts that some primary lacks (``SCRIPT EXISTS`` replies, one per primary)."""
+        return [
+            script for script, *loaded in zip(scripts, *replies, strict=True) if not all(map(int, loaded))
+        ]
 
 
 class Client(_Producer):
@@ -333,8 +223,13 @@ class Client(_Producer):
 
     @classmethod
     def from_url(cls, url: str | None = None, **settings: Any) -> Client:
-        resolved = Settings.from_env(redis_url=url, **settings)
-        return cls(sync_transport(resolved.redis_url, resolved.cluster_wait_ms / 1000), resolved)
+        """A client for ``url``; settings from ``settings``, then the environment, then defaults."""
+        return cls.from_settings(Settings.from_env(redis_url=url, **settings))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Client:
+        """A client for ``settings.redis_url``, with exactly these settings."""
+        return cls(sync_transport(settings.redis_url, settings.cluster_wait_ms / 1000), settings)
 
     def close(self) -> None:
         self.transport.close()
@@ -368,7 +263,7 @@ class Client(_Producer):
         replicas = self.settings.durable_replicas
         if not replicas:
             return self.run(operation)
-        with self.transport.pinned() as pinned:  # type: ignore[attr-defined]
+        with self.transport.pinned() as pinned:
             executor = SyncExecutor(pinned)
             enqueued = executor.run(operation)
             executor.run(ops.wait_replicas(enqueued, replicas, self.settings.durable_timeout_ms))
@@ -438,9 +333,10 @@ class Client(_Producer):
         """
         return self.run(self._cancel_op(queue, job_id, reason, by))
 
-    def job_logs(self, queue: str, job_id: str) -> list[str]:
-        """The log lines a job wrote with ``current_job().log(...)``, oldest first."""
-        return self.run(ops.job_logs(self.keys(queue), job_id))
+    def job_logs(self, queue: str, job_id: str, start: int = 0, end: int = -1) -> list[str]:
+        """The log lines a job wrote with ``current_job().log(...)``, oldest first: lines
+        ``start`` to ``end`` included, negative ones counted from the newest (``-100``)."""
+        return self.run(ops.job_logs(self.keys(queue), job_id, start, end))
 
     def add_schedule(self, schedule: Schedule) -> bool:
         """Add or replace a repeatable job; returns True when it was new or changed."""
@@ -466,6 +362,23 @@ class Client(_Producer):
             batch, after = self.read_events(queue, after, block=5.0)
             yield from batch
 
+    def last_event_id(self, queue: str) -> str:
+        """The position of the queue's newest event (``"0-0"``: none): ``"$"`` pinned to now,
+        so that reads from it miss nothing that happens between them."""
+        return self.run(ops.last_event_id(self.keys(queue)))
+
+    def load_scripts(self) -> int:
+        """Load the Lua scripts Redis lacks (after a restart or ``SCRIPT FLUSH``), on every
+        primary of a cluster; returns how many were missing. Never needed (a missing script is
+        loaded when first called), but it proves Redis answers: the API's readiness probe."""
+        scripts = self._scripts()
+        missing = self._unloaded(
+            scripts, self.transport.call_on_primaries("SCRIPT", "EXISTS", *(s.sha for s in scripts))
+        )
+        for script in missing:
+            self.transport.load_script(script.source)
+        return len(missing)
+
     def pause(self, queue: str) -> None:
         """Workers stop claiming from the queue; enqueues go on."""
         self.run(ops.update_settings(self.keys(queue), {"paused": 1}))
@@ -488,7 +401,9 @@ class Client(_Producer):
         (``group_concurrency``, ``group_rate``). ``priority_aging``: a waiting job gains one
         priority level per that many seconds, so low priorities cannot starve forever.
         ``None`` removes a setting; omitted leaves it."""
-        self.run(self._limits_op(queue, concurrency, rate, group_concurrency, group_rate, priority_aging))
+        self.run(
+            set_limits(self.keys(queue), concurrency, rate, group_concurrency, group_rate, priority_aging)
+        )
 
     def settings_of(self, queue: str) -> dict[str, int]:
         return self.run(ops.get_settings(self.keys(queue)))
@@ -511,8 +426,11 @@ class AsyncClient(_Producer):
 
     @classmethod
     def from_url(cls, url: str | None = None, **settings: Any) -> AsyncClient:
-        resolved = Settings.from_env(redis_url=url, **settings)
-        return cls(async_transport(resolved.redis_url, resolved.cluster_wait_ms / 1000), resolved)
+        return cls.from_settings(Settings.from_env(redis_url=url, **settings))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AsyncClient:
+        return cls(async_transport(settings.redis_url, settings.cluster_wait_ms / 1000), settings)
 
     async def close(self) -> None:
         await self.transport.aclose()
@@ -538,7 +456,7 @@ class AsyncClient(_Producer):
         replicas = self.settings.durable_replicas
         if not replicas:
             return await self.run(operation)
-        async with self.transport.pinned() as pinned:  # type: ignore[attr-defined]
+        async with self.transport.pinned() as pinned:
             executor = AsyncExecutor(pinned)
             enqueued = await executor.run(operation)
             await executor.run(ops.wait_replicas(enqueued, replicas, self.settings.durable_timeout_ms))
@@ -594,8 +512,8 @@ class AsyncClient(_Producer):
     ) -> str:
         return await self.run(self._cancel_op(queue, job_id, reason, by))
 
-    async def job_logs(self, queue: str, job_id: str) -> list[str]:
-        return await self.run(ops.job_logs(self.keys(queue), job_id))
+    async def job_logs(self, queue: str, job_id: str, start: int = 0, end: int = -1) -> list[str]:
+        return await self.run(ops.job_logs(self.keys(queue), job_id, start, end))
 
     async def add_schedule(self, schedule: Schedule) -> bool:
         return await self.run(schedules.upsert(self.keys(schedule.queue), schedule, int(time.time() * 1000)))
@@ -618,6 +536,18 @@ class AsyncClient(_Producer):
             for event in batch:
                 yield event
 
+    async def last_event_id(self, queue: str) -> str:
+        return await self.run(ops.last_event_id(self.keys(queue)))
+
+    async def load_scripts(self) -> int:
+        scripts = self._scripts()
+        missing = self._unloaded(
+            scripts, await self.transport.call_on_primaries("SCRIPT", "EXISTS", *(s.sha for s in scripts))
+        )
+        for script in missing:
+            await self.transport.load_script(script.source)
+        return len(missing)
+
     async def pause(self, queue: str) -> None:
         await self.run(ops.update_settings(self.keys(queue), {"paused": 1}))
 
@@ -635,7 +565,7 @@ class AsyncClient(_Producer):
         priority_aging: float | Unset | None = UNSET,
     ) -> None:
         await self.run(
-            self._limits_op(queue, concurrency, rate, group_concurrency, group_rate, priority_aging)
+            set_limits(self.keys(queue), concurrency, rate, group_concurrency, group_rate, priority_aging)
         )
 
     async def settings_of(self, queue: str) -> dict[str, int]:

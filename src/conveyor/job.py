@@ -116,7 +116,9 @@ class Job:
 
     @classmethod
     def from_hash(cls, queue: str, job_id: str, data: dict[Any, Any]) -> Job:
-        """Build a job from the fields of its Redis hash (see ``scripts/enqueue.lua``)."""
+        """Build a job from the fields of its Redis hash, named in the one legend of them at
+        the top of ``conveyor/ops/scripts/include/common.lua`` (the encoder that writes them
+        is :mod:`conveyor.ops.encode`)."""
         d = {_text(k): v for k, v in data.items()}
         problems: list[str] = []
         token = d.get("tk")
@@ -147,7 +149,7 @@ class Job:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly view (used by the CLI and, later, the HTTP API)."""
+        """A JSON-friendly view, as the CLI prints it and the HTTP API returns it."""
 
         def iso(value: datetime | None) -> str | None:
             return value.isoformat() if value else None

@@ -13,8 +13,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..ops.scripts import load as load_script
-from ..ops.scripts import names as script_names
 from .models import Health
 from .problems import Problem, from_validation, responses
 from .routes import SECURITY_SCHEME, api_router
@@ -74,13 +72,7 @@ def create_app(settings: ApiSettings | None = None, service: ApiService | None =
     )
     async def readyz() -> Response:
         try:
-            transport = service.client.transport
-            scripts = [load_script(name) for name in script_names()]
-            # On a cluster, every primary must have them.
-            replies = await transport.call_on_primaries("SCRIPT", "EXISTS", *(s.sha for s in scripts))
-            for script, *loaded in zip(scripts, *replies, strict=True):
-                if not all(map(int, loaded)):  # after a Redis restart or SCRIPT FLUSH: load it now
-                    await transport.load_script(script.source)
+            await service.client.load_scripts()
         except Exception:
             return Problem(
                 503, "Redis is not reachable; the API cannot serve jobs yet", code="not-ready"

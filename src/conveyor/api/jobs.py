@@ -9,9 +9,9 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 
-from .. import ops
 from ..errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout
 from ..job import EnqueueOutcome, Job
+from ..task import TaskCall
 from . import models as m
 from .problems import Problem, from_validation, responses
 from .routing import JobId, QueueName, json_response, scoped
@@ -58,10 +58,14 @@ def parse_body(model: type[M], raw: bytes) -> M:
 
 def add_job_routes(router: APIRouter, service: ApiService) -> None:
     """Add the job endpoints to ``router``."""
-    client = service.client
-    settings = service.settings
+    _add_enqueue_routes(router, service)
+    _add_read_routes(router, service)
+    _add_admin_routes(router, service)
 
-    # ------------------------------------------------------------------ enqueue
+
+def _add_enqueue_routes(router: APIRouter, service: ApiService) -> None:
+    client = service.client
+
     @router.post(
         "/queues/{queue}/jobs",
         status_code=201,
@@ -97,22 +101,7 @@ def add_job_routes(router: APIRouter, service: ApiService) -> None:
         call = build_call(queue, body, job_id)
         [done] = await client.enqueue_many([call])
         if done.outcome is EnqueueOutcome.EXISTED and idempotency_key is not None:
-            try:
-                existing = await client.get_job(queue, done.id)
-            except JobNotFound:
-                existing = None
-            if existing is not None and (existing.task, existing.args, existing.kwargs) != (
-                call.task,
-                list(call.args),
-                call.kwargs,
-            ):
-                raise Problem(
-                    409,
-                    "Idempotency-Key: this key was used for a different job (task or arguments differ); "
-                    "use a new key for a new job",
-                    code="idempotency-key-reused",
-                    field="Idempotency-Key",
-                )
+            await _check_same_job(service, queue, done.id, call)
         status = 201 if done.outcome is EnqueueOutcome.CREATED else 200
         return json_response(_enqueued(done), status)
 
@@ -137,7 +126,27 @@ def add_job_routes(router: APIRouter, service: ApiService) -> None:
         created = sum(1 for e in done if e.outcome is EnqueueOutcome.CREATED)
         return json_response({"jobs": [_enqueued(e) for e in done], "created": created}, 201)
 
-    # ------------------------------------------------------------------ one job
+
+async def _check_same_job(service: ApiService, queue: str, job_id: str, call: TaskCall[Any]) -> None:
+    """The job an Idempotency-Key names exists: it must be the job this request describes."""
+    try:
+        existing = await service.client.get_job(queue, job_id)
+    except JobNotFound:
+        return
+    if (existing.task, existing.args, existing.kwargs) != (call.task, list(call.args), call.kwargs):
+        raise Problem(
+            409,
+            "Idempotency-Key: this key was used for a different job (task or arguments differ); "
+            "use a new key for a new job",
+            code="idempotency-key-reused",
+            field="Idempotency-Key",
+        )
+
+
+def _add_read_routes(router: APIRouter, service: ApiService) -> None:
+    client = service.client
+    settings = service.settings
+
     @router.get(
         "/queues/{queue}/jobs/{job_id}",
         response_model=m.JobOut,
@@ -148,7 +157,7 @@ def add_job_routes(router: APIRouter, service: ApiService) -> None:
     )
     async def get_job(queue: QueueName, job_id: JobId) -> Response:
         job = await client.get_job(queue, job_id)
-        logs = await client.run(_logs_op(client, queue, job_id))
+        logs = await client.job_logs(queue, job_id, -LOG_LINES, -1)
         return json_response(job_out(job, logs))
 
     @router.get(
@@ -184,14 +193,19 @@ def add_job_routes(router: APIRouter, service: ApiService) -> None:
                 return json_response({"id": job_id, "done": True, "state": "completed", "result": result})
         return json_response(_wait_out(await client.get_job(queue, job_id)))
 
-    def _wait_out(job: Job) -> dict[str, Any]:
-        return {
-            "id": job.id,
-            "done": job.state.is_terminal,
-            "state": job.state.value,
-            "result": job.result,
-            "error": job.error,
-        }
+
+def _wait_out(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "done": job.state.is_terminal,
+        "state": job.state.value,
+        "result": job.result,
+        "error": job.error,
+    }
+
+
+def _add_admin_routes(router: APIRouter, service: ApiService) -> None:
+    client = service.client
 
     @router.post(
         "/queues/{queue}/jobs/{job_id}/cancel",
@@ -251,10 +265,6 @@ LOG_LINES = 100
 """Log lines returned with a job (the newest)."""
 
 
-def _logs_op(client: Any, queue: str, job_id: str) -> Any:
-    return ops.job_logs(client.keys(queue), job_id, -LOG_LINES, -1)
-
-
 DISCONNECT_CHECK_SECONDS = 0.5
 
 
@@ -267,7 +277,7 @@ async def _unless_disconnected(request: Request, waiting: Awaitable[T]) -> T:
 
     A long poll holds a Redis connection blocked in BLPOP and one of the service's stream
     slots; a client that gave up must not keep both for the rest of its timeout. Cancelling
-    the wait drops its Redis connection (the transport never reuses one with a reply still
+    the wait drops its Redis connection (the client never reuses one with a reply still
     owed).
     """
     task = asyncio.ensure_future(waiting)

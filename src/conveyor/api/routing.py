@@ -22,6 +22,7 @@ from ..errors import ConveyorError, InvalidState, JobNotFound, PayloadTooLarge, 
 from ..ids import validate_job_id
 from ..ops.keys import validate_queue_name
 from . import models as m
+from .auth import TokenStore
 from .problems import Problem, from_validation
 from .service import ApiService
 
@@ -80,10 +81,10 @@ def make_route_class(service: ApiService) -> type[APIRoute]:
             async def guarded(request: Request) -> Response:
                 try:
                     if scope and tokens.enabled:
-                        _authorize(request, scope)
+                        _authorize(tokens, request, scope)
                     _check_path(request.path_params)
                     if request.method in ("POST", "PUT", "PATCH"):
-                        await _read_capped_body(request)
+                        await _read_capped_body(request, settings.max_body_bytes)
                     return await handler(request)
                 except Exception as exc:
                     problem = _problem_for(exc)
@@ -94,66 +95,69 @@ def make_route_class(service: ApiService) -> type[APIRoute]:
 
             return guarded
 
-    def _authorize(request: Request, scope: str) -> None:
-        header = request.headers.get("authorization", "")
-        kind, _, token = header.partition(" ")
-        if kind.lower() != "bearer" or not token.strip():
-            raise Problem(
-                401,
-                "this endpoint needs a bearer token: send 'Authorization: Bearer <token>'",
-                code="unauthorized",
-                headers={"WWW-Authenticate": 'Bearer realm="conveyor"'},
-            )
-        scopes = tokens.scopes_of(token.strip())
-        if scopes is None:
-            raise Problem(
-                401,
-                "the bearer token is not known to this server",
-                code="unauthorized",
-                headers={"WWW-Authenticate": 'Bearer realm="conveyor", error="invalid_token"'},
-            )
-        if scope not in scopes and "admin" not in scopes:
-            raise Problem(
-                403,
-                f"the token lacks the {scope!r} scope this endpoint needs "
-                f"(it has: {', '.join(sorted(scopes))})",
-                code="forbidden",
-            )
+    return ProblemRoute
 
-    def _check_path(params: dict[str, Any]) -> None:
-        """Names in the path are checked as the core checks them (the OpenAPI patterns cannot
-        say "printable"), so a bad one is a 422 naming it, never a 500."""
-        for name, check in (("queue", validate_queue_name), ("job_id", validate_job_id)):
-            value = params.get(name)
-            if value is not None:
-                try:
-                    check(value)
-                except ValueError as exc:
-                    raise Problem(422, f"{name}: {exc}", code="invalid-request", field=name) from None
 
-    async def _read_capped_body(request: Request) -> None:
-        """Read the body, stopping as soon as it passes the cap (a chunked upload has no
-        Content-Length to refuse it by), and keep it where Starlette caches it."""
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            raise _too_large()
-        chunks = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > settings.max_body_bytes:
-                raise _too_large()
-            chunks.append(chunk)
-        request._body = b"".join(chunks)  # Request.body() returns this from now on
-
-    def _too_large() -> Problem:
-        return Problem(
-            413,
-            f"the request body is over {settings.max_body_bytes:,} bytes; send fewer jobs per request",
-            code="body-too-large",
+def _authorize(tokens: TokenStore, request: Request, scope: str) -> None:
+    header = request.headers.get("authorization", "")
+    kind, _, token = header.partition(" ")
+    if kind.lower() != "bearer" or not token.strip():
+        raise Problem(
+            401,
+            "this endpoint needs a bearer token: send 'Authorization: Bearer <token>'",
+            code="unauthorized",
+            headers={"WWW-Authenticate": 'Bearer realm="conveyor"'},
+        )
+    scopes = tokens.scopes_of(token.strip())
+    if scopes is None:
+        raise Problem(
+            401,
+            "the bearer token is not known to this server",
+            code="unauthorized",
+            headers={"WWW-Authenticate": 'Bearer realm="conveyor", error="invalid_token"'},
+        )
+    if scope not in scopes and "admin" not in scopes:
+        raise Problem(
+            403,
+            f"the token lacks the {scope!r} scope this endpoint needs (it has: {', '.join(sorted(scopes))})",
+            code="forbidden",
         )
 
-    return ProblemRoute
+
+def _check_path(params: dict[str, Any]) -> None:
+    """Names in the path are checked as the core checks them (the OpenAPI patterns cannot
+    say "printable"), so a bad one is a 422 naming it, never a 500."""
+    for name, check in (("queue", validate_queue_name), ("job_id", validate_job_id)):
+        value = params.get(name)
+        if value is not None:
+            try:
+                check(value)
+            except ValueError as exc:
+                raise Problem(422, f"{name}: {exc}", code="invalid-request", field=name) from None
+
+
+async def _read_capped_body(request: Request, limit: int) -> None:
+    """Read the body, stopping as soon as it passes ``limit`` bytes (a chunked upload has no
+    Content-Length to refuse it by), and keep it where Starlette caches it."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise _too_large(limit)
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    request._body = b"".join(chunks)  # Request.body() returns this from now on
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(
+        413,
+        f"the request body is over {limit:,} bytes; send fewer jobs per request",
+        code="body-too-large",
+    )
 
 
 SECURITY_SCHEME = "bearerAuth"

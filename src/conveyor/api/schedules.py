@@ -32,6 +32,37 @@ def _schedule_out(state: ScheduleState) -> dict[str, Any]:
     }
 
 
+def _make_schedule(queue: str, name: str, body: m.ScheduleIn) -> Schedule:
+    """A schedule from a request body; raises ``Problem`` naming the field that is wrong."""
+    if body.task == "conveyor.http":
+        from ..httpcall import parse_request
+
+        try:
+            parse_request(body.kwargs)
+        except ValueError as exc:
+            raise Problem(422, f"kwargs.{exc}", code="invalid-http-call", field="kwargs") from None
+    try:
+        schedule = Schedule(
+            name=name,
+            task=body.task,
+            queue=queue,
+            cron=body.cron,
+            every=body.every,
+            timezone=body.timezone,
+            args=tuple(body.args),
+            kwargs=body.kwargs,
+            missed=body.missed,
+            priority=body.priority,
+        )
+        schedule.next_after(int(time.time() * 1000))  # a cron that never fires raises here
+        return schedule
+    except ValueError as exc:
+        message = str(exc)
+        hints = (("cron", "cron"), ("every", "every"), ("time zone", "timezone"), ("missed", "missed"))
+        field = next((name for word, name in hints if word in message), None)
+        raise Problem(422, message, code="invalid-schedule", field=field) from None
+
+
 def add_schedule_routes(router: APIRouter, service: ApiService) -> None:
     """Add the schedule endpoints to ``router``."""
     client = service.client
@@ -63,35 +94,6 @@ def add_schedule_routes(router: APIRouter, service: ApiService) -> None:
         if state is None:
             raise Problem(404, f"no schedule {name!r} in queue {queue!r}", code="not-found")
         return json_response(_schedule_out(state))
-
-    def _make_schedule(queue: str, name: str, body: m.ScheduleIn) -> Schedule:
-        if body.task == "conveyor.http":
-            from ..httpcall import parse_request
-
-            try:
-                parse_request(body.kwargs)
-            except ValueError as exc:
-                raise Problem(422, f"kwargs.{exc}", code="invalid-http-call", field="kwargs") from None
-        try:
-            schedule = Schedule(
-                name=name,
-                task=body.task,
-                queue=queue,
-                cron=body.cron,
-                every=body.every,
-                timezone=body.timezone,
-                args=tuple(body.args),
-                kwargs=body.kwargs,
-                missed=body.missed,
-                priority=body.priority,
-            )
-            schedule.next_after(int(time.time() * 1000))  # a cron that never fires raises here
-            return schedule
-        except ValueError as exc:
-            message = str(exc)
-            hints = (("cron", "cron"), ("every", "every"), ("time zone", "timezone"), ("missed", "missed"))
-            field = next((name for word, name in hints if word in message), None)
-            raise Problem(422, message, code="invalid-schedule", field=field) from None
 
     async def _save(schedule: Schedule) -> ScheduleState:
         try:

@@ -14,7 +14,6 @@ from typing import Any
 from ..client import AsyncClient
 from ..config import Settings
 from ..httpcall import HTTP_TASK, parse_request
-from ..redis.connect import async_transport
 from ..task import DEFAULT_OPTIONS, Task, TaskCall, TaskDefaults
 from .models import EnqueueRequest
 from .problems import Problem
@@ -30,14 +29,13 @@ class ApiService:
 
     def __init__(self, settings: ApiSettings, client: AsyncClient | None = None) -> None:
         self.settings = settings
-        self.client = client or AsyncClient(
-            async_transport(settings.redis_url, settings.cluster_wait_ms / 1000),
+        self.client = client or AsyncClient.from_settings(
             Settings(
                 redis_url=settings.redis_url,
                 prefix=settings.prefix,
                 max_payload_bytes=settings.max_payload_bytes,
                 cluster_wait_ms=settings.cluster_wait_ms,
-            ),
+            )
         )
         self.open_streams = 0
 

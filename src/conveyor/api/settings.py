@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import DEFAULT_REDIS_URL
-from ..errors import ConfigurationError
+from ..config import DEFAULT_REDIS_URL, from_env
 from ..ops.keys import DEFAULT_PREFIX
 from ..serialization import DEFAULT_MAX_PAYLOAD_BYTES
 from .auth import TokenStore
@@ -19,10 +18,12 @@ MAX_BULK = 10_000
 
 @dataclass(frozen=True, slots=True)
 class ApiSettings:
-    """How the API service runs. Environment: ``CONVEYOR_REDIS_URL``, ``CONVEYOR_PREFIX``,
-    ``CONVEYOR_API_TOKENS`` / ``CONVEYOR_API_TOKENS_FILE``, ``CONVEYOR_API_CORS_ORIGINS``
-    (comma-separated), ``CONVEYOR_API_MAX_WAIT``, ``CONVEYOR_API_MAX_STREAMS``,
-    ``CONVEYOR_CLUSTER_WAIT_MS``."""
+    """How the API service runs. Environment: ``CONVEYOR_API_<FIELD>`` for its own fields
+    (``CONVEYOR_API_CORS_ORIGINS`` comma-separated, ``CONVEYOR_API_MAX_BODY_BYTES``,
+    ``CONVEYOR_API_MAX_WAIT``, ``CONVEYOR_API_MAX_STREAMS``), ``CONVEYOR_API_TOKENS`` /
+    ``CONVEYOR_API_TOKENS_FILE``, and what every producer reads: ``CONVEYOR_REDIS_URL``,
+    ``CONVEYOR_PREFIX``, ``CONVEYOR_MAX_PAYLOAD_BYTES``, ``CONVEYOR_CLUSTER_WAIT_MS``.
+    ``docs`` is set by argument only."""
 
     redis_url: str = DEFAULT_REDIS_URL
     prefix: str = DEFAULT_PREFIX
@@ -45,34 +46,18 @@ class ApiSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ApiSettings:
+        """Defaults, then the environment, then ``overrides`` (ignoring ``None`` values)."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        if env.get("CONVEYOR_REDIS_URL"):
-            values["redis_url"] = env["CONVEYOR_REDIS_URL"]
-        if env.get("CONVEYOR_PREFIX"):
-            values["prefix"] = env["CONVEYOR_PREFIX"]
-        values["tokens"] = TokenStore.from_env(env)
-        if env.get("CONVEYOR_API_CORS_ORIGINS"):
-            values["cors_origins"] = tuple(
-                o.strip() for o in env["CONVEYOR_API_CORS_ORIGINS"].split(",") if o.strip()
-            )
-        for name, kind in (
-            ("max_payload_bytes", int),
-            ("max_body_bytes", int),
-            ("max_wait", float),
-            ("max_streams", int),
-            ("cluster_wait_ms", int),
-        ):
-            variable = (
-                f"CONVEYOR_{name.upper()}"
-                if name in ("max_payload_bytes", "cluster_wait_ms")
-                else f"CONVEYOR_API_{name.upper()}"
-            )
-            raw = env.get(variable)
-            if raw:
-                try:
-                    values[name] = kind(raw)
-                except ValueError:
-                    raise ConfigurationError(f"{variable} must be a number, got {raw!r}") from None
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return replace(cls(), **values)
+        # Tokens come from two variables, inline and a file: read apart, then ranked like any
+        # other value from the environment (a keyword argument wins).
+        tokens = TokenStore.from_env(env)
+        if overrides.get("tokens") is None:
+            overrides["tokens"] = tokens
+        return from_env(
+            cls,
+            env,
+            overrides,
+            prefix="CONVEYOR_API_",
+            shared=("redis_url", "prefix", "max_payload_bytes", "cluster_wait_ms"),
+            skip=("tokens", "docs"),
+        )

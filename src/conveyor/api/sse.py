@@ -7,15 +7,12 @@ that position). A comment line every 15 s keeps idle connections open through pr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator
-from typing import Any
+from collections.abc import AsyncIterator
 
 import orjson
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
-from ..ops.keys import QueueKeys
-from ..ops.steps import Command, Step
 from .service import ApiService
 
 KEEPALIVE_SECONDS = 15.0
@@ -34,7 +31,7 @@ async def event_stream(
         async with service.stream_slot():
             position = after
             if position == "$":  # pin "now" so events between reads are not skipped
-                position = await client.run(_last_id(client.keys(queue)))
+                position = await client.last_event_id(queue)
             yield b": connected\n\n"
             sent = 0
             idle = 0.0
@@ -65,8 +62,3 @@ async def event_stream(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-def _last_id(keys: QueueKeys) -> Generator[Step, Any, str]:
-    reply = yield Command(("XREVRANGE", keys.events, "+", "-", "COUNT", 1))
-    return str(reply[0][0]) if reply else "0-0"

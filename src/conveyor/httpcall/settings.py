@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import comma_list, from_env
 from ..errors import ConfigurationError
 
 DEFAULT_KEEP_HEADERS = ("content-type", "content-length", "location", "etag", "retry-after", "x-request-id")
 
 
-def _split(value: str | None) -> tuple[str, ...]:
-    return tuple(item.strip() for item in (value or "").split(",") if item.strip())
+def _lower_list(raw: str) -> tuple[str, ...]:
+    return comma_list(raw.lower())  # header names are compared in lower case
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,22 +48,5 @@ class HttpCallSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> HttpCallSettings:
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name in ("allow_hosts", "deny_hosts", "allow_networks", "keep_headers"):
-            raw = env.get(f"CONVEYOR_HTTP_{name.upper()}")
-            if raw:
-                values[name] = _split(raw.lower() if name == "keep_headers" else raw)
-        for name in ("max_body_bytes", "max_connections"):
-            raw = env.get(f"CONVEYOR_HTTP_{name.upper()}")
-            if raw:
-                try:
-                    values[name] = int(raw)
-                except ValueError:
-                    raise ConfigurationError(f"CONVEYOR_HTTP_{name.upper()} must be an integer") from None
-        if env.get("CONVEYOR_HTTP_CA_FILE"):
-            values["ca_file"] = env["CONVEYOR_HTTP_CA_FILE"]
-        if env.get("CONVEYOR_HTTP_CALLBACK_SECRET"):
-            values["callback_secret"] = env["CONVEYOR_HTTP_CALLBACK_SECRET"]
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        """Defaults, then the environment, then ``overrides`` (ignoring ``None`` values)."""
+        return from_env(cls, environ, overrides, prefix="CONVEYOR_HTTP_", parse={"keep_headers": _lower_list})

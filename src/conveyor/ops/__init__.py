@@ -3,12 +3,14 @@
 Each operation is a generator that yields steps (:mod:`.steps`) and returns its parsed
 result; an executor (:mod:`conveyor.redis.executors`) runs it over a transport. By concern:
 
+* :mod:`.encode` -- a task call as the fields of a new job (the one encoder);
 * :mod:`.enqueue` -- writing new jobs;
 * :mod:`.lifecycle` -- a job on a worker: claim, report, complete, fail, extend, sweep, requeue;
-* :mod:`.manage` -- cancel, retry, remove, purge, promote, queue settings;
-* :mod:`.reads` -- a job, counts, pages, logs, events, waiting for a result;
+* :mod:`.manage` -- cancel, retry, remove, purge, promote, queue settings and limits;
+* :mod:`.reads` -- a job, counts, pages, logs, events and the newest one, waiting for a result;
 * :mod:`.flows`, :mod:`.schedules`, :mod:`.workers` -- flows, repeatable jobs, the worker registry;
-* :mod:`.keys` spells every key, :mod:`.scripts` holds the Lua.
+* :mod:`.keys` spells every key, :mod:`.script_keys` names each script's KEYS, :mod:`.scripts`
+  holds the Lua.
 
 The names of the core modules are re-exported here, so callers write ``ops.claim(...)``.
 """
@@ -69,6 +71,7 @@ from .reads import (
     counts,
     get_job,
     job_logs,
+    last_event_id,
     list_jobs,
     list_queues,
     read_events,
@@ -124,6 +127,7 @@ __all__ = [
     "get_job",
     "get_settings",
     "job_logs",
+    "last_event_id",
     "list_jobs",
     "list_queues",
     "promote",

@@ -20,14 +20,14 @@ ENQUEUE_PLAIN = load("enqueue_plain")
 
 @dataclass(slots=True)  # not frozen: made once per job, and frozen init costs 3x
 class NewJob:
-    """A job ready to be written: encoded and validated (see :mod:`conveyor.client`)."""
+    """A job ready to be written: encoded and validated by :mod:`conveyor.ops.encode`."""
 
     id: str
     task: str
     args: bytes
     extras: tuple[Any, ...] = ()
-    """Optional fields as a flat name/value sequence: 'k' kwargs JSON, 'o' options JSON,
-    'p' priority, 'w' when ('+<ms>' delay or '@<ms>' absolute)."""
+    """Optional fields as a flat name/value sequence ('k' kwargs JSON, 'p' priority, ...):
+    made by :mod:`conveyor.ops.encode`, named in the legend atop ``scripts/include/common.lua``."""
 
 
 @dataclass(slots=True)  # not frozen: made once per job, and frozen init costs 3x
@@ -74,27 +74,10 @@ def enqueue_script(keys: QueueKeys, jobs: Sequence[NewJob]) -> Script:
     if not any(job.extras for job in jobs):  # the common case has its own, leaner script
         for job in jobs:
             args += (job.id, job.task, job.args)
-        return Script(ENQUEUE_PLAIN, (keys.waiting, keys.marker, keys.events, keys.job_prefix), args)
+        return Script(ENQUEUE_PLAIN, keys.for_enqueue_plain, args)
     for job in jobs:
         args += (job.id, job.task, job.args, len(job.extras) // 2, *job.extras)
-    return Script(
-        ENQUEUE,
-        (
-            keys.waiting,
-            keys.prioritized,
-            keys.delayed,
-            keys.marker,
-            keys.sequence,
-            keys.job_prefix,
-            keys.events,
-            keys.cancelled,
-            keys.dedup_prefix,
-            keys.group_prefix,
-            keys.parents,
-            keys.suspects,
-        ),
-        args,
-    )
+    return Script(ENQUEUE, keys.for_enqueue, args)
 
 
 def enqueue_outcomes(keys: QueueKeys, jobs: Sequence[NewJob], notes: Sequence[Any]) -> list[Enqueued]:

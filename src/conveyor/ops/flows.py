@@ -20,6 +20,7 @@ from typing import Any, Literal
 from .. import serialization
 from ..flows import ChildOutcome, Flow, FlowHandle
 from ..task import TaskCall
+from .encode import flow_fields
 from .enqueue import NewJob, enqueue
 from .keys import QueueKeys, validate_queue_name
 from .scripts import load
@@ -71,7 +72,8 @@ def size(item: TaskCall[Any] | Flow) -> int:
 
 
 def plan_flows(flows: Sequence[Flow], ids: Any, encode: Any) -> FlowPlan:
-    """Lay out ``flows``: ``ids`` yields fresh job ids, ``encode(call, id)`` makes a NewJob."""
+    """Lay out ``flows``: ``ids`` yields fresh job ids, ``encode(call, id)`` makes a NewJob
+    (:func:`~conveyor.ops.encode.encode_job`), to which the flow's fields are added."""
     plan = FlowPlan()
     slots: list[tuple[str, NewJob] | None] = []
 
@@ -89,7 +91,7 @@ def plan_flows(flows: Sequence[Flow], ids: Any, encode: Any) -> FlowPlan:
                 refs.append((queue, job.id))
             shape = (index, child_shapes)
         job = encode(call, job_id)
-        extras = flow_extras(parent, refs, item if isinstance(item, Flow) else None)
+        extras = flow_fields(parent, refs, item if isinstance(item, Flow) else None)
         slots[index] = (call.queue, NewJob(job.id, job.task, job.args, job.extras + extras))
         return shape
 
@@ -113,23 +115,6 @@ def write_flows(prefix: str, plan: FlowPlan) -> Generator[Step, Any, list[Any]]:
     for root_queue, records in plan.spanning.items():
         yield Command(("HDEL", QueueKeys(root_queue, prefix).flows, *records))
     return results
-
-
-def flow_extras(
-    parent: tuple[str, str] | None, children: Sequence[tuple[str, str]] | None, flow: Flow | None
-) -> tuple[Any, ...]:
-    """The job fields that make a job part of a flow (see enqueue.lua)."""
-    extras: tuple[Any, ...] = ()
-    if parent is not None:
-        extras += ("pa", f"{parent[0]} {parent[1]}")
-    if children and flow is not None:
-        refs = [f"{queue} {job_id}" for queue, job_id in children]
-        extras += ("dp", len(refs), "ch", serialization.dumps(refs).decode())
-        if flow.on_child_failure == "ignore":
-            extras += ("fp", "ignore")
-        if flow.pass_results:
-            extras += ("pr", 1)
-    return extras
 
 
 def write_plan(prefix: str, nodes: Sequence[tuple[str, NewJob]]) -> Generator[Step, Any, list[Any]]:
@@ -186,19 +171,7 @@ def child_finished(
 ) -> Generator[Step, Any, str]:
     reply = yield Script(
         CHILD,
-        (
-            parent.waiting,
-            parent.prioritized,
-            parent.parents,
-            parent.sequence,
-            parent.job_prefix,
-            parent.marker,
-            parent.failed,
-            parent.done_prefix,
-            parent.events,
-            parent.group_prefix,
-            parent.outbox,
-        ),
+        parent.for_child,
         (parent_id, child_ref, kind, payload, failed.keep_count, failed.keep_ms),
     )
     return str(reply)

@@ -10,6 +10,7 @@ from .. import serialization
 from ..errors import JobCancelled, JobFailed, JobNotFound
 from ..job import Job, JobState
 from .keys import QueueKeys
+from .script_keys import AwaitKeys
 from .scripts import load
 from .steps import Command, Operation, Script, Step, as_dict
 
@@ -23,8 +24,17 @@ LIST = load("list")
 
 
 def job_logs(keys: QueueKeys, job_id: str, start: int = 0, end: int = -1) -> Generator[Step, Any, list[str]]:
+    """Lines ``start`` to ``end`` of a job's log, both included; negative ones count from the
+    newest (``-100, -1``: the last hundred)."""
     reply = yield Command(("LRANGE", keys.logs(job_id), start, end))
     return list(reply)
+
+
+def last_event_id(keys: QueueKeys) -> Generator[Step, Any, str]:
+    """The position of the newest event in the queue's stream (``"0-0"`` when it is empty):
+    what ``"$"`` stands for now, to read on from without skipping what comes meanwhile."""
+    reply = yield Command(("XREVRANGE", keys.events, "+", "-", "COUNT", 1))
+    return str(reply[0][0]) if reply else "0-0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +63,7 @@ def read_events(
     events: list[Event] = []
     last = after
     if reply:
-        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
-        for stream_id, raw in entries:
+        for stream_id, raw in reply[0][1]:  # [[stream, entries]]: one stream was read
             fields = as_dict(raw)
             kind = fields.pop("e", "")
             ids = fields.pop("ids", None)
@@ -73,18 +82,7 @@ def get_job(keys: QueueKeys, job_id: str) -> Generator[Step, Any, Job | None]:
 def counts(keys: QueueKeys) -> Generator[Step, Any, dict[str, int]]:
     reply = yield Script(
         COUNTS,
-        (
-            keys.waiting,
-            keys.prioritized,
-            keys.delayed,
-            keys.active,
-            keys.completed,
-            keys.failed,
-            keys.cancelled,
-            keys.group_prefix,
-            keys.parents,
-            keys.suspects,
-        ),
+        keys.for_counts,
         (),
     )
     return dict(zip((s.value for s in JobState), (int(v) for v in reply), strict=True))
@@ -96,19 +94,7 @@ def list_jobs(
     """One page of jobs in ``state``; returns (jobs, total in that state)."""
     reply = yield Script(
         LIST,
-        (
-            keys.waiting,
-            keys.prioritized,
-            keys.delayed,
-            keys.active,
-            keys.completed,
-            keys.failed,
-            keys.job_prefix,
-            keys.cancelled,
-            keys.group_prefix,
-            keys.parents,
-            keys.suspects,
-        ),
+        keys.for_list,
         (state.value, offset, limit),
     )
     jobs = []
@@ -124,7 +110,7 @@ def wait_result(keys: QueueKeys, job_id: str, timeout: float | None) -> Generato
 
     Returns the ``TIMEOUT`` sentinel when ``timeout`` passed first; ``None`` waits forever.
     """
-    reply = yield Script(AWAIT, (keys.job(job_id),), ())
+    reply = yield Script(AWAIT, AwaitKeys(job=keys.job(job_id)), ())
     if reply is None:
         raise JobNotFound(f"no job {job_id} in queue {keys.queue!r}")
     state, payload = reply

@@ -15,8 +15,9 @@ from collections.abc import Generator
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import serialization
 from ..schedules import MISSED_TOLERANCE_MS, Schedule, ScheduleState
+from ..task import TaskCall
+from .encode import encode_job
 from .keys import QueueKeys
 from .scripts import load
 from .steps import Command, Script, Step, as_dict
@@ -58,8 +59,6 @@ def list_all(keys: QueueKeys) -> Generator[Step, Any, list[ScheduleState]]:
 
 
 def _scores(reply: Any) -> dict[str, int]:
-    if reply and isinstance(reply[0], list | tuple):  # redis-py: [(member, score), ...]
-        return {str(m): int(float(sc)) for m, sc in reply}
     return {str(reply[i]): int(float(reply[i + 1])) for i in range(0, len(reply), 2)}
 
 
@@ -96,34 +95,24 @@ def fire_due(keys: QueueKeys, now_ms: int) -> Generator[Step, Any, int]:
 def _tick(
     keys: QueueKeys, schedule: Schedule, tick: int, next_ms: int, fire: bool
 ) -> Generator[Step, Any, int]:
-    extras: list[Any] = []
-    if schedule.kwargs:
-        extras += ("k", serialization.dumps(schedule.kwargs))
-    if schedule.priority:
-        extras += ("p", schedule.priority)
+    # The tick's job is encoded as every job is; only the script's arguments around it differ.
+    call: TaskCall[Any] = TaskCall(
+        schedule.task, schedule.args, schedule.kwargs, schedule.queue, schedule.priority
+    )
+    job = encode_job(call, f"{schedule.name}@{tick}", None)
     reply = yield Script(
         SCHEDULE,
-        (
-            keys.waiting,
-            keys.prioritized,
-            keys.delayed,
-            keys.marker,
-            keys.sequence,
-            keys.job_prefix,
-            keys.events,
-            keys.schedule_next,
-            keys.group_prefix,
-        ),
+        keys.for_schedule,
         (
             schedule.name,
             tick,
             next_ms,
             1 if fire else 0,
-            f"{schedule.name}@{tick}",
-            schedule.task,
-            serialization.dumps(list(schedule.args)),
-            len(extras) // 2,
-            *extras,
+            job.id,
+            job.task,
+            job.args,
+            len(job.extras) // 2,
+            *job.extras,
         ),
     )
     return int(reply)

@@ -5,18 +5,9 @@
 -- KEYS[7] events_key STREAM   KEYS[8] cancelled_key ZSET   KEYS[9] dedup_prefix of dedup keys
 -- KEYS[10] group_prefix   KEYS[11] parents_key ZSET (jobs waiting for their children)
 -- KEYS[12] suspects_key ZSET (where a debounced job being replaced may wait; see sweep.lua)
--- ARGV: from first_job (1) on, for each job: id, task name, args JSON, E, then E pairs of
---   optional fields:
---   'k' kwargs JSON, 'o' options JSON, 'p' priority (non-zero integer),
---   'w' when: '+<ms>' after a delay or '@<ms>' at an absolute time (ms since the epoch),
---   'x' time to live in ms: a job not started by then expires (see claim.lua),
---   'du' deduplication key, 'dw' its window in ms (0: while the matched job is unfinished),
---   'db' debounce (a later enqueue within the window replaces a job that has not started),
---   'g' group key: the job waits in its group's line, served round-robin with other groups
---   and held to the per-group limits (see claim.lua);
---   flows: 'pa' "<queue> <id>" of the parent, and for a parent 'dp' its number of children
---   (it waits in the parents set until child.lua has heard of each), 'ch' their references
---   as a JSON array, 'fp' 'ignore' to run even if a child failed, 'pr' 1 to pass results.
+-- ARGV: from first_job (1) on, for each job: id, task name, args JSON, E, then E name/value
+--   pairs of optional fields: the enqueue fields of the legend atop include/common.lua
+--   (priority, delay, time to live, dedup, group, flows; made by conveyor.ops.encode).
 --   Most jobs have none (E = 0), which keeps a bulk call small.
 -- Returns: a flat list of triples for jobs that were not simply created (empty when all
 --   were): position (1-based), 'existed' | 'identical' | 'duplicate' | 'replaced', the

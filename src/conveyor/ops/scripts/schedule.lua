@@ -9,7 +9,7 @@
 --   (missed-tick policy "skip")
 -- ARGV[5] job_id (deterministic: name and tick)   ARGV[6] task name   ARGV[7] args JSON
 -- ARGV[8] extras: number of extra fields E, then, from first_extra (9) on, E name/value
---   pairs (as in enqueue.lua)
+--   pairs (the enqueue fields of the legend atop include/common.lua)
 -- Returns: 0 when another scheduler already handled this tick (or the schedule is gone);
 --   1 when the tick was skipped; 2 when a job was enqueued; 3 when its job already existed.
 -- Errors: none.

@@ -9,11 +9,22 @@
 -- g group key, su suspect (lost its worker too often to run beside other jobs: runs only
 -- alone, see sweep.lua); flows: pa parent reference, dp children pending, ch children references
 -- (JSON), fp failed-child policy, pr pass results, co children's outcomes, d:<child> one outcome.
--- Enqueue fields (name/value pairs after a job's id, task and args; create_job in jobs.lua):
--- k, o, p, g, du, pa "<queue> <id>", dp, ch, fp 'ignore', pr 1 are stored as above;
--- x time to live ms (stored as the expiry time); w when, '+<ms>' after a delay or '@<ms>' at
--- a time (stored as due; not the worker id); dw dedup window ms (0: while the matched job
--- is unfinished) and db 1 to debounce (neither stored).
+-- Enqueue fields: name/value pairs after a job's id, task name and args JSON, read by
+-- create_job (jobs.lua); most jobs have none.
+--   k kwargs JSON, o options JSON, p priority (non-zero integer): stored as above;
+--   w when: '+<ms>' after a delay or '@<ms>' at an absolute time (ms since the epoch),
+--     stored as due (the hash's w is the worker id);
+--   x time to live in ms: a job not started by then expires (see claim.lua); stored as the
+--     time it expires at;
+--   du deduplication key (stored), dw its window in ms (0: while the matched job is
+--     unfinished), db 1 to debounce: a later enqueue within the window replaces a job that
+--     has not started (dw and db are not stored);
+--   g group key (stored): the job waits in its group's line, served round-robin with other
+--     groups and held to the per-group limits (see claim.lua);
+--   flows, stored: pa "<queue> <id>" of the parent, and for a parent dp its number of
+--     children (it waits in the parents set until child.lua has heard of each), ch their
+--     references as a JSON array, fp 'ignore' to run even if a child failed, pr 1 to pass
+--     results.
 --
 -- Helpers take every key they touch as a parameter and never read KEYS or ARGV: each
 -- script binds those to names at its top, and passes the names on.

@@ -1,9 +1,7 @@
 -- Creating a job, shared by enqueue.lua and schedule.lua. Needs include common first.
 --
 -- ARGV-style input: id, task name, args JSON, then `extras` name/value pairs read from
--- `source` starting at `at`: 'k' kwargs, 'o' options, 'p' priority, 'w' when, 'x' ttl ms,
--- 'du' dedup key, 'dw' dedup window ms, 'db' debounce, 'g' group key; for flows: 'pa' parent,
--- 'dp' children count (the job waits for them), 'ch' children, 'fp' failed-child policy, 'pr'.
+-- `source` starting at `at`: the enqueue fields of the legend atop common.lua.
 -- q: the calling script's keys by name, as it bound them (without '_key'): {waiting=,
 -- prioritized=, delayed=, cancelled=, sequence=, job_prefix=, dedup_prefix=, group_prefix=,
 -- parents=, suspects=}.
