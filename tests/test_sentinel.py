@@ -86,7 +86,7 @@ def test_a_pinned_connection_never_moves_after_its_write(sentinel: Any) -> None:
     transport = sync_transport(sentinel.url)
     key = f"pinned-{uuid.uuid4().hex}"
     try:
-        with transport.pinned() as pinned:  # type: ignore[attr-defined]
+        with transport.pinned() as pinned:
             pinned.call("SET", key, "1")
             _drop_clients(sentinel)
             with pytest.raises(RedisError):  # found out on the next command
@@ -95,7 +95,7 @@ def test_a_pinned_connection_never_moves_after_its_write(sentinel: Any) -> None:
                 pinned.call("WAIT", 1, 1000)
         # Unpinned, the pool's connections reconnect as usual.
         assert transport.call("GET", key) == "1"
-        with transport.pinned() as pinned:  # type: ignore[attr-defined]
+        with transport.pinned() as pinned:
             pinned.call("SET", key, "2")
             assert int(pinned.call("WAIT", 0, 0)) >= 0
     finally:
@@ -107,7 +107,7 @@ async def test_a_pinned_connection_never_moves_after_its_write_async(sentinel: A
     transport = async_transport(sentinel.url)
     key = f"pinned-{uuid.uuid4().hex}"
     try:
-        async with transport.pinned() as pinned:  # type: ignore[attr-defined]
+        async with transport.pinned() as pinned:
             await pinned.call("SET", key, "1")
             _drop_clients(sentinel)
             with pytest.raises(RedisError):
@@ -115,7 +115,7 @@ async def test_a_pinned_connection_never_moves_after_its_write_async(sentinel: A
             with pytest.raises(PinnedConnectionLost):
                 await pinned.call("WAIT", 1, 1000)
         assert await transport.call("GET", key) == "1"
-        async with transport.pinned() as pinned:  # type: ignore[attr-defined]
+        async with transport.pinned() as pinned:
             await pinned.call("SET", key, "2")
             assert int(await pinned.call("WAIT", 0, 0)) >= 0
     finally:

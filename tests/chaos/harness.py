@@ -180,7 +180,7 @@ class Producer(threading.Thread):
 def finished(client: Client, queue: str) -> dict[str, int]:
     """Completed, failed and cancelled counts, read straight from their sets."""
     keys = client.keys(queue)
-    replies = client.transport.call_many(  # type: ignore[attr-defined]
+    replies = client.transport.call_many(
         [("ZCARD", keys.completed), ("ZCARD", keys.failed), ("ZCARD", keys.cancelled)]
     )
     return dict(zip(("completed", "failed", "cancelled"), map(int, replies), strict=True))

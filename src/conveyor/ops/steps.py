@@ -68,7 +68,5 @@ class Retention:
 
 
 def as_dict(reply: Any) -> dict[str, Any]:
-    """An HGETALL reply as a dict: a flat list from the fast transport, a dict from redis-py."""
-    if isinstance(reply, dict):
-        return reply
+    """A map reply (HGETALL, a stream entry's fields), flat on every transport, as a dict."""
     return dict(zip(reply[::2], reply[1::2], strict=True))

@@ -20,7 +20,7 @@ import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .base import hiredis_reader, raise_for_reply
+from .base import AsyncTransport, hiredis_reader, raise_for_reply
 from .endpoint import Endpoint
 from .waits import _blocks_for
 
@@ -178,6 +178,9 @@ class FastAsyncTransport:
         self._idle_blocking.append(conn)
         return reply
 
+    async def pop_any(self, command: str, keys: Sequence[str], timeout: float) -> None:
+        await self.call_blocking(command, *keys, timeout)  # one server: one command
+
     async def call_blocking_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Pipeline on a blocking connection: the server runs the commands after the first one
         (a blocking command) returns, with no round trip in between. Error replies are returned."""
@@ -218,9 +221,16 @@ class FastAsyncTransport:
 
 
 class _PinnedAsync:
+    """The shared connection as a transport (see :meth:`FastAsyncTransport.pinned`); blocking
+    commands go to the transport's own connections for them."""
+
     def __init__(self, transport: FastAsyncTransport, conn: _AsyncConnection) -> None:
         self._transport = transport
         self._conn = conn
+
+    @property
+    def command_timeout(self) -> float | None:
+        return self._transport.command_timeout
 
     async def call(self, *args: Any) -> Any:
         if self._conn.closed:
@@ -228,5 +238,39 @@ class _PinnedAsync:
         async with asyncio.timeout(self._transport.command_timeout):
             return raise_for_reply(await self._conn.send(args))
 
+    async def send_now(self, args: Sequence[Any]) -> asyncio.Future[Any]:
+        if self._conn.closed:
+            raise RedisConnectionError("the connection to Redis was lost before the write was confirmed")
+        return self._conn.send(args)
+
+    async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        waiters = [await self.send_now(c) for c in commands]
+        async with asyncio.timeout(self._transport.command_timeout):
+            return list(await asyncio.gather(*waiters))
+
+    async def call_blocking(self, *args: Any) -> Any:
+        return await self._transport.call_blocking(*args)
+
+    async def call_blocking_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        return await self._transport.call_blocking_many(commands)
+
+    async def pop_any(self, command: str, keys: Sequence[str], timeout: float) -> None:
+        await self._transport.pop_any(command, keys, timeout)
+
+    async def call_on_primaries(self, *args: Any) -> list[Any]:
+        return [await self.call(*args)]
+
+    @asynccontextmanager
+    async def pinned(self) -> AsyncIterator[_PinnedAsync]:
+        yield self  # already on one connection
+
     async def load_script(self, source: str) -> str:
         return str(await self.call("SCRIPT", "LOAD", source))
+
+    async def aclose(self) -> None:
+        pass  # the transport owns the connection
+
+
+# mypy holds each transport to the contract it stands for.
+_ASYNC: type[AsyncTransport] = FastAsyncTransport
+_PINNED: type[AsyncTransport] = _PinnedAsync

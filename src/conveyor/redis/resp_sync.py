@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .base import hiredis_reader, raise_for_reply
+from .base import SyncPipeline, SyncTransport, hiredis_reader, raise_for_reply
 from .endpoint import Endpoint
 from .waits import _blocks_for
 
@@ -145,9 +145,19 @@ class _PinnedSync:
 
     call_blocking = call  # a connection allows a blocking command its own timeout
 
+    def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        return self._conn.call_many(commands)
+
     @contextmanager
     def pipeline(self) -> Iterator[SyncPipe]:
         yield SyncPipe(self._conn)
+
+    def call_on_primaries(self, *args: Any) -> list[Any]:
+        return [self.call(*args)]
+
+    @contextmanager
+    def pinned(self) -> Iterator[_PinnedSync]:
+        yield self  # already on one connection
 
     def load_script(self, source: str) -> str:
         return str(self.call("SCRIPT", "LOAD", source))
@@ -213,6 +223,10 @@ class FastSyncTransport:
         with self._connection() as conn:
             return conn.call_many(commands)
 
+    def call_on_primaries(self, *args: Any) -> list[Any]:
+        """A server-wide command (``CONFIG GET``): one server, one reply."""
+        return [self.call(*args)]
+
     @contextmanager
     def pipeline(self) -> Iterator[SyncPipe]:
         """Send commands one by one as they are made, read all replies at the end."""
@@ -227,3 +241,9 @@ class FastSyncTransport:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+# mypy holds each transport to the contract it stands for.
+_SYNC: type[SyncTransport] = FastSyncTransport
+_PINNED: type[SyncTransport] = _PinnedSync
+_PIPE: type[SyncPipeline] = SyncPipe
