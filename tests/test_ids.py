@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conveyor import ids
+from conveyor.ops import ids
 
 
 def test_ids_are_short_unique_and_in_creation_order() -> None:

@@ -26,11 +26,11 @@ from .config import Settings
 from .errors import JobNotFound, ResultTimeout
 from .flows import Flow, FlowHandle
 from .handles import AsyncJobHandle, JobHandle
-from .ids import new_job_ids
 from .job import EnqueueOutcome, Job, JobState
 from .ops import flows as flow_ops
 from .ops import schedules
 from .ops.encode import encode_job
+from .ops.ids import new_job_ids
 from .ops.keys import QueueKeys, queues_key, validate_queue_name, workers_key
 from .ops.manage import UNSET, Unset, set_limits
 from .ops.scripts import LuaScript, load, names

@@ -17,7 +17,7 @@ from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from . import backoff as backoff_policies
 from .errors import UnknownTask
-from .ids import validate_job_id
+from .ops.ids import validate_job_id
 from .ops.keys import validate_queue_name
 
 P = ParamSpec("P")

@@ -33,8 +33,8 @@ from . import serialization
 from .context import JobContext, _current
 from .errors import JobCancelled, JobFailed, RetryAfter
 from .flows import ChildOutcome, Flow, FlowHandle
-from .ids import new_job_id
 from .job import EnqueueOutcome, JobState
+from .ops.ids import new_job_id
 from .task import P, R, Task, TaskCall, Tasks
 
 

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import ConveyorError, InvalidState, JobNotFound, PayloadTooLarge, SerializationError
-from ..ids import validate_job_id
+from ..ops.ids import validate_job_id
 from ..ops.keys import validate_queue_name
 from . import models as m
 from .auth import TokenStore
