@@ -256,7 +256,7 @@ async def test_a_worker_stops_making_room_once_another_took_the_suspect(
         await aclient.enqueue(work, "long", 3.0)
         await wait_until(lambda: "long" in started)
         await aclient.transport.call("ZADD", keys.active, 0, lost.id)  # its worker is gone
-        await wait_until(lambda: worker._alone, timeout=5)  # told to make room: it drains
+        await wait_until(lambda: worker._held.alone, timeout=5)  # told to make room: it drains
         taken = await aclient.run(ops.claim(keys, 1, MINUTE, "another", idle=True))
         assert [j.id for j in taken.jobs] == [lost.id]
         await aclient.enqueue_many([work.call(f"quick-{i}") for i in range(3)])

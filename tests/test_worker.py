@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import threading
 import time
 
 import pytest
 
-from conveyor import AsyncClient, Fixed, JobState, Retry, Tasks, Worker, ops
+from conveyor import AsyncClient, Fixed, JobState, Retry, Tasks, Worker, WorkerSettings, ops
+from conveyor.worker.phases import Phase, Phases
+from conveyor.worker.settings import WorkerOptions
 
 from helpers import running_worker, wait_until
 
@@ -349,3 +352,42 @@ async def test_a_failing_startup_function_stops_the_worker_before_it_claims(
     assert (await handle.fetch()).state is JobState.WAITING
     # Not registered either (workers of other tests, on other queues, may be listed).
     assert [w for w in await aclient.workers() if queue in w["queues"].split(",")] == []
+
+
+def test_worker_options_are_the_fields_of_worker_settings() -> None:
+    assert WorkerOptions.__optional_keys__ == {f.name for f in dataclasses.fields(WorkerSettings)}
+
+
+def test_a_keyword_option_overrides_worker_settings_and_an_unknown_one_is_refused() -> None:
+    tasks = Tasks()
+    base = WorkerSettings(concurrency=7, threads=4, lease=3.0)
+    worker = Worker(tasks, url="redis://localhost:1/0", worker_settings=base, lease=5.0, threads=None)
+    assert worker.config == WorkerSettings(concurrency=7, threads=None, lease=5.0)
+    assert Worker(tasks, url="redis://localhost:1/0").config == WorkerSettings()
+    with pytest.raises(TypeError, match="bogus"):
+        Worker(tasks, url="redis://localhost:1/0", bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="concurrency"):
+        Worker(tasks, url="redis://localhost:1/0", concurrency=0)
+
+
+def test_phases_only_move_forward() -> None:
+    phases = Phases()
+    assert phases.current is Phase.STARTING and phases.reached(Phase.STARTING).is_set()
+    phases.advance(Phase.DRAINING)  # stop() while starting
+    phases.advance(Phase.RUNNING)  # the loops start: the stop is not undone
+    assert phases.current is Phase.DRAINING
+    assert phases.reached(Phase.RUNNING).is_set() and phases.reached(Phase.DRAINING).is_set()
+    assert not phases.reached(Phase.STOPPING).is_set()
+
+
+async def test_a_stop_while_starting_stops_the_worker_before_it_claims(
+    aclient: AsyncClient, tasks: Tasks, url: str
+) -> None:
+    @tasks.task
+    def job() -> None: ...
+
+    handle = await aclient.enqueue(job)
+    worker = Worker(tasks, url=url)
+    tasks.on_startup(worker.stop)
+    await asyncio.wait_for(worker.serve(), 15)
+    assert (await handle.fetch()).state is JobState.WAITING

@@ -32,7 +32,7 @@ from .ops.reads import Event
 from .ops.steps import Retention
 from .schedules import Schedule, ScheduleState
 from .task import Task, TaskCall, Tasks
-from .worker.engine import Worker, WorkerSettings
+from .worker import Worker, WorkerSettings
 
 __version__ = "0.1.0"
 

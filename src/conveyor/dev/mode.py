@@ -20,8 +20,9 @@ from ..client import Client
 from ..job import JobState
 from ..redis.connect import redact
 from ..task import TaskCall
+from ..worker.children import die_with_parent
 from .demo import checksum, flaky_call, resize_image, tasks
-from .server import RedisServer, _die_with_parent
+from .server import RedisServer
 
 
 def _workload(count: int) -> list[TaskCall[Any]]:
@@ -71,7 +72,7 @@ def run_dev(*, job_count: int, exit_after: bool, state_dir: str, console: Consol
                 "warning",
             ],
             env=env,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         console.print(f"started a worker (pid {worker.pid}) for conveyor.dev.demo:tasks on queue 'demo'")
         with Client.from_url(url) as client:

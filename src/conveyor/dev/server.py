@@ -10,11 +10,9 @@ by ``CONVEYOR_REDIS_SERVER``. The child asks the kernel to kill it when its pare
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -23,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
-
-_PR_SET_PDEATHSIG = 1
+from ..worker.children import die_with_parent
 
 
 def find_server_binary() -> str:
@@ -66,11 +63,6 @@ def free_port(*, cluster: bool = False) -> int:
         port = secrets.randbelow(55535 - 20000) + 20000
         if _is_free(port) and _is_free(port + 10000):
             return port
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class RedisServer:
@@ -129,7 +121,7 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent
         )
         self._wait_ready(timeout)
         return self

@@ -1,12 +1,15 @@
 """The worker: claims jobs, runs many at once, acknowledges them, and keeps its leases.
 
-Along the path of one job: :mod:`.engine` (serve, fetch, run), :mod:`.outcome` (decode a
-claimed job, decide its outcome), :mod:`.acks` (results back to Redis in batches),
-:mod:`.heartbeat` (lease renewal from its own thread), :mod:`.sweeper` (jobs of lost
-workers come back), :mod:`.scheduler` (repeatable jobs), :mod:`.supervisor` (several
-processes), :mod:`.isolation` (a job in a child process).
+Along the path of one job: :mod:`.fetch` (claim jobs for free slots, wait for work),
+:mod:`.run` (run each job, decide its outcome with :mod:`.outcome`), :mod:`.acks` (outcomes
+back to Redis in batches). Around it: :mod:`.engine` (the ``Worker``: start, the loops, stop, in
+the :mod:`.phases` of its life), :mod:`.settings` (``WorkerSettings``), :mod:`.held` (the jobs
+it holds a lease on), :mod:`.heartbeat` (lease renewal from its own thread), :mod:`.sweeper`
+(jobs of lost workers come back), :mod:`.scheduler` (repeatable jobs), :mod:`.supervisor`
+(several processes, :mod:`.children` dying with it), :mod:`.isolation` (a job in a child process).
 """
 
-from .engine import Worker, WorkerSettings
+from .engine import Worker
+from .settings import WorkerOptions, WorkerSettings
 
-__all__ = ["Worker", "WorkerSettings"]
+__all__ = ["Worker", "WorkerOptions", "WorkerSettings"]

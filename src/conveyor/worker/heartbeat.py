@@ -33,7 +33,7 @@ round trip for all its renewals and the registry entry together: three waits for
 not two per command (ten such threads: a beat took 316 ms at the median with a round trip per
 command, 91 ms with one). The loop waits for the GIL like any thread, so many busy threads slow
 it too, and starting a claimed job can take seconds: the worker holds (and so renews) every job
-of a claim before it starts any (``Worker._start_all``).
+of a claim before it starts any (``JobRunner.start_all`` in :mod:`conveyor.worker.run`).
 """
 
 from __future__ import annotations

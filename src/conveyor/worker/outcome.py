@@ -1,6 +1,6 @@
 """What happens to one claimed job: decode it, decide its outcome, describe its error.
 
-Pure functions and plain data; the worker (:mod:`conveyor.worker.engine`) does the I/O.
+Pure functions and plain data; the runner (:mod:`conveyor.worker.run`) does the I/O.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import sys
 import time
 from types import FrameType
 
-from ..dev.server import _die_with_parent
+from .children import die_with_parent
 
 log = logging.getLogger("conveyor.supervisor")
 
@@ -28,7 +28,7 @@ def supervise(child_args: list[str], processes: int, *, burst: bool = False) -> 
     restarts: dict[int, float] = {}
 
     def spawn(slot: int) -> None:
-        children[slot] = subprocess.Popen(command, preexec_fn=_die_with_parent)
+        children[slot] = subprocess.Popen(command, preexec_fn=die_with_parent)
         log.info("started worker process %d (pid %d)", slot, children[slot].pid)
 
     def forward(sig: int, _frame: FrameType | None) -> None:
