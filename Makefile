@@ -45,7 +45,7 @@ chaos: chaos-state-machine chaos-faults
 
 chaos-state-machine: $(STAMP)
 	CONVEYOR_STATEFUL_EXAMPLES=5000 CONVEYOR_STATEFUL_STEPS=50 $(BIN)/python -m pytest -p no:cacheprovider \
-		-o addopts="" --timeout=3600 tests/test_state_machine.py -q
+		-o addopts="" --timeout=3600 tests/ops/test_state_machine.py -q
 
 ## The fault suites of tests/chaos at full size; prints the summary table for RELIABILITY.md.
 CHAOS_OUT ?= $(or $(TMPDIR),/tmp)/conveyor-chaos.jsonl

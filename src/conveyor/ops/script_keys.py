@@ -2,7 +2,7 @@
 
 A script binds each ``KEYS[n]`` to a named local at its top (its binding block), and its
 wrapper passes one of these tuples, so a key is known by its name on both sides and the
-static test (``tests/test_scripts.py``) compares the two lists name by name: two swapped
+static test (``tests/ops/test_scripts.py``) compares the two lists name by name: two swapped
 keys fail it. One rule links the names: a field is named as the :class:`QueueKeys`
 attribute it holds, and the script binds it as ``<field>_key``, or as ``<field>`` for a
 prefix of keys (a field ending in ``_prefix``: it is not a key itself).

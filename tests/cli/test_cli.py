@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conveyor import Client, JobState, Tasks, ops
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

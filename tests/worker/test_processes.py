@@ -14,7 +14,7 @@ import pytest
 
 from conveyor import Client, JobState, Tasks
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def start_worker(url: str, queue: str, *extra: str) -> subprocess.Popen[bytes]:
