@@ -19,11 +19,9 @@ from . import serialization
 from .ops.keys import validate_queue_name
 
 MISSED_TOLERANCE_MS = 30_000
+"""A tick fired later than this after its time counts as missed (see ``Schedule.missed``)."""
 
 Missed = Literal["skip", "run_once"]
-
-
-"""A tick fired later than this after its time counts as missed (see ``Schedule.missed``)."""
 
 
 @dataclass(frozen=True, slots=True)

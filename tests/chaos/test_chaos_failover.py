@@ -6,7 +6,7 @@ failover is forced (``SENTINEL FAILOVER``: the old primary lives on, and goes on
 writes until the sentinels demote it, seconds later; whatever it accepts after the replica
 was promoted is wiped when it resynchronises). The sentinels promote a replica.
 
-Conveyor's Sentinel clients (``conveyor.sentinel``) hold their commands from the moment
+Conveyor's Sentinel clients (``conveyor.redis.sentinel``) hold their commands from the moment
 the sentinel running the failover announces it (``+try-failover``, about 100 ms before it
 promotes the replica) until it names the new primary, then move every connection there.
 So a forced failover loses nothing, plain or durable, in our runs; the bound asserted for

@@ -109,7 +109,7 @@ def test_live_slot_migration_of_a_busy_queue_loses_nothing(tmp_path: Path) -> No
     )
     # While the keys of one script sit on both nodes, Redis answers TRYAGAIN (and ASK for
     # keys already moved); redis-py gives up after its redirection budget (about 0.4 s) with
-    # "TTL exhausted". The client waits that out (conveyor.refusals), so no producer call
+    # "TTL exhausted". The client waits that out (conveyor.redis.refusals), so no producer call
     # fails: the slowest one is reported above.
     assert errors == [], errors[:3]
     assert result.lost == [] and result.stuck == [] and result.reverted == []

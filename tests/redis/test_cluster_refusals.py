@@ -1,4 +1,4 @@
-"""A cluster's refusals are waited out, within a bound (``conveyor.refusals``).
+"""A cluster's refusals are waited out, within a bound (``conveyor.redis.refusals``).
 
 A slot is held half-migrated -- one of the queue's keys already on the target node, the
 rest on the source -- so every script of the queue gets TRYAGAIN, on both faces, for as

@@ -1,4 +1,4 @@
-"""conveyor.sentinel: reading the sentinels' events and views, and connections pinned for WAIT.
+"""conveyor.redis.sentinel: reading the sentinels' events and views, and connections pinned for WAIT.
 
 Failing over under load is tested in tests/chaos/test_chaos_failover.py.
 """

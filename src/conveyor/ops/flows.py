@@ -33,15 +33,11 @@ log = logging.getLogger("conveyor.flows")
 
 
 MISSING_PARENT_GRACE_MS = 10 * 60 * 1000
-
-
 """A note whose parent does not exist yet is kept this long: in a flow across queues the
 parent's queue may be written after the child's (and a crashed creator is replayed)."""
 
 
 STALE_FLOW_RECORD_MS = 60 * 1000
-
-
 """A flow record older than this belongs to a creator that died half-way: replay it."""
 
 

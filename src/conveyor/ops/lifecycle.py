@@ -131,14 +131,10 @@ def complete(
 
 
 RETRY_NEVER = -1
-
-
 """Retry delay meaning: dead-letter the job."""
 
 
 CANCELLED = -2
-
-
 """Retry delay meaning: the job was aborted; record it as cancelled."""
 
 

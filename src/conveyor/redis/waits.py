@@ -30,8 +30,6 @@ def _blocks_for(args: Sequence[Any]) -> float | None:
 
 
 MAX_WAIT_SLICE = 2.5
-
-
 """Seconds one popping command waits in Redis at most on a redis-py client (see below)."""
 
 

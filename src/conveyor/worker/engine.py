@@ -1,6 +1,7 @@
 """The worker: claims jobs in batches, runs many at once, acknowledges them in batches.
 
-Four loops share one event loop, each in a module of its own, along the path of a job:
+Four loops and the runner share one event loop, each in a module of its own, along the path
+of a job:
 
 * the *fetch* loop (:mod:`conveyor.worker.fetch`) claims jobs for the free slots, and blocks in
   Redis when there is nothing to do;

@@ -21,8 +21,6 @@ log = logging.getLogger("conveyor.schedules")
 
 
 MAX_IDLE_SECONDS = 5.0
-
-
 """Schedulers look for new or changed schedules at least this often."""
 
 
