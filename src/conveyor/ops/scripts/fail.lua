@@ -39,6 +39,21 @@ local now = now_ms()
 local out = {}
 local woke = false
 
+-- A job that ends here (dead-lettered or cancelled): its waiters and its parent learn how
+-- (``mark`` f or x before the error), and its reply is ``code``, or code + 10 when a note for
+-- its parent was left in the outbox. ``f`` is the job's HMGET below.
+local function finish(id, key, f, state, set_key, mark, err, code)
+  notify_waiters(done_prefix, id, f[3], mark .. err)
+  redis.call('HSET', key, 's', state, 'ft', now, 'e', err)
+  keep_finished(set_key, key, id, keep_count, keep_ms, now)
+  emit(events_key, state, 'id', id)
+  out[#out + 1] = code
+  if f[6] then
+    tell_parent(outbox_key, f[6], id, mark, err, now)
+    out[#out] = code + 10
+  end
+end
+
 for i = first_failure, #ARGV, 5 do
   local id, token, failure, delay, refund = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local key = job_prefix .. id
@@ -52,26 +67,9 @@ for i = first_failure, #ARGV, 5 do
     end
     if delay == -2 then
       -- Who cancelled it and why, as given to cancel (cancel.lua), over the worker's account.
-      local err = f[7] or failure
-      notify_waiters(done_prefix, id, f[3], 'x' .. err)
-      redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', err)
-      keep_finished(cancelled_key, key, id, keep_count, keep_ms, now)
-      emit(events_key, 'cancelled', 'id', id)
-      out[#out + 1] = 3
-      if f[6] then
-        tell_parent(outbox_key, f[6], id, 'x', err, now)
-        out[#out] = 13
-      end
+      finish(id, key, f, 'cancelled', cancelled_key, 'x', f[7] or failure, 3)
     elseif delay < 0 then
-      notify_waiters(done_prefix, id, f[3], 'f' .. failure)
-      redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', failure)
-      keep_finished(failed_key, key, id, keep_count, keep_ms, now)
-      emit(events_key, 'failed', 'id', id)
-      out[#out + 1] = 2
-      if f[6] then
-        tell_parent(outbox_key, f[6], id, 'f', failure, now)
-        out[#out] = 12
-      end
+      finish(id, key, f, 'failed', failed_key, 'f', failure, 2)
     elseif delay == 0 then
       redis.call('HSET', key, 's', 'waiting', 'e', failure)
       if f[8] then

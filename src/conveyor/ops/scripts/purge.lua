@@ -47,18 +47,23 @@ local function drop(ids, state)
   deleted = deleted + #ids
 end
 
+-- Deletes the first jobs of a sorted set, as many as the limit still allows.
+local function drop_head_of(zset, state)
+  local room = limit - deleted
+  if room > 0 then
+    local ids = redis.call('ZRANGE', zset, 0, room - 1)
+    if #ids > 0 then
+      redis.call('ZREMRANGEBYRANK', zset, 0, #ids - 1)
+      drop(ids, state)
+    end
+  end
+end
+
 for s = first_state, #ARGV do
   local state = ARGV[s]
   if state == 'waiting' then
+    drop_head_of(suspects_key, state)
     local room = limit - deleted
-    if room > 0 then
-      local ids = redis.call('ZRANGE', suspects_key, 0, room - 1)
-      if #ids > 0 then
-        redis.call('ZREMRANGEBYRANK', suspects_key, 0, #ids - 1)
-        drop(ids, state)
-      end
-    end
-    room = limit - deleted
     if room > 0 then
       local ids = redis.call('LRANGE', waiting_key, 0, room - 1)
       if #ids > 0 then
@@ -66,24 +71,12 @@ for s = first_state, #ARGV do
         drop(ids, state)
       end
     end
-    room = limit - deleted
-    if room > 0 then
-      local ids = redis.call('ZRANGE', prioritized_key, 0, room - 1)
-      if #ids > 0 then
-        redis.call('ZREMRANGEBYRANK', prioritized_key, 0, #ids - 1)
-        drop(ids, state)
-      end
-    end
+    drop_head_of(prioritized_key, state)
     local groups = redis.call('SMEMBERS', group_prefix .. 'known')
     for g = 1, #groups do
-      room = limit - deleted
-      if room <= 0 then break end
+      if limit - deleted <= 0 then break end
       local line = group_prefix .. 'q:' .. groups[g]
-      local ids = redis.call('ZRANGE', line, 0, room - 1)
-      if #ids > 0 then
-        redis.call('ZREMRANGEBYRANK', line, 0, #ids - 1)
-        drop(ids, state)
-      end
+      drop_head_of(line, state)
       if redis.call('EXISTS', line) == 0 then
         redis.call('SREM', group_prefix .. 'known', groups[g])
         redis.call('ZREM', group_prefix .. 'ring', groups[g])
@@ -91,14 +84,7 @@ for s = first_state, #ARGV do
       end
     end
   elseif sets[state] then
-    local room = limit - deleted
-    if room > 0 then
-      local ids = redis.call('ZRANGE', sets[state], 0, room - 1)
-      if #ids > 0 then
-        redis.call('ZREMRANGEBYRANK', sets[state], 0, #ids - 1)
-        drop(ids, state)
-      end
-    end
+    drop_head_of(sets[state], state)
   end
 end
 
