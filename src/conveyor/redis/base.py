@@ -77,9 +77,8 @@ class SyncTransport(Protocol):
 
     def call_blocking(self, *args: Any) -> Any:
         """Run a command that may wait in Redis (``BLPOP``) for as long as it says, beyond the
-        command timeout. On redis-py a popping wait is made of shorter ones
-        (:func:`~conveyor.redis.waits.sliced_wait`); ``XREAD BLOCK`` is not, and must stay
-        within the socket timeout there."""
+        command timeout. On redis-py a popping wait or a blocking stream read is made of
+        shorter ones (:func:`~conveyor.redis.waits.sliced_wait`)."""
 
     def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Run several commands in one round trip where the transport can (one after the other
@@ -118,9 +117,8 @@ class AsyncTransport(Protocol):
 
     async def call_blocking(self, *args: Any) -> Any:
         """Run a command that may wait in Redis (``BZPOPMIN``, ``BLPOP``, ``XREAD BLOCK``) for as
-        long as it says, on a connection of its own. On redis-py a popping wait is made of
-        shorter ones (:func:`~conveyor.redis.waits.sliced_wait`); ``XREAD BLOCK`` is not, and
-        must stay within the socket timeout there."""
+        long as it says, on a connection of its own. On redis-py a popping wait or a blocking
+        stream read is made of shorter ones (:func:`~conveyor.redis.waits.sliced_wait`)."""
 
     async def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Run several commands in one round trip where the transport can (one after the other

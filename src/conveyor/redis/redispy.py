@@ -69,8 +69,8 @@ class RedisPySyncTransport:
         return reshaped(args, self._patiently(lambda: self.client.execute_command(*args)))
 
     def call_blocking(self, *args: Any) -> Any:
-        """A popping command that may wait in Redis longer than the socket timeout allows a
-        reply: see :func:`sliced_wait`. ``XREAD BLOCK`` is not cut into pieces."""
+        """A popping command or an ``XREAD BLOCK`` that may wait in Redis longer than the socket
+        timeout allows a reply: see :func:`sliced_wait`."""
         waits = sliced_wait(args, _socket_timeout(self.client))
         try:
             command = next(waits)
@@ -191,10 +191,10 @@ class RedisPyAsyncTransport:
         return reply
 
     async def call_blocking(self, *args: Any) -> Any:
-        """A popping command that may wait in Redis longer than the socket timeout allows a
-        reply: see :func:`sliced_wait`. Without it, a cluster with a 5 s socket timeout failed
-        every idle worker's 5 s wait for work ("Timeout reading from ..."), and an API long
-        poll beyond 5 s answered 503. ``XREAD BLOCK`` is not cut into pieces."""
+        """A popping command or an ``XREAD BLOCK`` that may wait in Redis longer than the socket
+        timeout allows a reply: see :func:`sliced_wait`. Without it, a cluster with a 5 s socket
+        timeout failed every idle worker's 5 s wait for work ("Timeout reading from ..."), and
+        an API long poll beyond 5 s answered 503."""
         waits = sliced_wait(args, _socket_timeout(self.client))
         task = asyncio.current_task()
         try:
