@@ -9,7 +9,17 @@ import time
 
 import pytest
 
-from conveyor import AsyncClient, Client, InvalidState, JobCancelled, JobState, RetryAfter, Tasks, current_job
+from conveyor import (
+    AsyncClient,
+    Client,
+    InvalidState,
+    JobCancelled,
+    JobFailed,
+    JobState,
+    RetryAfter,
+    Tasks,
+    current_job,
+)
 
 from helpers import running_worker, wait_until
 
@@ -253,3 +263,29 @@ async def test_retry_after_does_not_spend_attempts(aclient: AsyncClient, tasks: 
         handle = await aclient.enqueue(polite_client)
         assert await handle.result(timeout=5) == "served"
     assert calls == 3 and (await handle.fetch()).attempts == 1, "two come-back-later answers cost nothing"
+
+
+async def test_a_job_cannot_be_deferred_forever(aclient: AsyncClient, tasks: Tasks, url: str) -> None:
+    calls = 0
+
+    @tasks.task(retries=5, max_deferrals=3)
+    async def always_busy() -> None:
+        nonlocal calls
+        calls += 1
+        raise RetryAfter(0, "429 Too Many Requests")
+
+    async with running_worker(tasks, url):
+        handle = await aclient.enqueue(always_busy)
+        with pytest.raises(JobFailed):
+            await handle.result(timeout=5)
+    job = await handle.fetch()
+    assert calls == 4, "three deferrals allowed, the fourth ask fails it"
+    assert job.state is JobState.FAILED and job.deferrals == 4
+    assert job.attempts == 1, "the deferrals cost no attempt; the last one, failed, does"
+    assert job.error is not None and job.error["reason"] == "max_deferrals"
+    assert job.error["type"] == "TooManyDeferrals" and "429 Too Many Requests" in job.error["message"]
+
+
+def test_max_deferrals_must_be_a_count() -> None:
+    with pytest.raises(ValueError, match="max_deferrals must be a non-negative integer"):
+        Tasks().task(max_deferrals=-1)(lambda: None)

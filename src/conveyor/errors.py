@@ -161,7 +161,9 @@ class RetryAfter(Exception):
     """Raise from a task to come back after ``delay`` seconds without spending an attempt.
 
     For "rate limited, retry after T" answers from a downstream service (HTTP 429 with
-    Retry-After): the job did nothing wrong, so its retry budget is left intact.
+    Retry-After): the job did nothing wrong, so its retry budget is left intact. So that a
+    job cannot be deferred forever, its task's ``max_deferrals`` (default 50) caps how often
+    it may ask: once more, and it fails for good (reason ``max_deferrals``).
     """
 
     def __init__(self, delay: float, reason: str = "") -> None:

@@ -92,6 +92,9 @@ class Job:
     """How many times a worker has started this job."""
     crashes: int = 0
     """How many times a worker died (or lost its lease) while running this job."""
+    deferrals: int = 0
+    """How many times the job asked to come back later (``RetryAfter``), which spends no
+    attempt; a task's ``max_deferrals`` caps it."""
     options: dict[str, Any] = field(default_factory=dict)
     """Options given at enqueue that override the task's defaults (retries, timeout, backoff)."""
     created_at: datetime | None = None
@@ -132,6 +135,7 @@ class Job:
             priority=int(d.get("p") or 0),
             attempts=int(d.get("at") or 0),
             crashes=int(d.get("cr") or 0),
+            deferrals=int(d.get("df") or 0),
             options=_json(d.get("o"), {}, problems, "options"),
             created_at=_ms_to_datetime(d.get("ct")),
             run_at=_ms_to_datetime(d.get("due")),
@@ -164,6 +168,7 @@ class Job:
             "priority": self.priority,
             "attempts": self.attempts,
             "crashes": self.crashes,
+            "deferrals": self.deferrals,
             "options": self.options,
             "created_at": iso(self.created_at),
             "run_at": iso(self.run_at),

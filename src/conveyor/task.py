@@ -27,6 +27,7 @@ R_co = TypeVar("R_co", covariant=True)
 
 DEFAULT_QUEUE = "default"
 DEFAULT_RETRIES = 3
+DEFAULT_MAX_DEFERRALS = 50
 MAX_PRIORITY = 1 << 20
 
 
@@ -57,9 +58,9 @@ def _check_group(key: str) -> str:
     return key
 
 
-def _check_retries(retries: int) -> int:
+def _check_retries(retries: int, name: str = "retries") -> int:
     if not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
+        raise ValueError(f"{name} must be a non-negative integer, got {retries!r}")
     return retries
 
 
@@ -74,6 +75,9 @@ class TaskDefaults:
     priority: int = 0
     isolation: Literal["default", "process"] = "default"
     """``"process"``: each job runs in a child process, killed at its timeout or on abort."""
+    max_deferrals: int = DEFAULT_MAX_DEFERRALS
+    """How often a job may ask to come back later (``RetryAfter``) without spending an
+    attempt; once more, and it fails for good (reason ``max_deferrals``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +294,7 @@ class Tasks:
         timezone: str = "UTC",
         missed: str = "skip",
         isolation: Literal["default", "process"] = "default",
+        max_deferrals: int = DEFAULT_MAX_DEFERRALS,
     ) -> _Decorator: ...
 
     def task(  # ``function`` is not positional-only: mypy 2 rejects that overload implementation
@@ -307,6 +312,7 @@ class Tasks:
         timezone: str = "UTC",
         missed: str = "skip",
         isolation: Literal["default", "process"] = "default",
+        max_deferrals: int = DEFAULT_MAX_DEFERRALS,
     ) -> Any:
         """Register a function (sync or async) as a task. Usable with or without arguments.
 
@@ -315,6 +321,8 @@ class Tasks:
         ``missed="run_once"`` makes up for ticks missed while no worker ran (default: skip).
         ``isolation="process"`` runs each job in a child process that is killed at the job's
         timeout or when it is aborted (see :mod:`conveyor.worker.isolation`).
+        ``max_deferrals`` caps how often a job may raise ``RetryAfter`` (which does not spend
+        an attempt) before it fails for good; default 50.
         """
         if isolation not in ("default", "process"):
             raise ValueError("isolation must be 'default' or 'process'")
@@ -327,6 +335,7 @@ class Tasks:
             timeout=_seconds(timeout, "timeout"),
             priority=_check_priority(priority),
             isolation=isolation,
+            max_deferrals=_check_retries(max_deferrals, "max_deferrals"),
         )
 
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:

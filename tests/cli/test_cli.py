@@ -65,7 +65,11 @@ def test_retry_and_purge_from_the_cli(url: str, client: Client, queue: str) -> N
     client.enqueue_many([w.call() for _ in range(3)])
     jobs = client.run(ops.claim(client.keys(queue), 3, 10_000, "w")).jobs
     client.run(
-        ops.fail(client.keys(queue), ops.Retention(-1, -1), [(j.id, j.token, b"{}", -1, 0) for j in jobs])
+        ops.fail(
+            client.keys(queue),
+            ops.Retention(-1, -1),
+            [(j.id, j.token, b"{}", -1, ops.NOT_DEFERRED) for j in jobs],
+        )
     )
     assert "1 job(s) moved" in cli(url, "retry", jobs[0].id, "--queue", queue).stdout
     assert client.get_job(queue, jobs[0].id).state is JobState.WAITING

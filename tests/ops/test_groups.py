@@ -171,7 +171,9 @@ def test_grouped_jobs_in_every_state(client: Client, tasks: Tasks, queue: str, r
     # finish one, fail one into a retry, hand one back: the group's running count follows.
     token = {job.id: job.token for job in jobs}
     client.run(ops.complete(keys, ops.Retention(-1, -1), [(jobs[0].id, token[jobs[0].id], b"null")]))
-    client.run(ops.fail(keys, ops.Retention(-1, -1), [(jobs[1].id, token[jobs[1].id], b"{}", 0, 0)]))
+    client.run(
+        ops.fail(keys, ops.Retention(-1, -1), [(jobs[1].id, token[jobs[1].id], b"{}", 0, ops.NOT_DEFERRED)])
+    )
     client.run(ops.requeue(keys, [(jobs[2].id, token[jobs[2].id])]))
     assert raw.hget(keys.group_prefix + "active", "t1") is None
     assert client.counts(queue)["waiting"] == 2
@@ -180,7 +182,7 @@ def test_grouped_jobs_in_every_state(client: Client, tasks: Tasks, queue: str, r
 
     # a lost lease: the sweep re-delivers it into its group's line
     raw.zadd(keys.active, {again[0].id: 1})
-    recovered, _ = client.run(ops.sweep(keys, 3, ops.Retention(-1, -1)))
+    recovered, *_ = client.run(ops.sweep(keys, 3, ops.Retention(-1, -1)))
     assert recovered == [again[0].id]
     assert raw.hget(keys.group_prefix + "active", "t1") == "1"
     assert client.counts(queue)["waiting"] == 1

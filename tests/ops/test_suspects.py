@@ -36,7 +36,7 @@ def lose_worker(client: Client, raw: redis.Redis, queue: str, jobs: list[ops.Cla
     """The worker holding ``jobs`` died: their leases run out and a sweep recovers them."""
     keys = client.keys(queue)
     raw.zadd(keys.active, {job.id: 0 for job in jobs})
-    recovered, dead = client.run(ops.sweep(keys, 3, KEEP, **sweep))
+    recovered, dead, *_ = client.run(ops.sweep(keys, 3, KEEP, **sweep))
     assert sorted(recovered) == sorted(job.id for job in jobs) and dead == []
 
 
@@ -134,21 +134,21 @@ def test_a_suspect_stays_one_until_it_ends(client: Client, raw: redis.Redis, que
     keys = client.keys(queue)
     for _ in range(2):  # a retry at once, a retry after a delay: back to the suspects line
         [job] = claim(client, queue, 5, idle=True).jobs
-        client.run(ops.fail(keys, KEEP, [(job.id, job.token, b"{}", 0, 0)]))
+        client.run(ops.fail(keys, KEEP, [(job.id, job.token, b"{}", 0, ops.NOT_DEFERRED)]))
         assert raw.zscore(keys.suspects, suspect) is not None
         [job] = claim(client, queue, 5, idle=True).jobs
-        client.run(ops.fail(keys, KEEP, [(job.id, job.token, b"{}", 60_000, 0)]))
+        client.run(ops.fail(keys, KEEP, [(job.id, job.token, b"{}", 60_000, ops.NOT_DEFERRED)]))
         assert client.promote(queue, suspect) == "waiting"
         assert raw.zscore(keys.suspects, suspect) is not None
     [job] = claim(client, queue, 5, idle=True).jobs
-    client.run(ops.fail(keys, KEEP, [(job.id, job.token, b"{}", 1, 0)]))
+    client.run(ops.fail(keys, KEEP, [(job.id, job.token, b"{}", 1, ops.NOT_DEFERRED)]))
     time.sleep(0.01)
     assert claim(client, queue, 5, idle=False).jobs == [], "due again: promoted to the suspects line"
     [job] = claim(client, queue, 5, idle=True).jobs
     assert client.run(ops.requeue(keys, [(job.id, job.token)])) == 1, "a stopping worker hands it back"
     assert raw.zscore(keys.suspects, suspect) is not None
     [job] = claim(client, queue, 5, idle=True).jobs
-    client.run(ops.fail(keys, KEEP, [(job.id, job.token, b"{}", -1, 0)]))
+    client.run(ops.fail(keys, KEEP, [(job.id, job.token, b"{}", -1, ops.NOT_DEFERRED)]))
     assert client.retry(queue, [suspect]) == 1
     assert raw.zcard(keys.suspects) == 0, "retried by hand: a fresh start, no longer a suspect"
     assert client.get_job(queue, suspect).crashes == 0
@@ -203,7 +203,7 @@ def test_suspects_on_redis_cluster(cluster: Any, queue: str) -> None:
         batch = client.run(ops.claim(keys, 3, MINUTE, "gone")).jobs
         for job in batch:
             client.transport.call("ZADD", keys.active, 0, job.id)
-        recovered, _ = client.run(ops.sweep(keys, 3, KEEP, alone_after=1))
+        recovered, *_ = client.run(ops.sweep(keys, 3, KEEP, alone_after=1))
         assert len(recovered) == 3 and client.counts(queue)["waiting"] == 3
         listed, _ = client.list_jobs(queue, "waiting")
         assert len(listed) == 3

@@ -32,7 +32,8 @@ def test_complete_stores_result_and_refuses_stale_token(client: Client, queue: s
     keys = client.keys(queue)
     assert client.run(ops.complete(keys, KEEP, [(job.id, str(int(job.token) + 1), b"1")])) == [False]
     assert client.run(ops.complete(keys, KEEP, [(job.id, job.token, b'{"ok": true}')])) == [True]
-    assert client.run(ops.complete(keys, KEEP, [(job.id, job.token, b"2")])) == [False], "only once"
+    again = client.run(ops.complete(keys, KEEP, [(job.id, job.token, b"2")]))
+    assert again == [ops.ALREADY_RECORDED], "the same attempt again: recorded already, not twice"
     done = client.get_job(queue, job.id)
     assert done.state is JobState.COMPLETED and done.result == {"ok": True} and done.finished_at
     assert client.counts(queue)["completed"] == 1 and client.counts(queue)["active"] == 0
@@ -63,17 +64,21 @@ def test_keep_nothing_deletes_at_once(client: Client, raw: redis.Redis, queue: s
 def test_fail_retries_then_dead_letters(client: Client, raw: redis.Redis, queue: str) -> None:
     [job] = make(client, queue)
     keys = client.keys(queue)
-    assert client.run(ops.fail(keys, KEEP, [(job.id, job.token, b'{"type":"E"}', 0, 0)])) == [1]
+    assert client.run(ops.fail(keys, KEEP, [(job.id, job.token, b'{"type":"E"}', 0, ops.NOT_DEFERRED)])) == [
+        1
+    ]
     assert client.get_job(queue, job.id).state is JobState.WAITING
     [again] = client.run(ops.claim(keys, 1, 10_000, "w")).jobs
     assert again.attempts == 2 and int(again.token) > int(job.token)
-    assert client.run(ops.fail(keys, KEEP, [(again.id, again.token, b'{"type":"E"}', 60_000, 0)])) == [1]
+    assert client.run(
+        ops.fail(keys, KEEP, [(again.id, again.token, b'{"type":"E"}', 60_000, ops.NOT_DEFERRED)])
+    ) == [1]
     delayed = client.get_job(queue, job.id)
     assert delayed.state is JobState.DELAYED and delayed.error == {"type": "E"}
     raw.zadd(keys.delayed, {job.id: 0})  # make it due now
     [third] = client.run(ops.claim(keys, 1, 10_000, "w")).jobs
     err = b'{"type":"ValueError","message":"bad"}'
-    assert client.run(ops.fail(keys, KEEP, [(third.id, third.token, err, -1, 0)])) == [2]
+    assert client.run(ops.fail(keys, KEEP, [(third.id, third.token, err, -1, ops.NOT_DEFERRED)])) == [2]
     dead = client.get_job(queue, job.id)
     assert dead.state is JobState.FAILED and dead.attempts == 3
     with pytest.raises(JobFailed, match="ValueError: bad"):
@@ -86,7 +91,7 @@ def test_extend_renews_and_reports_lost_leases(client: Client, raw: redis.Redis,
     before = raw.zscore(keys.active, a.id)
     time.sleep(0.01)
     lost, abort = client.run(ops.extend(keys, 60_000, [(a.id, a.token), (b.id, "999999")]))
-    assert lost == [b.id] and abort == []
+    assert lost == ["999999"] and abort == [], "answers name attempts (tokens), not jobs"
     assert raw.zscore(keys.active, a.id) > before + 40_000
 
 
@@ -100,7 +105,7 @@ def test_sweep_redelivers_expired_leases_first_in_line(client: Client, raw: redi
 
     newer = client.enqueue(other)
     raw.zadd(keys.active, {jobs[0].id: 0})  # lease expired: its worker died
-    recovered, dead = client.run(ops.sweep(keys, 3, KEEP))
+    recovered, dead, *_ = client.run(ops.sweep(keys, 3, KEEP))
     assert recovered == [jobs[0].id] and dead == []
     state = client.get_job(queue, jobs[0].id)
     assert state.state is JobState.WAITING and state.crashes == 1
@@ -118,7 +123,7 @@ def test_sweep_dead_letters_a_job_that_keeps_killing_workers(
     keys = client.keys(queue)
     for crash in range(1, 4):
         raw.zadd(keys.active, {job.id: 0})
-        recovered, dead = client.run(ops.sweep(keys, 3, KEEP))
+        recovered, dead, *_ = client.run(ops.sweep(keys, 3, KEEP))
         if crash < 3:
             assert recovered == [job.id]
             client.run(ops.claim(keys, 1, 10_000, "w"))
@@ -140,7 +145,7 @@ def test_requeue_hands_back_without_counting_the_attempt(client: Client, queue: 
 def test_retry_dead_jobs_one_or_all(client: Client, queue: str) -> None:
     jobs = make(client, queue, 3)
     keys = client.keys(queue)
-    client.run(ops.fail(keys, KEEP, [(j.id, j.token, b"{}", -1, 0) for j in jobs]))
+    client.run(ops.fail(keys, KEEP, [(j.id, j.token, b"{}", -1, ops.NOT_DEFERRED) for j in jobs]))
     assert client.retry(queue, [jobs[0].id, "nonexistent"]) == 1
     assert client.get_job(queue, jobs[0].id).state is JobState.WAITING
     assert client.retry(queue) == 2
@@ -179,3 +184,67 @@ def test_result_timeout_and_missing_job(client: Client, queue: str) -> None:
     assert 0.15 < time.perf_counter() - started < 2
     with pytest.raises(JobNotFound):
         client.wait_result(queue, "nope", timeout=0.1)
+
+
+def test_an_acknowledgement_sent_again_is_answered_recorded_already(client: Client, queue: str) -> None:
+    """A batch retried after its connection broke may have been recorded by the first try:
+    the same attempt's outcome is answered "recorded already", a stale attempt's refused."""
+    retried, swept = make(client, queue, 2)
+    keys = client.keys(queue)
+    failure = (retried.id, retried.token, b'{"type":"E"}', 60_000, ops.NOT_DEFERRED)
+    assert client.run(ops.fail(keys, KEEP, [failure])) == [1]
+    assert client.run(ops.fail(keys, KEEP, [failure])) == [ops.ALREADY_RECORDED]
+    assert client.get_job(queue, retried.id).state is JobState.DELAYED, "recorded once"
+    # A lease that ran out and was swept: its worker's late failure is refused, not "recorded".
+    client.transport.call("ZADD", keys.active, "XX", 1, swept.id)
+    assert client.run(ops.sweep(keys, 3, KEEP)).recovered == [swept.id]
+    late = (swept.id, swept.token, b'{"type":"E"}', 0, ops.NOT_DEFERRED)
+    assert client.run(ops.fail(keys, KEEP, [late])) == [0]
+    assert client.run(ops.complete(keys, KEEP, [(swept.id, swept.token, b"1")])) == [0]
+
+
+def test_a_deferral_gives_the_attempt_back_up_to_the_cap(client: Client, queue: str) -> None:
+    keys = client.keys(queue)
+    [job] = make(client, queue)
+    asked = b'{"type":"RetryAfter","message":"429"}'
+    for round_ in range(3):
+        assert client.run(ops.fail(keys, KEEP, [(job.id, job.token, asked, 0, 2)])) == [
+            1 if round_ < 2 else 2
+        ]
+        stored = client.get_job(queue, job.id)
+        if round_ < 2:
+            assert stored.attempts == 0 and stored.deferrals == round_ + 1
+            [job] = client.run(ops.claim(keys, 1, 10_000, "w1")).jobs
+    assert stored.state is JobState.FAILED and stored.attempts == 1 and stored.deferrals == 3
+    assert stored.error is not None and stored.error["reason"] == "max_deferrals"
+    assert stored.error["message"] == "deferred 2 times (max_deferrals 2); it asked again: 429"
+
+
+def test_leases_that_ran_out_while_no_worker_reached_redis_are_left_to_their_workers(
+    client: Client, queue: str
+) -> None:
+    """After a silence (Redis down, or out of every worker's reach) longer than half a lease,
+    leases that ran out in it are not re-delivered for a lease's time: live workers renew them.
+    A lease that ran out before the silence is re-delivered as usual."""
+    keys = client.keys(queue)
+    before, during = make(client, queue, 2)
+    lease_ms = 4_000
+    now = int(client.transport.call("TIME")[0]) * 1000
+    assert client.run(ops.sweep(keys, 3, KEEP, lease_ms=lease_ms)).silence_ms == 0  # the clock starts
+    # Seen last 10 s ago; one lease ran out before that, the other during the silence.
+    client.transport.call("HSET", keys.lease_clock, "seen", now - 10_000)
+    client.transport.call("ZADD", keys.active, "XX", now - 12_000, before.id, now - 5_000, during.id)
+    swept = client.run(ops.sweep(keys, 3, KEEP, lease_ms=lease_ms))
+    assert swept.recovered == [before.id] and swept.dead == []
+    assert 9_000 <= swept.silence_ms <= 12_000 and swept.held_back == 1
+    assert client.get_job(queue, during.id).crashes == 0
+    # Its worker's heartbeat renews it: it was never lost.
+    lost, _ = client.run(ops.extend(keys, lease_ms, [(during.id, during.token)]))
+    assert lost == [] and client.get_job(queue, during.id).state is JobState.ACTIVE
+    # A worker that really died: once the grace is over, its lease counts as lost.
+    client.transport.call("ZADD", keys.active, "XX", now - 5_000, during.id)
+    assert client.run(ops.sweep(keys, 3, KEEP, lease_ms=lease_ms)).recovered == []
+    client.transport.call("HSET", keys.lease_clock, "to", now - lease_ms - 1)
+    swept = client.run(ops.sweep(keys, 3, KEEP, lease_ms=lease_ms))
+    assert swept.recovered == [during.id] and swept.silence_ms == 0
+    assert client.get_job(queue, during.id).crashes == 1

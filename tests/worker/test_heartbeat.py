@@ -122,11 +122,11 @@ async def test_a_lost_lease_reaches_the_loop(
         handle = await client.enqueue(slow)
         async with running_worker(tasks, url, lease=LEASE) as worker:
             await asyncio.to_thread(started.wait, 5)
-            assert handle.id in worker._held[queue]
+            assert [h.job_id for h in worker._held[queue].values()] == [handle.id]
             # A newer attempt owns the job now (what a re-delivery does to the token).
             await client.transport.call("HSET", client.keys(queue).job_prefix + handle.id, "tk", "newer")
-            await wait_until(lambda: handle.id not in worker._held[queue], timeout=3)
-    assert f"job {queue}/{handle.id}: lease lost" in caplog.text
+            await wait_until(lambda: not worker._held[queue], timeout=3)
+    assert f"job {queue}/{handle.id}: its lease was lost" in caplog.text
 
 
 @pytest.mark.single_node("reads one server's CLIENT LIST for the thread's connection")

@@ -27,17 +27,20 @@ from .enqueue import (
     wait_replicas,
 )
 from .lifecycle import (
+    ALREADY_RECORDED,
     CANCELLED,
     CLAIM,
     COMPLETE,
     EXTEND,
     FAIL,
+    NOT_DEFERRED,
     PROGRESS,
     REQUEUE,
     RETRY_NEVER,
     SWEEP,
     Claim,
     Claimed,
+    Swept,
     claim,
     complete,
     extend,
@@ -81,6 +84,7 @@ from .reads import (
 from .steps import Command, Operation, Pipeline, Retention, Script, Step, as_dict
 
 __all__ = [
+    "ALREADY_RECORDED",
     "AWAIT",
     "CANCEL",
     "CANCELLED",
@@ -92,6 +96,7 @@ __all__ = [
     "EXTEND",
     "FAIL",
     "LIST",
+    "NOT_DEFERRED",
     "PROGRESS",
     "PROMOTE",
     "PURGE",
@@ -113,6 +118,7 @@ __all__ = [
     "Retention",
     "Script",
     "Step",
+    "Swept",
     "as_dict",
     "cancel",
     "claim",

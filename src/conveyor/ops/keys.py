@@ -77,6 +77,7 @@ class QueueKeys:
         "flows",
         "group_prefix",
         "job_prefix",
+        "lease_clock",
         "logs_prefix",
         "marker",
         "outbox",
@@ -85,6 +86,7 @@ class QueueKeys:
         "prioritized",
         "queue",
         "rate",
+        "schedule_marker",
         "schedule_next",
         "schedules",
         "sequence",
@@ -109,6 +111,11 @@ class QueueKeys:
         """ZSET of job ids scored by the time (ms) they become due."""
         self.active = base + "active"
         """ZSET of claimed job ids scored by their lease deadline (ms)."""
+        self.lease_clock = base + "lease_clock"
+        """HASH: when a worker last reached the queue's leases (``seen``, ms), and the last
+        silence in which none could (``from``, ``to``): leases that ran out in it are not
+        re-delivered for a lease's time after it (see ``lease_contact`` in
+        ``scripts/include/common.lua``)."""
         self.completed = base + "completed"
         """ZSET of completed job ids scored by finish time (ms)."""
         self.failed = base + "failed"
@@ -123,6 +130,9 @@ class QueueKeys:
         """HASH of repeatable-job specs by name (JSON)."""
         self.schedule_next = base + "schedule_next"
         """ZSET of schedule names scored by their next tick (ms)."""
+        self.schedule_marker = base + "schedule_marker"
+        """ZSET holding at most one member, set when a schedule is added or changed; the
+        workers' schedulers block on it (BZPOPMIN) to learn of it before their next look."""
         self.parents = base + "parents"
         """ZSET of jobs waiting for their children (flows), scored by creation time (ms)."""
         self.outbox = base + "outbox"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .keys import QueueKeys
 from .script_keys import ProgressKeys
@@ -96,7 +96,7 @@ def claim(
     jobs = [
         Claimed(
             reply[i],
-            reply[i + 1],
+            str(reply[i + 1]),  # Lua hands the token back as a number; answers name it as text
             int(reply[i + 2]),
             reply[i + 3],
             reply[i + 4],
@@ -118,7 +118,8 @@ def complete(
     keys: QueueKeys, retention: Retention, results: Sequence[tuple[str, str, bytes]]
 ) -> Generator[Step, Any, list[int]]:
     """Record ``(id, token, result_json)`` triples; returns per job 1 recorded, 2 recorded with
-    a note for its parent in the outbox (flows), 0 refused because the token was stale."""
+    a note for its parent in the outbox (flows), ``ALREADY_RECORDED`` (an earlier try of the
+    same batch got through), 0 refused because the token was stale."""
     args: list[Any] = [retention.keep_count, retention.keep_ms]
     for item in results:
         args += item
@@ -138,14 +139,26 @@ CANCELLED = -2
 """Retry delay meaning: the job was aborted; record it as cancelled."""
 
 
+NOT_DEFERRED = -1
+"""Deferral cap meaning: an ordinary failure, not a ``RetryAfter``."""
+
+
+ALREADY_RECORDED = 4
+"""complete/fail reply: this attempt's outcome was recorded already, by an earlier try of
+the same acknowledgement whose reply was lost with its connection."""
+
+
 def fail(
     keys: QueueKeys, retention: Retention, failures: Sequence[tuple[str, str, bytes, int, int]]
 ) -> Generator[Step, Any, list[int]]:
-    """Record ``(id, token, error_json, retry_delay_ms, refund)`` for attempts that did not complete.
+    """Record ``(id, token, error_json, retry_delay_ms, deferral_cap)`` for attempts that did
+    not complete.
 
-    A delay of ``RETRY_NEVER`` dead-letters, ``CANCELLED`` records an abort; ``refund`` 1
-    gives the attempt back. Returns per job: 1 retrying, 2 dead-lettered, 3 cancelled, 0 stale;
-    12 and 13 for 2 and 3 with a note for the job's parent in the outbox (flows).
+    A delay of ``RETRY_NEVER`` dead-letters, ``CANCELLED`` records an abort. A deferral cap
+    of ``NOT_DEFERRED`` is an ordinary failure; n >= 0 a ``RetryAfter``: the attempt is given
+    back, and the job fails for good when it was deferred more than n times. Returns per job:
+    1 retrying, 2 dead-lettered, 3 cancelled, ``ALREADY_RECORDED``, 0 stale; 12 and 13 for 2
+    and 3 with a note for the job's parent in the outbox (flows).
     """
     args: list[Any] = [retention.keep_count, retention.keep_ms]
     for item in failures:
@@ -173,7 +186,8 @@ def report(
 def extend(
     keys: QueueKeys, lease_ms: int, held: Sequence[tuple[str, str]]
 ) -> Generator[Step, Any, tuple[list[str], list[str]]]:
-    """Renew leases of ``(id, token)`` pairs; returns (ids whose lease was lost, ids to abort)."""
+    """Renew leases of ``(id, token)`` pairs; returns (tokens whose lease was lost, tokens to
+    abort): attempts, since one worker may hold two attempts of one job."""
     args: list[Any] = [lease_ms]
     for pair in held:
         args += pair
@@ -182,10 +196,32 @@ def extend(
     return list(reply[:split]), list(reply[split + 1 :])
 
 
+class Swept(NamedTuple):
+    """What one sweep of a queue did."""
+
+    recovered: list[str]
+    """Jobs re-delivered: their worker was lost."""
+    dead: list[str]
+    """Jobs dead-lettered: their worker was lost ``max_crashes`` times."""
+    silence_ms: int
+    """When this sweep ended a silence -- no worker had reached the queue's leases for this
+    long: Redis was down or out of reach -- its length, else 0."""
+    held_back: int
+    """Leases that ran out during the last silence, left to their workers to renew for a
+    lease's time after it instead of being re-delivered (see ``scripts/sweep.lua``)."""
+
+
 def sweep(
-    keys: QueueKeys, max_crashes: int, failed: Retention, limit: int = 1000, alone_after: int | None = None
-) -> Generator[Step, Any, tuple[list[str], list[str]]]:
-    """Re-deliver jobs with expired leases; returns (recovered ids, dead-lettered ids).
+    keys: QueueKeys,
+    max_crashes: int,
+    failed: Retention,
+    limit: int = 1000,
+    alone_after: int | None = None,
+    lease_ms: int = 10_000,
+) -> Generator[Step, Any, Swept]:
+    """Re-deliver jobs with expired leases, but not those that ran out while no worker could
+    reach Redis, before their workers had ``lease_ms`` (the sweeping worker's lease) to
+    renew them.
 
     A job lost ``alone_after`` times (default: ``max_crashes - 1``, its last chance) runs
     only alone from then on (see ``scripts/sweep.lua``)."""
@@ -194,10 +230,13 @@ def sweep(
     reply = yield Script(
         SWEEP,
         keys.for_sweep,
-        (max_crashes, limit, failed.keep_count, failed.keep_ms, alone_after),
+        (max_crashes, limit, failed.keep_count, failed.keep_ms, alone_after, lease_ms),
     )
-    split = reply.index("|")
-    return list(reply[:split]), list(reply[split + 1 :])
+    first = reply.index("|")
+    second = reply.index("|", first + 1)
+    return Swept(
+        list(reply[:first]), list(reply[first + 1 : second]), int(reply[second + 1]), int(reply[second + 2])
+    )
 
 
 def requeue(keys: QueueKeys, held: Sequence[tuple[str, str]]) -> Generator[Step, Any, int]:

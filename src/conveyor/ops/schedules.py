@@ -29,14 +29,22 @@ SCHEDULE = load("schedule")
 
 def upsert(keys: QueueKeys, schedule: Schedule, now_ms: int) -> Generator[Step, Any, bool]:
     """Add or replace a schedule; returns True when it changed. An unchanged one keeps its
-    next run, so restarting workers does not shift or repeat ticks."""
+    next run, so restarting workers does not shift or repeat ticks. Its first tick is the
+    first one after ``now_ms``.
+
+    A new next run wakes the queue's schedulers (the schedule marker, set after the next
+    run is written): a scheduler with nothing due pauses up to ``MAX_IDLE_SECONDS`` and
+    would otherwise fire a schedule added meanwhile only at its next look."""
     spec = schedule.to_json().decode()
     old = yield Command(("HGET", keys.schedules, schedule.name))
     if old == spec:
-        yield Command(("ZADD", keys.schedule_next, "NX", schedule.next_after(now_ms), schedule.name))
+        added = yield Command(("ZADD", keys.schedule_next, "NX", schedule.next_after(now_ms), schedule.name))
+        if added:
+            yield Command(("ZADD", keys.schedule_marker, 0, "w"))
         return False
     yield Command(("HSET", keys.schedules, schedule.name, spec))
     yield Command(("ZADD", keys.schedule_next, schedule.next_after(now_ms), schedule.name))
+    yield Command(("ZADD", keys.schedule_marker, 0, "w"))
     return True
 
 
@@ -62,8 +70,12 @@ def _scores(reply: Any) -> dict[str, int]:
     return {str(reply[i]): int(float(reply[i + 1])) for i in range(0, len(reply), 2)}
 
 
-def fire_due(keys: QueueKeys, now_ms: int) -> Generator[Step, Any, int]:
-    """Fire every schedule of the queue whose tick is due; returns ms until the next one (-1: none)."""
+def fire_due(keys: QueueKeys, now_ms: int, looked_ms: int | None = None) -> Generator[Step, Any, int]:
+    """Fire every schedule of the queue whose tick is due; returns ms until the next one (-1: none).
+
+    ``looked_ms``: the ``now_ms`` of this scheduler's previous look at the queue, when it has
+    run ever since (None: its first look). A tick after it was no more missed than an
+    on-time one (see below)."""
     due = _scores(
         (yield Command(("ZRANGEBYSCORE", keys.schedule_next, "-inf", now_ms, "WITHSCORES", "LIMIT", 0, 100)))
     )
@@ -77,16 +89,27 @@ def fire_due(keys: QueueKeys, now_ms: int) -> Generator[Step, Any, int]:
             # A tick counts as missed when a later tick is already due too (nobody ran the
             # scheduler at its time), or when it is late beyond the tolerance. "skip" fires
             # only a tick that is the latest one due and on time; "run_once" fires one job
-            # for all the ticks missed.
+            # for all the ticks missed. A tick that came due since this scheduler's previous
+            # look was not missed by absent workers, though, even with later ones due: this
+            # scheduler ran all along and learned of it late (a schedule added or changed
+            # since that look, its wake-up lost) or looked late (a stalled event loop). It
+            # fires if on time, its later ticks folded into its job as "run_once" does.
             latest = schedule.next_after(tick) > now_ms
-            fire = schedule.missed == "run_once" or (latest and now_ms - tick <= MISSED_TOLERANCE_MS)
+            watched = looked_ms is not None and tick > looked_ms
+            on_time = now_ms - tick <= MISSED_TOLERANCE_MS
+            fire = schedule.missed == "run_once" or (on_time and (latest or watched))
             outcome = yield from _tick(keys, schedule, tick, schedule.next_after(now_ms), fire)
             if outcome == 1:
-                log.warning(
-                    "schedule %s: skipped the tick of %s, missed while no worker ran",
-                    name,
-                    datetime.fromtimestamp(tick / 1000, UTC).isoformat(),
-                )
+                when = datetime.fromtimestamp(tick / 1000, UTC).isoformat()
+                if watched:
+                    log.warning(
+                        "schedule %s: skipped the tick of %s, %.0f s late (the scheduler could not run)",
+                        name,
+                        when,
+                        (now_ms - tick) / 1000,
+                    )
+                else:
+                    log.warning("schedule %s: skipped the tick of %s, missed while no worker ran", name, when)
     first = yield Command(("ZRANGE", keys.schedule_next, 0, 0, "WITHSCORES"))
     upcoming = _scores(first)
     return max(0, min(upcoming.values()) - now_ms) if upcoming else -1

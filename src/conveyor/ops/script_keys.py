@@ -104,6 +104,7 @@ class ExtendKeys(NamedTuple):
 
     active: str
     job_prefix: str
+    lease_clock: str
 
 
 class SweepKeys(NamedTuple):
@@ -121,6 +122,7 @@ class SweepKeys(NamedTuple):
     group_prefix: str
     outbox: str
     suspects: str
+    lease_clock: str
 
 
 class RequeueKeys(NamedTuple):

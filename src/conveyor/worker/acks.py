@@ -6,7 +6,9 @@ written before results: a job's last progress is recorded before the job complet
 refused after it. A batch Redis cannot take now is kept and sent again: results are not
 lost while Redis is away, and the heartbeat keeps renewing the jobs' leases meanwhile.
 A result whose lease had run out (the job was re-delivered; a newer attempt owns it) is
-refused by the script and the refusal logged.
+refused by the script and the refusal logged. A batch sent again after its connection broke
+may have been recorded by the first try: the scripts know the attempt's own outcome when
+they see it again and answer "recorded already", so the log says which of the two happened.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ _PARENT_NOTIFIED = (2, 12, 13)
 class Acknowledger:
     """Collects a worker's outcomes on the event loop; :meth:`run` writes them back.
 
-    ``settled(queue, job_ids)`` is called once Redis took (or refused) the outcomes of a
-    batch: from then on the worker no longer holds those jobs.
+    ``settled(queue, tokens)`` is called once Redis took (or refused) the outcomes of a
+    batch: from then on the worker no longer holds those attempts.
     """
 
     def __init__(
@@ -64,10 +66,12 @@ class Acknowledger:
         self._done[queue].append((job_id, token, result))
         self._wanted.set()
 
-    def failed(self, queue: str, job_id: str, token: str, error: bytes, delay_ms: int, refund: int) -> None:
+    def failed(
+        self, queue: str, job_id: str, token: str, error: bytes, delay_ms: int, deferral_cap: int
+    ) -> None:
         """``delay_ms``: when to run again (``ops.RETRY_NEVER``: dead-letter it; ``ops.CANCELLED``);
-        ``refund``: 1 when the attempt does not count (``RetryAfter``)."""
-        self._failures[queue].append((job_id, token, error, delay_ms, refund))
+        ``deferral_cap``: ``ops.NOT_DEFERRED``, or for a ``RetryAfter`` the task's max_deferrals."""
+        self._failures[queue].append((job_id, token, error, delay_ms, deferral_cap))
         self._wanted.set()
 
     def report(self, operation: Any) -> None:
@@ -128,16 +132,19 @@ class Acknowledger:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        job_ids = [item[0] for item in batch]
-        self.settled(queue, job_ids)
-        for job_id, reply in zip(job_ids, replies, strict=True):
+        self.settled(queue, [item[1] for item in batch])
+        for job_id, reply in zip((item[0] for item in batch), replies, strict=True):
             if reply in _PARENT_NOTIFIED:
                 self._outbox_due.add(queue)
-            if not reply:
-                log.warning(
-                    "job %s/%s: result discarded, its lease had expired and it was re-delivered%s",
+            if reply == ops.ALREADY_RECORDED:
+                log.info(
+                    "job %s/%s: outcome recorded already, by the try whose reply the connection lost",
                     queue,
                     job_id,
-                    # A retried batch: the try that lost its reply may have recorded it.
-                    " (or an earlier try of this batch recorded it)" if delay > 0.05 else "",
+                )
+            elif not reply:
+                log.warning(
+                    "job %s/%s: outcome discarded: its lease had run out and it was re-delivered",
+                    queue,
+                    job_id,
                 )

@@ -250,6 +250,7 @@ class Worker:
             self.executor,
             self.keys,
             interval=self.config.sweep_interval,
+            lease=self.config.lease,
             max_crashes=self.config.max_crashes,
             failed=self.config.failed,
             alone_after=self.config.alone_after,

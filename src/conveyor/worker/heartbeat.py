@@ -9,15 +9,15 @@ they still ran (a *false stall*). Here a thread renews the leases over a connect
 
 What the loop and the thread share, and how:
 
-* **The held jobs.** The worker's ``{queue: {job_id: entry}}`` dicts, where each entry has the
-  job's fencing ``token``. Only the loop changes them. The thread reads a copy per queue per
-  beat: copying an exact ``dict`` is one C call that runs no Python code, so it is atomic under
-  the GIL (and under the dict's own lock in a free-threaded build). The outer dict's keys, the
-  queues, never change.
+* **The held jobs.** The worker's ``{queue: {token: entry}}`` dicts, keyed by attempt (the
+  fencing token), where each entry has the ``job_id``. Only the loop changes them. The thread
+  reads a copy per queue per beat: copying an exact ``dict`` is one C call that runs no Python
+  code, so it is atomic under the GIL (and under the dict's own lock in a free-threaded build).
+  The outer dict's keys, the queues, never change.
 * **Answers.** A lost lease (the job was re-delivered, a newer attempt owns it) and an abort
   (someone cancelled the running job) are handed to the loop with ``call_soon_threadsafe``,
-  one callback per queue and beat, with the token each answer is about; the loop checks the
-  token, since the job may have finished, or been claimed again, meanwhile.
+  one callback per queue and beat, naming the attempts (tokens) they are about; the loop looks
+  each up, since the attempt may have finished, or been fenced out, meanwhile.
 * **Liveness of the loop.** The loop ticks a timestamp (a timer callback); the thread renews
   only while the loop ticked within ``max_loop_block`` seconds. A loop blocked for longer than
   that is taken for hung (a deadlock, an endless loop in an async task): renewing its leases
@@ -57,15 +57,15 @@ log = logging.getLogger("conveyor.worker")
 EXTEND_CHUNK = 1000
 """Jobs renewed per script call: bounds how long one call keeps Redis busy."""
 
-Answers = list[tuple[str, str]]
-"""``(job_id, token)`` pairs: the attempts an answer of extend.lua is about."""
+Answers = list[str]
+"""Fencing tokens: the attempts an answer of extend.lua is about."""
 
 
 class Leased(Protocol):
-    """A held job as the heartbeat sees it: its fencing token."""
+    """A held attempt as the heartbeat sees it (kept under its fencing token): its job."""
 
     @property
-    def token(self) -> str: ...
+    def job_id(self) -> str: ...
 
 
 class Heartbeat:
@@ -179,13 +179,15 @@ class Heartbeat:
         if not self._renewing:
             self._renewing = True
             log.warning("the event loop runs again; renewing leases again")
-        renewals: list[tuple[str, Answers]] = []
+        renewals: list[tuple[str, list[tuple[str, str]]]] = []
         for queue, jobs in self.held.items():
-            if jobs:
-                # dict(): one atomic copy (see the module docstring), then read at leisure.
-                pairs = [(job_id, entry.token) for job_id, entry in dict(jobs).items()]
-                for start in range(0, len(pairs), EXTEND_CHUNK):
-                    renewals.append((queue, pairs[start : start + EXTEND_CHUNK]))
+            # dict(): one atomic copy (see the module docstring), then read at leisure.
+            pairs = [(entry.job_id, token) for token, entry in dict(jobs).items()]
+            # Every queue, even with nothing held: each extend also tells the queue's lease
+            # clock that a worker reaches Redis, so that the sweep can tell a Redis outage
+            # from lost workers (see lease_contact in scripts/include/common.lua).
+            for start in range(0, max(len(pairs), 1), EXTEND_CHUNK):
+                renewals.append((queue, pairs[start : start + EXTEND_CHUNK]))
         operations = [ops.extend(self.keys[queue], self.lease_ms, chunk) for queue, chunk in renewals]
         started = time.monotonic()
         try:
@@ -200,15 +202,9 @@ class Heartbeat:
                 sum(len(chunk) for _, chunk in renewals),
                 (time.monotonic() - started) * 1000,
             )
-        for (queue, chunk), (lost, aborted) in zip(renewals, results, strict=False):
+        for (queue, _), (lost, aborted) in zip(renewals, results, strict=False):
             if lost or aborted:
-                tokens = dict(chunk)
-                self._post(
-                    self.on_answers,
-                    queue,
-                    [(job_id, tokens[job_id]) for job_id in lost],
-                    [(job_id, tokens[job_id]) for job_id in aborted],
-                )
+                self._post(self.on_answers, queue, lost, aborted)
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed: the worker is gone anyway

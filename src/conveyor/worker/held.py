@@ -1,10 +1,19 @@
 """The jobs a worker holds a lease on, per queue: running, or finished and waiting for their
 acknowledgement.
 
-A job is held from its claim until Redis took (or refused) its outcome (:meth:`HeldJobs.settled`),
-its lease was lost to a newer attempt, or the worker stopped and handed it back
-(:meth:`HeldJobs.hand_back`). Only the event loop changes the held jobs; the heartbeat thread
-renews the lease of each (see :mod:`conveyor.worker.heartbeat` for how it reads them safely).
+Held jobs are kept by *attempt*: by the fencing token of the claim (unique within a queue),
+not by job id. One job can have two attempts in one worker: after an outage longer than the
+lease, or a stall, the sweep re-delivers a job its worker still runs, and that worker may be
+the one to claim it again. Everything that ends an attempt -- its release, its acknowledgement,
+a lost lease -- names the attempt, so an old attempt cannot clear a newer one's entry (which
+left the newer attempt unrenewed until it too was re-delivered, three times, and dead-lettered
+as "worker lost" with the worker alive throughout).
+
+An attempt is held from its claim until Redis took (or refused) its outcome
+(:meth:`HeldJobs.settled`), its lease was lost to a newer attempt, or the worker stopped and
+handed it back (:meth:`HeldJobs.hand_back`). Only the event loop changes the held jobs; the
+heartbeat thread renews the lease of each (see :mod:`conveyor.worker.heartbeat` for how it
+reads them safely).
 """
 
 from __future__ import annotations
@@ -27,16 +36,17 @@ log = logging.getLogger("conveyor.worker")
 
 @dataclass(slots=True)
 class Held:
-    """A job this worker holds a lease on: running, or finished and waiting for its ack."""
+    """An attempt this worker holds a lease on: running, or finished and waiting for its ack.
+    Kept under its fencing token."""
 
-    token: str
+    job_id: str
     job: Prepared | None = None
     task: asyncio.Future[Any] | None = None
     """Set while the job runs."""
 
 
 class HeldJobs:
-    """The held jobs of one worker, ``{queue: {job_id: Held}}``, and the event the fetch loop
+    """The held jobs of one worker, ``{queue: {token: Held}}``, and the event the fetch loop
     waits on for room to claim more."""
 
     __slots__ = ("alone", "by_queue", "slot_freed")
@@ -59,18 +69,26 @@ class HeldJobs:
     def running(self) -> list[asyncio.Future[Any]]:
         return [h.task for held in self.by_queue.values() for h in held.values() if h.task is not None]
 
-    def settled(self, queue: str, job_ids: list[str]) -> None:
-        """Redis took (or refused) these jobs' outcomes: they are no longer this worker's."""
+    def attempt_of(self, queue: str, job_id: str) -> str | None:
+        """The token under which this worker holds ``job_id``, if it does. A scan: it is asked
+        only when a job comes back (a claim of attempt 2 or later), and few jobs are held."""
+        for token, held in self.by_queue[queue].items():
+            if held.job_id == job_id:
+                return token
+        return None
+
+    def settled(self, queue: str, tokens: list[str]) -> None:
+        """Redis took (or refused) these attempts' outcomes: they are no longer this worker's."""
         held = self.by_queue[queue]
-        for job_id in job_ids:
-            held.pop(job_id, None)
+        for token in tokens:
+            held.pop(token, None)
         if self.alone and not self.holds_any():
             self.slot_freed.set()  # the fetch loop waits for this to claim again
 
     async def hand_back(self, executor: AsyncExecutor, keys: Mapping[str, QueueKeys]) -> None:
         """Requeue every job still held (running when we stopped), at once, not after lease expiry."""
         for queue, held in self.by_queue.items():
-            pairs = [(job_id, h.token) for job_id, h in held.items()]
+            pairs = [(h.job_id, token) for token, h in held.items()]
             if pairs:
                 try:
                     count = await executor.run(ops.requeue(keys[queue], pairs))

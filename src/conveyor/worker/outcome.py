@@ -38,6 +38,8 @@ class Prepared:
     """The job's :class:`~conveyor.context.JobContext`, once it runs."""
     aborted: bool = False
     """Someone cancelled the job while it ran; its outcome is recorded as cancelled."""
+    fenced: bool = False
+    """A newer attempt owns the job (this one's lease was lost): record nothing."""
     make_context: Any = None
     """Makes the JobContext on the first ``current_job()`` call."""
     children: list[ChildOutcome] | None = None

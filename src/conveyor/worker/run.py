@@ -7,6 +7,12 @@ good, see :func:`~conveyor.worker.outcome.retry_delay_ms`), is cancelled by a cl
 cancelled), or is cancelled by the worker's shutdown (left held, and handed back to waiting).
 Hooks run around each job on the event loop.
 
+An attempt whose lease was lost -- the job was re-delivered because its lease ran out, to this
+worker or another -- is *fenced out*: Redis refuses its outcome and a newer attempt owns the
+job. It is stopped at once (cancelled if async, flagged through ``current_job().cancelled`` if
+sync): its result would be thrown away, and running on would only do the job's work twice at
+the same time. It records nothing.
+
 This is the per-job path: it adds no call, allocation or attribute hop a job does not need.
 """
 
@@ -84,6 +90,7 @@ class JobRunner:
         self.tasks = tasks
         self.hooks = hooks
         self.keys = keys
+        self._held_jobs = held
         self._held = held.by_queue
         self._slot_freed = held.slot_freed
         self._acks = acks
@@ -103,7 +110,9 @@ class JobRunner:
         50 such threads kept the last of 50 claimed jobs from starting for about 8 s)."""
         held = self._held[queue]
         for claimed in jobs:
-            held[claimed.id] = Held(claimed.token)
+            if claimed.attempts > 1:  # a job coming back: this worker may still run it
+                self._fence_older_attempt(queue, claimed)
+            held[claimed.token] = Held(claimed.id)
         for claimed in jobs:
             self._start(queue, claimed)
 
@@ -111,7 +120,7 @@ class JobRunner:
         if faults.ARMED:  # crash points for the reliability tests; off in production
             faults.reach("after_claim")
             faults.reach("in_promotion")
-        held = self._held[queue][claimed.id] = Held(claimed.token)
+        held = self._held[queue][claimed.token]
         try:
             job = prepare(queue, claimed, self.tasks)
         except Undeliverable as exc:
@@ -159,6 +168,9 @@ class JobRunner:
             else:
                 result = await call
         except asyncio.CancelledError:
+            if job.fenced:
+                self._release(job)  # a newer attempt owns the job: nothing to record
+                return
             if job.aborted:
                 self._finish_cancelled(job)
                 return
@@ -181,12 +193,16 @@ class JobRunner:
             self._release(job)
             raise
         except BaseException as exc:
-            if job.aborted:
+            if job.fenced:
+                self._release(job)
+            elif job.aborted:
                 self._finish_cancelled(job)
             else:
                 self._finish_error(job, exc)
         else:
-            if job.aborted:  # it ran to the end anyway; the abort still decides its outcome
+            if job.fenced:  # it ran to the end anyway; a newer attempt owns the job
+                self._release(job)
+            elif job.aborted:  # it ran to the end anyway; the abort still decides its outcome
                 self._finish_cancelled(job)
             else:
                 self._finish_ok(job, result)
@@ -206,39 +222,58 @@ class JobRunner:
 
     # ------------------------------------------------------------------ leases
     def on_lease_answers(self, queue: str, lost: Answers, aborted: Answers) -> None:
-        """What the heartbeat thread learnt, on the loop. Each answer names the attempt (token)
-        it is about: the job may have finished, or been claimed again, since."""
+        """What the heartbeat thread learnt, on the loop. Each answer names an attempt (token):
+        it may have finished, or been fenced out, since."""
         held = self._held[queue]
-        for job_id, token in aborted:
-            entry = held.get(job_id)
-            if entry is not None and entry.token == token:
-                self._abort(queue, job_id)
-        for job_id, token in lost:
-            entry = held.get(job_id)
+        for token in aborted:
+            self._abort(queue, token)
+        for token in lost:
+            entry = held.get(token)
             # A finished job waits for (or is in) its acknowledgement, which settles it and
             # says so if the result was discarded; the renewal may just have raced the ack.
-            if entry is None or entry.token != token or entry.task is None:
+            if entry is None or entry.task is None:
                 continue
-            log.warning(
-                "job %s/%s: lease lost (it was re-delivered); its result will be discarded", queue, job_id
-            )
-            del held[job_id]
+            self._fence(queue, token, "its lease was lost (it was re-delivered)")
 
-    def _abort(self, queue: str, job_id: str) -> None:
+    def _fence_older_attempt(self, queue: str, claimed: ops.Claimed) -> None:
+        """This worker was handed a job it still runs: its lease ran out (an outage longer than
+        the lease, a stall) and the sweep re-delivered it. The old attempt is fenced out."""
+        token = self._held_jobs.attempt_of(queue, claimed.id)
+        if token is not None:
+            self._fence(queue, token, f"it was handed to this worker again (attempt {claimed.attempts})")
+
+    def _fence(self, queue: str, token: str, why: str) -> None:
+        """Stop an attempt a newer one replaced, and forget it: it records nothing."""
+        entry = self._held[queue].pop(token)
+        job = entry.job
+        if entry.task is None or job is None:  # finished: its acknowledgement will be refused
+            return
+        job.fenced = True
+        job.aborted = True  # what current_job().cancelled reads: a sync job may stop early
+        if job.task.cancellable:
+            entry.task.cancel()
+        log.warning(
+            "job %s/%s: %s; stopping the old attempt, whose result would be discarded",
+            queue,
+            entry.job_id,
+            why,
+        )
+
+    def _abort(self, queue: str, token: str) -> None:
         """Someone cancelled a running job: cancel an async task, flag a sync one."""
-        held = self._held[queue].get(job_id)
+        held = self._held[queue].get(token)
         if held is None or held.task is None or held.job is None or held.job.aborted:
             return
         running, job = held.task, held.job
         job.aborted = True  # what current_job().cancelled reads
         if job.task.cancellable:
             running.cancel()
-        log.warning("job %s/%s: cancelled while running; stopping it", queue, job_id)
+        log.warning("job %s/%s: cancelled while running; stopping it", queue, held.job_id)
 
     # ------------------------------------------------------------------ finishing
     def _release(self, job: Prepared) -> None:
         self.busy -= 1
-        held = self._held[job.queue].get(job.claimed.id)
+        held = self._held[job.queue].get(job.claimed.token)
         if held is not None:
             held.task = None
         self._slot_freed.set()
@@ -271,10 +306,11 @@ class JobRunner:
         if isinstance(exc, RetryAfter):
             reason = "retry_after"
         delay = retry_delay_ms(job, exc)
-        refund = 1 if isinstance(exc, RetryAfter) else 0
+        # A deferral gives the attempt back; its cap keeps a job from being deferred forever.
+        cap = job.task.defaults.max_deferrals if isinstance(exc, RetryAfter) else ops.NOT_DEFERRED
         if faults.ARMED and delay >= 0:
             faults.reach("in_retry")
-        self._record_failure(job.queue, job.claimed, error_payload(exc, reason=reason), delay, refund)
+        self._record_failure(job.queue, job.claimed, error_payload(exc, reason=reason), delay, cap)
         error = f"{type(exc).__name__}: {exc}"
         if self.hooks:
             if delay >= 0:
@@ -316,8 +352,13 @@ class JobRunner:
         return (self._loop.time() - job.started) * 1000
 
     def _record_failure(
-        self, queue: str, claimed: ops.Claimed, payload: bytes, delay_ms: int, refund: int = 0
+        self,
+        queue: str,
+        claimed: ops.Claimed,
+        payload: bytes,
+        delay_ms: int,
+        deferral_cap: int = ops.NOT_DEFERRED,
     ) -> None:
-        self._acks.failed(queue, claimed.id, claimed.token, payload, delay_ms, refund)
+        self._acks.failed(queue, claimed.id, claimed.token, payload, delay_ms, deferral_cap)
         if delay_ms == ops.RETRY_NEVER:
             self.failed += 1

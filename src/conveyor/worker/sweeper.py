@@ -3,9 +3,11 @@
 Every worker sweeps its queues every ``sweep_interval`` seconds; there is no sweeper process
 and no leader. The sweep script re-delivers the jobs whose lease ran out -- their worker died,
 hung or lost Redis for longer than the lease -- and dead-letters a job whose worker was lost
-``max_crashes`` times. It is atomic, so the sweeps of many workers never re-deliver a job
-twice. Each round also finishes what flows left behind: notes for parents that no
-acknowledgement delivered, and flows whose creator stopped half-way.
+``max_crashes`` times. Leases that ran out while Redis itself was down (or out of every
+worker's reach) are the exception: their workers get a lease's time after it to renew them.
+The sweep is atomic, so the sweeps of many workers never re-deliver a job twice. Each round
+also finishes what flows left behind: notes for parents that no acknowledgement delivered,
+and flows whose creator stopped half-way.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Sweeper:
         keys: Mapping[str, QueueKeys],
         *,
         interval: float,
+        lease: float,
         max_crashes: int,
         failed: ops.Retention,
         alone_after: int | None,
@@ -53,6 +56,7 @@ class Sweeper:
         self.executor = executor
         self.keys = keys
         self.interval = interval
+        self.lease_ms = int(lease * 1000)
         self.max_crashes = max_crashes
         self.failed = failed
         self.alone_after = alone_after
@@ -82,9 +86,21 @@ class Sweeper:
     async def sweep(self) -> None:
         for queue, keys in self.keys.items():
             await self._finish_flows(keys)
-            recovered, dead = await self.executor.run(
-                ops.sweep(keys, self.max_crashes, self.failed, alone_after=self.alone_after)
+            recovered, dead, silence_ms, held_back = await self.executor.run(
+                ops.sweep(
+                    keys, self.max_crashes, self.failed, alone_after=self.alone_after, lease_ms=self.lease_ms
+                )
             )
+            if silence_ms:
+                log.warning(
+                    "no worker reached %s for %.1f s (Redis was down or out of reach); %d leases "
+                    "that ran out meanwhile are left to their workers to renew for %.0f s before "
+                    "they count as lost",
+                    queue,
+                    silence_ms / 1000,
+                    held_back,
+                    self.lease_ms / 1000,
+                )
             if recovered:
                 log.warning(
                     "re-delivered %d jobs of %s whose worker was lost: %s",

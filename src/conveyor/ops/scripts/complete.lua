@@ -7,8 +7,9 @@
 -- ARGV[1] keep_count (-1 unlimited, 0 delete at once)   ARGV[2] keep_ms (-1 forever, 0 delete at once)
 -- then, from first_result (3) on, triples: id, fencing token, result JSON.
 -- Returns: an array with one integer per job: 1 recorded, 2 recorded and a note for its
---   parent (flows) left in the outbox, 0 refused because the token is stale (the job was
---   re-delivered to a newer attempt, or is no longer active).
+--   parent (flows) left in the outbox, 4 recorded already (by an earlier try of this batch
+--   that reached Redis, though its reply was lost with the connection), 0 refused because
+--   the token is stale (the job was re-delivered to a newer attempt, or is no longer active).
 -- Errors: none.
 -- @include common
 
@@ -55,6 +56,9 @@ for i = first_result, #ARGV, 3 do
       out[#out + 1] = 1
     end
     done_ids[#done_ids + 1] = id
+  elseif f[1] == token and f[2] == 'completed' then
+    -- Only this script makes a job completed, and then no attempt follows: it was this one.
+    out[#out + 1] = ALREADY_RECORDED
   else
     out[#out + 1] = 0
   end

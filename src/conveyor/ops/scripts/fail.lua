@@ -8,12 +8,17 @@
 --   retried at once goes back there; see sweep.lua)
 -- ARGV[1] keep_count for failed and cancelled jobs (-1 unlimited)   ARGV[2] keep_ms (-1 forever)
 -- then, from first_failure (3) on, groups of 5: id, fencing token, error JSON, retry delay ms,
---   refund flag.
+--   deferral cap.
 --   delay >= 0: retry after it; -1: dead-letter (failed); -2: cancelled (aborted while running;
 --   the error recorded is the one cancel.lua stored with the request, when there is one).
---   refund 1: the attempt does not count (the job was told to come back later, e.g. HTTP 429).
--- Returns: one integer per job: 1 retrying, 2 dead-lettered, 3 cancelled, 0 refused (stale token);
---   12 and 13 for 2 and 3 when a note for the job's parent (flows) was left in the outbox.
+--   deferral cap -1: an ordinary outcome. n >= 0: the job asked to come back later (RetryAfter,
+--   e.g. an HTTP 429): the attempt does not count, but the deferral does, and the job is
+--   dead-lettered (reason max_deferrals) when it asks more than n times in its life, so that
+--   no job is deferred forever.
+-- Returns: one integer per job: 1 retrying, 2 dead-lettered, 3 cancelled, 4 recorded already (by
+--   an earlier try of this batch that reached Redis, though its reply was lost with the
+--   connection), 0 refused (stale token); 12 and 13 for 2 and 3 when a note for the job's
+--   parent (flows) was left in the outbox.
 -- Errors: none.
 -- @include common
 
@@ -42,9 +47,9 @@ local woke = false
 -- A job that ends here (dead-lettered or cancelled): its waiters and its parent learn how
 -- (``mark`` f or x before the error), and its reply is ``code``, or code + 10 when a note for
 -- its parent was left in the outbox. ``f`` is the job's HMGET below.
-local function finish(id, key, f, state, set_key, mark, err, code)
+local function finish(id, key, token, f, state, set_key, mark, err, code)
   notify_waiters(done_prefix, id, f[3], mark .. err)
-  redis.call('HSET', key, 's', state, 'ft', now, 'e', err)
+  redis.call('HSET', key, 's', state, 'ft', now, 'e', err, 'ak', token)
   keep_finished(set_key, key, id, keep_count, keep_ms, now)
   emit(events_key, state, 'id', id)
   out[#out + 1] = code
@@ -55,23 +60,38 @@ local function finish(id, key, f, state, set_key, mark, err, code)
 end
 
 for i = first_failure, #ARGV, 5 do
-  local id, token, failure, delay, refund = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local id, token, failure, delay, cap = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local key = job_prefix .. id
-  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p', 'g', 'pa', 'ab', 'su')
+  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p', 'g', 'pa', 'ab', 'su', 'ak')
   if f[1] == token and f[2] == 'active' then
     delay = tonumber(delay)
+    cap = tonumber(cap)
     redis.call('ZREM', active_key, id)
     if f[5] then leave_group(group_prefix, f[5]) end
-    if refund == '1' then
-      redis.call('HINCRBY', key, 'at', -1)
+    if cap >= 0 then
+      local deferrals = redis.call('HINCRBY', key, 'df', 1)
+      if deferrals <= cap then
+        redis.call('HINCRBY', key, 'at', -1)
+      elseif delay >= 0 then
+        -- pcall: a malformed error from a caller must not fail the whole batch.
+        local ok, asked = pcall(cjson.decode, failure)
+        local why = ok and type(asked) == 'table' and asked.message or failure
+        failure = cjson.encode({
+          type = 'TooManyDeferrals',
+          message = 'deferred ' .. (deferrals - 1) .. ' times (max_deferrals ' .. cap
+            .. '); it asked again: ' .. tostring(why),
+          reason = 'max_deferrals',
+        })
+        delay = -1
+      end
     end
     if delay == -2 then
       -- Who cancelled it and why, as given to cancel (cancel.lua), over the worker's account.
-      finish(id, key, f, 'cancelled', cancelled_key, 'x', f[7] or failure, 3)
+      finish(id, key, token, f, 'cancelled', cancelled_key, 'x', f[7] or failure, 3)
     elseif delay < 0 then
-      finish(id, key, f, 'failed', failed_key, 'f', failure, 2)
+      finish(id, key, token, f, 'failed', failed_key, 'f', failure, 2)
     elseif delay == 0 then
-      redis.call('HSET', key, 's', 'waiting', 'e', failure)
+      redis.call('HSET', key, 's', 'waiting', 'e', failure, 'ak', token)
       if f[8] then
         redis.call('ZADD', suspects_key, now, id)
       else
@@ -81,12 +101,16 @@ for i = first_failure, #ARGV, 5 do
       emit(events_key, 'retrying', 'id', id, 'delay', 0)
       out[#out + 1] = 1
     else
-      redis.call('HSET', key, 's', 'delayed', 'due', now + delay, 'e', failure)
+      redis.call('HSET', key, 's', 'delayed', 'due', now + delay, 'e', failure, 'ak', token)
       redis.call('ZADD', delayed_key, now + delay, id)
       woke = true
       emit(events_key, 'retrying', 'id', id, 'delay', delay)
       out[#out + 1] = 1
     end
+  elseif f[9] == token then
+    -- ak: the attempt whose outcome was recorded last (the sweep, a cancel or a retry by hand
+    -- never set it), so this is the same outcome sent again.
+    out[#out + 1] = ALREADY_RECORDED
   else
     out[#out + 1] = 0
   end

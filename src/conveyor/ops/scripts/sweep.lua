@@ -9,16 +9,27 @@
 -- Jobs lost fewer times go back to the front of their line, as before: most lost workers
 -- were killed from outside (a deploy, a machine), and their jobs should not wait.
 --
+-- A lease that ran out while no worker could reach Redis (it was down, or cut off from
+-- every worker) is not taken for a lost worker: for a lease's time after such a silence,
+-- leases that ran out in it are left to their workers' heartbeats to renew (see
+-- lease_contact in common.lua). Re-delivering them at once -- when the sweep reached the
+-- restarted Redis before the heartbeat did -- counted a crash for a job its live worker
+-- still ran, and ran it twice.
+--
 -- KEYS[1] active_key ZSET   KEYS[2] waiting_key LIST   KEYS[3] prioritized_key ZSET
 -- KEYS[4] failed_key ZSET   KEYS[5] marker_key ZSET   KEYS[6] sequence_key counter
 -- KEYS[7] job_prefix of job hashes   KEYS[8] done_prefix of done lists   KEYS[9] events_key STREAM
 -- KEYS[10] group_prefix   KEYS[11] outbox_key LIST (notes for parents in flows)
--- KEYS[12] suspects_key ZSET
+-- KEYS[12] suspects_key ZSET   KEYS[13] lease_clock_key HASH
 -- ARGV[1] max_crashes: a job whose worker was lost this many times is dead-lettered
 -- ARGV[2] limit: max jobs to look at   ARGV[3] failed_keep_count, ARGV[4] failed_keep_ms:
 --   retention of failed jobs
 -- ARGV[5] alone_after: from this many crashes on, a recovered job is a suspect (runs alone)
--- Returns: {recovered ids..., '|', dead-lettered ids...}
+-- ARGV[6] lease_ms: the sweeping worker's lease (a silence is longer than half of it; leases
+--   that ran out in one wait this long after it)
+-- Returns: {recovered ids..., '|', dead-lettered ids..., '|', silence_ms, held_back}:
+--   silence_ms > 0 when this call found that no worker had reached the queue for that long;
+--   held_back: leases that ran out in the last silence, left to their workers for now.
 -- Errors: none.
 -- @include common
 
@@ -34,14 +45,22 @@ local events_key = KEYS[9]
 local group_prefix = KEYS[10]
 local outbox_key = KEYS[11]
 local suspects_key = KEYS[12]
+local lease_clock_key = KEYS[13]
 local max_crashes = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local failed_keep_count = tonumber(ARGV[3])
 local failed_keep_ms = tonumber(ARGV[4])
 local alone_after = tonumber(ARGV[5])
+local lease_ms = tonumber(ARGV[6])
 
 local now = now_ms()
-local expired = redis.call('ZRANGEBYSCORE', active_key, '-inf', now, 'LIMIT', 0, limit)
+local silence_from, silence_to, just_ended = lease_contact(lease_clock_key, now, lease_ms / 2)
+local upto, held_back = now, 0
+if silence_from and now < silence_to + lease_ms then
+  upto = '(' .. silence_from
+  held_back = redis.call('ZCOUNT', active_key, silence_from, now)
+end
+local expired = redis.call('ZRANGEBYSCORE', active_key, '-inf', upto, 'LIMIT', 0, limit)
 local recovered, dead = {}, {}
 
 for i = 1, #expired do
@@ -86,4 +105,7 @@ end
 local reply = recovered
 reply[#reply + 1] = '|'
 for i = 1, #dead do reply[#reply + 1] = dead[i] end
+reply[#reply + 1] = '|'
+reply[#reply + 1] = just_ended and (silence_to - silence_from) or 0
+reply[#reply + 1] = held_back
 return reply

@@ -7,7 +7,9 @@
 -- st started ms, ft finished ms, w worker id, r result JSON, e error JSON, wt waiters,
 -- pg progress JSON, ab abort request (reason JSON), x expires at ms, du dedup key,
 -- g group key, su suspect (lost its worker too often to run beside other jobs: runs only
--- alone, see sweep.lua); flows: pa parent reference, dp children pending, ch children references
+-- alone, see sweep.lua), df deferrals (RetryAfter) so far, ak token of the attempt whose
+-- failure was recorded last (fail.lua: a retried acknowledgement is answered "recorded
+-- already"); flows: pa parent reference, dp children pending, ch children references
 -- (JSON), fp failed-child policy, pr pass results, co children's outcomes, d:<child> one outcome.
 -- Enqueue fields: name/value pairs after a job's id, task name and args JSON, read by
 -- create_job (jobs.lua); most jobs have none.
@@ -48,6 +50,10 @@ local EVENTS_KEPT = 10000
 -- A job's done list lives this long after the job ended: long enough for each registered
 -- waiter to pop its entry, and the entries of waiters that gave up do not stay behind.
 local DONE_LIST_TTL_MS = 60000
+
+-- complete.lua's and fail.lua's answer to an outcome they had recorded already: the same
+-- attempt's acknowledgement, sent again after a connection broke before its reply came.
+local ALREADY_RECORDED = 4
 
 -- Server time in ms. Every worker reads the same clock, so leases and delays do not
 -- depend on the clocks of the machines the workers run on.
@@ -149,6 +155,25 @@ end
 
 -- Wake one worker blocked in BZPOPMIN on the marker. The marker holds at most one member,
 -- so it never grows however many jobs arrive while nobody listens.
+-- A worker reached this queue's leases (a heartbeat or a sweep): note when, in the lease
+-- clock. If none had for longer than ``quiet_ms`` (half the caller's lease, while heartbeats
+-- come every third of one), Redis was down or out of every worker's reach: the silence is
+-- recorded (from, to). Leases that ran out in it ran out for want of a Redis, not of a
+-- worker: sweep.lua does not re-deliver them until a lease's time after it, so that live
+-- workers renew them first, whichever reaches the restarted Redis first -- a sweep or a
+-- heartbeat. Returns the last silence recorded (from, to: ms, or nil) and true when it
+-- just ended.
+local function lease_contact(clock_key, now, quiet_ms)
+  local c = redis.call('HMGET', clock_key, 'seen', 'from', 'to')
+  local seen = tonumber(c[1])
+  if seen and now - seen > quiet_ms then
+    redis.call('HSET', clock_key, 'seen', now, 'from', seen, 'to', now)
+    return seen, now, true
+  end
+  redis.call('HSET', clock_key, 'seen', now)
+  return tonumber(c[2]), tonumber(c[3]), false
+end
+
 local function wake(marker_key)
   redis.call('ZADD', marker_key, 0, 'w')
 end
