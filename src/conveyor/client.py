@@ -358,6 +358,8 @@ class Client(_Producer):
 
     def events(self, queue: str, after: str = "$") -> Iterator[ops.Event]:
         """Follow the queue's lifecycle events as they happen (blocks in Redis between them)."""
+        if after == "$":  # pinned once: a read from "$" that got nothing would answer "$" again,
+            after = self.last_event_id(queue)  # and events between two reads would be missed
         while True:
             batch, after = self.read_events(queue, after, block=5.0)
             yield from batch
@@ -531,6 +533,8 @@ class AsyncClient(_Producer):
         return await self.run(ops.read_events(self.keys(queue), after, count, block_ms))
 
     async def events(self, queue: str, after: str = "$") -> AsyncIterator[ops.Event]:
+        if after == "$":  # pinned once, as in the sync face
+            after = await self.last_event_id(queue)
         while True:
             batch, after = await self.read_events(queue, after, block=5.0)
             for event in batch:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from conveyor import AsyncClient, Client, Fixed, Tasks
 
@@ -91,3 +92,26 @@ async def test_last_event_id_pins_now(client: Client, aclient: AsyncClient, queu
     handle = client.enqueue(noop)
     events, _ = await aclient.read_events(queue, after=pinned)
     assert [e.job_id for e in events] == [handle.id]
+
+
+def test_following_misses_nothing_between_two_reads(client: Client, tasks: Tasks, queue: str) -> None:
+    """An event that happens after a read that got nothing, before the next read, is seen:
+    following from "$" pins "$" once instead of reading from "$" again each time."""
+
+    @tasks.task
+    async def noop() -> None: ...
+
+    reads = client.read_events
+    enqueued: list[str] = []
+
+    def read_then_enqueue(
+        queue: str, after: str = "0-0", count: int = 1000, block: float | None = None
+    ) -> Any:
+        batch, position = reads(queue, after, count, block=0.05)
+        if not batch and not enqueued:  # between this read and the next one
+            enqueued.append(client.enqueue(noop).id)
+        return batch, position
+
+    client.read_events = read_then_enqueue  # type: ignore[method-assign]
+    event = next(client.events(queue))
+    assert event.kind == "enqueued" and event.job_id == enqueued[0]
