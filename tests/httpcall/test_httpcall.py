@@ -5,20 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import re
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conveyor import AsyncClient, Fixed, JobFailed, Tasks
 from conveyor.httpcall import (
     HTTP_CALL,
     SIGNATURE_HEADER,
+    CheckingResolver,
     HttpCallSettings,
     OutboundPolicy,
     OutboundRefused,
+    is_public,
     parse_request,
     register_http_task,
     retry_after_seconds,
@@ -204,25 +211,176 @@ async def test_outbound_safety(queue: str, url: str, caplog: pytest.LogCaptureFi
         assert (await allowed.result(timeout=10))["status"] == 200
 
 
-@pytest.mark.parametrize(
-    "address",
-    [
-        "127.0.0.1",
-        "10.1.2.3",
-        "192.168.0.1",
-        "172.16.5.5",
-        "169.254.169.254",
-        "::1",
-        "fe80::1",
-        "fd00:ec2::254",
-        "::ffff:10.0.0.1",
-        "0.0.0.0",
-        "100.100.100.200",
-    ],
-)
+# Issue 14: IPv6 forms that carry a non-public IPv4 address, and non-public IPv6 ranges.
+ISSUE_14 = [
+    "::127.0.0.1",  # IPv4-compatible
+    "::ffff:0:7f00:1",  # IPv4-translated (SIIT) 127.0.0.1
+    "64:ff9b::7f00:1",  # NAT64 127.0.0.1
+    "64:ff9b::a9fe:a9fe",  # NAT64 169.254.169.254, the cloud metadata service
+    "2002:7f00:1::1",  # 6to4 through 127.0.0.1
+    "fec0::1",  # site-local
+]
+NON_PUBLIC = [
+    *ISSUE_14,
+    "127.0.0.1",
+    "10.1.2.3",
+    "192.168.0.1",
+    "172.16.5.5",
+    "169.254.169.254",
+    "100.100.100.200",  # CGNAT (Alibaba's metadata address)
+    "0.0.0.0",
+    "0.1.2.3",
+    "192.0.0.8",
+    "192.0.2.1",
+    "198.18.0.1",
+    "224.0.0.1",
+    "240.0.0.1",
+    "255.255.255.255",
+    "::1",
+    "::",
+    "fe80::1",
+    "fd00:ec2::254",  # unique-local (AWS's IPv6 metadata address)
+    "fc00::1",
+    "ff02::1",
+    "ff0e::1",
+    "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254",
+    "::10.0.0.1",
+    "::ffff:0:a9fe:a9fe",
+    "64:ff9b::a00:1",
+    "64:ff9b::6440:1",  # NAT64 100.64.0.1
+    "64:ff9b:1::808:808",  # local-use NAT64 prefix: not global, whatever it carries
+    "2002:a9fe:a9fe::1",  # 6to4 through the metadata address
+    "2002:c0a8:1::1",  # 6to4 through 192.168.0.1
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo, client 192.0.2.45 (documentation)
+    "2001:0:808:808::f5ff:fffe",  # Teredo, public server, client 10.0.0.1
+    "2001:0:a00:1::f7f7:f7f7",  # Teredo, server 10.0.0.1, public client
+    "100::1",  # discard-only
+    "2001:2::1",  # benchmarking
+    "2001:20::1",  # ORCHIDv2
+    "2001:1::3",  # IETF protocol assignments
+    "2001:db8::1",  # documentation
+    "3fff::1",  # documentation (RFC 9637)
+    "5f00::1",  # outside global unicast
+    "::1:0:0:1",  # reserved
+    "fe00::1",  # reserved
+]
+PUBLIC = [
+    "8.8.8.8",
+    "93.184.216.34",
+    "2606:4700:4700::1111",
+    "2a00:1450:4001:82a::200e",
+    "::ffff:8.8.8.8",
+    "64:ff9b::808:808",  # NAT64 8.8.8.8
+    "2002:808:808::1",  # 6to4 through 8.8.8.8
+    "2001:0:808:808::f7f7:f7f7",  # Teredo, server and client 8.8.8.8
+]
+
+
+@pytest.mark.parametrize("address", NON_PUBLIC)
 def test_non_public_addresses_are_refused(address: str) -> None:
-    with pytest.raises(OutboundRefused):
-        OutboundPolicy(HttpCallSettings()).check_address("h", address)
+    policy = OutboundPolicy(HttpCallSettings())
+    with pytest.raises(OutboundRefused, match=r"resolves to \S+, .* calls there are refused"):
+        policy.check_address("h", address)
+    host = f"[{address}]" if ":" in address else address
+    with pytest.raises(OutboundRefused, match="calls there are refused"):  # a literal in the URL
+        policy.check_url(f"http://{host}:8080/hook")
+    assert not is_public(address)
+
+
+@pytest.mark.parametrize("address", PUBLIC)
+def test_public_addresses_are_allowed(address: str) -> None:
+    policy = OutboundPolicy(HttpCallSettings())
+    policy.check_address("h", address)
+    policy.check_url(f"http://{f'[{address}]' if ':' in address else address}/hook")
+    assert is_public(address)
+
+
+def test_the_refusal_names_the_embedded_address() -> None:
+    policy = OutboundPolicy(HttpCallSettings())
+    for address, embeds in [
+        ("::127.0.0.1", r"127\.0\.0\.1 \(IPv4-compatible\), a loopback address"),
+        ("::ffff:0:7f00:1", r"127\.0\.0\.1 \(IPv4-translated\), a loopback address"),
+        ("64:ff9b::a9fe:a9fe", r"169\.254\.169\.254 \(NAT64\), a link-local \(cloud metadata\) address"),
+        ("2002:7f00:1::1", r"127\.0\.0\.1 \(6to4\), a loopback address"),
+        ("2001:0:808:808::f5ff:fffe", r"10\.0\.0\.1 \(Teredo\), a private address"),
+    ]:
+        shown = re.escape(str(ipaddress.ip_address(address)))
+        with pytest.raises(OutboundRefused, match=f"resolves to {shown}, which embeds {embeds}"):
+            policy.check_url(f"https://[{address}]/hook")
+    with pytest.raises(OutboundRefused, match=r"resolves to fec0::1, a site-local \(private\) address"):
+        policy.check_url("https://[fec0::1]/hook")
+
+
+@pytest.mark.parametrize("address", [*ISSUE_14, "2002:a9fe:a9fe::1", "2001:db8::1", "::ffff:10.0.0.1"])
+async def test_names_resolving_to_non_public_forms_are_refused(address: str) -> None:
+    # The connector resolves names through this resolver; a numeric name goes through the
+    # same getaddrinfo call as a DNS name, without needing a hosts file or a DNS server.
+    resolver = CheckingResolver(OutboundPolicy(HttpCallSettings()))
+    try:
+        with pytest.raises(OutboundRefused, match="calls there are refused"):
+            await resolver.resolve(address, 443, socket.AF_UNSPEC)
+        answers = await resolver.resolve("64:ff9b::808:808", 443, socket.AF_UNSPEC)
+        assert [answer["host"] for answer in answers] == ["64:ff9b::808:808"]
+    finally:
+        await resolver.close()
+
+
+def _ipv4s() -> st.SearchStrategy[ipaddress.IPv4Address]:
+    edges = ["0.0.0.0", "10.0.0.1", "100.64.0.1", "127.0.0.1", "169.254.169.254", "172.31.255.255",
+             "192.0.0.1", "192.168.1.1", "198.19.0.1", "203.0.113.9", "224.0.0.1", "255.255.255.255",
+             "1.1.1.1", "8.8.8.8", "100.63.255.255", "172.32.0.1"]  # fmt: skip
+    return st.one_of(
+        st.sampled_from([ipaddress.IPv4Address(edge) for edge in edges]),
+        st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(inner=_ipv4s())
+def test_ipv6_forms_are_judged_by_the_ipv4_they_carry(inner: ipaddress.IPv4Address) -> None:
+    v4 = int(inner)
+    public_v4 = 0x08080808
+    forms = [
+        (0xFFFF << 32) | v4,  # mapped
+        (0xFFFF << 48) | v4,  # translated
+        (0x64FF9B << 96) | v4,  # NAT64
+        (0x2002 << 112) | (v4 << 80) | 1,  # 6to4
+        (0x20010000 << 96) | (v4 << 64) | (public_v4 ^ 0xFFFFFFFF),  # Teredo server
+        (0x20010000 << 96) | (public_v4 << 64) | (v4 ^ 0xFFFFFFFF),  # Teredo client
+    ]
+    if v4 > 1:
+        forms.append(v4)  # IPv4-compatible (:: and ::1 are themselves)
+    for form in forms:
+        assert is_public(ipaddress.IPv6Address(form)) == is_public(inner), ipaddress.IPv6Address(form)
+
+
+def test_allowed_networks_cover_the_forms_that_carry_their_addresses() -> None:
+    policy = OutboundPolicy(HttpCallSettings(allow_networks=("10.0.0.0/8", "fec0::/10")))
+    for address in ["10.1.2.3", "::ffff:10.1.2.3", "64:ff9b::a01:203", "2002:a01:203::1", "fec0::1"]:
+        policy.check_address("h", address)
+    for address in ["64:ff9b::7f00:1", "2002:7f00:1::1", "fc00::1"]:
+        with pytest.raises(OutboundRefused):
+            policy.check_address("h", address)
+    OutboundPolicy(HttpCallSettings(allow_networks=("64:ff9b::/96",))).check_address("h", "64:ff9b::7f00:1")
+
+
+async def test_issue_14_literals_fail_the_job_with_the_policy_error(queue: str, url: str) -> None:
+    default = HttpCallSettings()
+    async with harness(queue, url, default, ok=ok) as (client, server):
+        targets = [f"http://[{address}]:{server.port}/ok" for address in ISSUE_14]
+        for target in targets:
+            # Checked first so that a broken policy fails here rather than letting the
+            # worker connect: these addresses route off this machine.
+            with pytest.raises(OutboundRefused):
+                OutboundPolicy(default).check_url(target)
+        handles = [await client.enqueue(call(queue, retries=3), url=target) for target in targets]
+        for handle, address in zip(handles, ISSUE_14, strict=True):
+            shown = re.escape(str(ipaddress.ip_address(address)))
+            with pytest.raises(JobFailed, match=f"resolves to {shown}, .*calls there are refused"):
+                await handle.result(timeout=10)
+            assert (await handle.fetch()).attempts == 1  # refused, not retried as a connect error
+        assert server.hits == {}
 
 
 def test_policy_lists_and_allowed_networks() -> None:

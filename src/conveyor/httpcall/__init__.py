@@ -30,6 +30,7 @@ One ``aiohttp.ClientSession`` with connection pooling serves every HTTP job of a
 500 in flight, aiohttp about 6,000; its pool scans every connection on each request.)
 """
 
+from .addresses import is_public
 from .caller import HTTP_CALL, HTTP_TASK, HttpCaller, HttpCallError, register_http_task
 from .outbound import CheckingResolver, OutboundPolicy, OutboundRefused
 from .request import DEFAULT_TIMEOUT, MAX_TIMEOUT, HttpRequest, parse_request, retry_after_seconds
@@ -49,6 +50,7 @@ __all__ = [
     "HttpRequest",
     "OutboundPolicy",
     "OutboundRefused",
+    "is_public",
     "parse_request",
     "register_http_task",
     "retry_after_seconds",

@@ -1,4 +1,5 @@
-"""Outbound safety: allow/deny host lists, and no calls to non-public addresses after DNS."""
+"""Outbound safety: allow/deny host lists, and no calls to non-public addresses after DNS
+(:mod:`.addresses` says which are public)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
 from ..errors import Fail
+from .addresses import non_public
 from .settings import HttpCallSettings
 
 
@@ -40,19 +42,11 @@ class OutboundPolicy:
     def check_address(self, host: str, address: str) -> None:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if any(ip in network for network in self._networks):
-            return
-        if not ip.is_global or ip.is_multicast:
-            kind = (
-                "loopback"
-                if ip.is_loopback
-                else "link-local (cloud metadata)"
-                if ip.is_link_local
-                else "private or reserved"
-            )
+            ip = ip.ipv4_mapped  # the same address to the kernel: named as such in the refusal
+        reason = non_public(ip, self._networks)
+        if reason is not None:
             raise OutboundRefused(
-                f"host {host!r} resolves to {ip}, a {kind} address; calls there are refused "
+                f"host {host!r} resolves to {ip}, {reason}; calls there are refused "
                 "unless its network is listed in CONVEYOR_HTTP_ALLOW_NETWORKS"
             )
 
