@@ -131,21 +131,24 @@ class _Producer:
                 results[i] = result
 
     def _write_calls(self, calls: Sequence[TaskCall[Any]]) -> Generator[ops.Step, Any, list[ops.Enqueued]]:
-        """Encode everything first (nothing is written if any call is invalid), then write."""
+        """Encode everything and check every queue name first, then register, then write: a
+        call that is refused writes nothing, not even its queue's name."""
         if len(calls) == 1:  # the single enqueue: no grouping needed
             call = calls[0]
+            job = encode_job(call, new_job_ids(1)[0], self.settings.max_payload_bytes)
+            keys = self.keys(call.queue)
             if call.queue not in self._known_queues:
                 yield from self._register(call.queue)
-            job = encode_job(call, new_job_ids(1)[0], self.settings.max_payload_bytes)
-            return (yield from ops.enqueue(self.keys(call.queue), [job]))
+            return (yield from ops.enqueue(keys, [job]))
         by_queue: dict[str, list[ops.NewJob]] = {}
         limit = self.settings.max_payload_bytes
         for call in calls:  # the id is given when its chunk is sent
             by_queue.setdefault(call.queue, []).append(encode_job(call, "", limit))
+        queue_keys = {queue: self.keys(queue) for queue in by_queue}
         for queue in by_queue:
             yield from self._register(queue)
         written = yield from ops.enqueue_chunks(
-            (self.keys(queue), _with_ids(jobs[start : start + BULK_CHUNK]))
+            (queue_keys[queue], _with_ids(jobs[start : start + BULK_CHUNK]))
             for queue, jobs in by_queue.items()
             for start in range(0, len(jobs), BULK_CHUNK)
         )
@@ -163,13 +166,23 @@ class _Producer:
     ) -> Generator[ops.Step, Any, tuple[flow_ops.FlowPlan, list[ops.Enqueued]]]:
         fresh = iter(new_job_ids(sum(flow_ops.size(flow) for flow in flows)))
         plan = flow_ops.plan_flows(flows, fresh, self._encode)
-        for queue in dict.fromkeys(queue for queue, _ in plan.nodes):
+        queues = list(dict.fromkeys(queue for queue, _ in plan.nodes))
+        for queue in queues:  # a call made by hand (``TaskCall(...)``) skipped the check
+            self.keys(queue)
+        for queue in queues:
             yield from self._register(queue)
         results = yield from flow_ops.write_flows(self.settings.prefix, plan)
         return plan, results
 
     def _register(self, queue: str) -> Generator[ops.Step, Any, None]:
-        """Record the queue name once per client, for ``conveyor info`` (outside the queue's slot)."""
+        """Record the queue name once per client, for ``conveyor info`` (outside the queue's slot).
+
+        Called once the jobs were encoded and their queue names checked, so input that is
+        refused registers nothing; and before the write, so a queue that holds jobs is always
+        listed. Not after it: a refused SADD (OOM) would then report a written job as not
+        written, and a producer dying between the two would leave jobs in an unlisted queue.
+        A write that fails after the SADD leaves an empty queue listed, as one emptied does.
+        """
         if queue not in self._known_queues:
             yield from ops.register_queue(queues_key(self.settings.prefix), queue)
             self._known_queues.add(queue)

@@ -119,7 +119,7 @@ def test_bad_app_is_reported(url: str) -> None:
 
 
 def test_pause_resume_limits_and_cancel_from_the_cli(url: str, client: Client, queue: str) -> None:
-    assert "paused" in cli(url, "pause", "--queue", queue).stdout
+    assert "paused" in cli(url, "pause", "--queue", queue, "--create").stdout  # no job yet: insist
     assert client.settings_of(queue) == {"paused": 1}
     shown = cli(url, "limits", "--queue", queue, "--concurrency", "3", "--rate", "10/2").stdout
     assert "paused=yes" in shown and "concurrency=3" in shown and "10 per 2 s" in shown

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
 from rich.table import Table
 
+from .. import ops
 from ..job import Job, JobState
-from .options import STATES, connect, job_options, queue_options
-from .output import console, error_text, table, timestamp
+from .options import STATES, connect, job_options, job_ref, json_option, queue_options
+from .output import console, err_console, error_text, table, timestamp
 
 
 @click.command()
@@ -34,6 +36,13 @@ from .output import console, error_text, table, timestamp
     default=None,
     help="Wait up to this many seconds for the result and print it.",
 )
+@click.option(
+    "--json-args",
+    "json_args",
+    is_flag=True,
+    help="Every ARG must be JSON: refuse one that is not, rather than send it as a string.",
+)
+@json_option
 def enqueue(
     task: str,
     args: tuple[str, ...],
@@ -45,15 +54,18 @@ def enqueue(
     job_id: str | None,
     retries: int | None,
     wait_seconds: float | None,
+    json_args: bool,
+    as_json: bool,
 ) -> None:
-    """Enqueue one job of TASK with ARGS (each parsed as JSON, else taken as a string).
+    """Enqueue one job of TASK with ARGS, each parsed as JSON (1, 2.5, true, null, '"text"',
+    '[1, 2]'); an ARG that is not JSON is sent as a string, and said so (--json-args refuses it).
 
     \b
     Example: conveyor enqueue add 1 2 --queue math --wait 10
     """
     from ..task import EnqueueOptions, TaskCall, _check_priority
 
-    parsed = [_json_or_text(a) for a in args]
+    parsed = [_json_or_text(a, index, json_args) for index, a in enumerate(args, 1)]
     kwargs = _kwargs_object(kwargs_json)
     call: TaskCall[Any] = TaskCall(
         task,
@@ -65,16 +77,40 @@ def enqueue(
     )
     with connect(url) as client:
         [handle] = client.enqueue_many([call])
-        word = "created" if handle.created else "already existed"
-        console.print(f"{handle.id} [bold]{word}[/bold] in queue {queue}")
+        if not as_json:  # the id first: the wait may be long
+            word = "created" if handle.created else "already existed"
+            console.print(f"{handle.id} [bold]{word}[/bold] in queue {queue}")
+        result = handle.result(timeout=wait_seconds) if wait_seconds is not None else None
+    if as_json:
+        data: dict[str, Any] = {
+            "id": handle.id,
+            "queue": queue,
+            "outcome": handle.outcome.value,
+            "created": handle.created,
+        }
         if wait_seconds is not None:
-            console.print_json(json.dumps(handle.result(timeout=wait_seconds), default=str))
+            data["result"] = result
+        click.echo(json.dumps(data, indent=2, default=str))
+    elif wait_seconds is not None:
+        console.print_json(json.dumps(result, default=str))
 
 
-def _json_or_text(value: str) -> Any:
+def _json_or_text(value: str, index: int, strict: bool) -> Any:
+    """An ARG as JSON; one that is not JSON is a string, said so on stderr (``--json-args``
+    refuses it): ``conveyor enqueue add 1 two`` sending ``"two"`` unnoticed hid typos."""
     try:
         return json.loads(value)
     except json.JSONDecodeError:
+        if strict:
+            raise click.BadParameter(
+                f"argument {index} ({value!r}) is not JSON; quote a string as '\"{value}\"'",
+                param_hint="ARGS",
+            ) from None
+        err_console.print(
+            f"note: argument {index} ({value!r}) is not JSON: sent as the string {json.dumps(value)} "
+            "(--json-args refuses such arguments)",
+            highlight=False,
+        )
         return value
 
 
@@ -90,9 +126,10 @@ def _kwargs_object(kwargs_json: str | None) -> dict[str, Any]:
 
 @click.command()
 @job_options
-@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+@json_option
 def job(job_id: str, url: str, queue: str, as_json: bool) -> None:
     """Show one job: state, arguments, result or error, attempts, times."""
+    queue, job_id = job_ref(queue, job_id)
     with connect(url) as client:
         found = client.get_job(queue, job_id)
     data = found.to_dict()
@@ -117,10 +154,15 @@ def job(job_id: str, url: str, queue: str, as_json: bool) -> None:
 @click.option("--state", "-s", type=click.Choice(STATES), default="waiting", show_default=True)
 @click.option("--limit", "-n", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
-def jobs(url: str, queue: str, state: str, limit: int, offset: int) -> None:
+@json_option
+def jobs(url: str, queue: str, state: str, limit: int, offset: int, as_json: bool) -> None:
     """List jobs of a queue in one state, a page at a time."""
     with connect(url) as client:
         page, total = client.list_jobs(queue, state, offset, limit)
+    if as_json:
+        data = {"jobs": [item.to_dict() for item in page], "total": total, "offset": offset}
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
     listing = table(
         f"{state} jobs in {queue}: {offset + 1 if page else 0}-{offset + len(page)} of {total:,}",
         ("id", "task", "attempts", "created", "info"),
@@ -143,22 +185,50 @@ def _summary(item: Job) -> str:
 
 
 @click.command()
-@click.argument("job_ids", nargs=-1)
+@click.argument("job_ids", nargs=-1, metavar="[[QUEUE/]JOB_ID]...")
 @queue_options
 @click.option("--all", "retry_all", is_flag=True, help="Retry every failed job of the queue.")
 def retry(job_ids: tuple[str, ...], url: str, queue: str, retry_all: bool) -> None:
-    """Move failed (dead-lettered) jobs back to waiting: the given JOB_IDS, or --all."""
+    """Move failed (dead-lettered) jobs back to waiting: the given JOB_IDS, or --all.
+
+    A given job that is not failed is named with its state, and the exit code is 1."""
     if not job_ids and not retry_all:
         raise click.UsageError("give job ids, or --all to retry every failed job")
+    if retry_all:
+        with connect(url) as client:
+            moved = client.retry(queue)
+        console.print(f"{moved} job(s) moved back to waiting in {queue}")
+        return
+    by_queue: dict[str, list[str]] = {}
+    for ref in job_ids:
+        named, job_id = job_ref(queue, ref)
+        by_queue.setdefault(named, []).append(job_id)
+    refused: list[str] = []
     with connect(url) as client:
-        moved = client.retry(queue, None if retry_all else list(job_ids))
-    console.print(f"{moved} job(s) moved back to waiting in {queue}")
+        for named, ids in by_queue.items():
+            # Looked at first: the retry itself only counts what it moved, not why the rest stayed.
+            found = {job_id: client.run(ops.get_job(client.keys(named), job_id)) for job_id in ids}
+            failed = [job_id for job_id, item in found.items() if item and item.state is JobState.FAILED]
+            moved = client.retry(named, failed) if failed else 0
+            console.print(f"{moved} job(s) moved back to waiting in {named}")
+            for job_id, item in found.items():
+                if item is None:
+                    refused.append(f"{named}/{job_id}: no such job (check the queue; finished jobs expire)")
+                elif item.state is not JobState.FAILED:
+                    refused.append(f"{named}/{job_id}: not retried, it is {item.state.value}, not failed")
+            if moved < len(failed):
+                refused.append(f"{len(failed) - moved} of the failed jobs in {named} changed state meanwhile")
+    for line in refused:
+        err_console.print(line, highlight=False)
+    if refused:
+        sys.exit(1)
 
 
 @click.command()
 @job_options
 def remove(job_id: str, url: str, queue: str) -> None:
     """Delete one job that is not running."""
+    queue, job_id = job_ref(queue, job_id)
     with connect(url) as client:
         state = client.remove(queue, job_id)
     console.print(f"removed {job_id} (was {state.value})")
@@ -169,6 +239,7 @@ def remove(job_id: str, url: str, queue: str) -> None:
 @click.option("--reason", default="cancelled from the command line", show_default=True)
 def cancel(job_id: str, url: str, queue: str, reason: str) -> None:
     """Cancel a waiting or delayed job, or abort a running one."""
+    queue, job_id = job_ref(queue, job_id)
     with connect(url) as client:
         outcome = client.cancel(queue, job_id, reason=reason)
     if outcome == "aborting":

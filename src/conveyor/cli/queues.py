@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any
@@ -11,36 +12,112 @@ from rich.table import Table
 
 from ..client import UNSET
 from ..redis.connect import redact
-from .options import STATES, connect, queue_options, url_option
-from .output import console, table
+from .options import (
+    STATES,
+    connect,
+    create_option,
+    json_option,
+    queue_is_known,
+    queue_options,
+    require_known_queue,
+    url_option,
+)
+from .output import console, err_console, table
 
 
 @click.command()
 @url_option
-@click.option("--queue", "-q", "queue_names", multiple=True, help="Only these queues (repeatable).")
-def info(url: str, queue_names: tuple[str, ...]) -> None:
-    """A table of queues and how many jobs each holds in every state."""
+@click.option(
+    "--queue",
+    "-q",
+    "--queues",
+    "-Q",
+    "queue_names",
+    multiple=True,
+    help="Only these queues (repeatable, or comma-separated as for the worker).",
+)
+@json_option
+def info(url: str, queue_names: tuple[str, ...], as_json: bool) -> None:
+    """A table of queues: how many jobs each holds in every state, whether it is paused, its limits."""
+    wanted = [name for names in queue_names for name in names.split(",") if name]
     with connect(url) as client:
-        names = list(queue_names) or client.queues()
-        counts_table = Table(title=f"Queues on {redact(url)}")
-        counts_table.add_column("queue", style="bold")
-        for state in STATES:
-            counts_table.add_column(state, justify="right")
-        for name in names:
-            counts = client.counts(name)
-            counts_table.add_row(name, *(f"{counts[s]:,}" for s in STATES))
-        if not names:
-            console.print("no queues yet: enqueue a job first")
-            return
-        console.print(counts_table)
+        names = wanted or client.queues()
+        rows = [(name, client.counts(name), client.settings_of(name)) for name in names]
+    if as_json:
+        listing = [
+            {
+                "name": name,
+                "counts": counts,
+                "paused": bool(settings.get("paused")),
+                "limits": _limits(settings),
+            }
+            for name, counts, settings in rows
+        ]
+        click.echo(json.dumps({"queues": listing}, indent=2))
+        return
+    if not names:
+        console.print("no queues yet: enqueue a job first")
+        return
+    counts_table = Table(title=f"Queues on {redact(url)}")
+    counts_table.add_column("queue", style="bold")
+    for state in STATES:
+        counts_table.add_column(state, justify="right")
+    counts_table.add_column("paused")
+    counts_table.add_column("limits")
+    for name, counts, settings in rows:
+        counts_table.add_row(
+            name,
+            *(f"{counts[s]:,}" for s in STATES),
+            "[yellow]paused[/yellow]" if settings.get("paused") else "",
+            _limits_text(settings),
+        )
+    console.print(counts_table)
+
+
+def _limits(settings: dict[str, int]) -> dict[str, Any]:
+    """A queue's limits as JSON: the ones set, rates as {"max", "seconds"}."""
+    out: dict[str, Any] = {}
+    for key in ("concurrency", "group_concurrency"):
+        if key in settings:
+            out[key] = settings[key]
+    for prefix in ("", "group_"):
+        if f"{prefix}rate_max" in settings:
+            out[f"{prefix}rate"] = {
+                "max": settings[f"{prefix}rate_max"],
+                "seconds": settings.get(f"{prefix}rate_ms", 1000) / 1000,
+            }
+    if "aging_ms" in settings:
+        out["priority_aging_seconds"] = settings["aging_ms"] / 1000
+    return out
+
+
+def _limits_text(settings: dict[str, int]) -> str:
+    """The limits of a queue on one short line, for the table of ``conveyor info``."""
+    limits = _limits(settings)
+    parts = []
+    if "concurrency" in limits:
+        parts.append(f"concurrency {limits['concurrency']}")
+    if "rate" in limits:
+        parts.append(f"rate {limits['rate']['max']}/{limits['rate']['seconds']:g}s")
+    if "group_concurrency" in limits:
+        parts.append(f"per group {limits['group_concurrency']}")
+    if "group_rate" in limits:
+        parts.append(f"group rate {limits['group_rate']['max']}/{limits['group_rate']['seconds']:g}s")
+    if "priority_aging_seconds" in limits:
+        parts.append(f"aging {limits['priority_aging_seconds']:g}s")
+    return ", ".join(parts)
 
 
 @click.command()
 @url_option
-def workers(url: str) -> None:
+@json_option
+def workers(url: str, as_json: bool) -> None:
     """Live workers, from their heartbeats."""
     with connect(url) as client:
         found = client.workers()
+    if as_json:
+        click.echo(json.dumps({"workers": found}, indent=2, default=str))
+        return
     if not found:
         console.print("no live workers")
         return
@@ -85,9 +162,11 @@ def purge(url: str, queue: str, states: tuple[str, ...], yes: bool) -> None:
 
 @click.command()
 @queue_options
-def pause(url: str, queue: str) -> None:
+@create_option
+def pause(url: str, queue: str, create: bool) -> None:
     """Stop workers from claiming jobs of a queue (jobs keep arriving)."""
     with connect(url) as client:
+        require_known_queue(client, queue, create, "pause")
         client.pause(queue)
     console.print(f"{queue} paused")
 
@@ -97,8 +176,11 @@ def pause(url: str, queue: str) -> None:
 def resume(url: str, queue: str) -> None:
     """Let workers claim jobs of a paused queue again."""
     with connect(url) as client:
+        if not queue_is_known(client, queue):
+            raise click.ClickException(f"queue {queue!r} has never had a job (a typo?): nothing to resume")
+        was_paused = bool(client.settings_of(queue).get("paused"))
         client.resume(queue)
-    console.print(f"{queue} resumed")
+    console.print(f"{queue} resumed" if was_paused else f"{queue} was not paused; it runs as before")
 
 
 @click.command()
@@ -134,6 +216,8 @@ def resume(url: str, queue: str) -> None:
     metavar="SECONDS",
     help="A waiting job gains one priority level per SECONDS waited (0 turns aging off).",
 )
+@create_option
+@json_option
 def limits(
     url: str,
     queue: str,
@@ -142,18 +226,28 @@ def limits(
     group_concurrency: int | None,
     group_rate: str | None,
     priority_aging: float | None,
+    create: bool,
+    as_json: bool,
 ) -> None:
     """Show or set a queue's limits across all workers, and per group key."""
+    changes = {
+        "concurrency": _limit(concurrency),
+        "rate": _rate(rate, "--rate"),
+        "group_concurrency": _limit(group_concurrency),
+        "group_rate": _rate(group_rate, "--group-rate"),
+        "priority_aging": _limit(priority_aging),
+    }
     with connect(url) as client:
-        client.set_limits(
-            queue,
-            concurrency=_limit(concurrency),
-            rate=_rate(rate, "--rate"),
-            group_concurrency=_limit(group_concurrency),
-            group_rate=_rate(group_rate, "--group-rate"),
-            priority_aging=_limit(priority_aging),
-        )
+        if any(value is not UNSET for value in changes.values()):
+            require_known_queue(client, queue, create, "set the limits of")
+            client.set_limits(queue, **changes)
+        elif not queue_is_known(client, queue):
+            err_console.print(f"[yellow]warning:[/yellow] queue {queue!r} has never had a job (a typo?)")
         current = client.settings_of(queue)
+    if as_json:
+        data = {"queue": queue, "paused": bool(current.get("paused")), "limits": _limits(current)}
+        click.echo(json.dumps(data, indent=2))
+        return
     console.print(_describe_limits(queue, current))
 
 
