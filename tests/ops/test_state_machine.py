@@ -46,9 +46,10 @@ def test_scripts_agree_with_the_model(machine_client: Client) -> None:
             self.state: dict[str, JobState] = {}
             self.tokens: dict[str, str] = {}  # active job -> current token
             self.stale: list[tuple[str, str]] = []  # (job, token) pairs that must be refused
-            # job -> (script, token) of the last outcome recorded by an attempt: sent again, it
-            # is answered "recorded already", not refused
-            self.recorded: dict[str, tuple[str, str]] = {}
+            # Outcomes recorded, which, sent again, are answered "recorded already", not refused:
+            # the token a job completed with, and the token whose failure was recorded last.
+            self.completed_with: dict[str, str] = {}
+            self.last_failure: dict[str, str] = {}
             self.crashes: dict[str, int] = {}
             self.suspects: set[str] = set()  # jobs that run only alone until they end (see sweep.lua)
             self.last_token = 0
@@ -101,7 +102,7 @@ def test_scripts_agree_with_the_model(machine_client: Client) -> None:
             job = data.draw(st.sampled_from(sorted(self.tokens)))
             assert client.run(ops.complete(self.keys, KEEP, [(job, self.tokens[job], b"1")])) == [True]
             self.suspects.discard(job)
-            self.recorded[job] = ("complete", self.tokens[job])
+            self.completed_with[job] = self.tokens[job]
             self.stale.append((job, self.tokens.pop(job)))
             self.state[job] = JobState.COMPLETED
 
@@ -114,7 +115,7 @@ def test_scripts_agree_with_the_model(machine_client: Client) -> None:
             assert client.run(
                 ops.fail(self.keys, KEEP, [(job, self.tokens[job], b"{}", delay, ops.NOT_DEFERRED)])
             ) == [expected]
-            self.recorded[job] = ("fail", self.tokens[job])
+            self.last_failure[job] = self.tokens[job]
             self.stale.append((job, self.tokens.pop(job)))
             self.state[job] = JobState.WAITING if retry else JobState.FAILED
             if not retry:
@@ -129,9 +130,8 @@ def test_scripts_agree_with_the_model(machine_client: Client) -> None:
             # The attempt's own outcome sent again (a batch retried after a broken connection)
             # is answered "recorded already"; any other stale outcome is refused.
             again = ops.ALREADY_RECORDED
-            recorded = self.recorded.get(job)
-            expect_complete = again if recorded == ("complete", token) else 0
-            expect_fail = again if recorded == ("fail", token) else 0
+            expect_complete = again if self.completed_with.get(job) == token else 0
+            expect_fail = again if self.last_failure.get(job) == token else 0
             assert client.run(ops.complete(self.keys, KEEP, [(job, token, b"2")])) == [expect_complete]
             assert client.run(ops.fail(self.keys, KEEP, [(job, token, b"{}", -1, ops.NOT_DEFERRED)])) == [
                 expect_fail
