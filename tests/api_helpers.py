@@ -22,17 +22,17 @@ import uvicorn
 
 from conveyor.api import ApiSettings, TokenStore, create_app
 
-TOKENS = {
-    "admin": "tok-admin",
-    "read": "tok-read",
-    "enqueue": "tok-enqueue",
-    "read_enqueue": "tok-read-enqueue",
+TOKENS = {  # at least 16 characters, as the server requires
+    "admin": "test-token-admin",
+    "read": "test-token-read-only",
+    "enqueue": "test-token-enqueue",
+    "read_enqueue": "test-token-read-enqueue",
 }
 TOKEN_LINES = [
-    "tok-admin admin",
-    "tok-read read",
-    "tok-enqueue enqueue",
-    "tok-read-enqueue read enqueue",
+    f"{TOKENS['admin']} admin",
+    f"{TOKENS['read']} read",
+    f"{TOKENS['enqueue']} enqueue",
+    f"{TOKENS['read_enqueue']} read enqueue",
 ]
 
 
@@ -43,20 +43,21 @@ def free_port() -> int:
 
 
 class ThreadedUvicorn:
-    """The real app served by uvicorn on a free loopback port, in a background thread."""
+    """The real app served by uvicorn on a free loopback port, in a background thread.
+    ``options`` go to uvicorn: ``**uvicorn_options()`` serves it as ``conveyor api`` does."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, **options: Any) -> None:
         self.port = free_port()
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
             port=self.port,
             loop="asyncio",
-            http="h11",
             ws="none",
             lifespan="on",
             log_level="warning",
             access_log=False,
+            **{"http": "h11", **options},
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

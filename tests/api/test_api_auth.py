@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from conveyor.api import ApiSettings, TokenStore, create_app
+from conveyor.api.auth import MIN_TOKEN_LENGTH, SCOPES
 from conveyor.cli import main
 from conveyor.dev.server import RedisServer
 from conveyor.errors import ConfigurationError
@@ -91,12 +92,14 @@ def test_scopes_grant_what_they_name(api: ThreadedUvicorn, queue: str) -> None:
 
 def test_token_store_keeps_hashes_only() -> None:
     digest = hashlib.sha256(b"s3cret").hexdigest()
-    store = TokenStore.parse([f"sha256:{digest} read  # ops dashboard", "plain-token enqueue admin", ""])
+    store = TokenStore.parse(
+        [f"sha256:{digest} read  # ops dashboard", "plain-token-0123456 enqueue admin", ""]
+    )
     assert store.scopes_of("s3cret") == {"read"}
-    assert store.scopes_of("plain-token") == {"enqueue", "admin"}
+    assert store.scopes_of("plain-token-0123456") == {"enqueue", "admin"}
     assert store.scopes_of("other") is None
     assert "plain-token" not in repr(store) and "s3cret" not in repr(store)
-    for bad in (["tok"], ["tok write"], ["sha256:abc read"]):
+    for bad in (["token-0123456789ab"], ["token-0123456789ab write"], ["sha256:abc read"]):
         with pytest.raises(ConfigurationError):
             TokenStore.parse(bad)
 
@@ -105,13 +108,17 @@ def test_tokens_from_env_and_file(tmp_path: object) -> None:
     from pathlib import Path
 
     path = Path(str(tmp_path)) / "tokens"
-    path.write_text("# tokens\nfile-token admin\n")
+    path.write_text("# tokens\nfile-token-0123456 admin\n")
     settings = ApiSettings.from_env(
-        {"CONVEYOR_API_TOKENS": "a read; b enqueue", "CONVEYOR_API_TOKENS_FILE": str(path)}
+        {
+            "CONVEYOR_API_TOKENS": "token-a-0123456789 read; token-b-0123456789 enqueue",
+            "CONVEYOR_API_TOKENS_FILE": str(path),
+        }
     )
     tokens = settings.tokens
-    assert tokens.scopes_of("a") == {"read"} and tokens.scopes_of("b") == {"enqueue"}
-    assert tokens.scopes_of("file-token") == {"admin"}
+    assert tokens.scopes_of("token-a-0123456789") == {"read"}
+    assert tokens.scopes_of("token-b-0123456789") == {"enqueue"}
+    assert tokens.scopes_of("file-token-0123456") == {"admin"}
     with pytest.raises(ConfigurationError):
         ApiSettings.from_env({"CONVEYOR_API_TOKENS_FILE": str(path) + ".missing"})
 
@@ -239,3 +246,46 @@ def test_router_mounted_in_a_host_app(server_url: str, queue: str) -> None:
             assert {"enqueue", "small_enqueue", "wait_result", "small_list_jobs"} <= ids
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        (" read enqueue admin", "a scope name"),  # the README's line with $MY_TOKEN unset
+        ("enqueue read", "a scope name"),
+        ("admin admin", "a scope name"),
+        ("hunter2 admin", "7 characters"),
+        ("0123456789abcde read", "15 characters"),
+    ],
+)
+def test_a_token_that_is_a_scope_name_or_short_is_refused(
+    monkeypatch: pytest.MonkeyPatch, line: str, says: str
+) -> None:
+    """``CONVEYOR_API_TOKENS="$MY_TOKEN read enqueue admin"`` with the variable unset reads
+    as the token ``read`` with scopes enqueue and admin: anyone sending ``Bearer read`` was
+    an admin. Such lines, and short tokens, stop the server from starting."""
+    with pytest.raises(ConfigurationError, match=says) as refused:
+        ApiSettings.from_env({"CONVEYOR_API_TOKENS": line})
+    assert "--generate-token" in str(refused.value)
+    secret = line.split()[0]
+    assert secret in SCOPES or secret not in str(refused.value), "a token is never echoed"
+    monkeypatch.setenv("CONVEYOR_API_TOKENS", line)
+    monkeypatch.delenv("CONVEYOR_API_TOKENS_FILE", raising=False)
+    started = CliRunner().invoke(main, ["api", "--port", "1"])
+    assert started.exit_code == 1 and says in " ".join(started.output.split())
+    assert MIN_TOKEN_LENGTH >= 16 and TokenStore.parse(["sixteen-chars-ok read"]).enabled
+
+
+def test_generate_token_prints_a_token_and_its_configuration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONVEYOR_API_TOKENS", "read admin")  # not even read: it only prints
+    made = CliRunner().invoke(main, ["api", "--generate-token"])
+    assert made.exit_code == 0, made.output
+    token = made.stdout.strip()
+    assert len(token) >= 32 and "\n" not in token
+    line = re.search(r'CONVEYOR_API_TOKENS="([^"]+)"', made.stderr)
+    assert line is not None and token not in made.stderr
+    assert TokenStore.parse([line.group(1)]).scopes_of(token) == frozenset(SCOPES)
+    again = CliRunner().invoke(main, ["api", "--generate-token"])
+    assert again.stdout.strip() != token

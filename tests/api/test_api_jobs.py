@@ -24,6 +24,12 @@ def api(server_url: str) -> Iterator[ThreadedUvicorn]:
     server.stop()
 
 
+def _waiting(http: httpx.Client, queue: str) -> int:
+    """Jobs waiting in the queue; 0 when the queue does not exist (404)."""
+    answer = http.get(f"/v1/queues/{queue}/jobs", params={"state": "waiting"})
+    return 0 if answer.status_code == 404 else int(answer.json()["total"])
+
+
 # ---------------------------------------------------------------------------- enqueue
 def test_enqueue_then_get(http: httpx.Client, queue: str) -> None:
     r = http.post(
@@ -100,7 +106,7 @@ def test_oversize_payload_and_body(http: httpx.Client, queue: str) -> None:
         f"/v1/queues/{queue}/jobs/bulk", json={"jobs": [{"task": "t", "args": ["x" * 5_000]}] * 50}
     )
     problem(huge, 413)
-    assert http.get(f"/v1/queues/{queue}/jobs", params={"state": "waiting"}).json()["total"] == 0
+    assert _waiting(http, queue) == 0
 
 
 def test_bulk_enqueue(http: httpx.Client, queue: str) -> None:
@@ -247,7 +253,7 @@ def test_chunked_body_over_the_cap_is_413(http: httpx.Client, queue: str) -> Non
         f"/v1/queues/{queue}/jobs/bulk", content=chunks(), headers={"Content-Type": "application/json"}
     )
     assert r.status_code == 413 and "content-length" not in r.request.headers
-    assert http.get(f"/v1/queues/{queue}/jobs").json()["total"] == 0
+    assert _waiting(http, queue) == 0
 
 
 async def test_a_long_poll_ends_when_its_client_goes_away(
@@ -279,3 +285,46 @@ async def test_a_long_poll_ends_when_its_client_goes_away(
     while blocked() > before:
         assert time.monotonic() < deadline, "the server kept waiting in Redis for a client that left"
         await asyncio.sleep(0.1)
+
+
+# ---------------------------------------------------------------------------- addressable ids
+@pytest.mark.parametrize("bad", ["order/7", "/", ".", ".."])
+def test_an_id_no_url_could_address_is_refused_at_enqueue(http: httpx.Client, queue: str, bad: str) -> None:
+    """``{"job_id": "order/7"}`` was accepted (201) and then could not be reached: the
+    server splits ``order%2F7`` at the slash, and clients resolve ``.`` and ``..`` away, so
+    GET, result, cancel and DELETE all answered 404. Such ids are refused at enqueue."""
+    single = http.post(f"/v1/queues/{queue}/jobs", json={"task": "add", "job_id": bad})
+    assert problem(single, 422)["field"] == "job_id"
+    bulk = http.post(f"/v1/queues/{queue}/jobs/bulk", json={"jobs": [{"task": "add", "job_id": bad}]})
+    assert problem(bulk, 422)["field"] == "jobs[0].job_id"
+    tasks = Tasks(queue=queue)
+
+    @tasks.task
+    def add() -> None: ...
+
+    with pytest.raises(ValueError, match="job id"):  # the Python face
+        add.with_options(job_id=bad)
+    with pytest.raises(ValueError, match="queue name"):
+        add.with_options(queue=f"{queue}/{bad}" if "/" in bad else bad)  # and queue names
+    problem(http.get(f"/v1/queues/{queue}"), 404)  # nothing was made
+
+
+@pytest.mark.parametrize(
+    "odd",
+    ["order:7", "u@example.com", "a?b", "a#b", "a%2Fb", "100%", "café", "日本", "a\\b", "...", "a.b", "~x"],
+)
+def test_every_id_and_queue_name_accepted_is_addressable(http: httpx.Client, queue: str, odd: str) -> None:
+    """What the rule still admits (anything printable but '/', braces and spaces) is reached
+    by percent-encoding it as one path segment: GET, result, cancel and DELETE find it."""
+    from urllib.parse import quote
+
+    name = f"{queue}-{odd}"
+    made = http.post(f"/v1/queues/{quote(name, safe='')}/jobs", json={"task": "t", "job_id": odd})
+    assert made.status_code == 201, made.text
+    base = f"/v1/queues/{quote(name, safe='')}"
+    job = f"{base}/jobs/{quote(odd, safe='')}"
+    assert http.get(base).json()["name"] == name
+    assert http.get(job).json()["id"] == odd
+    assert http.get(f"{job}/result", params={"timeout": 0}).json()["id"] == odd
+    assert http.post(f"{job}/cancel").json() == {"id": odd, "state": "cancelled"}
+    assert http.delete(job).json() == {"id": odd, "removed_from": "cancelled"}

@@ -86,6 +86,8 @@ def create_app(settings: ApiSettings | None = None, service: ApiService | None =
         if exc.status_code == 404:
             detail = f"no endpoint at {request.url.path}; see /docs for the endpoints"
         headers = dict(exc.headers or {})
+        if exc.status_code == 405 and "Allow" in headers:
+            detail = f"{request.method} is not allowed here; this path takes {headers['Allow']}"
         return Problem(exc.status_code, detail, headers=headers).response(request.url.path)
 
     @app.exception_handler(RequestValidationError)

@@ -5,7 +5,9 @@ A token line reads ``<token or sha256:HEX> <scope> [<scope>...] [# comment]``; s
 ``CONVEYOR_API_TOKENS`` (separated by ``;`` or newlines) and from the file named by
 ``CONVEYOR_API_TOKENS_FILE``. Write hashes, not tokens, where you can
 (``printf %s "$TOKEN" | sha256sum``); a plain token is hashed as it is read and only its
-hash is kept.
+hash is kept. A plain token must be at least 16 characters and no scope name: a line like
+``"$TOKEN read admin"`` whose variable was empty would otherwise make ``read`` an admin token.
+``conveyor api --generate-token`` prints a fresh one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from ..errors import ConfigurationError
 
 SCOPES = ("read", "enqueue", "admin")
+MIN_TOKEN_LENGTH = 16
 
 
 def hash_token(token: str) -> str:
@@ -68,6 +71,7 @@ class TokenStore:
                 if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                     raise ConfigurationError(f"{source}, entry {number}: sha256: needs 64 hex digits")
             else:
+                _check_plain(secret, f"{source}, entry {number}")
                 digest = hash_token(secret)
             hashes[digest] = frozenset(scopes)
         return cls(hashes)
@@ -84,3 +88,21 @@ class TokenStore:
             except OSError as exc:
                 raise ConfigurationError(f"CONVEYOR_API_TOKENS_FILE: cannot read {path}: {exc}") from None
         return cls.parse(lines, "CONVEYOR_API_TOKENS")
+
+
+def _check_plain(secret: str, where: str) -> None:
+    """Refuse a plain token that is guessable, or that is a scope name: the sign of a token
+    variable that was empty (``"$TOKEN read admin"`` reads as token ``read``)."""
+    # No example token in the message: errors end up in logs, where a token must not.
+    hint = "`conveyor api --generate-token` prints a fresh one"
+    if secret in SCOPES:
+        raise ConfigurationError(
+            f"{where}: the token is {secret!r}, a scope name; was the variable meant to hold the "
+            f"token empty? Give a token of at least {MIN_TOKEN_LENGTH} characters, then its "
+            f"scopes; {hint}"
+        )
+    if len(secret) < MIN_TOKEN_LENGTH:
+        raise ConfigurationError(
+            f"{where}: the token is {len(secret)} characters; tokens need at least "
+            f"{MIN_TOKEN_LENGTH} (or give its hash as sha256:HEX); {hint}"
+        )

@@ -10,32 +10,104 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..task import MAX_PRIORITY
 
 TEN_YEARS = 10 * 365 * 24 * 3600.0
-ID_PATTERN = r"^[^{}\s]{1,256}$"
-NAME_PATTERN = r"^[^{}\s]{1,200}$"
+
+# What str.isprintable() refuses, as far as a regular expression shared by JSON Schema
+# (ECMA 262), pydantic (Rust regex) and schemathesis (Python re) can spell it: control
+# characters, Unicode spaces and format characters, private use. The server checks the
+# rest (unassigned code points, surrogates) itself and answers the same 422.
+_NOT_PRINTABLE = (
+    r"\x00-\x1f\x7f-\xa0\xad\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000"
+    r"\ue000-\uf8ff\ufeff\ufff9-\ufffb"
+)
+
+
+def _segment_pattern(longest: int, also: str = "") -> str:
+    """A name that is one path segment, as validate_job_id and validate_queue_name check it:
+    printable, no space, braces or '/' (nor the characters in ``also``), and not ``.`` or
+    ``..`` (which URLs resolve away). Spelled without look-ahead, which Rust regex lacks."""
+    allowed = f"[^{_NOT_PRINTABLE} {{}}/{also}]"
+    no_dot = f"[^{_NOT_PRINTABLE} {{}}/{also}.]"
+    return (
+        f"^(?:{no_dot}{allowed}{{0,{longest - 1}}}"
+        f"|\\.{no_dot}{allowed}{{0,{longest - 2}}}"
+        f"|\\.\\.{allowed}{{1,{longest - 2}}})$"
+    )
+
+
+ID_PATTERN = _segment_pattern(256)
+NAME_PATTERN = _segment_pattern(200)
+SCHEDULE_NAME_PATTERN = _segment_pattern(200, "@")
+DEDUP_PATTERN = f"^[^{_NOT_PRINTABLE}{{}}]{{1,512}}$"
+SEGMENT_RULE = "printable, without spaces, braces or '/', and not '.' or '..'"
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+# Rules across fields, in the document so that generated clients and validators know them
+# (the server checks the same ones and answers 422).
+_ENQUEUE_RULES: dict[str, Any] = {
+    "allOf": [
+        {  # delay and run_at exclude each other
+            "not": {
+                "required": ["delay", "run_at"],
+                "properties": {"delay": {"type": "number"}, "run_at": {"type": "string"}},
+            }
+        },
+        {  # debounce needs dedup and dedup_window
+            "anyOf": [
+                {"properties": {"debounce": {"const": False}}},
+                {
+                    "required": ["dedup", "dedup_window"],
+                    "properties": {"dedup": {"type": "string"}, "dedup_window": {"type": "number"}},
+                },
+            ]
+        },
+    ]
+}
+
+
 class EnqueueRequest(_Strict):
-    """One job: the task a worker registered, its arguments, and options apart from them."""
+    """One job: the task a worker registered, its arguments, and options apart from them.
+    ``delay`` and ``run_at`` exclude each other; ``debounce`` needs ``dedup`` and
+    ``dedup_window``."""
+
+    model_config = ConfigDict(json_schema_extra=_ENQUEUE_RULES)
 
     task: str = Field(min_length=1, max_length=200, description="Task name as registered by workers.")
     args: list[Any] = Field(default_factory=list, description="Positional arguments (JSON).")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments (JSON).")
     priority: int | None = Field(None, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="Higher runs first.")
-    delay: float | None = Field(None, ge=0, le=TEN_YEARS, description="Seconds before the job may run.")
-    run_at: datetime | None = Field(None, description="When the job may run (with a time zone).")
+    delay: float | None = Field(
+        None, ge=0, le=TEN_YEARS, description="Seconds before the job may run. Not with run_at."
+    )
+    run_at: datetime | None = Field(
+        None, description="When the job may run, with a time zone (RFC 3339). Not with delay."
+    )
     job_id: str | None = Field(
-        None, pattern=ID_PATTERN, description="Your own id: enqueueing an existing id creates nothing."
+        None,
+        pattern=ID_PATTERN,
+        description="Your own id: enqueueing an existing id creates nothing. 1 to 256 characters, "
+        + SEGMENT_RULE
+        + " (it appears in URLs).",
     )
     retries: int | None = Field(None, ge=0, le=1000, description="Overrides the task's retries.")
     timeout: float | None = Field(None, gt=0, le=TEN_YEARS, description="Overrides the task's timeout (s).")
     ttl: float | None = Field(None, ge=0, le=TEN_YEARS, description="Seconds the job may wait to start.")
-    dedup: str | None = Field(None, min_length=1, max_length=512, pattern=r"^[^{}]*$")
-    dedup_window: float | None = Field(None, ge=0, le=TEN_YEARS)
-    debounce: bool = False
+    dedup: str | None = Field(
+        None,
+        min_length=1,
+        max_length=512,
+        pattern=DEDUP_PATTERN,
+        description="Deduplication key: printable, without braces.",
+    )
+    dedup_window: float | None = Field(
+        None, ge=0, le=TEN_YEARS, description="Seconds the dedup key holds after the job ends."
+    )
+    debounce: bool = Field(
+        False, description="Replace the waiting job of the same dedup key; needs dedup and dedup_window."
+    )
 
 
 class Enqueued(BaseModel):
@@ -148,9 +220,23 @@ class PausedOut(BaseModel):
 class ScheduleIn(_Strict):
     """A repeatable job: exactly one of cron (with timezone) or every (seconds)."""
 
+    # Exactly one of them, and null counts as absent (a client may send "every": null).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["cron"], "properties": {"cron": {"type": "string"}}},
+                {"required": ["every"], "properties": {"every": {"type": "number"}}},
+            ]
+        }
+    )
+
     task: str = Field(min_length=1, max_length=200)
-    cron: str | None = Field(None, max_length=200, description="Five fields: minute hour day month weekday.")
-    every: float | None = Field(None, ge=1, le=TEN_YEARS, description="Seconds between runs (1 or more).")
+    cron: str | None = Field(
+        None, max_length=200, description="Five fields: minute hour day month weekday. Not with every."
+    )
+    every: float | None = Field(
+        None, ge=1, le=TEN_YEARS, description="Seconds between runs (1 or more). Not with cron."
+    )
     timezone: str = Field("UTC", max_length=100)
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -159,7 +245,9 @@ class ScheduleIn(_Strict):
 
 
 class ScheduleCreate(ScheduleIn):
-    name: str = Field(pattern=r"^[^{}@\s]{1,200}$")
+    name: str = Field(
+        pattern=SCHEDULE_NAME_PATTERN, description=f"1 to 200 characters, {SEGMENT_RULE}, without '@'."
+    )
 
 
 class ScheduleOut(BaseModel):

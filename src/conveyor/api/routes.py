@@ -27,13 +27,15 @@ def api_router(service: ApiService, *, operation_prefix: str = "") -> APIRouter:
     ``wait_result``, ...), which is what client generators name their methods after; give
     ``operation_prefix`` to keep them unique when one app mounts two of these routers.
     """
+    route_class = make_route_class(service)
     router = APIRouter(
         prefix="/v1",
-        route_class=make_route_class(service),
+        route_class=route_class,
         responses=responses(*COMMON),
         generate_unique_id_function=lambda route: operation_prefix + route.name,
     )
     add_job_routes(router, service)
     add_queue_routes(router, service)
     add_schedule_routes(router, service)
+    route_class.siblings = router.routes  # for the Allow of a 405
     return router

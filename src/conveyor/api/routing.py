@@ -7,9 +7,10 @@ document, so the router behaves the same mounted in a host app as in ``create_ap
 
 from __future__ import annotations
 
+import email.message
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Annotated, Any, ClassVar
 
 import orjson
 from fastapi import Path, Request, Response
@@ -17,20 +18,32 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
 
 from ..errors import ConveyorError, InvalidState, JobNotFound, PayloadTooLarge, SerializationError
 from ..ops.ids import validate_job_id
 from ..ops.keys import validate_queue_name
 from . import models as m
 from .auth import TokenStore
-from .problems import Problem, from_validation
+from .problems import Problem, from_validation, responses
 from .service import ApiService
 
 log = logging.getLogger("conveyor.api")
 
-QueueName = Annotated[str, Path(pattern=m.NAME_PATTERN, description="Queue name.")]
-JobId = Annotated[str, Path(pattern=m.ID_PATTERN, description="Job id.")]
-ScheduleName = Annotated[str, Path(pattern=r"^[^{}@\s]{1,200}$", description="Schedule name.")]
+QueueName = Annotated[
+    str, Path(pattern=m.NAME_PATTERN, description=f"Queue name: 1 to 200 characters, {m.SEGMENT_RULE}.")
+]
+JobId = Annotated[
+    str, Path(pattern=m.ID_PATTERN, description=f"Job id: 1 to 256 characters, {m.SEGMENT_RULE}.")
+]
+ScheduleName = Annotated[
+    str,
+    Path(
+        pattern=m.SCHEDULE_NAME_PATTERN,
+        description=f"Schedule name: 1 to 200 characters, {m.SEGMENT_RULE}, without '@'.",
+    ),
+]
 
 COMMON = (400, 401, 403, 404, 413, 422, 503)
 
@@ -68,15 +81,64 @@ def _problem_for(exc: Exception) -> Problem | None:
     return None
 
 
-def make_route_class(service: ApiService) -> type[APIRoute]:
+class ApiRoute(APIRoute):
+    """What every route does apart from the service: 415 documented where a body is read,
+    and a 405 that names every method of the path."""
+
+    siblings: ClassVar[Sequence[BaseRoute]] = ()
+    """The routes of the router this class serves (set by ``api_router`` once they are added)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        if self.takes_body:
+            self.responses = {**self.responses, **responses(415)}
+
+    @property
+    def takes_body(self) -> bool:
+        """The route reads a JSON body: a FastAPI body parameter, or one it parses itself and
+        documents by hand (the single enqueue)."""
+        return self.body_field is not None or "requestBody" in (self.openapi_extra or {})
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Starlette answers a wrong method with the Allow of the first route whose path
+        # matched, while the path's other routes (GET and POST of /jobs) have their own.
+        if self.methods and scope["method"] not in self.methods:
+            allowed = self.allowed_methods(scope["path"])
+            problem = Problem(
+                405,
+                f"{scope['method']} is not allowed here; this path takes {', '.join(allowed)}",
+                headers={"Allow": ", ".join(allowed)},
+            )
+            await problem.response(scope["path"])(scope, receive, send)
+            return
+        await super().handle(scope, receive, send)
+
+    def allowed_methods(self, path: str) -> list[str]:
+        """The methods of every sibling route whose path matches ``path`` (this route's does).
+
+        Where the router is mounted is not known here (a host app may include it under a
+        prefix, and FastAPI versions keep prefixed copies or the routes themselves), so the
+        matching starts at the first "/" from which this route's own sibling matches."""
+        routes = [r for r in self.siblings if isinstance(r, APIRoute)]
+        for start, char in enumerate(path):
+            if char != "/":
+                continue
+            rest = path[start:]
+            if any(r.endpoint is self.endpoint and r.path_regex.match(rest) for r in routes):
+                return sorted({m for r in routes if r.path_regex.match(rest) for m in r.methods or ()})
+        return sorted(self.methods or ())
+
+
+def make_route_class(service: ApiService) -> type[ApiRoute]:
     """A route class bound to ``service``: auth by scope, body cap, errors as problems."""
     settings = service.settings
     tokens = settings.tokens
 
-    class ProblemRoute(APIRoute):
+    class ProblemRoute(ApiRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
             scope = (self.openapi_extra or {}).get("x-scope")
+            takes_body = self.takes_body
 
             async def guarded(request: Request) -> Response:
                 try:
@@ -85,6 +147,8 @@ def make_route_class(service: ApiService) -> type[APIRoute]:
                     _check_path(request.path_params)
                     if request.method in ("POST", "PUT", "PATCH"):
                         await _read_capped_body(request, settings.max_body_bytes)
+                        if takes_body:
+                            _check_json(request)
                     return await handler(request)
                 except Exception as exc:
                     problem = _problem_for(exc)
@@ -134,6 +198,30 @@ def _check_path(params: dict[str, Any]) -> None:
                 check(value)
             except ValueError as exc:
                 raise Problem(422, f"{name}: {exc}", code="invalid-request", field=name) from None
+
+
+def is_json(content_type: str | None) -> bool:
+    """``application/json`` or ``application/<anything>+json``, parameters aside."""
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+def _check_json(request: Request) -> None:
+    """A body must say it is JSON, on every endpoint that takes one (the single enqueue
+    parses its body itself and would otherwise take any Content-Type)."""
+    if request._body and not is_json(request.headers.get("content-type")):
+        raise Problem(
+            415,
+            "send the body as JSON with 'Content-Type: application/json'",
+            code="unsupported-media-type",
+            field="Content-Type",
+        )
 
 
 async def _read_capped_body(request: Request, limit: int) -> None:

@@ -7,10 +7,14 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
+from .. import ops
+from ..client import AsyncClient
 from ..errors import SerializationError
+from ..ops.keys import queues_key
 from ..schedules import Schedule, ScheduleState
 from . import models as m
 from .problems import Problem, responses
+from .queues import require_queue
 from .routing import QueueName, ScheduleName, json_response, scoped
 from .service import ApiService
 
@@ -63,6 +67,14 @@ def _make_schedule(queue: str, name: str, body: m.ScheduleIn) -> Schedule:
         raise Problem(422, message, code="invalid-schedule", field=field) from None
 
 
+async def _listed(client: AsyncClient, queue: str) -> list[ScheduleState]:
+    """The queue's schedules; 404 when there are none because there is no such queue."""
+    found = await client.schedules(queue)
+    if not found:
+        await require_queue(client, queue)
+    return found
+
+
 def add_schedule_routes(router: APIRouter, service: ApiService) -> None:
     """Add the schedule endpoints to ``router``."""
     client = service.client
@@ -75,11 +87,12 @@ def add_schedule_routes(router: APIRouter, service: ApiService) -> None:
         "/queues/{queue}/schedules",
         response_model=m.ScheduleList,
         openapi_extra=scoped("read"),
+        responses=responses(404),
         summary="List the queue's repeatable jobs with their next run times",
         tags=["schedules"],
     )
     async def list_schedules(queue: QueueName) -> Response:
-        return json_response({"schedules": [_schedule_out(s) for s in await client.schedules(queue)]})
+        return json_response({"schedules": [_schedule_out(s) for s in await _listed(client, queue)]})
 
     @router.get(
         "/queues/{queue}/schedules/{name}",
@@ -101,6 +114,8 @@ def add_schedule_routes(router: APIRouter, service: ApiService) -> None:
         except SerializationError as exc:
             raise Problem(422, str(exc), code="not-json", field="args") from None
         await client.add_schedule(schedule)
+        # Registered, so that the queue is listed before the schedule's first tick.
+        await client.run(ops.register_queue(queues_key(client.settings.prefix), schedule.queue))
         state = await _schedule_state(schedule.queue, schedule.name)
         assert state is not None
         return state

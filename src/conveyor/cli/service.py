@@ -29,26 +29,46 @@ from .output import console, err_console
     default=1,
     help="Server processes sharing the port (each its own event loop and Redis connections).",
 )
+@click.option(
+    "--generate-token",
+    is_flag=True,
+    help="Print a new random token and the CONVEYOR_API_TOKENS line that grants it, then exit.",
+)
 def api(
-    url: str, host: str, port: int, cors_origins: tuple[str, ...], log_level: str, processes: int
+    url: str,
+    host: str,
+    port: int,
+    cors_origins: tuple[str, ...],
+    log_level: str,
+    processes: int,
+    generate_token: bool,
 ) -> None:
     """Serve the HTTP API (needs the api extra: pip install 'conveyor[api]').
 
     Tokens come from CONVEYOR_API_TOKENS or the file named by CONVEYOR_API_TOKENS_FILE
-    (see docs/api.md). Without any token the API binds to loopback only.
+    (see docs/api.md); each is at least 16 characters (--generate-token makes one). Without
+    any token the API binds to loopback only.
     """
+    if generate_token:
+        _print_new_token()
+        return
     try:
         import uvicorn
 
         from ..api import ApiSettings, create_app
+        from ..api.server import uvicorn_options
     except ImportError as exc:
         raise click.ClickException(f"the API needs its extra: pip install 'conveyor[api]' ({exc})") from None
     settings = ApiSettings.from_env(redis_url=url, cors_origins=cors_origins or None)
     if not settings.tokens.enabled:
         _refuse_open_exposure(host)
     err_console.print(f"Conveyor API on http://{host}:{port} (docs at /docs), Redis {redact(url)}")
+    # The same HTTP options in every process: the cap on request heads among them.
+    options = uvicorn_options()
     if processes == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(
+            create_app(settings), host=host, port=port, log_level=log_level, access_log=False, **options
+        )
         return
     # Several processes import the app themselves: hand them the settings through the
     # environment, which ApiSettings.from_env reads in each of them.
@@ -63,6 +83,23 @@ def api(
         workers=processes,
         log_level=log_level,
         access_log=False,
+        **options,
+    )
+
+
+def _print_new_token() -> None:
+    """The token on stdout alone (``TOKEN=$(conveyor api --generate-token)``); how to
+    configure it on stderr, with its hash, which is what the server should be given."""
+    from ..api.auth import hash_token, new_token
+
+    token = new_token()
+    click.echo(token)
+    err_console.print(
+        "Give the server its hash (it keeps nothing else), with the scopes it grants:\n"
+        f'  CONVEYOR_API_TOKENS="sha256:{hash_token(token)} read enqueue admin"\n'
+        "and the token itself to the clients: Authorization: Bearer <token>",
+        highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -88,8 +88,16 @@ def new_job_id() -> str:
 
 
 def validate_job_id(job_id: str) -> str:
+    """Return ``job_id`` if it can name a job, else raise ``ValueError``.
+
+    Every id must be addressable as one segment of the HTTP API's paths
+    (``/v1/queues/{queue}/jobs/{job_id}``): a ``/`` splits the segment even when sent as
+    ``%2F``, and clients resolve a segment of ``.`` or ``..`` away before sending.
+    """
     if not job_id or len(job_id) > 256:
         raise ValueError("job id must be 1 to 256 characters long")
-    if any(ch in job_id for ch in "{}") or any(ch.isspace() or not ch.isprintable() for ch in job_id):
-        raise ValueError(f"job id {job_id!r} must not contain braces, whitespace or control characters")
+    if any(ch in job_id for ch in "{}/") or any(ch.isspace() or not ch.isprintable() for ch in job_id):
+        raise ValueError(f"job id {job_id!r} must not contain braces, '/', whitespace or control characters")
+    if job_id in (".", ".."):
+        raise ValueError(f"job id {job_id!r} cannot be used: URLs resolve it to another path")
     return job_id

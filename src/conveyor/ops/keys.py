@@ -50,12 +50,19 @@ def _layout(kind: type[_Layout]) -> cached_property[_Layout]:
 def validate_queue_name(name: str) -> str:
     """Return ``name`` if it can be used as a queue name, else raise ``ValueError``.
 
-    Braces would break the hash tag, and whitespace makes the CLI and logs ambiguous.
+    Braces would break the hash tag, and whitespace makes the CLI and logs ambiguous. The
+    name must also be addressable as one segment of the HTTP API's paths
+    (``/v1/queues/{queue}``): a ``/`` splits the segment even when sent as ``%2F``, and
+    clients resolve a segment of ``.`` or ``..`` away before sending.
     """
     if not name or len(name) > 200:
         raise ValueError("queue name must be 1 to 200 characters long")
-    if any(ch in name for ch in "{}") or any(ch.isspace() or not ch.isprintable() for ch in name):
-        raise ValueError(f"queue name {name!r} must not contain braces, whitespace or control characters")
+    if any(ch in name for ch in "{}/") or any(ch.isspace() or not ch.isprintable() for ch in name):
+        raise ValueError(
+            f"queue name {name!r} must not contain braces, '/', whitespace or control characters"
+        )
+    if name in (".", ".."):
+        raise ValueError(f"queue name {name!r} cannot be used: URLs resolve it to another path")
     return name
 
 
