@@ -36,7 +36,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-TOKEN = "bench-token"
+TOKEN = "bench-token-for-the-api"
 
 WRK_SCRIPT = """
 wrk.method = "POST"

@@ -205,3 +205,13 @@ def test_conveyor_worker_reports_an_app_that_raises_on_import_briefly(url: str, 
     assert "SETTINGS = load_settings()" in result.stderr and "JSONDecodeError" in result.stderr
     assert "importlib" not in result.stderr and "click" not in result.stderr
     assert len(result.stderr.splitlines()) < 20
+
+
+def test_an_id_or_queue_no_url_can_address_is_refused_without_a_traceback(
+    url: str, client: Client, queue: str
+) -> None:
+    result = cli(url, "enqueue", "add", "1", "--queue", queue, "--job-id", "order/7", code=2)
+    assert "job id 'order/7'" in result.stderr and "Traceback" not in result.stderr
+    assert client.counts(queue)["waiting"] == 0 and queue not in client.queues()
+    result = cli(url, "info", "-Q", "team/emails", code=2)
+    assert "team/emails" in result.stderr and "Traceback" not in result.stderr

@@ -29,6 +29,9 @@ class _Main(click.Group):
         except ConveyorError as exc:
             err_console.print(f"[red]error:[/red] {exc}")
             sys.exit(1)
+        except ValueError as exc:  # a bad name or option value: the message says which
+            err_console.print(f"[red]error:[/red] {exc}")
+            sys.exit(2)
         except (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError) as exc:
             err_console.print(f"[red]error:[/red] cannot reach Redis: {exc}")
             sys.exit(2)

@@ -19,11 +19,22 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import serialization
-from ..task import DEFAULT_OPTIONS, TaskCall
+from ..task import DEFAULT_OPTIONS, EnqueueOptions, TaskCall
 from .enqueue import NewJob
+from .ids import validate_job_id
 
 if TYPE_CHECKING:
     from ..flows import Flow
+
+
+def _dedup_fields(options: EnqueueOptions) -> tuple[Any, ...]:
+    window = math.ceil((options.dedup_window or 0) * 1000)
+    fields: tuple[Any, ...] = ("du", options.dedup, "dw", window)
+    if options.debounce:
+        fields += ("db", 1)
+        if not options.delay and options.run_at is None:
+            fields += ("w", f"+{window}")  # a debounced job waits out its quiet period
+    return fields
 
 
 def encode_job(call: TaskCall[Any], job_id: str, limit: int | None) -> NewJob:
@@ -54,15 +65,14 @@ def encode_job(call: TaskCall[Any], job_id: str, limit: int | None) -> NewJob:
     if options.ttl is not None:
         extras += ("x", math.ceil(options.ttl * 1000))
     if options.dedup is not None:
-        window = math.ceil((options.dedup_window or 0) * 1000)
-        extras += ("du", options.dedup, "dw", window)
-        if options.debounce:
-            extras += ("db", 1)
-            if not options.delay and options.run_at is None:
-                extras += ("w", f"+{window}")  # a debounced job waits out its quiet period
+        extras += _dedup_fields(options)
     if options.group is not None:
         extras += ("g", options.group)
-    return NewJob(options.job_id or job_id, call.task, args, tuple(extras))
+    if options.job_id is not None:
+        # with_options checks it; an EnqueueOptions built by hand (the CLI, bulk callers) has
+        # not been, and an id no URL can address must not be written.
+        job_id = validate_job_id(options.job_id)
+    return NewJob(job_id, call.task, args, tuple(extras))
 
 
 def flow_fields(

@@ -30,7 +30,7 @@ import os
 import random
 import signal
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, NamedTuple, Unpack
@@ -49,6 +49,7 @@ from .acks import Acknowledger
 from .fetch import Fetcher
 from .heartbeat import Heartbeat
 from .held import HeldJobs
+from .outcome import Prepared
 from .phases import Phase, Phases
 from .registration import Registration
 from .run import JobRunner
@@ -57,6 +58,21 @@ from .settings import WorkerOptions, WorkerSettings
 from .sweeper import Sweeper
 
 log = logging.getLogger("conveyor.worker")
+
+HURRY = 0.5
+"""Once a worker stops at once, how long a step that waits on Redis still gets -- writing the
+outcomes of finished jobs, handing jobs back, leaving the registry -- before it is given up: a
+stop at once must not wait out a Redis that does not answer. What was not handed back returns
+after its lease, as a dead worker's jobs do."""
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed, else asyncio's own (None)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _call(function: Callable[[], Any]) -> None:
@@ -113,6 +129,16 @@ class Worker:
         self.loop_failure: BaseException | None = None
         """The error that ended one of the worker's loops, if one did (the worker then stops)."""
         self._signals = 0
+        self._hurry = asyncio.Event()
+        """Set by a stop at once: whatever still waits on Redis is given up after ``HURRY`` s."""
+        self._abandoned: list[Prepared] = []
+        # What the STARTING phase got to, so that a stop that cuts it short closes just that.
+        self._started_up = False
+        self._connected = False
+        self._registered = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._beat_transport: SyncTransport | None = None
+        self._heartbeat: Heartbeat | None = None
 
     @property
     def processed(self) -> int:
@@ -124,39 +150,37 @@ class Worker:
         """Jobs this worker failed for good."""
         return self._runner.failed if self._runner is not None else 0
 
+    @property
+    def abandoned(self) -> int:
+        """Sync jobs handed back to waiting while their threads still ran: stopped at once, or
+        out of ``shutdown_grace``. A thread cannot be stopped. It runs on until the function
+        returns, with ``current_job().cancelled`` set and its outcome discarded, while the job
+        may already run again elsewhere: only the end of the process ends it. So ``conveyor
+        worker`` ends its process when this is not 0, at once and without waiting for the
+        threads (which the interpreter would do at exit); an application that embeds the
+        worker decides for itself."""
+        return len(self._abandoned)
+
     # ------------------------------------------------------------------ running
     def run(self) -> None:
-        """Run until stopped by SIGTERM/SIGINT (or, in burst mode, until the queues are empty)."""
-        try:
-            import uvloop
-
-            loop_factory: Any = uvloop.new_event_loop
-        except ImportError:
-            loop_factory = None
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
+        """Run until stopped by SIGTERM/SIGINT (or, in burst mode, until the queues are empty):
+        the first signal stops gracefully, the next one at once (see :meth:`stop`). Returns
+        once stopped, even if sync jobs it handed back still run (see :attr:`abandoned`)."""
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(self.serve(install_signal_handlers=True))
 
     async def serve(self, install_signal_handlers: bool = False) -> None:
         """Run in the current event loop until :meth:`stop` (or burst mode) ends it."""
         self._loop = asyncio.get_running_loop()
-        for function in self.tasks.startup:  # nothing is open yet: a failure leaves nothing behind
-            await _call(function)
-        owns_client = self._connection is None
-        beat_transport = self._connect(owns_client)
-        runner = self._assemble()
         if install_signal_handlers:
+            # First of all: a signal must stop the worker in every phase, also while it waits
+            # for a Redis it cannot reach to register (it used to retry for ever, deaf to them).
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
-        log.info(
-            "worker %s starting: queues=%s concurrency=%d tasks=%d",
-            self.id,
-            ",".join(self.queues),
-            self.config.concurrency,
-            len(self.tasks),
-        )
-        await self._with_retries(functools.partial(self._registration.register, self.executor))
-        await self._check_eviction_policy()
-        await self._start_heartbeat(beat_transport, runner)
+        owns_client = self._connection is None
+        runner = await self._started(owns_client)
+        if runner is None:
+            return
         loops = self._start_loops(runner)
         try:
             await self._phases.reached(Phase.DRAINING).wait()
@@ -165,9 +189,57 @@ class Worker:
         if self.loop_failure is not None:
             raise self.loop_failure
 
+    async def _started(self, owns_client: bool) -> JobRunner | None:
+        """The ``STARTING`` phase, which a stop cuts short: the runner once started, or None
+        if stopped first (what was opened meanwhile is closed again, nothing was claimed)."""
+        starting = asyncio.create_task(self._start(owns_client), name="conveyor-start")
+        stopped = asyncio.create_task(self._phases.reached(Phase.DRAINING).wait())
+        try:
+            await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when serve() itself is cancelled
+            stopped.cancel()
+            if not starting.done():
+                starting.cancel()  # the step under way: a registration waiting for Redis, say
+                await asyncio.wait([starting])
+            if starting.cancelled() or starting.exception() is not None or starting.result() is None:
+                await self._close_unstarted(owns_client)
+        return None if starting.cancelled() else starting.result()
+
+    async def _start(self, owns_client: bool) -> JobRunner | None:
+        """Start step by step; None if a startup function stopped the worker."""
+        for function in self.tasks.startup:
+            await _call(function)
+        self._started_up = True
+        if self._phases.current >= Phase.DRAINING:
+            return None  # stopped by a startup function: not even registered
+        beat_transport = self._connect(owns_client)
+        runner = self._assemble()
+        log.info(
+            "worker %s starting: queues=%s concurrency=%d tasks=%d",
+            self.id,
+            ",".join(self.queues),
+            self.config.concurrency,
+            len(self.tasks),
+        )
+        # A registration cancelled in flight may still be written; the entry expires after
+        # three leases, as a dead worker's does.
+        await self._with_retries(functools.partial(self._registration.register, self.executor))
+        self._registered = True
+        await self._check_eviction_policy()
+        await self._start_heartbeat(beat_transport, runner)
+        return runner
+
+    async def _close_unstarted(self, owns_client: bool) -> None:
+        """Close what a start that was cut short (or failed) opened; no job was claimed."""
+        self._hurry.set()  # nothing runs: no reason to wait on a Redis that does not answer
+        self._phases.advance(Phase.STOPPING)
+        await self._stop_heartbeat()
+        await self._leave(owns_client)
+        self._phases.advance(Phase.STOPPED)
+
     def _assemble(self) -> JobRunner:
         """The parts that run jobs, over the open transport: pool, acknowledger, runner, registry entry."""
-        self._pool = ThreadPoolExecutor(
+        self._pool = pool = ThreadPoolExecutor(
             max_workers=self.config.threads or min(self.config.concurrency, 64),
             thread_name_prefix="conveyor-job",
         )
@@ -185,7 +257,7 @@ class Worker:
             held=self._held,
             acks=self._acks,
             loop=self._loop,
-            pool=self._pool,
+            pool=pool,
             max_payload_bytes=self.settings.max_payload_bytes,
         )
         self._registration = Registration(
@@ -208,6 +280,7 @@ class Worker:
             else as_async_transport(self._connection, wait)
         )
         self.executor = AsyncExecutor(self.transport)
+        self._connected = True
         # Its own connection, so a blocked loop cannot starve it; derived before anything runs.
         # A beat must not wait out a cluster refusal, a silent connection (half-open, a
         # blackhole) or a connect for longer than its interval: leases would lapse meanwhile,
@@ -215,11 +288,14 @@ class Worker:
         # connection cost a running job its 1.5 s lease with the URL's 5 s socket timeout.)
         beat_wait = min(wait, self.config.lease / 3)
         if owns_client:
-            return sync_transport(self.settings.redis_url, beat_wait, timeout=self.config.lease / 3)
-        return sync_twin(self.transport, self._url, beat_wait, timeout=self.config.lease / 3)
+            beat = sync_transport(self.settings.redis_url, beat_wait, timeout=self.config.lease / 3)
+        else:
+            beat = sync_twin(self.transport, self._url, beat_wait, timeout=self.config.lease / 3)
+        self._beat_transport = beat
+        return beat
 
     async def _start_heartbeat(self, transport: SyncTransport, runner: JobRunner) -> None:
-        self._heartbeat = Heartbeat(
+        self._heartbeat = heartbeat = Heartbeat(
             transport,
             self._loop,
             self._held.by_queue,
@@ -230,7 +306,7 @@ class Worker:
             on_answers=runner.on_lease_answers,
             on_failure=self._on_heartbeat_failure,
         )
-        await self._heartbeat.start()
+        await heartbeat.start()
 
     def _start_loops(self, runner: JobRunner) -> _Loops:
         fetcher = Fetcher(
@@ -273,39 +349,122 @@ class Worker:
         their outcomes, then the other loops, the heartbeat and what the worker holds."""
         self._phases.advance(Phase.DRAINING)  # also when serve() was cancelled rather than stopped
         loops.fetcher.cancel()
-        await asyncio.gather(loops.fetcher, return_exceptions=True)
+        await self._finish(loops.fetcher)
         await self._drain_running()
         self._acks.finish()
-        await asyncio.gather(loops.flusher, return_exceptions=True)
-        # Not cancelled mid-command: redis-py's cluster client does not always survive that.
+        # Outcomes are kept until Redis takes them, however long it is away -- unless the
+        # worker stops at once: then what was not written is handed back with the rest.
+        await self._finish(loops.flusher)
         self._phases.advance(Phase.STOPPING)
-        _, late = await asyncio.wait([loops.sweeper, loops.scheduler], timeout=5)
-        for loop_task in late:
-            loop_task.cancel()
-        await asyncio.gather(loops.sweeper, loops.scheduler, return_exceptions=True)
-        await self._heartbeat.stop()  # leases are renewed until every job finished or was flushed
-        await self._held.hand_back(self.executor, self.keys)
+        # Not cancelled mid-command: redis-py's cluster client does not always survive that.
+        await asyncio.gather(self._finish(loops.sweeper, 5), self._finish(loops.scheduler, 5))
+        await self._stop_heartbeat()  # leases are renewed until every job finished or was flushed
         await self._leave(owns_client)
         self._phases.advance(Phase.STOPPED)
 
+    async def _stop_heartbeat(self) -> None:
+        heartbeat = self._heartbeat
+        if heartbeat is not None and heartbeat.thread.ident is not None:
+            # The thread closes its own connection. Stuck in a call to a Redis that does not
+            # answer, it is not waited for long once stopping at once (a daemon thread).
+            if self._hurry.is_set():
+                await heartbeat.stop(HURRY)
+            else:
+                await heartbeat.stop()
+        elif self._beat_transport is not None:  # never started: its connection is ours to close
+            with contextlib.suppress(Exception):
+                self._beat_transport.close()
+
     async def _leave(self, owns_client: bool) -> None:
-        """Out of the registry, the shutdown functions, the pool and the connection closed."""
-        with contextlib.suppress(RedisError):
-            await self._registration.unregister(self.executor)
-        for function in reversed(self.tasks.shutdown):
-            try:
-                await _call(function)
-            except Exception:
-                log.exception("shutdown function %s failed", getattr(function, "__qualname__", function))
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        if owns_client:
+        """The jobs still held handed back, out of the registry, the shutdown functions, the
+        pool and the connection closed."""
+        if not self._abandoned:
+            await self._hand_back()
+        if self._registered:
+            await self._finish(self._logged(self._unregister()))
+        if self._started_up:
+            for function in reversed(self.tasks.shutdown):
+                try:
+                    await _call(function)
+                except Exception:
+                    log.exception(
+                        "shutdown function %s failed", getattr(function, "__qualname__", function)
+                    )
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._abandoned:
+            # Last: a job handed back may start elsewhere at once, while its thread here runs
+            # until this process ends (see `abandoned`), which should follow right away.
+            await self._hand_back()
+        if owns_client and self._connected:
             await self.transport.aclose()
         log.info("worker %s stopped: %d completed, %d failed", self.id, self.processed, self.failed)
 
+    async def _hand_back(self) -> None:
+        """The jobs still held back to waiting, at once rather than after their leases."""
+        if not self._connected:
+            return  # nothing was claimed
+        if not await self._finish(self._logged(self._held.hand_back(self.executor, self.keys))):
+            log.error("could not hand the unfinished jobs back in time; they return after their lease")
+
+    async def _unregister(self) -> None:
+        with contextlib.suppress(RedisError):  # the entry expires by itself
+            await self._registration.unregister(self.executor)
+
+    @staticmethod
+    async def _logged(work: Awaitable[None]) -> None:
+        """``work``, its error logged: one step of stopping that fails must not end the rest."""
+        try:
+            await work
+        except Exception:
+            log.exception("stopping the worker: a step failed")
+
+    async def _finish(self, work: Awaitable[Any], limit: float | None = None) -> bool:
+        """Wait for ``work`` to end, for ``limit`` seconds at most (None: no limit) and, once
+        the worker stops at once, for ``HURRY`` seconds more at most; then cancel it. True if
+        it ended by itself. Its error, if any, is for ``work`` to report (the loops' callback
+        does, see ``_on_loop_end``)."""
+        task = asyncio.ensure_future(work)
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait([task, hurry], timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done() and hurry.done():
+                await asyncio.wait([task], timeout=HURRY)
+        finally:
+            hurry.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=HURRY)
+            return False
+        if not task.cancelled():
+            task.exception()  # reported already: see above
+        return True
+
     # ------------------------------------------------------------------ stopping
-    def stop(self) -> None:
-        """Stop claiming; running jobs get ``shutdown_grace`` seconds to finish."""
+    def stop(self, at_once: bool = False) -> None:
+        """Stop claiming; running jobs get ``shutdown_grace`` seconds to finish, then are handed
+        back to waiting. While the worker starts, it stops at once (it has claimed nothing).
+
+        ``at_once``: hand the running jobs back now, and give up on a Redis that does not
+        answer after ``HURRY`` seconds per step. An async job is cancelled; a sync job's thread
+        cannot be: see :attr:`abandoned`. What a second SIGTERM/SIGINT does."""
         self._phases.advance(Phase.DRAINING)
+        if at_once and not self._hurry.is_set():
+            self._hurry.set()
+            self._cancel_running()
+
+    def _cancel_running(self) -> None:
+        """Cancel the running jobs, which are then handed back. A sync job is flagged
+        (``current_job().cancelled``) and abandoned to its thread."""
+        for held in self._held.by_queue.values():
+            for entry in held.values():
+                # Only a job that will see the cancellation: a finished one is recorded as such.
+                if entry.task is None or not entry.task.cancel():
+                    continue
+                job = entry.job
+                if job is not None and not job.task.cancellable:
+                    job.aborted = True
+                    self._abandoned.append(job)
 
     def _on_loop_end(self, task: asyncio.Task[Any]) -> None:
         """A loop that dies of an error it cannot wait out must not leave a worker that looks
@@ -330,19 +489,20 @@ class Worker:
         # Counted, not read from the phase: after a stop() from code, the first signal still
         # only logs and stops gracefully; only a second signal cancels the running jobs.
         self._signals += 1
-        if self._signals == 1:
+        name = signal.Signals(sig).name
+        if self._signals == 1 and self._phases.current is Phase.STARTING:
+            log.info("received %s while starting: stopping", name)
+            self.stop()
+        elif self._signals == 1:
             log.info(
                 "received %s: finishing running jobs (grace %.0f s); send again to stop at once",
-                signal.Signals(sig).name,
+                name,
                 self.config.shutdown_grace,
             )
             self.stop()
         else:
-            log.warning(
-                "received %s again: stopping at once, handing running jobs back", signal.Signals(sig).name
-            )
-            for job in self._held.running():
-                job.cancel()
+            log.warning("received %s again: stopping at once, handing running jobs back", name)
+            self.stop(at_once=True)
 
     async def _drain_running(self) -> None:
         running = self._held.running()
@@ -353,8 +513,7 @@ class Worker:
             log.warning(
                 "%d jobs still running after the grace period; handing them back to waiting", len(pending)
             )
-            for job in pending:
-                job.cancel()
+            self._cancel_running()
             await asyncio.wait(pending, timeout=1.0)
 
     # ------------------------------------------------------------------ checks
