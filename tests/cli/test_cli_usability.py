@@ -196,9 +196,6 @@ def test_an_app_that_raises_on_import_shows_only_its_own_frames(
         import_app_module("not_there_at_all")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs cli/worker.py's load_tasks to import through options.import_app_module"
-)
 def test_conveyor_worker_reports_an_app_that_raises_on_import_briefly(url: str, tmp_path: Path) -> None:
     (tmp_path / "brokenapp.py").write_text(BROKEN_APP)
     result = cli(url, "worker", "brokenapp:tasks", code=2, cwd=tmp_path)

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-import importlib
+import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from ..task import Tasks
 from . import logs
-from .options import url_option
+from .options import import_app_module, url_option
+
+if TYPE_CHECKING:
+    from ..worker.engine import Worker
+
+log = logging.getLogger("conveyor.worker")
 
 
 def load_tasks(spec: str) -> Tasks:
     """Import ``module:attribute`` (attribute defaults to ``tasks``) and check it is a registry."""
     module_name, _, attribute = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="APP") from None
+    module = import_app_module(module_name)
     registry = getattr(module, attribute or "tasks", None)
     if not isinstance(registry, Tasks):
         raise click.BadParameter(
@@ -125,6 +127,8 @@ def load_tasks(spec: str) -> Tasks:
     show_default=True,
     type=click.Choice(["text", "json"]),
 )
+# How a child of --processes N takes its orders from the supervisor (conveyor.worker.supervisor).
+@click.option("--supervisor-fd", type=int, default=None, hidden=True)
 def worker(
     app: str,
     url: str,
@@ -139,11 +143,13 @@ def worker(
     burst: bool,
     log_level: str,
     log_format: str,
+    supervisor_fd: int | None,
 ) -> None:
     """Run a worker for the tasks in APP (module:attribute, e.g. myapp.jobs:tasks).
 
     SIGTERM or Ctrl-C stops claiming and lets running jobs finish within the grace period;
-    unfinished jobs go back to waiting at once. A second signal stops at once.
+    unfinished jobs go back to waiting at once. A second signal stops at once: running jobs
+    go back to waiting, and the process ends without waiting for sync jobs' threads.
     """
     logs.configure(log_level, log_format)
     if processes > 1:
@@ -155,7 +161,7 @@ def worker(
 
     registry = load_tasks(app)
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    Worker(
+    instance = Worker(
         registry,
         url=url,
         queues=queue_list,
@@ -166,7 +172,41 @@ def worker(
         sweep_interval=sweep_interval,
         shutdown_grace=shutdown_grace,
         burst=burst,
-    ).run()
+    )
+    if supervisor_fd is None:
+        _run_process(instance, instance.run)
+    else:
+        from ..worker.supervisor import serve_as_child
+
+        _run_process(instance, lambda: serve_as_child(instance, supervisor_fd))
+
+
+def _run_process(worker: Worker, run: Callable[[], None]) -> None:
+    """Run ``worker`` as this process. A sync job it handed back while its thread still ran
+    (stopped at once, or out of grace) would keep the process alive until the function
+    returns -- the interpreter waits for the threads at exit -- and run on while the job runs
+    again elsewhere. The thread cannot be stopped, so the process ends without waiting:
+    the jobs are back in waiting, the connections closed, only the logs are left to flush."""
+    try:
+        run()
+    except BaseException:
+        if not worker.abandoned:
+            raise
+        log.exception("the worker failed")
+        _end_now(worker, 1)
+    if worker.abandoned:
+        _end_now(worker, 0)
+
+
+def _end_now(worker: Worker, code: int) -> NoReturn:
+    log.warning(
+        "ending the process without waiting for %d handed-back sync jobs still running in threads",
+        worker.abandoned,
+    )
+    logging.shutdown()  # flushes the handlers
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def _without_option(args: list[str], names: tuple[str, ...]) -> list[str]:

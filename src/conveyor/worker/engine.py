@@ -387,9 +387,7 @@ class Worker:
                 try:
                     await _call(function)
                 except Exception:
-                    log.exception(
-                        "shutdown function %s failed", getattr(function, "__qualname__", function)
-                    )
+                    log.exception("shutdown function %s failed", getattr(function, "__qualname__", function))
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._abandoned:
@@ -536,14 +534,13 @@ class Worker:
                 return
 
     async def _with_retries(self, action: Any) -> Any:
-        """Run ``action`` until Redis answers; a worker rides out a Redis restart instead of exiting."""
+        """Run ``action`` until Redis answers; a worker rides out a Redis restart instead of
+        exiting. Only while starting, which a stop cancels (see ``_started``)."""
         delay = 0.05
         while True:
             try:
                 return await action()
             except RETRYABLE_REDIS_ERRORS as exc:
-                if self._phases.current >= Phase.STOPPING:
-                    raise
                 log.warning("Redis unavailable (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
