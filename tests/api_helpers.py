@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -172,3 +173,16 @@ def problem(response: httpx.Response, status: int) -> dict:
     assert body["status"] == status and body["detail"] and body["title"]
     assert "Traceback" not in response.text and "redis://" not in response.text
     return body
+
+
+def wait_until_healthy(port: int, process: subprocess.Popen[Any], timeout: float = 20) -> None:
+    """Wait for a ``conveyor api`` process on ``port`` to answer ``/healthz``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline and process.poll() is None, "the API did not come up"
+        time.sleep(0.05)

@@ -1,13 +1,20 @@
-"""Helpers shared by tests: a worker running in the test's event loop, and a polling wait."""
+"""Helpers shared by tests: a worker running in the test's event loop, a polling wait, and
+the command line run as a user runs it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from conveyor import Tasks, Worker
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.asynccontextmanager
@@ -38,3 +45,21 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+def run_cli(url: str, *args: str, code: int | None = 0, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """``conveyor ARGS`` in a fresh process against ``url``; its exit code must be ``code``
+    (None: not checked)."""
+    env = {**os.environ, "CONVEYOR_REDIS_URL": url, "COLUMNS": "250"}
+    env.pop("CONVEYOR_QUEUE", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "conveyor", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+    )
+    if code is not None:
+        assert result.returncode == code, result.stdout + result.stderr
+    return result

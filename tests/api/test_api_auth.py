@@ -18,7 +18,7 @@ from conveyor.cli import main
 from conveyor.dev.server import RedisServer
 from conveyor.errors import ConfigurationError
 
-from api_helpers import TOKENS, ThreadedUvicorn, auth, start_api
+from api_helpers import TOKENS, ThreadedUvicorn, auth, start_api, wait_until_healthy
 
 PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
 
@@ -161,7 +161,6 @@ def test_cli_without_tokens_serves_loopback_and_says_so(redis_server: RedisServe
     import os
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
     from api_helpers import free_port
@@ -176,15 +175,7 @@ def test_cli_without_tokens_serves_loopback_and_says_so(redis_server: RedisServe
         text=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.05)
+        wait_until_healthy(port, process)
         open_access = httpx.get(f"http://127.0.0.1:{port}/v1/queues", timeout=5)
         assert open_access.status_code == 200  # no tokens: no authentication, loopback only
     finally:

@@ -16,7 +16,6 @@ import select
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from conveyor.api import create_app
 from conveyor.api.server import MAX_HEAD_BYTES, MAX_HEADERS, uvicorn_options
 from conveyor.dev.server import RedisServer
 
-from api_helpers import TOKEN_LINES, TOKENS, ThreadedUvicorn, api_settings, free_port
+from api_helpers import TOKEN_LINES, TOKENS, ThreadedUvicorn, api_settings, free_port, wait_until_healthy
 
 MiB = 1024 * 1024
 
@@ -113,15 +112,7 @@ def test_conveyor_api_refuses_a_huge_header_before_reading_it(
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.05)
+        wait_until_healthy(port, process)
         answer, sent = send_huge_header(port)
         assert _status(answer) == 431, answer[:300]
         assert sent < MiB, "answered only once the whole header was in"

@@ -10,22 +10,9 @@ from pathlib import Path
 
 from conveyor import Client, JobState, Tasks, ops
 
+from helpers import run_cli as cli
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def cli(url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONVEYOR_REDIS_URL": url, "COLUMNS": "200"}
-    result = subprocess.run(
-        [sys.executable, "-m", "conveyor", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def test_help_lists_commands_and_env_vars(url: str) -> None:
@@ -52,7 +39,7 @@ def test_enqueue_info_job_and_jobs(url: str, client: Client, queue: str) -> None
 
 
 def test_missing_job_is_a_clear_error(url: str, queue: str) -> None:
-    result = cli(url, "job", "nope", "--queue", queue, check=False)
+    result = cli(url, "job", "nope", "--queue", queue, code=None)
     assert result.returncode == 1 and "no job nope" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -114,7 +101,7 @@ def test_worker_burst_from_the_cli_and_enqueue_wait(url: str, client: Client, qu
 
 
 def test_bad_app_is_reported(url: str) -> None:
-    result = cli(url, "worker", "no_such_module:tasks", check=False)
+    result = cli(url, "worker", "no_such_module:tasks", code=None)
     assert result.returncode == 2 and "cannot import 'no_such_module'" in result.stderr
 
 

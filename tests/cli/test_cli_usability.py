@@ -5,9 +5,6 @@ job references, errors while importing an app, ``-q``/``-Q``, and ``--json`` eve
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +13,9 @@ import redis
 
 from conveyor import Client, JobState, Tasks, ops
 
+from helpers import run_cli as cli
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def cli(url: str, *args: str, code: int = 0, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONVEYOR_REDIS_URL": url, "COLUMNS": "250"}
-    env.pop("CONVEYOR_QUEUE", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "conveyor", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=60,
-    )
-    assert result.returncode == code, result.stdout + result.stderr
-    return result
 
 
 def as_json(url: str, *args: str) -> Any:
