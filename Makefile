@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-cluster lint typecheck bench bench-quick bench-smoke chaos chaos-state-machine chaos-faults acceptance clean
+.PHONY: install run test test-cluster lint typecheck docs bench bench-quick bench-smoke chaos chaos-state-machine chaos-faults acceptance clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## Lint, type-check, run the whole test suite against private servers the tests start, then
-## a smoke run of the benchmark harness (tiny sizes, timings not judged) so it never rots.
+## The documentation site (docs/, mkdocs.yml), built strict: a broken link, a bad anchor or a
+## warning of the API reference fails it. Built outside the tree; `mkdocs serve` previews it.
+## (Its Python examples run in the test suite: tests/test_docs_examples.py.)
+DOCS_OUT ?= $(or $(TMPDIR),/tmp)/conveyor-site
+# Not --quiet: it hides the warnings from --strict too, and the build passes with them.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(DOCS_OUT)
+
+## Lint, type-check, build the docs, run the whole test suite against private servers the tests
+## start, then a smoke run of the benchmark harness (tiny sizes, timings not judged) so it never rots.
 test: lint typecheck
+	$(MAKE) docs
 	$(BIN)/python -m pytest
 	$(MAKE) bench-smoke
 
