@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conveyor import AsyncClient, Fixed, JobState, Retry, Tasks, Worker, WorkerSettings, ops
+from conveyor import AsyncClient, Fixed, JobState, Retry, Tasks, Worker, WorkerSettings, chain, chord, ops
 from conveyor.worker.phases import Phase, Phases
 from conveyor.worker.settings import WorkerOptions
 
@@ -253,6 +253,37 @@ async def test_burst_mode_drains_then_exits(aclient: AsyncClient, tasks: Tasks, 
     assert worker.processed == 2000
     counts = await aclient.counts(queue)
     assert counts["completed"] == 2000 and counts["waiting"] == 0 and counts["active"] == 0
+
+
+async def test_burst_mode_waits_for_work_its_own_outcomes_make(
+    aclient: AsyncClient, tasks: Tasks, url: str, queue: str
+) -> None:
+    """A retry due at once and the parents of flows become work only when the outcomes
+    before them are written: one burst run drains them too (it used to exit first)."""
+    tries: list[int] = []
+
+    @tasks.task
+    async def add(x: int, y: int = 0) -> int:
+        return x + y
+
+    @tasks.task
+    async def total(values: list[int]) -> int:
+        return sum(values)
+
+    @tasks.task(retries=2, backoff=Fixed(0))
+    async def flaky() -> str:
+        tries.append(1)
+        if len(tries) == 1:
+            raise ConnectionError("once")
+        return "ok"
+
+    chord_ = await aclient.enqueue_flow(chord([add.call(1), add.call(2)], total.call()))
+    chain_ = await aclient.enqueue_flow(chain(add.call(1), add.call(y=10), add.call(y=100)))
+    retried = await aclient.enqueue(flaky)
+    await asyncio.wait_for(Worker(tasks, url=url, burst=True).serve(), 15)
+    assert await chord_.job.result(timeout=0.1) == 3
+    assert await chain_.job.result(timeout=0.1) == 111
+    assert await retried.result(timeout=0.1) == "ok"
 
 
 async def test_unserialisable_result_fails_the_job_clearly(

@@ -60,10 +60,15 @@ class Acknowledger:
         """Queues whose outbox holds notes for parents in flows, to deliver after this flush."""
         self._wanted = asyncio.Event()
         self._finishing = False
+        self.written = asyncio.Event()
+        """Set while every outcome handed in is written, and the parents it concerns were told
+        (burst mode waits for it: a retry or a flow's parent may become work only then)."""
+        self.written.set()
 
     # ------------------------------------------------------------------ on the loop
     def completed(self, queue: str, job_id: str, token: str, result: bytes) -> None:
         self._done[queue].append((job_id, token, result))
+        self.written.clear()
         self._wanted.set()
 
     def failed(
@@ -72,6 +77,7 @@ class Acknowledger:
         """``delay_ms``: when to run again (``ops.RETRY_NEVER``: dead-letter it; ``ops.CANCELLED``);
         ``deferral_cap``: ``ops.NOT_DEFERRED``, or for a ``RetryAfter`` the task's max_deferrals."""
         self._failures[queue].append((job_id, token, error, delay_ms, deferral_cap))
+        self.written.clear()
         self._wanted.set()
 
     def report(self, operation: Any) -> None:
@@ -98,8 +104,10 @@ class Acknowledger:
             while self._outbox_due:
                 queue = self._outbox_due.pop()
                 await tell_parents(self.executor, self.keys[queue], self.failed_retention)
-            if self._finishing and not any(self._done.values()) and not any(self._failures.values()):
-                return
+            if not any(self._done.values()) and not any(self._failures.values()):
+                self.written.set()
+                if self._finishing:
+                    return
 
     async def _send_reports(self) -> None:
         while self._reports:

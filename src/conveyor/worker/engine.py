@@ -318,6 +318,7 @@ class Worker:
             config=self.config,
             runner=runner,
             held=self._held,
+            written=self._acks.written,
             phases=self._phases,
             stop=self.stop,
         )

@@ -44,6 +44,7 @@ class Fetcher:
         config: WorkerSettings,
         runner: JobRunner,
         held: HeldJobs,
+        written: asyncio.Event,
         phases: Phases,
         stop: Callable[[], None],
     ) -> None:
@@ -55,6 +56,8 @@ class Fetcher:
         self.config = config
         self._runner = runner
         self._held = held
+        self._written = written
+        """Set while every outcome is written (see ``Acknowledger.written``)."""
         self._phases = phases
         self._stop = stop
         self._lease_ms = int(config.lease * 1000)
@@ -116,6 +119,11 @@ class Fetcher:
         max_block = self.config.sweep_interval
         if self.config.burst:
             busy = self._runner.busy
+            if busy == 0 and not self._written.is_set():
+                # Outcomes not yet written may make more work: a retry due now, the parent of
+                # a flow whose last child just finished. Claim again once they are.
+                await self._written.wait()
+                return True
             if busy == 0 and (wait_ms < 0 or wait_ms > max_block * 1000):
                 log.info("burst mode: queues drained")
                 self._stop()
