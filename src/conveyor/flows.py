@@ -26,13 +26,14 @@ class Flow:
     dead-lettered, cancelled or removed; ``"ignore"`` runs it anyway, with the failures in
     ``current_job().children``. ``pass_results=True`` also passes the children's results as
     the first argument: the one result for a single child, a list for several (None where
-    a child failed).
+    a child failed); ``pass_results="list"`` always passes a list (what :func:`chord` does,
+    so that a chord of one still hands its callback a list).
     """
 
     job: TaskCall[Any]
     children: Sequence[TaskCall[Any] | Flow]
     on_child_failure: FailurePolicy = "fail"
-    pass_results: bool = False
+    pass_results: bool | Literal["list"] = False
 
     def __post_init__(self) -> None:
         if not self.children:
@@ -58,7 +59,7 @@ def chord(
 ) -> Flow:
     """Run ``group`` (in parallel, on any workers), then ``callback`` with the list of their
     results as its first argument, in the order of ``group``."""
-    return Flow(callback, list(group), on_child_failure=on_child_failure, pass_results=True)
+    return Flow(callback, list(group), on_child_failure=on_child_failure, pass_results="list")
 
 
 @dataclass(frozen=True, slots=True)

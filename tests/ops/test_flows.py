@@ -103,6 +103,22 @@ async def test_chord_calls_back_with_all_results_in_order(
         assert await handle.job.result(timeout=10) == "sum=30 [0, 1, 4, 9, 16]"
 
 
+async def test_a_chord_of_one_still_passes_a_list(aclient: AsyncClient, tasks: Tasks, url: str) -> None:
+    @tasks.task
+    async def square(n: int) -> int:
+        return n * n
+
+    @tasks.task
+    async def describe(results: list[int]) -> str:
+        return repr(results)
+
+    one = await aclient.enqueue_flow(chord([square.call(3)], describe.call()))
+    step = await aclient.enqueue_flow(Flow(describe.call(), [square.call(4)], pass_results=True))
+    async with running_worker(tasks, url):
+        assert await one.job.result(timeout=10) == "[9]", "a chord hands its callback a list"
+        assert await step.job.result(timeout=10) == "16", "pass_results=True: the one result"
+
+
 async def test_a_failed_child_fails_the_parent_or_is_ignored(
     aclient: AsyncClient, tasks: Tasks, url: str, queue: str
 ) -> None:

@@ -89,5 +89,5 @@ def flow_fields(
         if flow.on_child_failure == "ignore":
             extras += ("fp", "ignore")
         if flow.pass_results:
-            extras += ("pr", 1)
+            extras += ("pr", 2 if flow.pass_results == "list" else 1)
     return extras

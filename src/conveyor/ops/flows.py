@@ -214,8 +214,9 @@ def drain_outbox(keys: QueueKeys, failed: Retention, batch: int = 100) -> Genera
             return delivered
 
 
-def parse_children(raw: str | bytes) -> tuple[bool, list[ChildOutcome]]:
-    """Decode a parent's ``co`` field: (pass results as an argument?, outcomes in order)."""
+def parse_children(raw: str | bytes) -> tuple[bool | str, list[ChildOutcome]]:
+    """Decode a parent's ``co`` field: (pass results as an argument? -- False, True, or
+    ``"list"`` for always a list --, outcomes in order)."""
     data = serialization.loads(raw)
     outcomes = []
     for ref, kind, value in data["children"]:
@@ -227,4 +228,5 @@ def parse_children(raw: str | bytes) -> tuple[bool, list[ChildOutcome]]:
             outcomes.append(
                 ChildOutcome(queue, job_id, state, error=value if isinstance(value, dict) else None)
             )
-    return bool(data.get("pass")), outcomes
+    passed = data.get("pass")
+    return ("list" if passed == "list" else bool(passed)), outcomes

@@ -81,9 +81,9 @@ def prepare(queue: str, claimed: Claimed, tasks: Tasks) -> Prepared:
                 f"the outcomes of the job's children cannot be decoded: {exc}",
                 "PayloadDecodeError",
             ) from None
-        if passed:  # chain: the one result; chord: the list of results, in order
+        if passed:  # chain: the one result; chord ("list"): the list of results, in order
             results = [child.result for child in children]
-            args = [results[0] if len(results) == 1 else results, *args]
+            args = [results[0] if len(results) == 1 and passed != "list" else results, *args]
     defaults = task.defaults
     backoff = defaults.backoff
     if "backoff" in options:

@@ -16,7 +16,7 @@
 --   'ignored' when the parent no longer waits (it failed or was cancelled);
 --   'duplicate' when this child was counted before; 'waiting' when other children remain;
 --   'released' when this was the last one: the parent is waiting to run, with its
---   children's outcomes in field 'co' ({"pass": bool, "children": [[ref, kind, value], ...]},
+--   children's outcomes in field 'co' ({"pass": false, true or "list", "children": [[ref, kind, value], ...]},
 --   children in the order they were given);
 --   'failed' when the child failed and the parent's policy is to fail with it, 'failed+'
 --   when that parent is itself a child and left a note in its own queue's outbox.
@@ -90,7 +90,8 @@ for i = 1, #refs do
   fields[i] = field
 end
 call_chunked('HDEL', key, fields)
-local children = '{"pass":' .. (f[3] == '1' and 'true' or 'false') .. ',"children":[' .. table.concat(parts, ',') .. ']}'
+local passed = (f[3] == '2' and '"list"') or (f[3] == '1' and 'true') or 'false'
+local children = '{"pass":' .. passed .. ',"children":[' .. table.concat(parts, ',') .. ']}'
 redis.call('HSET', key, 's', 'waiting', 'co', children)
 redis.call('ZREM', parents_key, id)
 push_ready(waiting_key, prioritized_key, sequence_key, id, tonumber(f[5] or 0), false, f[6], group_prefix)

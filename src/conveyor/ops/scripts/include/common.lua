@@ -26,7 +26,7 @@
 --   flows, stored: pa "<queue> <id>" of the parent, and for a parent dp its number of
 --     children (it waits in the parents set until child.lua has heard of each), ch their
 --     references as a JSON array, fp 'ignore' to run even if a child failed, pr 1 to pass
---     results.
+--     results (the one result of a single child), 2 to pass them always as a list (chord).
 --
 -- Helpers take every key they touch as a parameter and never read KEYS or ARGV: each
 -- script binds those to names at its top, and passes the names on.
