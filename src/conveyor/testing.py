@@ -31,7 +31,7 @@ from typing import Any, Generic
 
 from . import serialization
 from .context import JobContext, _current
-from .errors import JobCancelled, JobFailed, RetryAfter
+from .errors import Fail, JobCancelled, JobFailed, RetryAfter
 from .flows import ChildOutcome, Flow, FlowHandle
 from .job import EnqueueOutcome, JobState
 from .ops.ids import new_job_id
@@ -141,7 +141,10 @@ class EagerClient:
         return EagerHandle(job, EnqueueOutcome.CREATED)
 
     def _run(
-        self, call: TaskCall[Any], children: list[ChildOutcome] | None = None, pass_results: bool = False
+        self,
+        call: TaskCall[Any],
+        children: list[ChildOutcome] | None = None,
+        pass_results: bool | str = False,
     ) -> EagerHandle[Any]:
         # Encode as the real client does, so unserialisable arguments fail here too.
         serialization.dumps(list(call.args), what=f"arguments of {call.task}")
@@ -154,7 +157,7 @@ class EagerClient:
         args = list(call.args)
         if children is not None and pass_results:  # as the worker does: one result, or a list
             results = [child.result for child in children]
-            args.insert(0, results[0] if len(results) == 1 else results)
+            args.insert(0, results[0] if len(results) == 1 and pass_results != "list" else results)
         job = EagerJob(job_id, call.task, call.queue, args, dict(call.kwargs))
         self.jobs.append(job)
         self._by_id[job_id] = job
@@ -177,7 +180,7 @@ class EagerClient:
                     raise
             except Exception as exc:
                 job.error = exc
-                if job.attempts > retries:
+                if job.attempts > retries or isinstance(exc, Fail):  # Fail: no retries, as a worker
                     job.state = JobState.FAILED
                     break
             finally:

@@ -8,6 +8,7 @@ import pytest
 
 from conveyor import (
     AsyncClient,
+    Fail,
     Fixed,
     Flow,
     JobFailed,
@@ -112,6 +113,28 @@ def test_eager_client_runs_tasks_at_enqueue() -> None:
     with pytest.raises(SerializationError):
         client.enqueue(add, object(), 1)  # type: ignore[arg-type]
     assert [job.state for job in client.jobs] == [JobState.COMPLETED, JobState.COMPLETED, JobState.FAILED]
+
+
+def test_eager_client_fails_a_job_that_raises_fail_at_once_and_passes_a_chord_a_list() -> None:
+    tasks = Tasks()
+
+    @tasks.task(retries=3)
+    def refuse() -> None:
+        raise Fail("cannot ever work")
+
+    @tasks.task
+    def square(n: int) -> int:
+        return n * n
+
+    @tasks.task
+    def describe(results: list[int]) -> str:
+        return repr(results)
+
+    client = EagerClient(tasks)
+    with pytest.raises(JobFailed, match="cannot ever work"):
+        client.enqueue(refuse).result()
+    assert client.jobs[0].attempts == 1, "as a worker does: Fail is not retried"
+    assert client.enqueue_flow(chord([square.call(3)], describe.call())).job.result() == "[9]"
 
 
 def test_eager_client_runs_flows_children_first() -> None:
