@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: install run test test-cluster lint typecheck docs bench bench-quick bench-smoke chaos chaos-state-machine chaos-faults acceptance clean
 
@@ -10,12 +11,23 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]' -c constraints.txt
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
 
 install: $(STAMP)
 
+# What make run needs and no more: Conveyor and uvloop, not the tools of make install (mypy,
+# hypothesis, schemathesis...), which made the first run twice as long, all of it in silence.
+$(RUN_STAMP): pyproject.toml constraints.txt
+	@echo "Installing Conveyor into $(VENV) (first run only, about 20 s)…"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet -e '.[speed]' -c constraints.txt
+	@touch $(RUN_STAMP)
+	@echo "Installed. Starting Conveyor: embedded Redis, a worker and a demo workload."
+
 ## Start an embedded Redis (unless CONVEYOR_REDIS_URL is set), a worker and a demo workload.
-run: $(STAMP)
+## One plain command, which make runs without a shell: a shell between them would die of the
+## Ctrl-C, and make would report it once more ("*** [run] Interrupt").
+run: $(RUN_STAMP)
 	$(BIN)/conveyor dev
 
 lint: $(STAMP)

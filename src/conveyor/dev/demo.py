@@ -25,10 +25,15 @@ def checksum(text: str) -> int:
     return sum(text.encode()) % 65_521
 
 
+DELIBERATE = "(deliberate failure of the demo)"
+"""Ends the message of every failure the demo causes on purpose, so that the worker's log
+lines about them (and a job that ends failed) read as the demonstration they are."""
+
+
 @tasks.task(retries=3, backoff=0.2)
 async def flaky_call(n: int) -> str:
-    """Fails now and then, to show retries with backoff."""
+    """Fails 3 attempts in 10 on purpose, to show retries with backoff."""
     await asyncio.sleep(0.01)
     if random.random() < 0.3:
-        raise ConnectionError(f"upstream refused call {n}")
+        raise ConnectionError(f"call {n} refused {DELIBERATE}")
     return "ok"

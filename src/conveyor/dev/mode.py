@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..client import Client
 from ..errors import ConfigurationError
@@ -108,7 +111,15 @@ def _start_embedded(data: DataDirectory, console: Console) -> RedisServer:
             f"[yellow]so this run keeps its own data, in {data.path}: the two runs share no jobs "
             "and no workers[/yellow]"
         )
-    server = RedisServer(directory=data.path).start()
+    # Ctrl-C signals the terminal's whole foreground process group, the server included, and
+    # a server that stopped at once would leave the draining worker unable to hand its jobs
+    # back. A blocked signal stays blocked across fork and exec: the server never sees SIGINT,
+    # and this process stops it (SIGTERM) once the worker is gone.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        server = RedisServer(directory=data.path).start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     data.note(f"conveyor dev, pid {os.getpid()}, Redis on 127.0.0.1:{server.port}")
     console.print(
         f"started embedded Redis ({Path(server.binary).name}) on 127.0.0.1:{server.port}, data in {data.path}"
@@ -116,98 +127,207 @@ def _start_embedded(data: DataDirectory, console: Console) -> RedisServer:
     return server
 
 
-def run_dev(*, job_count: int, exit_after: bool, state_dir: str, console: Console) -> int:
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server: RedisServer | None = None
+_LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d (\d\d:\d\d:\d\d),\d+ (\w+)\s+conveyor\.([\w.]+): (.*)")
+
+
+def _forward_output(stream: IO[bytes], console: Console) -> None:
+    """Print the worker's log lines through the console, which puts them above the progress
+    display; written to the terminal by the worker itself, they cut through it."""
+    for raw in iter(stream.readline, b""):
+        line = raw.decode(errors="replace").rstrip()
+        if match := _LOG_LINE.fullmatch(line):  # the date and the package name are noise here
+            when, level, logger, message = match.groups()
+            line = f"{when} {logger} {level.lower()}: {message}"
+        if line:
+            console.print(Text(line, style="dim"))
+
+
+def _start_worker(url: str, console: Console) -> tuple[subprocess.Popen[bytes], threading.Thread]:
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "worker",
+            "conveyor.dev.demo:tasks",
+            "--concurrency",
+            "50",
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, "CONVEYOR_REDIS_URL": url},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,
+        # Out of the terminal's process group: one Ctrl-C reaches this process alone, which
+        # stops the worker with one SIGTERM (in the group, the worker took the SIGINT and then
+        # the SIGTERM for a second signal, and stopped at once).
+        process_group=0,
+    )
+    assert worker.stdout is not None
+    forwarder = threading.Thread(
+        target=_forward_output, args=(worker.stdout, console), name="worker-output", daemon=True
+    )
+    forwarder.start()
+    console.print(f"started a worker (pid {worker.pid}) for conveyor.dev.demo:tasks on queue 'demo'")
+    return worker, forwarder
+
+
+def _conveyor_for_another_terminal() -> tuple[list[str], str]:
+    """How a new terminal runs this ``conveyor``: the lines to paste first and the command.
+
+    A new terminal has neither this one's directory nor, unless activated, the virtual
+    environment on its PATH (``make run`` activates nothing): inside a virtual environment
+    the command is the path of its script.
+    """
+    script = Path(sys.prefix) / "bin" / "conveyor"
+    if sys.prefix == sys.base_prefix or not script.exists():
+        return [], "conveyor"
+    here = Path.cwd()
+    if script.is_relative_to(here):
+        return [f"cd {shlex.quote(str(here))}"], str(script.relative_to(here))
+    return [], shlex.quote(str(script))
+
+
+def _print_try_commands(url: str, url_from_environment: bool, console: Console) -> None:
+    setup, conveyor = _conveyor_for_another_terminal()
+    if url_from_environment:  # the user's own URL: not echoed, it may hold a password
+        note = " (with CONVEYOR_REDIS_URL set as in this one)"
+    else:
+        note = ""
+        setup.append(f"export CONVEYOR_REDIS_URL={shlex.quote(url)}")
+    commands = [
+        *setup,
+        f"{conveyor} enqueue resize_image 7 --queue demo --wait 5",
+        f"{conveyor} info",
+        f"{conveyor} jobs --queue demo --state completed --limit 5",
+    ]
+    console.print(f"The worker keeps running. Try it from another terminal{note}:", highlight=False)
+    for line in commands:  # one line each, however narrow the terminal: they are pasted
+        console.print(Text(f"  {line}", style="cyan"), soft_wrap=True)
+    if conveyor != "conveyor":
+        venv = Path(conveyor).parent.parent
+        console.print(f"(after `source {venv}/bin/activate`, plain `conveyor` will do)", highlight=False)
+    console.print("Ctrl-C here stops everything.", highlight=False)
+
+
+@dataclass
+class _Run:
+    """What one ``conveyor dev`` started, stopped in reverse order however the run ends."""
+
+    console: Console
+    stop: threading.Event = field(default_factory=threading.Event)
     data: DataDirectory | None = None
+    server: RedisServer | None = None
     worker: subprocess.Popen[bytes] | None = None
+    forwarder: threading.Thread | None = None
+    worker_told_to_stop: bool = False
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        # A second Ctrl-C while the worker drains: it stops at once (and still hands its
+        # jobs back). Printing is left to the main thread, which may hold the console.
+        if self.stop.is_set() and self.worker_told_to_stop and self.worker and self.worker.poll() is None:
+            self.worker.send_signal(signal.SIGTERM)
+        self.stop.set()
+
+    def show_demo(self, client: Client, job_count: int) -> bool:
+        """Follow the demo jobs to the end; False when the worker exited meanwhile."""
+        with Progress(
+            TextColumn("[bold]demo"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+        ) as bar:
+            progress = bar.add_task("jobs", total=job_count, detail="")
+            while not self.stop.is_set():
+                counts = client.counts("demo")
+                finished = counts["completed"] + counts["failed"]
+                bar.update(
+                    progress,
+                    completed=finished,
+                    detail=f"active {counts['active']}, delayed {counts['delayed']}, "
+                    f"failed {counts['failed']}",
+                )
+                if finished >= job_count:
+                    break
+                if self.worker is not None and self.worker.poll() is not None:
+                    self.console.print(f"[red]the worker exited with code {self.worker.returncode}[/red]")
+                    return False
+                self.stop.wait(0.2)
+        table = Table(title="queue 'demo'")
+        for state in JobState:
+            table.add_column(state.value, justify="right")
+        counts = client.counts("demo")
+        table.add_row(*(f"{counts[s.value]:,}" for s in JobState))
+        self.console.print(table)
+        done = f"{counts['completed']} completed, {counts['failed']} failed"
+        if self.stop.is_set():
+            finished = counts["completed"] + counts["failed"]
+            self.console.print(
+                f"demo interrupted: {finished} of {job_count} jobs finished ({done})", highlight=False
+            )
+        else:
+            deliberate = " (flaky_call out of retries: deliberate failures)" if counts["failed"] else ""
+            self.console.print(f"demo finished: {done}{deliberate}", highlight=False)
+        return True
+
+    def close(self) -> None:
+        if self.stop.is_set():
+            self.console.print(
+                "stopping: the worker finishes its running jobs (Ctrl-C again: at once)", highlight=False
+            )
+        if self.worker and self.worker.poll() is None:
+            self.worker_told_to_stop = True
+            self.worker.send_signal(signal.SIGTERM)
+            try:
+                self.worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait()
+        if self.forwarder:  # the worker's last lines, before "stopped"
+            self.forwarder.join(timeout=5)
+        if self.server:
+            self.server.stop()
+        if self.data:  # after the server stopped: the next run may start on its files
+            self.data.release()
+        self.console.print("stopped")
+
+
+def run_dev(*, job_count: int, exit_after: bool, state_dir: str, console: Console) -> int:
+    run = _Run(console)
+    signal.signal(signal.SIGINT, run.on_signal)
+    signal.signal(signal.SIGTERM, run.on_signal)
     url = os.environ.get("CONVEYOR_REDIS_URL")
+    url_from_environment = bool(url)
     try:
         if url:
             console.print(f"using Redis at {redact(url)}")
         else:
-            data = claim_data_directory(Path(state_dir))
-            server = _start_embedded(data, console)
-            url = server.url
-        env = {**os.environ, "CONVEYOR_REDIS_URL": url}
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "conveyor",
-                "worker",
-                "conveyor.dev.demo:tasks",
-                "--concurrency",
-                "50",
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-            preexec_fn=die_with_parent,
-        )
-        console.print(f"started a worker (pid {worker.pid}) for conveyor.dev.demo:tasks on queue 'demo'")
+            run.data = claim_data_directory(Path(state_dir))
+            run.server = _start_embedded(run.data, console)
+            url = run.server.url
+        run.worker, run.forwarder = _start_worker(url, console)
         with Client.from_url(url) as client:
             client.purge("demo", [s for s in JobState if s is not JobState.ACTIVE])
             started = time.perf_counter()
             client.enqueue_many(_workload(job_count))
             console.print(
                 f"enqueued {job_count:,} demo jobs in one round trip "
-                f"({(time.perf_counter() - started) * 1000:.0f} ms)"
+                f"({(time.perf_counter() - started) * 1000:.0f} ms); about 1 in 20 is flaky_call, "
+                "which fails now and then on purpose to show retries",
+                highlight=False,
             )
-            with Progress(
-                TextColumn("[bold]demo"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[detail]}"),
-                TimeElapsedColumn(),
-                console=console,
-            ) as bar:
-                progress = bar.add_task("jobs", total=job_count, detail="")
-                while not stop.is_set():
-                    counts = client.counts("demo")
-                    finished = counts["completed"] + counts["failed"]
-                    bar.update(
-                        progress,
-                        completed=finished,
-                        detail=f"active {counts['active']}, delayed {counts['delayed']}, "
-                        f"failed {counts['failed']}",
-                    )
-                    if finished >= job_count:
-                        break
-                    if worker.poll() is not None:
-                        console.print(f"[red]the worker exited with code {worker.returncode}[/red]")
-                        return 1
-                    stop.wait(0.2)
-            table = Table(title="queue 'demo'")
-            for state in JobState:
-                table.add_column(state.value, justify="right")
-            counts = client.counts("demo")
-            table.add_row(*(f"{counts[s.value]:,}" for s in JobState))
-            console.print(table)
-            console.print(f"demo finished: {counts['completed']} completed, {counts['failed']} failed")
-        if not exit_after and not stop.is_set():
-            console.print(
-                "the worker keeps running. Try, in another terminal:\n"
-                f"  CONVEYOR_REDIS_URL='{url}' conveyor enqueue resize_image 7 --queue demo --wait 5\n"
-                "Ctrl-C stops everything."
-            )
-            stop.wait()
+            if not run.show_demo(client, job_count):
+                return 1
+        if not exit_after and not run.stop.is_set():
+            _print_try_commands(url, url_from_environment, console)
+            run.stop.wait()
         return 0
     finally:
-        if worker and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-        if server:
-            server.stop()
-        if data:  # after the server stopped: the next run may start on its files
-            data.release()
-        console.print("stopped")
+        run.close()
 
 
 __all__ = ["run_dev", "tasks"]
