@@ -104,7 +104,10 @@ class Heartbeat:
         self._last_tick = time.monotonic()
         self._tick_handle: asyncio.TimerHandle | None = None
         self._stopping = threading.Event()
-        self._warm = threading.Event()
+        self._warm = asyncio.Event()
+        """Set (on the loop) once the thread is warm. Not a wait in a thread of the loop's
+        executor: a stop while Redis stays silent would leave that thread waiting, and the
+        process's exit waits for the executor's threads (3-5 s after a stop during start)."""
         self._renewing = True
         self.thread = threading.Thread(target=self._run, name="conveyor-heartbeat", daemon=True)
 
@@ -114,7 +117,8 @@ class Heartbeat:
         with extend.lua loaded, before the worker claims anything (see :meth:`_warm_up`)."""
         self._tick()
         self.thread.start()
-        await asyncio.to_thread(self._warm.wait, timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._warm.wait(), timeout)
 
     def _tick(self) -> None:
         self._last_tick = time.monotonic()
@@ -161,7 +165,7 @@ class Heartbeat:
         except RETRYABLE_REDIS_ERRORS as exc:
             log.warning("heartbeat could not reach Redis at start (%s); will retry", exc)
         finally:
-            self._warm.set()
+            self._post(self._warm.set)
 
     def beat(self, executor: SyncExecutor) -> None:
         """One round: renew every held lease, then the worker's registry entry."""
