@@ -186,7 +186,17 @@ def test_make_run_installs_what_running_needs_and_says_so(tmp_path: Path) -> Non
         shutil.copy(root / name, tmp_path / name)
 
     def planned() -> list[str]:
-        dry = subprocess.run([make, "-n", "run"], cwd=tmp_path, capture_output=True, text=True, check=True)
+        # Run from make test, make's own variables would make this a sub-make that prints
+        # "Entering directory" lines: the plan is read as a user's shell would get it.
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+        dry = subprocess.run(
+            [make, "--no-print-directory", "-n", "run"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
         return dry.stdout.splitlines()
 
     first = planned()
