@@ -10,7 +10,7 @@ from importlib import resources
 import pytest
 
 from conveyor import JobState, Schedule, ops
-from conveyor.ops import flows, schedules
+from conveyor.ops import flows, history, schedules
 from conveyor.ops.keys import QueueKeys
 from conveyor.ops.scripts import load, names
 
@@ -38,6 +38,8 @@ CALLS = {
     "list": lambda: ops.list_jobs(KEYS, JobState.WAITING),
     "promote": lambda: ops.promote(KEYS, "x"),
     "child": lambda: flows.child_finished(KEYS, "x", "q c", "c", "null", RETAIN),
+    "archived": lambda: history.archived(KEYS, ["1-0"]),
+    "history_on": lambda: history.enable(KEYS),
 }
 
 

@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import Any, NamedTuple, TypeVar
 
 from .script_keys import (
+    ArchivedKeys,
     CancelKeys,
     ChildKeys,
     ClaimKeys,
@@ -22,6 +23,7 @@ from .script_keys import (
     EnqueuePlainKeys,
     ExtendKeys,
     FailKeys,
+    HistoryOnKeys,
     ListKeys,
     NotRunningKeys,
     PromoteKeys,
@@ -83,6 +85,8 @@ class QueueKeys:
         "failed",
         "flows",
         "group_prefix",
+        "history",
+        "history_feed",
         "job_prefix",
         "lease_clock",
         "logs_prefix",
@@ -144,6 +148,13 @@ class QueueKeys:
         """ZSET of jobs waiting for their children (flows), scored by creation time (ms)."""
         self.outbox = base + "outbox"
         """LIST of notes for parents in flows: a child of this queue finished (see child.lua)."""
+        self.history = base + "history"
+        """STREAM: the history hand-off. While the queue's history is on, each job that ends
+        leaves a copy of its fields here, in the same script, until an archiver has stored it
+        in the history database (see ``scripts/include/history.lua``)."""
+        self.history_feed = base + "history_feed"
+        """HASH: ``max`` entries the hand-off may hold (history is off without it), ``dropped``
+        entries refused because it was full."""
         self.flows = base + "flows"
         """HASH of flows being created across queues (id -> nodes), replayed if the creator died."""
         self.rate = base + "rate"
@@ -182,6 +193,8 @@ class QueueKeys:
     for_counts = _layout(CountsKeys)
     for_list = _layout(ListKeys)
     for_child = _layout(ChildKeys)
+    for_archived = _layout(ArchivedKeys)
+    for_history_on = _layout(HistoryOnKeys)
 
     def __repr__(self) -> str:
         return f"QueueKeys({self.queue!r}, {self.prefix!r})"

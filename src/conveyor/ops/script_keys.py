@@ -43,6 +43,8 @@ class EnqueueKeys(NamedTuple):
     group_prefix: str
     parents: str
     suspects: str
+    history: str
+    history_feed: str
 
 
 class ClaimKeys(NamedTuple):
@@ -63,6 +65,8 @@ class ClaimKeys(NamedTuple):
     group_prefix: str
     outbox: str
     suspects: str
+    history: str
+    history_feed: str
 
 
 class CompleteKeys(NamedTuple):
@@ -78,6 +82,8 @@ class CompleteKeys(NamedTuple):
     events: str
     group_prefix: str
     outbox: str
+    history: str
+    history_feed: str
 
 
 class FailKeys(NamedTuple):
@@ -97,6 +103,8 @@ class FailKeys(NamedTuple):
     group_prefix: str
     outbox: str
     suspects: str
+    history: str
+    history_feed: str
 
 
 class ExtendKeys(NamedTuple):
@@ -123,6 +131,8 @@ class SweepKeys(NamedTuple):
     outbox: str
     suspects: str
     lease_clock: str
+    history: str
+    history_feed: str
 
 
 class RequeueKeys(NamedTuple):
@@ -166,6 +176,8 @@ class NotRunningKeys(NamedTuple):
     parents: str
     outbox: str
     suspects: str
+    history: str
+    history_feed: str
 
 
 class CancelKeys(NamedTuple):
@@ -182,6 +194,8 @@ class CancelKeys(NamedTuple):
     outbox: str
     parents: str
     suspects: str
+    history: str
+    history_feed: str
 
 
 class PromoteKeys(NamedTuple):
@@ -257,6 +271,8 @@ class ChildKeys(NamedTuple):
     events: str
     group_prefix: str
     outbox: str
+    history: str
+    history_feed: str
 
 
 class AwaitKeys(NamedTuple):
@@ -271,3 +287,16 @@ class ProgressKeys(NamedTuple):
     job: str
     logs: str
     events: str
+
+
+class ArchivedKeys(NamedTuple):
+    """``archived.lua``: the history hand-off."""
+
+    history: str
+
+
+class HistoryOnKeys(NamedTuple):
+    """``history_on.lua``."""
+
+    history: str
+    history_feed: str

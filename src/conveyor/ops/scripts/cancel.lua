@@ -3,7 +3,8 @@
 -- KEYS[1] waiting_key LIST   KEYS[2] prioritized_key ZSET   KEYS[3] delayed_key ZSET
 -- KEYS[4] cancelled_key ZSET   KEYS[5] job_prefix of job hashes   KEYS[6] done_prefix of done lists
 -- KEYS[7] events_key STREAM   KEYS[8] group_prefix   KEYS[9] outbox_key LIST (notes for parents
---   in flows)   KEYS[10] parents_key ZSET   KEYS[11] suspects_key ZSET
+--   in flows)   KEYS[10] parents_key ZSET   KEYS[11] suspects_key ZSET   KEYS[12] history_key STREAM
+-- KEYS[13] history_feed_key HASH (the history hand-off, see include/history.lua)
 -- ARGV[1] id of the job   ARGV[2] reason JSON ({"by": ..., "reason": ...})
 -- ARGV[3] keep_count, ARGV[4] keep_ms: retention of cancelled jobs
 -- Returns: 'cancelled' when the job was waiting or delayed and is now cancelled;
@@ -12,6 +13,7 @@
 -- Errors: CONVEYOR:NOT_FOUND when there is no such job; CONVEYOR:INVALID_STATE when it
 --   already finished.
 -- @include common
+-- @include history
 
 local waiting_key = KEYS[1]
 local prioritized_key = KEYS[2]
@@ -24,6 +26,8 @@ local group_prefix = KEYS[8]
 local outbox_key = KEYS[9]
 local parents_key = KEYS[10]
 local suspects_key = KEYS[11]
+local history_key = KEYS[12]
+local history_feed_key = KEYS[13]
 local id = ARGV[1]
 local reason = ARGV[2]
 local keep_count = tonumber(ARGV[3])
@@ -51,6 +55,8 @@ else
 end
 local now = now_ms()
 notify_waiters(done_prefix, id, f[2], 'x' .. reason)
+local feed = history_feed(history_key, history_feed_key)
+if feed then hand_off(feed, key, id, 'cancelled', 'ft', now, 'e', reason) end
 redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', reason)
 keep_finished(cancelled_key, key, id, keep_count, keep_ms, now)
 trim_finished(cancelled_key, job_prefix, keep_count, keep_ms, now)

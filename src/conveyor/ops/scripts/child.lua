@@ -6,7 +6,8 @@
 -- KEYS[1] waiting_key LIST   KEYS[2] prioritized_key ZSET   KEYS[3] parents_key ZSET
 -- KEYS[4] sequence_key counter   KEYS[5] job_prefix of job hashes   KEYS[6] marker_key ZSET
 -- KEYS[7] failed_key ZSET   KEYS[8] done_prefix of done lists   KEYS[9] events_key STREAM
--- KEYS[10] group_prefix   KEYS[11] outbox_key LIST
+-- KEYS[10] group_prefix   KEYS[11] outbox_key LIST   KEYS[12] history_key STREAM
+-- KEYS[13] history_feed_key HASH (the history hand-off, see include/history.lua)
 --   (all of the parent's queue)
 -- ARGV[1] id of the parent   ARGV[2] child: the child's reference "<queue> <id>"
 -- ARGV[3] kind: 'c' completed, 'f' failed, 'x' cancelled or removed
@@ -22,6 +23,7 @@
 --   when that parent is itself a child and left a note in its own queue's outbox.
 -- Errors: none.
 -- @include common
+-- @include history
 
 local waiting_key = KEYS[1]
 local prioritized_key = KEYS[2]
@@ -34,6 +36,8 @@ local done_prefix = KEYS[8]
 local events_key = KEYS[9]
 local group_prefix = KEYS[10]
 local outbox_key = KEYS[11]
+local history_key = KEYS[12]
+local history_feed_key = KEYS[13]
 local id = ARGV[1]
 local child = ARGV[2]
 local kind = ARGV[3]
@@ -65,6 +69,8 @@ if kind ~= 'c' and f[2] ~= 'ignore' then
   })
   redis.call('ZREM', parents_key, id)
   notify_waiters(done_prefix, id, f[7], 'f' .. err)
+  local feed = history_feed(history_key, history_feed_key)
+  if feed then hand_off(feed, key, id, 'failed', 'ft', now, 'e', err) end
   redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
   keep_finished(failed_key, key, id, failed_keep_count, failed_keep_ms, now)
   emit(events_key, 'failed', 'id', id, 'reason', 'child_failed')

@@ -27,6 +27,8 @@
 -- KEYS[9] rate_key window counter   KEYS[10] failed_key ZSET   KEYS[11] done_prefix of done lists
 -- KEYS[12] events_key STREAM   KEYS[13] group_prefix (see include/common.lua)
 -- KEYS[14] outbox_key LIST (notes for parents in flows)   KEYS[15] suspects_key ZSET
+-- KEYS[16] history_key STREAM   KEYS[17] history_feed_key HASH (the history hand-off, see
+--   include/history.lua: for jobs that expired or had no task name)
 -- ARGV[1] max_jobs N   ARGV[2] lease_ms   ARGV[3] worker_id
 -- ARGV[4] promote_limit: max delayed jobs to promote
 -- ARGV[5] failed_keep_count, ARGV[6] failed_keep_ms: retention of failed jobs (for jobs that expired)
@@ -45,6 +47,7 @@
 --   without a task name (not written by Conveyor) with the reason "bad_payload".
 -- Errors: none.
 -- @include common
+-- @include history
 
 local waiting_key = KEYS[1]
 local prioritized_key = KEYS[2]
@@ -61,6 +64,8 @@ local events_key = KEYS[12]
 local group_prefix = KEYS[13]
 local outbox_key = KEYS[14]
 local suspects_key = KEYS[15]
+local history_key = KEYS[16]
+local history_feed_key = KEYS[17]
 local max_jobs = tonumber(ARGV[1])
 local lease_ms = tonumber(ARGV[2])
 local worker_id = ARGV[3]
@@ -269,6 +274,7 @@ if #ids > 0 then
   local token = last_token - #ids
   local deadline = now + lease_ms
   local leases = {}  -- score, member pairs for one ZADD
+  local feed = nil  -- the history hand-off, looked up at the first job that ends here
   for i = 1, #ids do
     local id = ids[i]
     local key = job_prefix .. id
@@ -278,6 +284,8 @@ if #ids > 0 then
       local err = cjson.encode({type = 'Expired', message = 'the job was not started before its time to live ran out',
                                 reason = 'expired'})
       notify_waiters(done_prefix, id, f[7], 'f' .. err)
+      if feed == nil then feed = history_feed(history_key, history_feed_key) or false end
+      if feed then hand_off(feed, key, id, 'expired', 'ft', now, 'e', err) end
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
       keep_finished(failed_key, key, id, failed_keep_count, failed_keep_ms, now)
       emit(events_key, 'failed', 'id', id, 'reason', 'expired')
@@ -304,6 +312,8 @@ if #ids > 0 then
       local err = cjson.encode({type = 'PayloadDecodeError', message = 'the job has no task name (hash field n)',
                                 reason = 'bad_payload'})
       notify_waiters(done_prefix, id, f[7], 'f' .. err)
+      if feed == nil then feed = history_feed(history_key, history_feed_key) or false end
+      if feed then hand_off(feed, key, id, 'failed', 'ft', now, 'e', err) end
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
       keep_finished(failed_key, key, id, failed_keep_count, failed_keep_ms, now)
       emit(events_key, 'failed', 'id', id, 'reason', 'bad_payload')

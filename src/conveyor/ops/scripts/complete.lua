@@ -3,7 +3,8 @@
 -- KEYS[1] active_key ZSET   KEYS[2] completed_key ZSET   KEYS[3] job_prefix of job hashes
 -- KEYS[4] done_prefix of done lists   KEYS[5] waiting_key LIST   KEYS[6] prioritized_key ZSET
 -- KEYS[7] marker_key ZSET   KEYS[8] events_key STREAM   KEYS[9] group_prefix
--- KEYS[10] outbox_key LIST (notes for parents in flows)
+-- KEYS[10] outbox_key LIST (notes for parents in flows)   KEYS[11] history_key STREAM
+-- KEYS[12] history_feed_key HASH (the history hand-off, see include/history.lua)
 -- ARGV[1] keep_count (-1 unlimited, 0 delete at once)   ARGV[2] keep_ms (-1 forever, 0 delete at once)
 -- then, from first_result (3) on, triples: id, fencing token, result JSON.
 -- Returns: an array with one integer per job: 1 recorded, 2 recorded and a note for its
@@ -12,6 +13,7 @@
 --   the token is stale (the job was re-delivered to a newer attempt, or is no longer active).
 -- Errors: none.
 -- @include common
+-- @include history
 
 local active_key = KEYS[1]
 local completed_key = KEYS[2]
@@ -23,11 +25,14 @@ local marker_key = KEYS[7]
 local events_key = KEYS[8]
 local group_prefix = KEYS[9]
 local outbox_key = KEYS[10]
+local history_key = KEYS[11]
+local history_feed_key = KEYS[12]
 local keep_count = tonumber(ARGV[1])
 local keep_ms = tonumber(ARGV[2])
 local first_result = 3
 
 local now = now_ms()
+local feed = history_feed(history_key, history_feed_key)
 local out = {}
 local done_ids = {}
 local kept = {}  -- score, member pairs for one ZADD to the completed set
@@ -39,6 +44,7 @@ for i = first_result, #ARGV, 3 do
   if f[1] == token and f[2] == 'active' then
     if f[4] then leave_group(group_prefix, f[4]) end
     notify_waiters(done_prefix, id, f[3], 'c' .. result)
+    if feed then hand_off(feed, key, id, 'completed', 'ft', now, 'r', result) end
     if keep_count == 0 or keep_ms == 0 then
       redis.call('DEL', key)
     else

@@ -5,6 +5,8 @@
 -- KEYS[7] events_key STREAM   KEYS[8] cancelled_key ZSET   KEYS[9] dedup_prefix of dedup keys
 -- KEYS[10] group_prefix   KEYS[11] parents_key ZSET (jobs waiting for their children)
 -- KEYS[12] suspects_key ZSET (where a debounced job being replaced may wait; see sweep.lua)
+-- KEYS[13] history_key STREAM   KEYS[14] history_feed_key HASH (the history hand-off, see
+--   include/history.lua: for a debounced job that is replaced)
 -- ARGV: from first_job (1) on, for each job: id, task name, args JSON, E, then E name/value
 --   pairs of optional fields: the enqueue fields of the legend atop include/common.lua
 --   (priority, delay, time to live, dedup, group, flows; made by conveyor.ops.encode).
@@ -16,6 +18,7 @@
 --   written); replaced: created, and the debounced job it names was cancelled.
 -- Errors: none of its own; the caller validates ids, sizes and priorities before calling.
 -- @include common
+-- @include history
 -- @include jobs
 
 local waiting_key = KEYS[1]
@@ -30,13 +33,16 @@ local dedup_prefix = KEYS[9]
 local group_prefix = KEYS[10]
 local parents_key = KEYS[11]
 local suspects_key = KEYS[12]
+local history_key = KEYS[13]
+local history_feed_key = KEYS[14]
 local first_job = 1
 local argc = #ARGV
 
 local now = now_ms()
 local q = {waiting = waiting_key, prioritized = prioritized_key, delayed = delayed_key, sequence = sequence_key,
            job_prefix = job_prefix, cancelled = cancelled_key, dedup_prefix = dedup_prefix,
-           group_prefix = group_prefix, parents = parents_key, suspects = suspects_key}
+           group_prefix = group_prefix, parents = parents_key, suspects = suspects_key,
+           history = history_key, history_feed = history_feed_key}
 local notes = {}
 local plain = {}  -- priority-0 ids, pushed together at the end (one LPUSH per 1,000 ids)
 local created_ids = {}

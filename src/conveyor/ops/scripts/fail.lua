@@ -5,7 +5,8 @@
 -- KEYS[7] sequence_key counter   KEYS[8] job_prefix of job hashes   KEYS[9] done_prefix of done lists
 -- KEYS[10] cancelled_key ZSET   KEYS[11] events_key STREAM   KEYS[12] group_prefix
 -- KEYS[13] outbox_key LIST (notes for parents in flows)   KEYS[14] suspects_key ZSET (a suspect
---   retried at once goes back there; see sweep.lua)
+--   retried at once goes back there; see sweep.lua)   KEYS[15] history_key STREAM
+-- KEYS[16] history_feed_key HASH (the history hand-off, see include/history.lua)
 -- ARGV[1] keep_count for failed and cancelled jobs (-1 unlimited)   ARGV[2] keep_ms (-1 forever)
 -- then, from first_failure (3) on, groups of 5: id, fencing token, error JSON, retry delay ms,
 --   deferral cap.
@@ -21,6 +22,7 @@
 --   parent (flows) was left in the outbox.
 -- Errors: none.
 -- @include common
+-- @include history
 
 local active_key = KEYS[1]
 local waiting_key = KEYS[2]
@@ -36,11 +38,14 @@ local events_key = KEYS[11]
 local group_prefix = KEYS[12]
 local outbox_key = KEYS[13]
 local suspects_key = KEYS[14]
+local history_key = KEYS[15]
+local history_feed_key = KEYS[16]
 local keep_count = tonumber(ARGV[1])
 local keep_ms = tonumber(ARGV[2])
 local first_failure = 3
 
 local now = now_ms()
+local feed = history_feed(history_key, history_feed_key)
 local out = {}
 local woke = false
 
@@ -49,6 +54,7 @@ local woke = false
 -- its parent was left in the outbox. ``f`` is the job's HMGET below.
 local function finish(id, key, token, f, state, set_key, mark, err, code)
   notify_waiters(done_prefix, id, f[3], mark .. err)
+  if feed then hand_off(feed, key, id, state, 'ft', now, 'e', err) end
   redis.call('HSET', key, 's', state, 'ft', now, 'e', err, 'ak', token)
   keep_finished(set_key, key, id, keep_count, keep_ms, now)
   emit(events_key, state, 'id', id)
@@ -90,21 +96,23 @@ for i = first_failure, #ARGV, 5 do
       finish(id, key, token, f, 'cancelled', cancelled_key, 'x', f[7] or failure, 3)
     elseif delay < 0 then
       finish(id, key, token, f, 'failed', failed_key, 'f', failure, 2)
-    elseif delay == 0 then
-      redis.call('HSET', key, 's', 'waiting', 'e', failure, 'ak', token)
-      if f[8] then
-        redis.call('ZADD', suspects_key, now, id)
+    else
+      -- A retry. A deferral (cap >= 0) was no attempt (its count was given back above).
+      if feed and cap < 0 then log_attempt(key, 'retried', now, failure) end
+      if delay == 0 then
+        redis.call('HSET', key, 's', 'waiting', 'e', failure, 'ak', token)
+        if f[8] then
+          redis.call('ZADD', suspects_key, now, id)
+        else
+          push_ready(waiting_key, prioritized_key, sequence_key, id, tonumber(f[4] or 0), false, f[5], group_prefix)
+        end
+        emit(events_key, 'retrying', 'id', id, 'delay', 0)
       else
-        push_ready(waiting_key, prioritized_key, sequence_key, id, tonumber(f[4] or 0), false, f[5], group_prefix)
+        redis.call('HSET', key, 's', 'delayed', 'due', now + delay, 'e', failure, 'ak', token)
+        redis.call('ZADD', delayed_key, now + delay, id)
+        emit(events_key, 'retrying', 'id', id, 'delay', delay)
       end
       woke = true
-      emit(events_key, 'retrying', 'id', id, 'delay', 0)
-      out[#out + 1] = 1
-    else
-      redis.call('HSET', key, 's', 'delayed', 'due', now + delay, 'e', failure, 'ak', token)
-      redis.call('ZADD', delayed_key, now + delay, id)
-      woke = true
-      emit(events_key, 'retrying', 'id', id, 'delay', delay)
       out[#out + 1] = 1
     end
   elseif f[9] == token then

@@ -4,12 +4,15 @@
 -- KEYS[4] completed_key ZSET   KEYS[5] failed_key ZSET   KEYS[6] job_prefix of job hashes
 -- KEYS[7] cancelled_key ZSET   KEYS[8] group_prefix   KEYS[9] parents_key ZSET
 -- KEYS[10] outbox_key LIST (notes for parents in flows)   KEYS[11] suspects_key ZSET
+-- KEYS[12] history_key STREAM   KEYS[13] history_feed_key HASH (the history hand-off, see
+--   include/history.lua: a job removed before it finished is handed off as removed)
 -- ARGV[1] limit: max jobs to delete in this call, then, from first_state (2) on, state names
 --   (waiting, delayed, completed, failed, cancelled, waiting_children). Children of flows
 --   that are purged before they ran tell their parents (as cancelled).
 -- Returns: {deleted, remaining} where remaining counts jobs still in the given states.
 -- Errors: none. Active jobs are never purged: their workers own them.
 -- @include common
+-- @include history
 
 local waiting_key = KEYS[1]
 local prioritized_key = KEYS[2]
@@ -22,6 +25,8 @@ local group_prefix = KEYS[8]
 local parents_key = KEYS[9]
 local outbox_key = KEYS[10]
 local suspects_key = KEYS[11]
+local history_key = KEYS[12]
+local history_feed_key = KEYS[13]
 local limit = tonumber(ARGV[1])
 local first_state = 2
 
@@ -30,16 +35,19 @@ local sets = {delayed = delayed_key, completed = completed_key, failed = failed_
               waiting_children = parents_key}
 local unfinished = {waiting = true, delayed = true, waiting_children = true}
 local purged = nil
+local feed = history_feed(history_key, history_feed_key)
+local now = now_ms()
 
 local function drop(ids, state)
   for i = 1, #ids do
     local key = job_prefix .. ids[i]
     if unfinished[state] then
+      if feed then hand_off(feed, key, ids[i], 'removed', 'ft', now) end
       local parent = redis.call('HGET', key, 'pa')
       if parent then
         purged = purged or cjson.encode({type = 'Removed', message = 'the job was purged before it ran',
                                          reason = 'purged'})
-        tell_parent(outbox_key, parent, ids[i], 'x', purged, now_ms())
+        tell_parent(outbox_key, parent, ids[i], 'x', purged, now)
       end
     end
     redis.call('DEL', key)

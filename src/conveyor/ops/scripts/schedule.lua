@@ -14,6 +14,7 @@
 --   1 when the tick was skipped; 2 when a job was enqueued; 3 when its job already existed.
 -- Errors: none.
 -- @include common
+-- @include history
 -- @include jobs
 
 local waiting_key = KEYS[1]
@@ -50,6 +51,8 @@ local outcome = create_job(q, now_ms(), job_id, task, args, ARGV, first_extra, e
 if outcome == nil then
   return 3
 end
+-- The schedule is named on its job, for the history (see include/history.lua).
+redis.call('HSET', job_prefix .. job_id, 'sc', name)
 if outcome == 'plain' then
   redis.call('LPUSH', waiting_key, job_id)
 end

@@ -20,7 +20,8 @@
 -- KEYS[4] failed_key ZSET   KEYS[5] marker_key ZSET   KEYS[6] sequence_key counter
 -- KEYS[7] job_prefix of job hashes   KEYS[8] done_prefix of done lists   KEYS[9] events_key STREAM
 -- KEYS[10] group_prefix   KEYS[11] outbox_key LIST (notes for parents in flows)
--- KEYS[12] suspects_key ZSET   KEYS[13] lease_clock_key HASH
+-- KEYS[12] suspects_key ZSET   KEYS[13] lease_clock_key HASH   KEYS[14] history_key STREAM
+-- KEYS[15] history_feed_key HASH (the history hand-off, see include/history.lua)
 -- ARGV[1] max_crashes: a job whose worker was lost this many times is dead-lettered
 -- ARGV[2] limit: max jobs to look at   ARGV[3] failed_keep_count, ARGV[4] failed_keep_ms:
 --   retention of failed jobs
@@ -32,6 +33,7 @@
 --   held_back: leases that ran out in the last silence, left to their workers for now.
 -- Errors: none.
 -- @include common
+-- @include history
 
 local active_key = KEYS[1]
 local waiting_key = KEYS[2]
@@ -46,6 +48,8 @@ local group_prefix = KEYS[10]
 local outbox_key = KEYS[11]
 local suspects_key = KEYS[12]
 local lease_clock_key = KEYS[13]
+local history_key = KEYS[14]
+local history_feed_key = KEYS[15]
 local max_crashes = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local failed_keep_count = tonumber(ARGV[3])
@@ -62,6 +66,8 @@ if silence_from and now < silence_to + lease_ms then
 end
 local expired = redis.call('ZRANGEBYSCORE', active_key, '-inf', upto, 'LIMIT', 0, limit)
 local recovered, dead = {}, {}
+local feed = nil
+if #expired > 0 then feed = history_feed(history_key, history_feed_key) end
 
 for i = 1, #expired do
   local id = expired[i]
@@ -80,20 +86,23 @@ for i = 1, #expired do
       local f = redis.call('HMGET', key, 'wt', 'pa')
       notify_waiters(done_prefix, id, f[1], 'f' .. err)
       if f[2] then tell_parent(outbox_key, f[2], id, 'f', err, now) end
+      if feed then hand_off(feed, key, id, 'failed', 'ft', now, 'e', err) end
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
       keep_finished(failed_key, key, id, failed_keep_count, failed_keep_ms, now)
       emit(events_key, 'failed', 'id', id, 'reason', 'worker_lost')
       dead[#dead + 1] = id
-    elseif crashes >= alone_after or redis.call('HEXISTS', key, 'su') == 1 then
-      redis.call('HSET', key, 's', 'waiting', 'su', 1)
-      redis.call('ZADD', suspects_key, now, id)
-      emit(events_key, 'stalled', 'id', id, 'crashes', crashes, 'alone', 1)
-      recovered[#recovered + 1] = id
     else
-      local priority = tonumber(redis.call('HGET', key, 'p') or 0)
-      redis.call('HSET', key, 's', 'waiting')
-      push_ready(waiting_key, prioritized_key, sequence_key, id, priority, true, group, group_prefix)
-      emit(events_key, 'stalled', 'id', id, 'crashes', crashes)
+      if feed then log_attempt(key, 'lost', now, nil) end
+      if crashes >= alone_after or redis.call('HEXISTS', key, 'su') == 1 then
+        redis.call('HSET', key, 's', 'waiting', 'su', 1)
+        redis.call('ZADD', suspects_key, now, id)
+        emit(events_key, 'stalled', 'id', id, 'crashes', crashes, 'alone', 1)
+      else
+        local priority = tonumber(redis.call('HGET', key, 'p') or 0)
+        redis.call('HSET', key, 's', 'waiting')
+        push_ready(waiting_key, prioritized_key, sequence_key, id, priority, true, group, group_prefix)
+        emit(events_key, 'stalled', 'id', id, 'crashes', crashes)
+      end
       recovered[#recovered + 1] = id
     end
   end

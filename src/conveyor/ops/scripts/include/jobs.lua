@@ -1,10 +1,10 @@
--- Creating a job, shared by enqueue.lua and schedule.lua. Needs include common first.
+-- Creating a job, shared by enqueue.lua and schedule.lua. Needs includes common and history first.
 --
 -- ARGV-style input: id, task name, args JSON, then `extras` name/value pairs read from
 -- `source` starting at `at`: the enqueue fields of the legend atop common.lua.
 -- q: the calling script's keys by name, as it bound them (without '_key'): {waiting=,
 -- prioritized=, delayed=, cancelled=, sequence=, job_prefix=, dedup_prefix=, group_prefix=,
--- parents=, suspects=}.
+-- parents=, suspects=, history=, history_feed=}.
 
 -- A job that a newer debounced one replaced is cancelled, and its hash kept this long for
 -- inspection (one day) before it expires.
@@ -44,6 +44,8 @@ local function cancel_replaced(q, id, by_id, now)
   end
   local reason = cjson.encode({type = 'Cancelled', message = 'replaced by ' .. by_id .. ' (debounce)',
                                by = 'debounce', reason = 'debounced'})
+  local feed = history_feed(q.history, q.history_feed)
+  if feed then hand_off(feed, key, id, 'cancelled', 'ft', now, 'e', reason) end
   redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', reason)
   redis.call('ZADD', q.cancelled, now, id)
   redis.call('PEXPIRE', key, REPLACED_KEPT_MS)

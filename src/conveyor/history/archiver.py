@@ -1,0 +1,239 @@
+"""The archiver: moves finished jobs from each queue's hand-off in Redis into the store.
+
+Any number of processes archive at once -- every worker that has a history URL, the API, or
+``conveyor history archive`` -- with no leader: they read the hand-off as one consumer group,
+so each entry goes to one of them. An entry is deleted from Redis only after the database
+transaction that stores it has committed; an archiver that dies in between leaves its
+entries pending, and another takes them over after ``claim_idle`` (XAUTOCLAIM). Storing an
+entry twice stores nothing more (the store is idempotent), so a replay is harmless.
+
+While the database is down or slow, jobs keep finishing and the hand-off grows, up to its
+bound (``conveyor history enable --max-entries``): beyond it, entries are counted as dropped
+(``Backlog.dropped``), never silently, and the archiver warns. When the database returns, the
+backlog drains at the store's batch speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+
+from ..ops import history as handoff_ops
+from ..ops.history import Entry
+from ..ops.keys import QueueKeys
+from .handoff import to_record
+from .records import JobRecord
+from .store import HistoryStore, WriteResult
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient
+
+log = logging.getLogger("conveyor.history")
+
+
+def consumer_name() -> str:
+    """A name no other archiver has: host, process and a random part (a restarted process
+    is a new consumer; what the old one held is claimed after ``claim_idle``)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(slots=True)
+class ArchiverStats:
+    stored: int = 0
+    """Job records this archiver's writes stored."""
+    duplicates: int = 0
+    """Records the store held already (a replay after a crash, or a batch claimed twice)."""
+    unreadable: int = 0
+    """Entries that were not a finished job written by Conveyor: logged and deleted."""
+    claimed: int = 0
+    """Entries taken over from archivers that stopped answering."""
+    batches: int = 0
+
+
+class Archiver:
+    """Archives the hand-offs of ``queues`` into ``store`` until ``closing`` is set."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        store: HistoryStore,
+        queues: Iterable[str],
+        *,
+        consumer: str | None = None,
+        batch: int = 1000,
+        idle_poll: float = 0.2,
+        claim_idle: float = 30.0,
+        max_entries: int = handoff_ops.DEFAULT_MAX_ENTRIES,
+        closing: asyncio.Event | None = None,
+    ) -> None:
+        if batch < 1:
+            raise ValueError("an archiver's batch holds at least one job")
+        self.client = client
+        self.store = store
+        self.queues = {queue: client.keys(queue) for queue in queues}
+        self.consumer = consumer or consumer_name()
+        self.batch = batch
+        self.idle_poll = idle_poll
+        self.claim_idle_ms = int(claim_idle * 1000)
+        self.max_entries = max_entries
+        self.closing = closing or asyncio.Event()
+        self.stats = ArchiverStats()
+        self._warned_dropped: dict[str, int] = {}
+        self._next_claim = 0.0
+
+    async def enable(self) -> None:
+        """Turn history on for every queue archived here (a bound set before is kept)."""
+        for keys in self.queues.values():
+            await self.client.run(handoff_ops.enable(keys, self.max_entries))
+
+    async def run(self) -> None:
+        await self._until_done(self.enable)
+        while not self.closing.is_set():
+            try:
+                moved = await self.run_once()
+            except RedisError as exc:
+                log.warning("history: could not read the hand-off (%s); will retry", exc)
+                moved = 0
+            if not moved:
+                await self._closing_within(self.idle_poll)
+
+    async def run_once(self, *, claim: bool | None = None) -> int:
+        """One pass over every queue: stale entries of silent archivers (``claim``; by
+        default at most every few seconds), then new ones. Returns how many entries were
+        stored or dropped."""
+        moved = 0
+        now = time.monotonic()
+        if claim is None:
+            claim = now >= self._next_claim
+        if claim:
+            self._next_claim = now + max(1.0, self.claim_idle_ms / 4000)
+        for keys in self.queues.values():
+            if claim:
+                stale = await self.client.run(
+                    handoff_ops.claim_stale(keys, self.consumer, self.claim_idle_ms, self.batch)
+                )
+                if stale:
+                    self.stats.claimed += len(stale)
+                    log.warning(
+                        "history: took over %d entries of %s from an archiver that stopped answering",
+                        len(stale),
+                        keys.queue,
+                    )
+                    moved += await self._archive(keys, stale)
+                await self._watch_backlog(keys)
+            while not self.closing.is_set():
+                entries = await self.client.run(handoff_ops.read_new(keys, self.consumer, self.batch))
+                if not entries:
+                    break
+                moved += await self._archive(keys, entries)
+                if len(entries) < self.batch:
+                    break
+        return moved
+
+    async def drain(self) -> int:
+        """Archive until the hand-offs hold nothing this archiver may take now."""
+        total = moved = await self.run_once(claim=True)
+        while moved:
+            moved = await self.run_once(claim=False)
+            total += moved
+        return total
+
+    async def _archive(self, keys: QueueKeys, entries: list[Entry]) -> int:
+        records: list[JobRecord] = []
+        for entry in entries:
+            try:
+                records.append(to_record(keys.queue, entry.fields))
+            except ValueError as exc:
+                self.stats.unreadable += 1
+                log.error(
+                    "history: entry %s of %s is not a finished job (%s); deleted: %.300r",
+                    entry.entry_id,
+                    keys.queue,
+                    exc,
+                    entry.fields,
+                )
+        if records:
+            written = await self._write(records)
+            if written is None:
+                return 0  # closing while the database was away: the entries stay pending
+            self.stats.stored += written.written
+            self.stats.duplicates += written.duplicates
+        await self._until_done(
+            lambda: self.client.run(handoff_ops.archived(keys, [e.entry_id for e in entries]))
+        )
+        self.stats.batches += 1
+        return len(entries)
+
+    async def _write(self, records: list[JobRecord]) -> WriteResult | None:
+        """Write until the store takes the batch; None if the archiver closes first."""
+        pause = 0.5
+        failures = 0
+        while True:
+            try:
+                return await self.store.write(records)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is another system: anything may come back
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    log.warning(
+                        "history: the store did not take %d jobs (%s: %s); retrying, the hand-off "
+                        "in Redis keeps them meanwhile",
+                        len(records),
+                        type(exc).__name__,
+                        exc,
+                    )
+            if await self._closing_within(pause):
+                return None
+            pause = min(pause * 2, 5.0)
+
+    async def _until_done(self, step: Callable[[], Awaitable[object]]) -> None:
+        """Run a Redis step, retrying while Redis is unreachable (until closing)."""
+        pause = 0.2
+        while True:
+            try:
+                await step()
+                return
+            except RedisError as exc:
+                log.warning("history: Redis did not answer (%s); retrying", exc)
+            if await self._closing_within(pause):
+                return
+            pause = min(pause * 2, 2.0)
+
+    async def _watch_backlog(self, keys: QueueKeys) -> None:
+        backlog = await self.client.run(handoff_ops.backlog(keys))
+        seen = self._warned_dropped.get(keys.queue)
+        if seen is None:
+            self._warned_dropped[keys.queue] = backlog.dropped
+        elif backlog.dropped > seen:
+            log.error(
+                "history: the hand-off of %s was full (%d entries): %d finished jobs were not "
+                "recorded in the history; raise it with conveyor history enable --max-entries",
+                keys.queue,
+                backlog.max_entries or 0,
+                backlog.dropped - seen,
+            )
+            self._warned_dropped[keys.queue] = backlog.dropped
+        if backlog.max_entries and backlog.entries > backlog.max_entries // 2:
+            log.warning(
+                "history: the hand-off of %s holds %d of at most %d entries; is the database slow or away?",
+                keys.queue,
+                backlog.entries,
+                backlog.max_entries,
+            )
+
+    async def _closing_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self.closing.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
