@@ -109,6 +109,15 @@ def load_tasks(spec: str) -> Tasks:
     help="Seconds running jobs get to finish on SIGTERM.",
 )
 @click.option(
+    "--history-url",
+    envvar="CONVEYOR_HISTORY_URL",
+    show_envvar=True,
+    default=None,
+    metavar="URL",
+    help="Archive the jobs that finish into this history store (postgresql://... or "
+    "sqlite:///path) and turn history on for the worker's queues.",
+)
+@click.option(
     "--burst", envvar="CONVEYOR_BURST", show_envvar=True, is_flag=True, help="Drain the queues, then exit."
 )
 @click.option(
@@ -140,6 +149,7 @@ def worker(
     max_loop_block: float | None,
     sweep_interval: float,
     shutdown_grace: float,
+    history_url: str | None,
     burst: bool,
     log_level: str,
     log_format: str,
@@ -171,6 +181,7 @@ def worker(
         max_loop_block=max_loop_block,
         sweep_interval=sweep_interval,
         shutdown_grace=shutdown_grace,
+        history_url=history_url or None,
         burst=burst,
     )
     if supervisor_fd is None:

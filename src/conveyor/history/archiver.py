@@ -21,23 +21,30 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, TypeVar
 
 from redis.exceptions import RedisError
 
 from ..ops import history as handoff_ops
 from ..ops.history import Entry
 from ..ops.keys import QueueKeys
+from ..ops.steps import Step
+from .config import HistoryConfig
 from .handoff import to_record
 from .records import JobRecord
-from .store import HistoryStore, WriteResult
-
-if TYPE_CHECKING:
-    from ..client import AsyncClient
+from .store import HistoryStore, WriteResult, open_store
 
 log = logging.getLogger("conveyor.history")
+
+T = TypeVar("T")
+
+
+class Runs(Protocol):
+    """What runs Redis operations: an ``AsyncClient``, or a worker's executor."""
+
+    async def run(self, operation: Generator[Step, Any, T]) -> T: ...
 
 
 def consumer_name() -> str:
@@ -60,13 +67,14 @@ class ArchiverStats:
 
 
 class Archiver:
-    """Archives the hand-offs of ``queues`` into ``store`` until ``closing`` is set."""
+    """Archives the hand-offs of ``queues`` (name -> keys; ``client.keys(name)`` gives them)
+    into ``store`` until ``closing`` is set."""
 
     def __init__(
         self,
-        client: AsyncClient,
+        redis: Runs,
         store: HistoryStore,
-        queues: Iterable[str],
+        queues: Mapping[str, QueueKeys],
         *,
         consumer: str | None = None,
         batch: int = 1000,
@@ -77,9 +85,9 @@ class Archiver:
     ) -> None:
         if batch < 1:
             raise ValueError("an archiver's batch holds at least one job")
-        self.client = client
+        self.redis = redis
         self.store = store
-        self.queues = {queue: client.keys(queue) for queue in queues}
+        self.queues = dict(queues)
         self.consumer = consumer or consumer_name()
         self.batch = batch
         self.idle_poll = idle_poll
@@ -93,7 +101,7 @@ class Archiver:
     async def enable(self) -> None:
         """Turn history on for every queue archived here (a bound set before is kept)."""
         for keys in self.queues.values():
-            await self.client.run(handoff_ops.enable(keys, self.max_entries))
+            await self.redis.run(handoff_ops.enable(keys, self.max_entries))
 
     async def run(self) -> None:
         await self._until_done(self.enable)
@@ -118,7 +126,7 @@ class Archiver:
             self._next_claim = now + max(1.0, self.claim_idle_ms / 4000)
         for keys in self.queues.values():
             if claim:
-                stale = await self.client.run(
+                stale = await self.redis.run(
                     handoff_ops.claim_stale(keys, self.consumer, self.claim_idle_ms, self.batch)
                 )
                 if stale:
@@ -131,7 +139,7 @@ class Archiver:
                     moved += await self._archive(keys, stale)
                 await self._watch_backlog(keys)
             while not self.closing.is_set():
-                entries = await self.client.run(handoff_ops.read_new(keys, self.consumer, self.batch))
+                entries = await self.redis.run(handoff_ops.read_new(keys, self.consumer, self.batch))
                 if not entries:
                     break
                 moved += await self._archive(keys, entries)
@@ -168,7 +176,7 @@ class Archiver:
             self.stats.stored += written.written
             self.stats.duplicates += written.duplicates
         await self._until_done(
-            lambda: self.client.run(handoff_ops.archived(keys, [e.entry_id for e in entries]))
+            lambda: self.redis.run(handoff_ops.archived(keys, [e.entry_id for e in entries]))
         )
         self.stats.batches += 1
         return len(entries)
@@ -210,7 +218,7 @@ class Archiver:
             pause = min(pause * 2, 2.0)
 
     async def _watch_backlog(self, keys: QueueKeys) -> None:
-        backlog = await self.client.run(handoff_ops.backlog(keys))
+        backlog = await self.redis.run(handoff_ops.backlog(keys))
         seen = self._warned_dropped.get(keys.queue)
         if seen is None:
             self._warned_dropped[keys.queue] = backlog.dropped
@@ -237,3 +245,45 @@ class Archiver:
         except TimeoutError:
             return False
         return True
+
+
+async def archive_until_closed(
+    redis: Runs,
+    queues: Mapping[str, QueueKeys],
+    url: str,
+    closing: asyncio.Event,
+    *,
+    config: HistoryConfig | None = None,
+    **options: Any,
+) -> None:
+    """Open the store at ``url`` and archive ``queues`` until ``closing`` is set: what a worker
+    or the API runs beside its own work. A database that cannot be reached at the start is
+    tried again (jobs run meanwhile, their hand-off waits in Redis); nothing here ends the
+    process that runs it."""
+    pause = 1.0
+    store: HistoryStore | None = None
+    while store is None:
+        try:
+            store = await open_store(url, config)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the database is another system: anything may come back
+            log.warning(
+                "history: cannot open the store (%s: %s); retrying in %.0f s", type(exc).__name__, exc, pause
+            )
+            try:
+                await asyncio.wait_for(closing.wait(), pause)
+                return
+            except TimeoutError:
+                pause = min(pause * 2, 30.0)
+    try:
+        archiver = Archiver(redis, store, queues, closing=closing, **options)
+        log.info("history: archiving %s into the %s store", ", ".join(queues), store.backend)
+        await archiver.run()
+    except Exception:
+        log.exception(
+            "history: the archiver stopped on an unexpected error; jobs keep running, "
+            "their hand-off waits in Redis for another archiver"
+        )
+    finally:
+        await store.close()

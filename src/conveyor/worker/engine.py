@@ -39,7 +39,9 @@ from redis.exceptions import RedisError
 
 from ..config import Settings
 from ..errors import RETRYABLE_REDIS_ERRORS
+from ..history.archiver import archive_until_closed
 from ..hooks import Hooks
+from ..ops import history as handoff_ops
 from ..ops.keys import QueueKeys
 from ..redis.base import AsyncTransport, SyncTransport
 from ..redis.connect import as_async_transport, async_transport, sync_transport, sync_twin
@@ -138,6 +140,7 @@ class Worker:
         self._connected = False
         self._registered = False
         self._pool: ThreadPoolExecutor | None = None
+        self._archiver: asyncio.Task[None] | None = None
         self._beat_transport: SyncTransport | None = None
         self._heartbeat: Heartbeat | None = None
 
@@ -226,6 +229,10 @@ class Worker:
         # three leases, as a dead worker's does.
         await self._with_retries(functools.partial(self._registration.register, self.executor))
         self._registered = True
+        if self.config.history_url:
+            # Before the first claim, so that every job this worker finishes is handed off;
+            # the store itself is opened by the archiver, which may wait for the database.
+            await self._with_retries(self._enable_history)
         await self._check_eviction_policy()
         await self._start_heartbeat(beat_transport, runner)
         return runner
@@ -237,6 +244,10 @@ class Worker:
         await self._stop_heartbeat()
         await self._leave(owns_client)
         self._phases.advance(Phase.STOPPED)
+
+    async def _enable_history(self) -> None:
+        for keys in self.keys.values():
+            await self.executor.run(handoff_ops.enable(keys))
 
     def _assemble(self) -> JobRunner:
         """The parts that run jobs, over the open transport: pool, acknowledger, runner, registry entry."""
@@ -335,6 +346,11 @@ class Worker:
             closing=stopping,
         )
         schedules = run_schedulers(self.executor, list(self.keys.values()), stopping, self.tasks.schedules())
+        if self.config.history_url:
+            self._archiver = asyncio.create_task(
+                archive_until_closed(self.executor, self.keys, self.config.history_url, stopping),
+                name="conveyor-archive",
+            )
         self._phases.advance(Phase.RUNNING)
         loops = _Loops(
             asyncio.create_task(fetcher.run(), name="conveyor-fetch"),
@@ -359,7 +375,10 @@ class Worker:
         await self._finish(loops.flusher)
         self._phases.advance(Phase.STOPPING)
         # Not cancelled mid-command: redis-py's cluster client does not always survive that.
-        await asyncio.gather(self._finish(loops.sweeper, 5), self._finish(loops.scheduler, 5))
+        background = [self._finish(loops.sweeper, 5), self._finish(loops.scheduler, 5)]
+        if self._archiver is not None:  # it finishes the batch it is writing, if it can
+            background.append(self._finish(self._archiver, 5))
+        await asyncio.gather(*background)
         await self._stop_heartbeat()  # leases are renewed until every job finished or was flushed
         await self._leave(owns_client)
         self._phases.advance(Phase.STOPPED)

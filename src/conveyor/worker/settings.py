@@ -54,6 +54,10 @@ class WorkerSettings:
     least 60 s. Leases are renewed from a thread, so async jobs that block the loop for less
     than this (one after another, too) do not lose their leases. A loop starved of the GIL by
     many threads busy in pure Python counts as blocked too, hence the generous default."""
+    history_url: str | None = None
+    """Archive the jobs of the worker's queues that finish into this history store
+    (``postgresql://...`` or ``sqlite:///path``; see :mod:`conveyor.history`), turning their
+    history on. Any number of workers may archive; None: this worker does not."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -84,3 +88,4 @@ class WorkerOptions(TypedDict, total=False):
     completed: ops.Retention
     failed: ops.Retention
     max_loop_block: float | None
+    history_url: str | None
