@@ -2,14 +2,15 @@
 
 ``api_router(service)`` closes over an :class:`~conveyor.api.service.ApiService`: the Redis
 client and settings are injected, never looked up in a module global. The endpoints live in
-:mod:`.jobs`, :mod:`.queues` and :mod:`.schedules`; :mod:`.routing` says how every one of
-them authenticates, limits and answers errors.
+:mod:`.jobs`, :mod:`.queues`, :mod:`.schedules` and :mod:`.history`; :mod:`.routing` says how
+every one of them authenticates, limits and answers errors.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
+from .history import add_history_routes
 from .jobs import add_job_routes
 from .problems import responses
 from .queues import add_queue_routes
@@ -37,5 +38,6 @@ def api_router(service: ApiService, *, operation_prefix: str = "") -> APIRouter:
     add_job_routes(router, service)
     add_queue_routes(router, service)
     add_schedule_routes(router, service)
+    add_history_routes(router, service)
     route_class.siblings = router.routes  # for the Allow of a 405
     return router

@@ -1,4 +1,5 @@
-"""What the endpoints share: one AsyncClient, the settings, and the count of open streams.
+"""What the endpoints share: one AsyncClient, the settings, the count of open streams, and
+the history store when one is configured.
 
 A host application makes one :class:`ApiService`, passes it to :func:`~conveyor.api.api_router`
 and closes it when it stops; nothing here is global.
@@ -6,6 +7,7 @@ and closes it when it stops; nothing here is global.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator
@@ -13,6 +15,7 @@ from typing import Any
 
 from ..client import AsyncClient
 from ..config import Settings
+from ..history import HistoryStore, open_store
 from ..httpcall import HTTP_TASK, parse_request
 from ..task import DEFAULT_OPTIONS, Task, TaskCall, TaskDefaults
 from .models import EnqueueRequest
@@ -25,7 +28,8 @@ async def _never_called(*args: Any, **kwargs: Any) -> None:
 
 
 class ApiService:
-    """The API's dependencies: a Redis client and the settings, injected into the router."""
+    """The API's dependencies: a Redis client, the settings and the history store, injected
+    into the router."""
 
     def __init__(self, settings: ApiSettings, client: AsyncClient | None = None) -> None:
         self.settings = settings
@@ -38,9 +42,42 @@ class ApiService:
             )
         )
         self.open_streams = 0
+        self._history: HistoryStore | None = None
+        self._history_lock = asyncio.Lock()
+
+    async def history(self) -> HistoryStore:
+        """The history store, opened (and migrated) by the first request that needs it, once:
+        requests arriving meanwhile wait for that opening rather than open stores of their
+        own. One that fails to open is tried again by the next request.
+
+        Raises ``Problem`` 404 ``history-disabled`` when ``settings.history_url`` is not set:
+        this server has no history, as it has no endpoint at an unknown path. Not 503: that
+        says "retry later", and clients, proxies and alerts treat it as a failing server,
+        while no retry helps until the server is configured. The problem's type tells it
+        apart from the 404 ``not-found`` of a job the history does not hold.
+        """
+        if self._history is not None:
+            return self._history
+        url = self.settings.history_url
+        if url is None:
+            raise Problem(
+                404,
+                "the job history is not enabled on this server: set CONVEYOR_HISTORY_URL "
+                "(sqlite:///path/history.db or postgresql://user@host/db) and restart the API",
+                code="history-disabled",
+            )
+        async with self._history_lock:
+            if self._history is None:
+                self._history = await open_store(url)
+            return self._history
 
     async def aclose(self) -> None:
-        await self.client.close()
+        history, self._history = self._history, None
+        try:
+            if history is not None:
+                await history.close()
+        finally:
+            await self.client.close()
 
     def check_capacity(self) -> None:
         """Answer 429 when ``max_streams`` long polls and event streams are already open."""

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import DEFAULT_REDIS_URL, from_env
+from ..errors import ConfigurationError
+from ..history.store import parse_url
 from ..ops.keys import DEFAULT_PREFIX
 from ..serialization import DEFAULT_MAX_PAYLOAD_BYTES
 from .auth import TokenStore
@@ -22,7 +24,8 @@ class ApiSettings:
     (``CONVEYOR_API_CORS_ORIGINS`` comma-separated, ``CONVEYOR_API_MAX_BODY_BYTES``,
     ``CONVEYOR_API_MAX_WAIT``, ``CONVEYOR_API_MAX_STREAMS``), ``CONVEYOR_API_TOKENS`` /
     ``CONVEYOR_API_TOKENS_FILE``, and what every producer reads: ``CONVEYOR_REDIS_URL``,
-    ``CONVEYOR_PREFIX``, ``CONVEYOR_MAX_PAYLOAD_BYTES``, ``CONVEYOR_CLUSTER_WAIT_MS``.
+    ``CONVEYOR_PREFIX``, ``CONVEYOR_MAX_PAYLOAD_BYTES``, ``CONVEYOR_CLUSTER_WAIT_MS``; the
+    history's ``CONVEYOR_HISTORY_URL``, as the archiver and ``conveyor history`` read it.
     ``docs`` is set by argument only."""
 
     redis_url: str = DEFAULT_REDIS_URL
@@ -43,6 +46,18 @@ class ApiSettings:
     cluster_wait_ms: int = 30_000
     """Redis Cluster: how long a request waits out a slot migration or failover before
     answering 503, as for every producer (``CONVEYOR_CLUSTER_WAIT_MS``)."""
+    history_url: str | None = None
+    """The history store of finished jobs (``sqlite:///path`` or ``postgresql://...``), served
+    under ``/v1/history``; opened on the first request that needs it. None (the default) turns
+    those endpoints off: they answer 404 ``history-disabled``, saying how to turn them on."""
+
+    def __post_init__(self) -> None:
+        # A bad URL fails at startup, not on the first history request hours later.
+        if self.history_url is not None:
+            try:
+                parse_url(self.history_url)
+            except ValueError as exc:
+                raise ConfigurationError(f"CONVEYOR_HISTORY_URL: {exc}") from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ApiSettings:
@@ -58,6 +73,6 @@ class ApiSettings:
             env,
             overrides,
             prefix="CONVEYOR_API_",
-            shared=("redis_url", "prefix", "max_payload_bytes", "cluster_wait_ms"),
+            shared=("redis_url", "prefix", "max_payload_bytes", "cluster_wait_ms", "history_url"),
             skip=("tokens", "docs"),
         )

@@ -2,8 +2,8 @@
 
 This module holds the command group, the mapping of failures to exit codes, and the list of commands; each
 family of commands lives in its own module: :mod:`.worker`, :mod:`.jobs`, :mod:`.queues`, :mod:`.schedules`,
-:mod:`.service` (``api``, ``dev``). :mod:`.options` declares what a command acts on, :mod:`.output` how it
-prints.
+:mod:`.history` (the ``history`` group), :mod:`.service` (``api``, ``dev``). :mod:`.options` declares what a
+command acts on, :mod:`.output` how it prints.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import redis
 
 from .. import __version__
 from ..errors import ConveyorError
-from . import jobs, queues, schedules, service, worker
+from . import history, jobs, queues, schedules, service, worker
 from .output import err_console
 
 __all__ = ["main"]
@@ -82,6 +82,7 @@ for _command in (
     queues.resume,
     queues.limits,
     schedules.schedules,
+    history.history,
     service.api,
     service.dev,
 ):
