@@ -4,8 +4,8 @@ entry point for the chaos tests: ``python -m tests.apps.ledger_app``.
 Configured by environment variables, since the tests run it as a separate process they
 SIGKILL: ``CONVEYOR_REDIS_URL``, ``TEST_QUEUE``, ``CONVEYOR_LEDGER_DIR``, and
 ``CHAOS_LEASE``, ``CHAOS_SWEEP``, ``CHAOS_CONCURRENCY``, ``CHAOS_MAX_CRASHES``,
-``CHAOS_ALONE_AFTER``. Finished
-jobs are kept without limit, so the checker can read every job's final state.
+``CHAOS_ALONE_AFTER``, ``CHAOS_KEEP_COMPLETED``. Finished jobs are kept without limit
+(unless ``CHAOS_KEEP_COMPLETED=0``), so the checker can read every job's final state.
 """
 
 from __future__ import annotations
@@ -134,7 +134,8 @@ def main() -> None:
         max_crashes=int(env.get("CHAOS_MAX_CRASHES", "1000")),
         alone_after=int(env["CHAOS_ALONE_AFTER"]) if env.get("CHAOS_ALONE_AFTER") else None,
         shutdown_grace=float(env.get("CHAOS_GRACE", "5")),
-        completed=keep_all,
+        # CHAOS_KEEP_COMPLETED=0: completed jobs are deleted at once (the history suite).
+        completed=ops.Retention(0, 0) if env.get("CHAOS_KEEP_COMPLETED") == "0" else keep_all,
         failed=keep_all,
     ).run()
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import sqlite3
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +29,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from ..client import AsyncClient
 from ..history import (
     ENV_URL,
     AttemptRecord,
@@ -40,7 +43,12 @@ from ..history import (
     open_store,
     parse_url,
 )
+from ..history.archiver import archive_until_closed
 from ..history.query import BUCKET_SECONDS, MAX_LIMIT, Cursor, from_micros
+from ..ops import history as handoff
+from ..ops.history import DEFAULT_MAX_ENTRIES
+from ..ops.keys import QueueKeys, validate_queue_name
+from .options import json_option, url_option
 from .output import console, err_console, table, timestamp
 
 T = TypeVar("T")
@@ -310,6 +318,9 @@ def _dump(data: Any) -> None:
 def history() -> None:
     """The history of finished jobs: search it, show one job, count and time them.
 
+    Jobs reach it through archivers: `conveyor history archive`, or any worker started with
+    --history-url. Until one runs for a queue, nothing of it is recorded.
+
     \b
     The database is named by --history-url or CONVEYOR_HISTORY_URL:
       sqlite:///relative/history.db, sqlite:////absolute/history.db, postgresql://user@host/db
@@ -320,6 +331,8 @@ def history() -> None:
       conveyor history search --state failed --since 2h
       conveyor history show emails 1m8Xr2
       conveyor history stats --queue emails --since 7d --bucket day
+      conveyor history archive --queue emails
+      conveyor history backlog
     """
 
 
@@ -638,3 +651,166 @@ def _kept(kept: timedelta | None) -> str:
     if kept.days and not kept.seconds and not kept.microseconds:
         return f"{kept.days} days"
     return str(kept)
+
+
+# ---------------------------------------------------------------- the hand-off from Redis
+@history.command()
+@url_option
+@history_url_option
+@click.option(
+    "--queue",
+    "-q",
+    "-Q",
+    "queues",
+    multiple=True,
+    help="A queue to archive (repeatable) [default: every queue, and those created later].",
+)
+@click.option(
+    "--batch", type=click.IntRange(1, 50_000), default=1000, show_default=True, help="Jobs per transaction."
+)
+@click.option(
+    "--claim-idle",
+    type=click.FloatRange(0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds after which entries another archiver read and did not store are taken over.",
+)
+@click.option(
+    "--log-level",
+    envvar="CONVEYOR_LOG_LEVEL",
+    show_envvar=True,
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def archive(
+    url: str, history_url: str | None, queues: tuple[str, ...], batch: int, claim_idle: float, log_level: str
+) -> None:
+    """Move finished jobs from Redis into the history database, until SIGTERM or Ctrl-C.
+
+    Turns history on for the queues it archives. Any number of archivers may run (workers
+    started with --history-url archive too): they share the work, and one that dies leaves
+    its entries to the others. Jobs keep running while the database is away; their records
+    wait in Redis (up to the bound of `conveyor history enable`) and are stored when it
+    returns.
+    """
+    from . import logs
+
+    logs.configure(log_level, "text")
+    target = _require_url(history_url, must_exist=False)
+    asyncio.run(_archive(url, target, list(queues), batch, claim_idle))
+
+
+async def _archive(url: str, history_url: str, queues: list[str], batch: int, claim_idle: float) -> None:
+    closing = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, closing.set)
+    async with AsyncClient.from_url(url) as client:
+        named = {queue: client.keys(validate_queue_name(queue)) for queue in queues}
+
+        async def every_queue() -> dict[str, QueueKeys]:
+            return {queue: client.keys(queue) for queue in await client.queues()}
+
+        await archive_until_closed(
+            client,
+            named,
+            history_url,
+            closing,
+            batch=batch,
+            claim_idle=claim_idle,
+            discover=None if queues else every_queue,
+        )
+
+
+@history.command()
+@url_option
+@click.option("--queue", "-q", "-Q", "queues", multiple=True, required=True, help="Queue (repeatable).")
+@click.option(
+    "--max-entries",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_ENTRIES,
+    show_default=True,
+    help="Finished jobs Redis holds for the archivers at most; beyond, they are counted as dropped.",
+)
+def enable(url: str, queues: tuple[str, ...], max_entries: int) -> None:
+    """Turn history on for QUEUE: from now on, every job that ends is handed to the archivers.
+
+    Also sets (or changes) the bound of what Redis holds while no archiver stores it. An
+    archiver turns history on by itself; this command is for setting the bound ahead.
+    """
+
+    async def run() -> None:
+        async with AsyncClient.from_url(url) as client:
+            for queue in queues:
+                bound = await client.run(
+                    handoff.enable(client.keys(validate_queue_name(queue)), max_entries, replace=True)
+                )
+                console.print(
+                    f"history on for {queue}: Redis holds at most {bound:,} finished jobs for the archivers"
+                )
+
+    asyncio.run(run())
+
+
+@history.command()
+@url_option
+@click.option("--queue", "-q", "-Q", "queues", multiple=True, required=True, help="Queue (repeatable).")
+def disable(url: str, queues: tuple[str, ...]) -> None:
+    """Turn history off for QUEUE: jobs that end from now on are not recorded. What Redis
+    holds already is still archived. An archiver started later turns it on again."""
+
+    async def run() -> None:
+        async with AsyncClient.from_url(url) as client:
+            for queue in queues:
+                await client.run(handoff.disable(client.keys(validate_queue_name(queue))))
+                console.print(f"history off for {queue}")
+
+    asyncio.run(run())
+
+
+@history.command()
+@url_option
+@click.option(
+    "--queue", "-q", "-Q", "queues", multiple=True, help="Queue (repeatable) [default: every queue]."
+)
+@json_option
+def backlog(url: str, queues: tuple[str, ...], as_json: bool) -> None:
+    """What Redis holds for the archivers, per queue: entries waiting to be stored, those an
+    archiver is storing now, how old the oldest is, and how many were dropped because the
+    bound was reached."""
+
+    async def run() -> list[tuple[str, handoff.Backlog]]:
+        async with AsyncClient.from_url(url) as client:
+            names = [validate_queue_name(q) for q in queues] or await client.queues()
+            return [(queue, await client.run(handoff.backlog(client.keys(queue)))) for queue in names]
+
+    found = asyncio.run(run())
+    now_ms = time.time() * 1000
+    if as_json:
+        _dump(
+            [
+                {
+                    "queue": queue,
+                    "enabled": b.enabled,
+                    "max_entries": b.max_entries,
+                    "entries": b.entries,
+                    "pending": b.pending,
+                    "dropped": b.dropped,
+                    "oldest_age_seconds": round((now_ms - b.oldest_ms) / 1000, 3) if b.oldest_ms else None,
+                }
+                for queue, b in found
+            ]
+        )
+        return
+    listing = table("History hand-off", ("queue", "history", "waiting", "being stored", "oldest", "dropped"))
+    for queue, b in found:
+        listing.add_row(
+            queue,
+            f"on (max {b.max_entries:,})" if b.enabled else "off",
+            f"{b.entries - b.pending:,}",
+            f"{b.pending:,}",
+            duration(now_ms - b.oldest_ms) if b.oldest_ms else "-",
+            f"[red]{b.dropped:,}[/red]" if b.dropped else "0",
+        )
+    console.print(listing)

@@ -23,6 +23,7 @@ from rich.text import Text
 
 from ..client import Client
 from ..errors import ConfigurationError
+from ..history.store import ENV_URL as ENV_HISTORY_URL
 from ..job import JobState
 from ..redis.connect import redact
 from ..task import TaskCall
@@ -142,7 +143,21 @@ def _forward_output(stream: IO[bytes], console: Console) -> None:
             console.print(Text(line, style="dim"))
 
 
-def _start_worker(url: str, console: Console) -> tuple[subprocess.Popen[bytes], threading.Thread]:
+def _history_url(run: _Run, state_dir: Path) -> str:
+    """The history store of this run: the user's (``CONVEYOR_HISTORY_URL``), else a SQLite
+    file beside the embedded server's data, or in the state directory for a Redis of the
+    user's own -- history with no setup, as in production with PostgreSQL."""
+    configured = os.environ.get(ENV_HISTORY_URL)
+    if configured:
+        return configured
+    directory = run.data.path if run.data is not None else state_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(directory / 'history.db').resolve()}"
+
+
+def _start_worker(
+    url: str, history_url: str, console: Console
+) -> tuple[subprocess.Popen[bytes], threading.Thread]:
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -155,7 +170,7 @@ def _start_worker(url: str, console: Console) -> tuple[subprocess.Popen[bytes], 
             "--log-level",
             "warning",
         ],
-        env={**os.environ, "CONVEYOR_REDIS_URL": url},
+        env={**os.environ, "CONVEYOR_REDIS_URL": url, ENV_HISTORY_URL: history_url},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -190,18 +205,21 @@ def _conveyor_for_another_terminal() -> tuple[list[str], str]:
     return [], shlex.quote(str(script))
 
 
-def _print_try_commands(url: str, url_from_environment: bool, console: Console) -> None:
+def _print_try_commands(url: str, url_from_environment: bool, history_url: str, console: Console) -> None:
     setup, conveyor = _conveyor_for_another_terminal()
     if url_from_environment:  # the user's own URL: not echoed, it may hold a password
         note = " (with CONVEYOR_REDIS_URL set as in this one)"
     else:
         note = ""
         setup.append(f"export CONVEYOR_REDIS_URL={shlex.quote(url)}")
+    if not os.environ.get(ENV_HISTORY_URL):
+        setup.append(f"export CONVEYOR_HISTORY_URL={shlex.quote(history_url)}")
     commands = [
         *setup,
         f"{conveyor} enqueue resize_image 7 --queue demo --wait 5",
         f"{conveyor} info",
         f"{conveyor} jobs --queue demo --state completed --limit 5",
+        f"{conveyor} history search --queue demo --state failed --limit 5",
     ]
     console.print(f"The worker keeps running. Try it from another terminal{note}:", highlight=False)
     for line in commands:  # one line each, however narrow the terminal: they are pasted
@@ -309,7 +327,10 @@ def run_dev(*, job_count: int, exit_after: bool, state_dir: str, console: Consol
             run.data = claim_data_directory(Path(state_dir))
             run.server = _start_embedded(run.data, console)
             url = run.server.url
-        run.worker, run.forwarder = _start_worker(url, console)
+        history_url = _history_url(run, Path(state_dir))
+        run.worker, run.forwarder = _start_worker(url, history_url, console)
+        if not os.environ.get(ENV_HISTORY_URL):
+            console.print(f"job history: {history_url} (set CONVEYOR_HISTORY_URL for another store)")
         with Client.from_url(url) as client:
             client.purge("demo", [s for s in JobState if s is not JobState.ACTIVE])
             started = time.perf_counter()
@@ -323,7 +344,7 @@ def run_dev(*, job_count: int, exit_after: bool, state_dir: str, console: Consol
             if not run.show_demo(client, job_count):
                 return 1
         if not exit_after and not run.stop.is_set():
-            _print_try_commands(url, url_from_environment, console)
+            _print_try_commands(url, url_from_environment, history_url, console)
             run.stop.wait()
         return 0
     finally:

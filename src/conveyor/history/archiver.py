@@ -47,6 +47,10 @@ class Runs(Protocol):
     async def run(self, operation: Generator[Step, Any, T]) -> T: ...
 
 
+Discover = Callable[[], Awaitable[Mapping[str, QueueKeys]]]
+"""Names the queues to archive, for an archiver that follows every queue (the API's)."""
+
+
 def consumer_name() -> str:
     """A name no other archiver has: host, process and a random part (a restarted process
     is a new consumer; what the old one held is claimed after ``claim_idle``)."""
@@ -82,6 +86,8 @@ class Archiver:
         claim_idle: float = 30.0,
         max_entries: int = handoff_ops.DEFAULT_MAX_ENTRIES,
         closing: asyncio.Event | None = None,
+        discover: Discover | None = None,
+        rediscover: float = 10.0,
     ) -> None:
         if batch < 1:
             raise ValueError("an archiver's batch holds at least one job")
@@ -97,16 +103,32 @@ class Archiver:
         self.stats = ArchiverStats()
         self._warned_dropped: dict[str, int] = {}
         self._next_claim = 0.0
+        self.discover = discover
+        self.rediscover = rediscover
+        self._next_discovery = 0.0
 
     async def enable(self) -> None:
         """Turn history on for every queue archived here (a bound set before is kept)."""
         for keys in self.queues.values():
             await self.redis.run(handoff_ops.enable(keys, self.max_entries))
 
+    async def _discover(self) -> None:
+        """Add the queues ``discover`` names that are new (every ``rediscover`` seconds)."""
+        now = time.monotonic()
+        if self.discover is None or now < self._next_discovery:
+            return
+        self._next_discovery = now + self.rediscover
+        for queue, keys in (await self.discover()).items():
+            if queue not in self.queues:
+                await self.redis.run(handoff_ops.enable(keys, self.max_entries))
+                self.queues[queue] = keys
+                log.info("history: archiving queue %s from now", queue)
+
     async def run(self) -> None:
         await self._until_done(self.enable)
         while not self.closing.is_set():
             try:
+                await self._discover()
                 moved = await self.run_once()
             except RedisError as exc:
                 log.warning("history: could not read the hand-off (%s); will retry", exc)
