@@ -156,7 +156,7 @@ def run_with_faults(
         if time.monotonic() >= next_kill:
             archivers.kill_one()
             next_kill = time.monotonic() + KILL_EVERY * random.uniform(0.5, 1.5)
-        most_backlog = max(most_backlog, client.run(handoff.backlog(keys)).entries)
+        most_backlog = max(most_backlog, client.run(handoff.backlog(keys)).jobs)
         time.sleep(0.05)
     return faults, most_backlog
 
@@ -210,7 +210,11 @@ def test_history_is_exact_through_archiver_kills_and_database_outages(
             while True:
                 counts = client.counts(queue)
                 backlog = client.run(handoff.backlog(keys))
-                if backlog.entries == 0 and sum(counts[s] for s in ("waiting", "active", "delayed")) == 0:
+                if (
+                    backlog.jobs == 0
+                    and backlog.entries == 0
+                    and sum(counts[s] for s in ("waiting", "active", "delayed")) == 0
+                ):
                     break
                 assert time.monotonic() < deadline, f"not settled: {counts}, {backlog}"
                 time.sleep(0.2)

@@ -102,7 +102,12 @@ async def test_every_way_a_job_ends_is_recorded_once_with_its_attempts(
     assert stored[expired.id].error_type == "Expired"
 
     backlog = await aclient.run(handoff.backlog(aclient.keys(queue)))
-    assert backlog.enabled and backlog.entries == 0 and backlog.pending == 0 and backlog.dropped == 0
+    assert backlog.enabled and (backlog.jobs, backlog.entries, backlog.pending, backlog.dropped) == (
+        0,
+        0,
+        0,
+        0,
+    )
 
 
 async def test_the_hand_off_holds_what_redis_retention_deletes_at_once(
@@ -174,7 +179,7 @@ async def test_a_full_hand_off_counts_what_it_drops_and_jobs_still_finish(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     keys = aclient.keys(queue)
-    archiver = await archive(aclient, store, queue, max_entries=10)
+    archiver = await archive(aclient, store, queue, max_jobs=10)
     await archiver.run_once()  # the archiver knows where the count of drops stood
 
     @tasks.task
@@ -185,7 +190,7 @@ async def test_a_full_hand_off_counts_what_it_drops_and_jobs_still_finish(
     await drain(tasks, url)
     assert all([(await h.fetch()).state is JobState.COMPLETED for h in handles])
     backlog = await aclient.run(handoff.backlog(keys))
-    assert (backlog.entries, backlog.dropped, backlog.max_entries) == (10, 15, 10)
+    assert (backlog.jobs, backlog.dropped, backlog.max_jobs) == (10, 15, 10)
     with caplog.at_level(logging.ERROR, logger="conveyor.history"):
         assert await archiver.drain() == 10
     assert "15 finished jobs were not recorded" in caplog.text
@@ -204,19 +209,22 @@ async def test_entries_of_an_archiver_that_died_are_taken_over_and_stored_once(
 
     await aclient.enqueue_many([work.call(n) for n in range(30)])
     await drain(tasks, url)
-    # An archiver read 20 entries and stored 5 of them, then died before acknowledging any.
-    entries = await aclient.run(handoff.read_new(keys, "died", 20))
+    # An archiver read the first entries and stored 5 of their jobs, then died before
+    # acknowledging any.
+    entries = await aclient.run(handoff.read_new(keys, "died", 1))
+    read = [fields for entry in entries for fields in entry.jobs]
+    assert read and sum(e.count for e in entries) == len(read)
     from conveyor.history.handoff import to_record
 
-    await store.write([to_record(queue, e.fields) for e in entries[:5]])
+    await store.write([to_record(queue, fields) for fields in read[:5]])
     survivor = Archiver(aclient, store, {queue: keys}, claim_idle=0.05)
-    assert await survivor.drain() == 10  # the ones nobody read; the dead one's are not idle yet
+    assert await survivor.drain() == 30 - len(read)  # nobody read them; the dead one's are not idle yet
     await asyncio.sleep(0.1)
-    assert await survivor.drain() == 20
-    assert survivor.stats.claimed == 20 and survivor.stats.duplicates == 5
+    assert await survivor.drain() == len(read)
+    assert survivor.stats.claimed == len(read) and survivor.stats.duplicates == min(5, len(read))
     assert len(await records(store, queue)) == 30
     backlog = await aclient.run(handoff.backlog(keys))
-    assert (backlog.entries, backlog.pending) == (0, 0)
+    assert (backlog.jobs, backlog.entries, backlog.pending) == (0, 0, 0)
 
 
 class FlakyStore:
@@ -252,7 +260,7 @@ async def test_while_the_database_is_down_the_entries_wait_in_redis(
         # Before the database answers, everything is still in Redis, read but not acknowledged.
         await asyncio.sleep(0.3)
         backlog = await aclient.run(handoff.backlog(keys))
-        assert backlog.entries == 20 and backlog.pending == 20
+        assert backlog.jobs == 20 and backlog.pending == backlog.entries > 0
         for _ in range(100):
             if len(await records(store, queue)) == 20:
                 break
@@ -261,7 +269,7 @@ async def test_while_the_database_is_down_the_entries_wait_in_redis(
         archiver.closing.set()
         await running
     assert len(await records(store, queue)) == 20
-    assert (await aclient.run(handoff.backlog(keys))).entries == 0
+    assert (await aclient.run(handoff.backlog(keys))).jobs == 0
 
 
 async def test_an_entry_not_written_by_conveyor_is_logged_and_dropped_alone(
@@ -280,12 +288,14 @@ async def test_an_entry_not_written_by_conveyor_is_logged_and_dropped_alone(
         return text
 
     await aclient.transport.call("XADD", keys.history, "*", "garbage", "\xff")
-    await aclient.transport.call("XADD", keys.history, "*", "id", "x", "s", "exploded", "ft", "1")
+    await aclient.transport.call(
+        "XADD", keys.history, "*", "jobs", "2", "id", "x", "s", "exploded", "ft", "1", "id", "y"
+    )
     await aclient.enqueue(work, "nul \x00 and a long one " + "x" * 100_000)
     await drain(tasks, url)
     with caplog.at_level(logging.ERROR, logger="conveyor.history"):
-        assert await archiver.drain() == 3
-    assert archiver.stats.unreadable == 2 and "is not a finished job" in caplog.text
+        assert await archiver.drain() == 4
+    assert archiver.stats.unreadable == 3 and "is not a finished job" in caplog.text
     [record] = (await records(store, queue)).values()
     assert "arguments" in record.truncated
 
@@ -337,4 +347,4 @@ async def test_a_worker_with_a_history_url_archives_its_queues(
         await asyncio.wait_for(serving, 10)
     assert sorted(r.id for r in (await records(store, queue)).values()) == sorted(h.id for h in handles)
     backlog = await aclient.run(handoff.backlog(aclient.keys(queue)))
-    assert backlog.enabled and backlog.entries == 0
+    assert backlog.enabled and backlog.jobs == 0

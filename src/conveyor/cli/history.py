@@ -46,7 +46,7 @@ from ..history import (
 from ..history.archiver import archive_until_closed
 from ..history.query import BUCKET_SECONDS, MAX_LIMIT, Cursor, from_micros
 from ..ops import history as handoff
-from ..ops.history import DEFAULT_MAX_ENTRIES
+from ..ops.history import DEFAULT_MAX_JOBS
 from ..ops.keys import QueueKeys, validate_queue_name
 from .options import json_option, url_option
 from .output import console, err_console, table, timestamp
@@ -727,13 +727,13 @@ async def _archive(url: str, history_url: str, queues: list[str], batch: int, cl
 @url_option
 @click.option("--queue", "-q", "-Q", "queues", multiple=True, required=True, help="Queue (repeatable).")
 @click.option(
-    "--max-entries",
+    "--max-jobs",
     type=click.IntRange(1),
-    default=DEFAULT_MAX_ENTRIES,
+    default=DEFAULT_MAX_JOBS,
     show_default=True,
     help="Finished jobs Redis holds for the archivers at most; beyond, they are counted as dropped.",
 )
-def enable(url: str, queues: tuple[str, ...], max_entries: int) -> None:
+def enable(url: str, queues: tuple[str, ...], max_jobs: int) -> None:
     """Turn history on for QUEUE: from now on, every job that ends is handed to the archivers.
 
     Also sets (or changes) the bound of what Redis holds while no archiver stores it. An
@@ -744,7 +744,7 @@ def enable(url: str, queues: tuple[str, ...], max_entries: int) -> None:
         async with AsyncClient.from_url(url) as client:
             for queue in queues:
                 bound = await client.run(
-                    handoff.enable(client.keys(validate_queue_name(queue)), max_entries, replace=True)
+                    handoff.enable(client.keys(validate_queue_name(queue)), max_jobs, replace=True)
                 )
                 console.print(
                     f"history on for {queue}: Redis holds at most {bound:,} finished jobs for the archivers"
@@ -793,7 +793,8 @@ def backlog(url: str, queues: tuple[str, ...], as_json: bool) -> None:
                 {
                     "queue": queue,
                     "enabled": b.enabled,
-                    "max_entries": b.max_entries,
+                    "max_jobs": b.max_jobs,
+                    "jobs": b.jobs,
                     "entries": b.entries,
                     "pending": b.pending,
                     "dropped": b.dropped,
@@ -803,12 +804,15 @@ def backlog(url: str, queues: tuple[str, ...], as_json: bool) -> None:
             ]
         )
         return
-    listing = table("History hand-off", ("queue", "history", "waiting", "being stored", "oldest", "dropped"))
+    listing = table(
+        "History hand-off",
+        ("queue", "history", "jobs held", "entries being stored", "oldest", "jobs dropped"),
+    )
     for queue, b in found:
         listing.add_row(
             queue,
-            f"on (max {b.max_entries:,})" if b.enabled else "off",
-            f"{b.entries - b.pending:,}",
+            f"on (max {b.max_jobs:,} jobs)" if b.enabled else "off",
+            f"{b.jobs:,}",
             f"{b.pending:,}",
             duration(now_ms - b.oldest_ms) if b.oldest_ms else "-",
             f"[red]{b.dropped:,}[/red]" if b.dropped else "0",

@@ -8,7 +8,7 @@ entries pending, and another takes them over after ``claim_idle`` (XAUTOCLAIM). 
 entry twice stores nothing more (the store is idempotent), so a replay is harmless.
 
 While the database is down or slow, jobs keep finishing and the hand-off grows, up to its
-bound (``conveyor history enable --max-entries``): beyond it, entries are counted as dropped
+bound (``conveyor history enable --max-jobs``): beyond it, jobs are counted as dropped
 (``Backlog.dropped``), never silently, and the archiver warns. When the database returns, the
 backlog drains at the store's batch speed.
 """
@@ -84,7 +84,7 @@ class Archiver:
         batch: int = 1000,
         idle_poll: float = 0.2,
         claim_idle: float = 30.0,
-        max_entries: int = handoff_ops.DEFAULT_MAX_ENTRIES,
+        max_jobs: int = handoff_ops.DEFAULT_MAX_JOBS,
         closing: asyncio.Event | None = None,
         discover: Discover | None = None,
         rediscover: float = 10.0,
@@ -98,7 +98,10 @@ class Archiver:
         self.batch = batch
         self.idle_poll = idle_poll
         self.claim_idle_ms = int(claim_idle * 1000)
-        self.max_entries = max_entries
+        self.max_jobs = max_jobs
+        # Entries hold a script call's jobs each: one at a trickle, a hundred or more under
+        # load. A read of this many entries makes a transaction of roughly `batch` jobs then.
+        self.entries_per_read = max(1, batch // 20)
         self.closing = closing or asyncio.Event()
         self.stats = ArchiverStats()
         self._warned_dropped: dict[str, int] = {}
@@ -110,7 +113,7 @@ class Archiver:
     async def enable(self) -> None:
         """Turn history on for every queue archived here (a bound set before is kept)."""
         for keys in self.queues.values():
-            await self.redis.run(handoff_ops.enable(keys, self.max_entries))
+            await self.redis.run(handoff_ops.enable(keys, self.max_jobs))
 
     async def _discover(self) -> None:
         """Add the queues ``discover`` names that are new (every ``rediscover`` seconds)."""
@@ -120,7 +123,7 @@ class Archiver:
         self._next_discovery = now + self.rediscover
         for queue, keys in (await self.discover()).items():
             if queue not in self.queues:
-                await self.redis.run(handoff_ops.enable(keys, self.max_entries))
+                await self.redis.run(handoff_ops.enable(keys, self.max_jobs))
                 self.queues[queue] = keys
                 log.info("history: archiving queue %s from now", queue)
 
@@ -139,7 +142,7 @@ class Archiver:
     async def run_once(self, *, claim: bool | None = None) -> int:
         """One pass over every queue: stale entries of silent archivers (``claim``; by
         default at most every few seconds), then new ones. Returns how many entries were
-        stored or dropped."""
+        stored or dropped (in jobs)."""
         moved = 0
         now = time.monotonic()
         if claim is None:
@@ -149,23 +152,26 @@ class Archiver:
         for keys in self.queues.values():
             if claim:
                 stale = await self.redis.run(
-                    handoff_ops.claim_stale(keys, self.consumer, self.claim_idle_ms, self.batch)
+                    handoff_ops.claim_stale(keys, self.consumer, self.claim_idle_ms, self.entries_per_read)
                 )
                 if stale:
-                    self.stats.claimed += len(stale)
+                    taken = sum(len(entry.jobs) for entry in stale)
+                    self.stats.claimed += taken
                     log.warning(
-                        "history: took over %d entries of %s from an archiver that stopped answering",
-                        len(stale),
+                        "history: took over %d jobs of %s from an archiver that stopped answering",
+                        taken,
                         keys.queue,
                     )
                     moved += await self._archive(keys, stale)
                 await self._watch_backlog(keys)
             while not self.closing.is_set():
-                entries = await self.redis.run(handoff_ops.read_new(keys, self.consumer, self.batch))
+                entries = await self.redis.run(
+                    handoff_ops.read_new(keys, self.consumer, self.entries_per_read)
+                )
                 if not entries:
                     break
                 moved += await self._archive(keys, entries)
-                if len(entries) < self.batch:
+                if len(entries) < self.entries_per_read:
                     break
         return moved
 
@@ -179,29 +185,30 @@ class Archiver:
 
     async def _archive(self, keys: QueueKeys, entries: list[Entry]) -> int:
         records: list[JobRecord] = []
+        jobs = 0
         for entry in entries:
-            try:
-                records.append(to_record(keys.queue, entry.fields))
-            except ValueError as exc:
-                self.stats.unreadable += 1
-                log.error(
-                    "history: entry %s of %s is not a finished job (%s); deleted: %.300r",
-                    entry.entry_id,
-                    keys.queue,
-                    exc,
-                    entry.fields,
-                )
+            for fields in entry.jobs:
+                jobs += 1
+                try:
+                    records.append(to_record(keys.queue, fields))
+                except ValueError as exc:
+                    self.stats.unreadable += 1
+                    log.error(
+                        "history: a job in entry %s of %s is not a finished job (%s); deleted: %.300r",
+                        entry.entry_id,
+                        keys.queue,
+                        exc,
+                        fields,
+                    )
         if records:
             written = await self._write(records)
             if written is None:
                 return 0  # closing while the database was away: the entries stay pending
             self.stats.stored += written.written
             self.stats.duplicates += written.duplicates
-        await self._until_done(
-            lambda: self.redis.run(handoff_ops.archived(keys, [e.entry_id for e in entries]))
-        )
+        await self._until_done(lambda: self.redis.run(handoff_ops.archived(keys, entries)))
         self.stats.batches += 1
-        return len(entries)
+        return jobs
 
     async def _write(self, records: list[JobRecord]) -> WriteResult | None:
         """Write until the store takes the batch; None if the archiver closes first."""
@@ -246,19 +253,19 @@ class Archiver:
             self._warned_dropped[keys.queue] = backlog.dropped
         elif backlog.dropped > seen:
             log.error(
-                "history: the hand-off of %s was full (%d entries): %d finished jobs were not "
-                "recorded in the history; raise it with conveyor history enable --max-entries",
+                "history: the hand-off of %s was full (%d jobs): %d finished jobs were not "
+                "recorded in the history; raise it with conveyor history enable --max-jobs",
                 keys.queue,
-                backlog.max_entries or 0,
+                backlog.max_jobs or 0,
                 backlog.dropped - seen,
             )
             self._warned_dropped[keys.queue] = backlog.dropped
-        if backlog.max_entries and backlog.entries > backlog.max_entries // 2:
+        if backlog.max_jobs and backlog.jobs > backlog.max_jobs // 2:
             log.warning(
                 "history: the hand-off of %s holds %d of at most %d entries; is the database slow or away?",
                 keys.queue,
-                backlog.entries,
-                backlog.max_entries,
+                backlog.jobs,
+                backlog.max_jobs,
             )
 
     async def _closing_within(self, seconds: float) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 from .keys import QueueKeys
 from .scripts import load
-from .steps import Command, Script, Step, as_dict
+from .steps import Command, Script, Step
 
 ARCHIVED = load("archived")
 HISTORY_ON = load("history_on")
@@ -17,18 +17,21 @@ HISTORY_ON = load("history_on")
 GROUP = "archivers"
 """The consumer group every archiver of every queue reads the hand-off in."""
 
-DEFAULT_MAX_ENTRIES = 200_000
+DEFAULT_MAX_JOBS = 200_000
 """How many finished jobs a queue's hand-off holds at most while no archiver stores them
-(the database is down, or no process archives): beyond it, jobs still finish, and the
-entries they would have added are counted as dropped."""
+(the database is down, or no process archives): beyond it, jobs still finish, and those
+not handed off are counted as dropped."""
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One finished job as the hand-off holds it: its stream id and the job's fields."""
+    """One entry of the hand-off: the jobs one script call ended, each job's fields as they
+    were at its end."""
 
     entry_id: str
-    fields: dict[str, str]
+    jobs: list[dict[str, str]]
+    count: int
+    """How many jobs the entry says it holds (what it counts for under the bound)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,26 +39,28 @@ class Backlog:
     """The state of one queue's hand-off."""
 
     enabled: bool
-    max_entries: int | None
+    max_jobs: int | None
+    jobs: int
+    """Finished jobs the hand-off holds, not yet stored (read by an archiver or not)."""
     entries: int
-    """Entries not yet stored (read or not)."""
+    """Stream entries holding them (one per script call that ended jobs)."""
     pending: int
     """Entries read by an archiver and not yet acknowledged."""
     dropped: int
-    """Entries refused since history was turned on, because the hand-off was full."""
+    """Jobs not handed off since history was turned on, because the hand-off was full."""
     oldest_ms: int | None
     """When the oldest entry was added (ms since the epoch), if there is one."""
 
 
 def enable(
-    keys: QueueKeys, max_entries: int = DEFAULT_MAX_ENTRIES, *, replace: bool = False
+    keys: QueueKeys, max_jobs: int = DEFAULT_MAX_JOBS, *, replace: bool = False
 ) -> Generator[Step, Any, int]:
     """Turn the queue's history on: from now, each job that ends is handed off; returns the
     bound in force. Without ``replace``, a bound set before (by an operator, or another
     archiver) is kept."""
-    if max_entries < 1:
-        raise ValueError("the hand-off must hold at least one entry")
-    reply = yield Script(HISTORY_ON, keys.for_history_on, (max_entries, GROUP, 1 if replace else 0))
+    if max_jobs < 1:
+        raise ValueError("the hand-off must hold at least one job")
+    reply = yield Script(HISTORY_ON, keys.for_history_on, (max_jobs, GROUP, 1 if replace else 0))
     return int(reply)
 
 
@@ -66,7 +71,7 @@ def disable(keys: QueueKeys) -> Generator[Step, Any, None]:
 
 
 def backlog(keys: QueueKeys) -> Generator[Step, Any, Backlog]:
-    feed = yield Command(("HMGET", keys.history_feed, "max", "dropped"))
+    feed = yield Command(("HMGET", keys.history_feed, "max", "dropped", "held"))
     length = yield Command(("XLEN", keys.history))
     pending = 0
     if length:
@@ -76,7 +81,8 @@ def backlog(keys: QueueKeys) -> Generator[Step, Any, Backlog]:
     oldest = int(str(first[0][0]).split("-")[0]) if first else None
     return Backlog(
         enabled=feed[0] is not None,
-        max_entries=int(feed[0]) if feed[0] is not None else None,
+        max_jobs=int(feed[0]) if feed[0] is not None else None,
+        jobs=max(0, int(feed[2] or 0)),
         entries=int(length),
         pending=pending,
         dropped=int(feed[1] or 0),
@@ -84,8 +90,29 @@ def backlog(keys: QueueKeys) -> Generator[Step, Any, Backlog]:
     )
 
 
+def _entry(entry_id: Any, flat: Sequence[Any]) -> Entry:
+    """Split an entry (``jobs N``, then each job's fields, each job's starting with ``id``)."""
+    jobs: list[dict[str, str]] = []
+    count = 0
+    current: dict[str, str] | None = None
+    for index in range(0, len(flat) - 1, 2):
+        name, value = flat[index], flat[index + 1]
+        if name == "id":
+            current = {"id": value}
+            jobs.append(current)
+        elif current is not None:
+            current[name] = value
+        elif name == "jobs" and str(value).isdigit():
+            count = int(value)
+        else:  # fields before any job: not written by Conveyor; the job check will say so
+            current = {name: value}
+            jobs.append(current)
+    return Entry(str(entry_id), jobs, count or len(jobs))
+
+
 def _entries(raw: Any) -> list[Entry]:
-    return [Entry(str(entry_id), as_dict(fields)) for entry_id, fields in raw if fields is not None]
+    # Entries deleted meanwhile come back with no fields (Redis 6.2; 7 lists them apart).
+    return [_entry(entry_id, fields) for entry_id, fields in raw if fields is not None]
 
 
 def read_new(
@@ -108,13 +135,15 @@ def claim_stale(
     acknowledge: it died, or cannot reach the database. Storing them twice is harmless (the
     store skips what it holds), losing them is not."""
     reply = yield Command(("XAUTOCLAIM", keys.history, GROUP, consumer, min_idle_ms, "0-0", "COUNT", count))
-    # Entries deleted meanwhile come back with no fields (Redis 7 lists them apart, too).
     return _entries(reply[1])
 
 
-def archived(keys: QueueKeys, entry_ids: Sequence[str]) -> Generator[Step, Any, int]:
+def archived(keys: QueueKeys, entries: Sequence[Entry]) -> Generator[Step, Any, int]:
     """Acknowledge and delete entries the store has committed; how many were still pending."""
-    if not entry_ids:
+    if not entries:
         return 0
-    reply = yield Script(ARCHIVED, keys.for_archived, (GROUP, *entry_ids))
+    args: list[Any] = [GROUP]
+    for entry in entries:
+        args += (entry.entry_id, entry.count)
+    reply = yield Script(ARCHIVED, keys.for_archived, args)
     return int(reply)

@@ -293,6 +293,7 @@ class ArchivedKeys(NamedTuple):
     """``archived.lua``: the history hand-off."""
 
     history: str
+    history_feed: str
 
 
 class HistoryOnKeys(NamedTuple):

@@ -56,7 +56,10 @@ end
 local now = now_ms()
 notify_waiters(done_prefix, id, f[2], 'x' .. reason)
 local feed = history_feed(history_key, history_feed_key)
-if feed then hand_off(feed, key, id, 'cancelled', 'ft', now, 'e', reason) end
+if feed then
+  hand_off(feed, key, id, 'cancelled', 'ft', now, 'e', reason)
+  close_hand_off(feed)
+end
 redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', reason)
 keep_finished(cancelled_key, key, id, keep_count, keep_ms, now)
 trim_finished(cancelled_key, job_prefix, keep_count, keep_ms, now)

@@ -70,7 +70,10 @@ if kind ~= 'c' and f[2] ~= 'ignore' then
   redis.call('ZREM', parents_key, id)
   notify_waiters(done_prefix, id, f[7], 'f' .. err)
   local feed = history_feed(history_key, history_feed_key)
-  if feed then hand_off(feed, key, id, 'failed', 'ft', now, 'e', err) end
+  if feed then
+    hand_off(feed, key, id, 'failed', 'ft', now, 'e', err)
+    close_hand_off(feed)
+  end
   redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
   keep_finished(failed_key, key, id, failed_keep_count, failed_keep_ms, now)
   emit(events_key, 'failed', 'id', id, 'reason', 'child_failed')

@@ -322,6 +322,7 @@ if #ids > 0 then
     -- An id without a hash was removed while it waited; there is nothing to run.
     if not f[1] and group_of[id] then ring_again(group_prefix, group_of[id]) end
   end
+  if feed then close_hand_off(feed) end
   if started > 0 then
     call_chunked('ZADD', active_key, leases)
     local started_ids = {}

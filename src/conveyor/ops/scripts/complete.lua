@@ -35,16 +35,23 @@ local now = now_ms()
 local feed = history_feed(history_key, history_feed_key)
 local out = {}
 local done_ids = {}
+local READ = {tk = 1, s = 2, wt = 3, g = 4, pa = 5}
 local kept = {}  -- score, member pairs for one ZADD to the completed set
 
 for i = first_result, #ARGV, 3 do
   local id, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = job_prefix .. id
-  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'g', 'pa')
+  local f, hash
+  if feed then  -- the job is read whole, once, for its hand-off
+    hash = redis.call('HGETALL', key)
+    f = pick_fields(hash, READ, 5)
+  else
+    f = redis.call('HMGET', key, 'tk', 's', 'wt', 'g', 'pa')
+  end
   if f[1] == token and f[2] == 'active' then
     if f[4] then leave_group(group_prefix, f[4]) end
     notify_waiters(done_prefix, id, f[3], 'c' .. result)
-    if feed then hand_off(feed, key, id, 'completed', 'ft', now, 'r', result) end
+    if feed then hand_off_fields(feed, hash, id, 'completed', 'ft', now, 'r', result) end
     if keep_count == 0 or keep_ms == 0 then
       redis.call('DEL', key)
     else
@@ -70,6 +77,7 @@ for i = first_result, #ARGV, 3 do
   end
 end
 
+if feed then close_hand_off(feed) end
 if #done_ids > 0 then
   call_chunked('ZREM', active_key, done_ids)
   call_chunked('ZADD', completed_key, kept)

@@ -124,6 +124,7 @@ for i = first_failure, #ARGV, 5 do
   end
 end
 
+if feed then close_hand_off(feed) end
 -- A retry is new work, and freed slots may let a worker that a concurrency limit kept
 -- waiting claim again.
 if woke or redis.call('LLEN', waiting_key) > 0 or redis.call('ZCARD', prioritized_key) > 0

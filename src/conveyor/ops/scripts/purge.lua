@@ -96,6 +96,7 @@ for s = first_state, #ARGV do
   end
 end
 
+if feed then close_hand_off(feed) end
 local remaining = 0
 for s = first_state, #ARGV do
   local state = ARGV[s]

@@ -52,7 +52,10 @@ elseif state == 'cancelled' then
 end
 if state == 'waiting' or state == 'delayed' or state == 'waiting_children' then
   local feed = history_feed(history_key, history_feed_key)
-  if feed then hand_off(feed, key, id, 'removed', 'ft', now_ms()) end
+  if feed then
+    hand_off(feed, key, id, 'removed', 'ft', now_ms())
+    close_hand_off(feed)
+  end
 end
 redis.call('DEL', key)
 -- A child that will never run must not leave its parent waiting forever.

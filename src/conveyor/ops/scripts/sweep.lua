@@ -108,6 +108,7 @@ for i = 1, #expired do
   end
 end
 
+if feed then close_hand_off(feed) end
 if #recovered > 0 then
   wake(marker_key)
 end

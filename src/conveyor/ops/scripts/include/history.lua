@@ -5,57 +5,123 @@
 -- ends a job -- complete, fail, sweep, cancel, claim (expired, bad payload), child (a parent
 -- failed with its child), enqueue (a debounced job replaced), remove and purge (a job removed
 -- before it finished) -- adds one entry to the queue's history STREAM in the same atomic
--- step: a copy of the job's fields as they are at that moment. The archivers (a consumer
+-- step: a copy of the job's fields as they are at that moment (one entry per call, holding
+-- every job the call ended). The archivers (a consumer
 -- group, see conveyor.history.archiver) store the entry in the database and only then
 -- delete it. So the retention of finished jobs in Redis (which may delete a job's hash at
 -- once) never removes data the store has not received, and the capped events stream is not
 -- relied on for anything.
 --
--- history_feed HASH: max (entries the hand-off may hold; off when absent), dropped (entries
--- refused because the hand-off was full: counted, never silent -- jobs keep finishing while
--- the database is away, and the operator sees the loss in metrics and logs).
+-- history_feed HASH: max (jobs the hand-off may hold; off when absent), held (jobs it holds
+-- now: added here, taken off by archived.lua), dropped (jobs refused because the hand-off
+-- was full: counted, never silent -- jobs keep finishing while the database is away, and the
+-- operator sees the loss in metrics and logs).
 --
 -- Earlier attempts of a job leave a line each in its field `al` (attempt log) as they end
 -- (retried after a failure, lost with their worker), only while history is on: one JSON
 -- object per line, {n attempt, o outcome, w worker, s started ms, f ended ms, t error type,
 -- m error message}. The last attempt is told by the job's own fields.
 
--- The job fields a hand-off entry copies (see the legend in common.lua); s, ft and r or e
--- are given by the caller, as they are at the end.
-local HISTORY_FIELDS = {'n', 'a', 'k', 'o', 'p', 'ct', 'due', 'at', 'cr', 'st', 'w', 'g', 'pa', 'x', 'df', 'al', 'sc'}
+-- Job fields a hand-off leaves out: s, ft and r or e are given by the caller, as they are at
+-- the end; the others are bookkeeping (fencing, waiters, flow state) or can be large (a
+-- chord's children's outcomes, the d:<child> fields).
+local HISTORY_SKIPPED = {s = true, ft = true, r = true, e = true, tk = true, wt = true, ak = true, dp = true, ch = true, co = true, pg = true, ab = true, du = true}
+
+-- A hand-off entry holds the jobs of one script call (a batch of acknowledgements is one
+-- entry: one XADD, not one per job), up to about this many field and value items; a
+-- larger batch is split over several entries (unpack's stack limit, see CALL_CHUNK).
+local HISTORY_ENTRY_ITEMS = 4000
+
+-- The queue's hand-off, or nil when its history is off. `room`: how many more jobs it takes
+-- before it is full. Jobs handed off are kept in `fields` and written by flush_hand_off.
+local function history_feed(history_key, feed_key)
+  local f = redis.call('HMGET', feed_key, 'max', 'held')
+  if not f[1] then
+    return nil
+  end
+  return {key = history_key, feed = feed_key, room = tonumber(f[1]) - tonumber(f[2] or 0),
+          fields = {'jobs', 0}, jobs = 0, held = 0, dropped = 0}
+end
+
+-- Write what was handed off since the last flush: one entry, its job count first.
+local function flush_hand_off(feed)
+  if feed.jobs > 0 then
+    feed.fields[2] = feed.jobs
+    redis.call('XADD', feed.key, '*', unpack(feed.fields))
+    feed.held = feed.held + feed.jobs
+    feed.fields = {'jobs', 0}
+    feed.jobs = 0
+  end
+end
+
+-- Close the script's use of the hand-off: the last entry, and the counts.
+local function close_hand_off(feed)
+  flush_hand_off(feed)
+  if feed.held > 0 then
+    redis.call('HINCRBY', feed.feed, 'held', feed.held)
+    feed.held = 0
+  end
+  if feed.dropped > 0 then
+    redis.call('HINCRBY', feed.feed, 'dropped', feed.dropped)
+    feed.dropped = 0
+  end
+end
+
+-- Hand a job that ended to the history, from its fields `hash` (HGETALL, flat): `state` is
+-- its final state (completed, failed, cancelled, expired, removed); `...` are field, value
+-- pairs as they are at the end (ft and r or e). Each job's part of an entry starts with
+-- its id, so the archiver splits an entry at each `id` field.
+local function hand_off_fields(feed, hash, id, state, ...)
+  if feed.room <= 0 then
+    feed.dropped = feed.dropped + 1
+    return
+  end
+  if #feed.fields + #hash > HISTORY_ENTRY_ITEMS then
+    flush_hand_off(feed)
+  end
+  local out = feed.fields
+  local n = #out
+  out[n + 1] = 'id'; out[n + 2] = id; out[n + 3] = 's'; out[n + 4] = state
+  n = n + 4
+  local given = {...}
+  for i = 1, #given do
+    out[n + i] = given[i]
+  end
+  n = n + #given
+  for i = 1, #hash, 2 do
+    local name = hash[i]
+    if not HISTORY_SKIPPED[name] and string.sub(name, 1, 2) ~= 'd:' then
+      out[n + 1] = name; out[n + 2] = hash[i + 1]
+      n = n + 2
+    end
+  end
+  feed.jobs = feed.jobs + 1
+  feed.room = feed.room - 1
+end
+
+-- As hand_off_fields, reading the job's fields first. Call it before the hash may be deleted.
+local function hand_off(feed, job_key, id, state, ...)
+  if feed.room <= 0 then
+    feed.dropped = feed.dropped + 1
+    return
+  end
+  hand_off_fields(feed, redis.call('HGETALL', job_key), id, state, ...)
+end
+
+-- The values of `names` (a table name -> position) in a flat HGETALL reply, as HMGET gives
+-- them (false where missing): a script that hands a job off reads it whole once.
+local function pick_fields(hash, names, count)
+  local values = {}
+  for i = 1, count do values[i] = false end
+  for i = 1, #hash, 2 do
+    local at = names[hash[i]]
+    if at then values[at] = hash[i + 1] end
+  end
+  return values
+end
 
 -- An attempt's error message is cut to this many bytes in the attempt log.
 local ATTEMPT_MESSAGE_CAP = 1000
-
--- The queue's hand-off, or nil when its history is off. `room`: how many entries it takes
--- before it is full.
-local function history_feed(history_key, feed_key)
-  local max = redis.call('HGET', feed_key, 'max')
-  if not max then
-    return nil
-  end
-  return {key = history_key, feed = feed_key, room = tonumber(max) - redis.call('XLEN', history_key)}
-end
-
--- Hand a job that ended to the history: state is its final state (completed, failed,
--- cancelled, expired, removed); `...` are field, value pairs that override the job's own
--- (ft and r or e). Call it before the job's hash may be deleted.
-local function hand_off(feed, job_key, id, state, ...)
-  if feed.room <= 0 then
-    redis.call('HINCRBY', feed.feed, 'dropped', 1)
-    return
-  end
-  local values = redis.call('HMGET', job_key, unpack(HISTORY_FIELDS))
-  local entry = {'id', id, 's', state, ...}
-  for i = 1, #HISTORY_FIELDS do
-    if values[i] then
-      entry[#entry + 1] = HISTORY_FIELDS[i]
-      entry[#entry + 1] = values[i]
-    end
-  end
-  redis.call('XADD', feed.key, '*', unpack(entry))
-  feed.room = feed.room - 1
-end
 
 -- Note in the job's attempt log how its current attempt ended (`outcome`: retried, lost),
 -- with the error JSON when there is one.

@@ -45,7 +45,10 @@ local function cancel_replaced(q, id, by_id, now)
   local reason = cjson.encode({type = 'Cancelled', message = 'replaced by ' .. by_id .. ' (debounce)',
                                by = 'debounce', reason = 'debounced'})
   local feed = history_feed(q.history, q.history_feed)
-  if feed then hand_off(feed, key, id, 'cancelled', 'ft', now, 'e', reason) end
+  if feed then
+    hand_off(feed, key, id, 'cancelled', 'ft', now, 'e', reason)
+    close_hand_off(feed)
+  end
   redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', reason)
   redis.call('ZADD', q.cancelled, now, id)
   redis.call('PEXPIRE', key, REPLACED_KEPT_MS)
