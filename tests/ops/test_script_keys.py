@@ -15,6 +15,7 @@ import asyncio
 import re
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,7 +122,9 @@ def undeclared_keys(lines: list[tuple[str, list[bytes]]], raw: Any) -> tuple[set
 
 
 @pytest.mark.single_node("watches one server's MONITOR feed")
-async def test_every_key_a_script_touches_was_declared(redis_server: RedisServer, queue: str) -> None:
+async def test_every_key_a_script_touches_was_declared(
+    redis_server: RedisServer, queue: str, tmp_path: Path
+) -> None:
     other = queue + "-other"
     tasks = Tasks(queue=queue)
 
@@ -181,7 +184,12 @@ async def test_every_key_a_script_touches_was_declared(redis_server: RedisServer
             running = await client.enqueue(slow)
             handed_back = await client.enqueue(slow)  # still running at shutdown: requeued
             async with running_worker(
-                tasks, redis_server.url, queues=[queue, other], lease=1.0, shutdown_grace=0.1
+                tasks,
+                redis_server.url,
+                queues=[queue, other],
+                lease=1.0,
+                shutdown_grace=0.1,
+                history_url=f"sqlite:///{tmp_path / 'history.db'}",  # every job ends handed off
             ):
                 for handle in handles:
                     await handle.result(timeout=15)
