@@ -112,10 +112,20 @@ def history_key(queue: str) -> str:
     return QueueKeys(queue, DEFAULT_PREFIX).history
 
 
+def held(redis: Any, queue: str) -> int:
+    """Finished jobs the queue's hand-off holds (its entries hold a script call's jobs each)."""
+    return int(redis.command("HGET", QueueKeys(queue, DEFAULT_PREFIX).history_feed, "held") or 0)
+
+
+def empty_hand_off(redis: Any, queue: str) -> None:
+    redis.command("XTRIM", history_key(queue), "MAXLEN", 0)  # keeps the group
+    redis.command("HSET", QueueKeys(queue, DEFAULT_PREFIX).history_feed, "held", 0)
+
+
 def handoff_bound(jobs: int) -> int:
     """A hand-off bound no run here reaches, so that no entry is dropped (and none is
     measured as dropped): drops are a matter for the reliability tests, not for this bench."""
-    return max(handoff_ops.DEFAULT_MAX_ENTRIES, 2 * jobs)
+    return max(handoff_ops.DEFAULT_MAX_JOBS, 2 * jobs)
 
 
 # --------------------------------------------------------------------------- subprocesses
@@ -328,10 +338,10 @@ def drain_once(servers: Servers, mode: str, jobs: int, label: str) -> DrainSampl
         return DrainSample(result["rate"], us, us)
     if mode == "deferred":
         result = run_worker(servers.redis_url, queue, jobs, history=True)
-        entries = servers.redis.command("XLEN", history_key(queue))
-        if entries != jobs:
-            raise RuntimeError(f"the hand-off holds {entries} entries after {jobs} jobs")
-        servers.redis.command("XTRIM", history_key(queue), "MAXLEN", 0)  # keeps the group
+        holding = held(servers.redis, queue)
+        if holding != jobs:
+            raise RuntimeError(f"the hand-off holds {holding} jobs after {jobs} jobs")
+        empty_hand_off(servers.redis, queue)
         us = result["redis_cpu_s"] / jobs * 1e6
         return DrainSample(result["rate"], us, us)
     store_url = servers.postgres.create_database(f"drain_{label}")
@@ -339,9 +349,9 @@ def drain_once(servers: Servers, mode: str, jobs: int, label: str) -> DrainSampl
     try:
         result = run_worker(servers.redis_url, queue, jobs, history=True)
         ended = time.monotonic()
-        backlog = int(servers.redis.command("XLEN", history_key(queue)))
+        backlog = held(servers.redis, queue)
         wait_until(
-            lambda: servers.redis.command("XLEN", history_key(queue)) == 0,
+            lambda: held(servers.redis, queue) == 0,
             max(120.0, jobs / 500),
             f"archiving the hand-off of {queue}",
         )
@@ -423,15 +433,15 @@ def bench_archive(servers: Servers, jobs: int) -> dict[str, Any]:
     for backend in ("postgres", "sqlite"):
         queue = f"archive-{backend}"
         fill = run_worker(servers.redis_url, queue, jobs, history=True)
-        entries = servers.redis.command("XLEN", history_key(queue))
-        if entries != jobs:
-            raise RuntimeError(f"the hand-off holds {entries} entries after {jobs} jobs")
+        holding = held(servers.redis, queue)
+        if holding != jobs:
+            raise RuntimeError(f"the hand-off holds {holding} jobs after {jobs} jobs")
         if backend == "postgres":
             store_url = servers.postgres.create_database(f"archive_{time.monotonic_ns()}")
         else:
             store_url = f"sqlite:///{servers.tmp / f'archive-{time.monotonic_ns()}.db'}"
         result = run_archiver_drain(servers.redis_url, queue, store_url)
-        left = servers.redis.command("XLEN", history_key(queue))
+        left = held(servers.redis, queue)
         if result["stored"] != jobs or left != 0:
             raise RuntimeError(f"{backend}: stored {result['stored']} of {jobs}, {left} left in Redis")
         rate = jobs / result["seconds"]
@@ -458,7 +468,7 @@ def bench_memory(servers: Servers, jobs: int) -> dict[str, Any]:
     # at 69 bytes an entry where the stream itself holds 107.
     warmup = "memory-warmup"
     run_worker(servers.redis_url, warmup, min(jobs, WARMUP_JOBS), history=True, keep_none=True)
-    redis.command("XTRIM", history_key(warmup), "MAXLEN", 0)
+    empty_hand_off(redis, warmup)
     deltas: dict[str, int] = {}
     for mode in ("off", "on"):
         queue = f"memory-{mode}"
@@ -466,20 +476,22 @@ def bench_memory(servers: Servers, jobs: int) -> dict[str, Any]:
         run_worker(servers.redis_url, queue, jobs, history=mode == "on", keep_none=True)
         deltas[mode] = redis.used_memory() - before
     entries = int(redis.command("XLEN", history_key("memory-on")))
+    holding = held(redis, "memory-on")
     stream_bytes = int(redis.command("MEMORY", "USAGE", history_key("memory-on"), "SAMPLES", 0))
     net = (deltas["on"] - deltas["off"]) / jobs
     say(
-        f"memory: {net:,.0f} bytes per hand-off entry (used_memory {deltas['on']:,} with history on, "
-        f"{deltas['off']:,} off, over {jobs:,} jobs); XLEN {entries:,}; "
-        f"MEMORY USAGE of the stream {stream_bytes / max(entries, 1):,.0f} bytes/entry"
+        f"memory: {net:,.0f} bytes per finished job held (used_memory {deltas['on']:,} with history "
+        f"on, {deltas['off']:,} off, over {jobs:,} jobs); {holding:,} jobs held in {entries:,} "
+        f"entries; MEMORY USAGE of the stream {stream_bytes / max(holding, 1):,.0f} bytes/job"
     )
     return {
         "jobs": jobs,
-        "bytes_per_entry": net,
+        "bytes_per_job_held": net,
         "used_memory_delta_on": deltas["on"],
         "used_memory_delta_off": deltas["off"],
         "xlen": entries,
-        "stream_memory_usage_per_entry": stream_bytes / max(entries, 1),
+        "jobs_held": holding,
+        "stream_memory_usage_per_job": stream_bytes / max(holding, 1),
     }
 
 
@@ -978,8 +990,15 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             )
     memory = results.get("memory")
     if memory:
-        rows.append(("Redis bytes per hand-off entry", f"{memory['bytes_per_entry']:,.0f}", "", ""))
-        rows.append(("  XLEN / jobs", f"{memory['xlen']:,} / {memory['jobs']:,}", "", ""))
+        rows.append(("Redis bytes per job in the hand-off", f"{memory['bytes_per_job_held']:,.0f}", "", ""))
+        rows.append(
+            (
+                "  jobs held / entries / jobs",
+                f"{memory['jobs_held']:,} / {memory['xlen']:,} / {memory['jobs']:,}",
+                "",
+                "",
+            )
+        )
     search = results.get("search")
     if search:
         names = {

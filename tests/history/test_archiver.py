@@ -288,9 +288,8 @@ async def test_an_entry_not_written_by_conveyor_is_logged_and_dropped_alone(
         return text
 
     await aclient.transport.call("XADD", keys.history, "*", "garbage", "\xff")
-    await aclient.transport.call(
-        "XADD", keys.history, "*", "jobs", "2", "id", "x", "s", "exploded", "ft", "1", "id", "y"
-    )
+    bad_state = '["exploded", 1765000000000, false, ["n", "t"]]'
+    await aclient.transport.call("XADD", keys.history, "*", "jobs", "2", "x", bad_state, "y", "not json")
     await aclient.enqueue(work, "nul \x00 and a long one " + "x" * 100_000)
     await drain(tasks, url)
     with caplog.at_level(logging.ERROR, logger="conveyor.history"):

@@ -3,9 +3,12 @@ acknowledge (see ``scripts/include/history.lua`` for how jobs enter it). No I/O 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from .keys import QueueKeys
 from .scripts import load
@@ -90,23 +93,32 @@ def backlog(keys: QueueKeys) -> Generator[Step, Any, Backlog]:
     )
 
 
+def _job(job_id: str, packed: str) -> dict[str, str]:
+    """One job of an entry: ``[state, finished ms, result or error, [field, value, ...]]``
+    (see ``scripts/include/history.lua``) as the job's fields, as its hash spells them."""
+    try:
+        state, finished, payload, flat = orjson.loads(packed)
+    except (orjson.JSONDecodeError, ValueError, TypeError):
+        try:  # bytes that are not UTF-8 came through the transport as lone surrogates
+            state, finished, payload, flat = json.loads(packed)
+        except (ValueError, TypeError):
+            return {"id": job_id, "unreadable": str(packed)[:300]}
+    fields = (
+        {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat) - 1, 2)} if isinstance(flat, list) else {}
+    )
+    fields.pop("r", None)
+    fields.pop("e", None)
+    fields.update(id=job_id, s=str(state), ft=str(finished))
+    if isinstance(payload, str):
+        fields["r" if state == "completed" else "e"] = payload
+    return fields
+
+
 def _entry(entry_id: Any, flat: Sequence[Any]) -> Entry:
-    """Split an entry (``jobs N``, then each job's fields, each job's starting with ``id``)."""
-    jobs: list[dict[str, str]] = []
-    count = 0
-    current: dict[str, str] | None = None
-    for index in range(0, len(flat) - 1, 2):
-        name, value = flat[index], flat[index + 1]
-        if name == "id":
-            current = {"id": value}
-            jobs.append(current)
-        elif current is not None:
-            current[name] = value
-        elif name == "jobs" and str(value).isdigit():
-            count = int(value)
-        else:  # fields before any job: not written by Conveyor; the job check will say so
-            current = {name: value}
-            jobs.append(current)
+    """Split an entry: ``jobs N``, then one field per job, its id, holding its fields."""
+    count = int(flat[1]) if len(flat) >= 2 and flat[0] == "jobs" and str(flat[1]).isdigit() else 0
+    start = 2 if count else 0
+    jobs = [_job(str(flat[i]), flat[i + 1]) for i in range(start, len(flat) - 1, 2)]
     return Entry(str(entry_id), jobs, count or len(jobs))
 
 

@@ -57,7 +57,7 @@ local now = now_ms()
 notify_waiters(done_prefix, id, f[2], 'x' .. reason)
 local feed = history_feed(history_key, history_feed_key)
 if feed then
-  hand_off(feed, key, id, 'cancelled', 'ft', now, 'e', reason)
+  hand_off(feed, key, id, 'cancelled', now, reason)
   close_hand_off(feed)
 end
 redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', reason)

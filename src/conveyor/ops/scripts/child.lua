@@ -71,7 +71,7 @@ if kind ~= 'c' and f[2] ~= 'ignore' then
   notify_waiters(done_prefix, id, f[7], 'f' .. err)
   local feed = history_feed(history_key, history_feed_key)
   if feed then
-    hand_off(feed, key, id, 'failed', 'ft', now, 'e', err)
+    hand_off(feed, key, id, 'failed', now, err)
     close_hand_off(feed)
   end
   redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)

@@ -285,7 +285,7 @@ if #ids > 0 then
                                 reason = 'expired'})
       notify_waiters(done_prefix, id, f[7], 'f' .. err)
       if feed == nil then feed = history_feed(history_key, history_feed_key) or false end
-      if feed then hand_off(feed, key, id, 'expired', 'ft', now, 'e', err) end
+      if feed then hand_off(feed, key, id, 'expired', now, err) end
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
       keep_finished(failed_key, key, id, failed_keep_count, failed_keep_ms, now)
       emit(events_key, 'failed', 'id', id, 'reason', 'expired')
@@ -313,7 +313,7 @@ if #ids > 0 then
                                 reason = 'bad_payload'})
       notify_waiters(done_prefix, id, f[7], 'f' .. err)
       if feed == nil then feed = history_feed(history_key, history_feed_key) or false end
-      if feed then hand_off(feed, key, id, 'failed', 'ft', now, 'e', err) end
+      if feed then hand_off(feed, key, id, 'failed', now, err) end
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
       keep_finished(failed_key, key, id, failed_keep_count, failed_keep_ms, now)
       emit(events_key, 'failed', 'id', id, 'reason', 'bad_payload')

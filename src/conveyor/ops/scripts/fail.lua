@@ -54,7 +54,7 @@ local woke = false
 -- its parent was left in the outbox. ``f`` is the job's HMGET below.
 local function finish(id, key, token, f, state, set_key, mark, err, code)
   notify_waiters(done_prefix, id, f[3], mark .. err)
-  if feed then hand_off(feed, key, id, state, 'ft', now, 'e', err) end
+  if feed then hand_off(feed, key, id, state, now, err) end
   redis.call('HSET', key, 's', state, 'ft', now, 'e', err, 'ak', token)
   keep_finished(set_key, key, id, keep_count, keep_ms, now)
   emit(events_key, state, 'id', id)

@@ -42,7 +42,7 @@ local function drop(ids, state)
   for i = 1, #ids do
     local key = job_prefix .. ids[i]
     if unfinished[state] then
-      if feed then hand_off(feed, key, ids[i], 'removed', 'ft', now) end
+      if feed then hand_off(feed, key, ids[i], 'removed', now, false) end
       local parent = redis.call('HGET', key, 'pa')
       if parent then
         purged = purged or cjson.encode({type = 'Removed', message = 'the job was purged before it ran',

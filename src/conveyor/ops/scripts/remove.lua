@@ -53,7 +53,7 @@ end
 if state == 'waiting' or state == 'delayed' or state == 'waiting_children' then
   local feed = history_feed(history_key, history_feed_key)
   if feed then
-    hand_off(feed, key, id, 'removed', 'ft', now_ms())
+    hand_off(feed, key, id, 'removed', now_ms(), false)
     close_hand_off(feed)
   end
 end

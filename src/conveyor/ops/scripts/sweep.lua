@@ -86,7 +86,7 @@ for i = 1, #expired do
       local f = redis.call('HMGET', key, 'wt', 'pa')
       notify_waiters(done_prefix, id, f[1], 'f' .. err)
       if f[2] then tell_parent(outbox_key, f[2], id, 'f', err, now) end
-      if feed then hand_off(feed, key, id, 'failed', 'ft', now, 'e', err) end
+      if feed then hand_off(feed, key, id, 'failed', now, err) end
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
       keep_finished(failed_key, key, id, failed_keep_count, failed_keep_ms, now)
       emit(events_key, 'failed', 'id', id, 'reason', 'worker_lost')

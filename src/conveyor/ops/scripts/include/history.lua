@@ -22,15 +22,17 @@
 -- object per line, {n attempt, o outcome, w worker, s started ms, f ended ms, t error type,
 -- m error message}. The last attempt is told by the job's own fields.
 
--- Job fields a hand-off leaves out: s, ft and r or e are given by the caller, as they are at
--- the end; the others are bookkeeping (fencing, waiters, flow state) or can be large (a
--- chord's children's outcomes, the d:<child> fields).
-local HISTORY_SKIPPED = {s = true, ft = true, r = true, e = true, tk = true, wt = true, ak = true, dp = true, ch = true, co = true, pg = true, ab = true, du = true}
+-- A job's fields are copied as they are, as one JSON value per job (cjson encodes in C: a
+-- value per job costs the XADD far less than its 20-odd fields would). Only a hash larger
+-- than this many items (a chord's parent, with its children's outcomes) is sifted first.
+local HISTORY_SIFT_ABOVE = 48
 
--- A hand-off entry holds the jobs of one script call (a batch of acknowledgements is one
--- entry: one XADD, not one per job), up to about this many field and value items; a
--- larger batch is split over several entries (unpack's stack limit, see CALL_CHUNK).
-local HISTORY_ENTRY_ITEMS = 4000
+-- What a large hash leaves out: bookkeeping and the flow's state, which can be large.
+local HISTORY_SKIPPED = {tk = true, wt = true, ak = true, dp = true, ch = true, co = true, pg = true, ab = true}
+
+-- An entry holds the jobs of one script call (a batch of acknowledgements is one entry:
+-- one XADD, not one per job), at most this many (unpack's stack limit, see CALL_CHUNK).
+local HISTORY_ENTRY_JOBS = 1000
 
 -- The queue's hand-off, or nil when its history is off. `room`: how many more jobs it takes
 -- before it is full. Jobs handed off are kept in `fields` and written by flush_hand_off.
@@ -68,44 +70,41 @@ local function close_hand_off(feed)
 end
 
 -- Hand a job that ended to the history, from its fields `hash` (HGETALL, flat): `state` is
--- its final state (completed, failed, cancelled, expired, removed); `...` are field, value
--- pairs as they are at the end (ft and r or e). Each job's part of an entry starts with
--- its id, so the archiver splits an entry at each `id` field.
-local function hand_off_fields(feed, hash, id, state, ...)
+-- its final state (completed, failed, cancelled, expired, removed), `finished` when it
+-- ended (ms), `payload` its result (completed) or error JSON, or false. In the entry, the
+-- job is one field: its id, with [state, finished, payload, hash] as JSON.
+local function hand_off_fields(feed, hash, id, state, finished, payload)
   if feed.room <= 0 then
     feed.dropped = feed.dropped + 1
     return
   end
-  if #feed.fields + #hash > HISTORY_ENTRY_ITEMS then
+  if feed.jobs >= HISTORY_ENTRY_JOBS then
     flush_hand_off(feed)
   end
-  local out = feed.fields
-  local n = #out
-  out[n + 1] = 'id'; out[n + 2] = id; out[n + 3] = 's'; out[n + 4] = state
-  n = n + 4
-  local given = {...}
-  for i = 1, #given do
-    out[n + i] = given[i]
-  end
-  n = n + #given
-  for i = 1, #hash, 2 do
-    local name = hash[i]
-    if not HISTORY_SKIPPED[name] and string.sub(name, 1, 2) ~= 'd:' then
-      out[n + 1] = name; out[n + 2] = hash[i + 1]
-      n = n + 2
+  if #hash > HISTORY_SIFT_ABOVE then
+    local kept = {}
+    for i = 1, #hash, 2 do
+      local name = hash[i]
+      if not HISTORY_SKIPPED[name] and string.sub(name, 1, 2) ~= 'd:' then
+        kept[#kept + 1] = name; kept[#kept + 1] = hash[i + 1]
+      end
     end
+    hash = kept
   end
+  local n = #feed.fields
+  feed.fields[n + 1] = id
+  feed.fields[n + 2] = cjson.encode({state, finished, payload, hash})
   feed.jobs = feed.jobs + 1
   feed.room = feed.room - 1
 end
 
 -- As hand_off_fields, reading the job's fields first. Call it before the hash may be deleted.
-local function hand_off(feed, job_key, id, state, ...)
+local function hand_off(feed, job_key, id, state, finished, payload)
   if feed.room <= 0 then
     feed.dropped = feed.dropped + 1
     return
   end
-  hand_off_fields(feed, redis.call('HGETALL', job_key), id, state, ...)
+  hand_off_fields(feed, redis.call('HGETALL', job_key), id, state, finished, payload)
 end
 
 -- The values of `names` (a table name -> position) in a flat HGETALL reply, as HMGET gives

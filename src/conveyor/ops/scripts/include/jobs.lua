@@ -46,7 +46,7 @@ local function cancel_replaced(q, id, by_id, now)
                                by = 'debounce', reason = 'debounced'})
   local feed = history_feed(q.history, q.history_feed)
   if feed then
-    hand_off(feed, key, id, 'cancelled', 'ft', now, 'e', reason)
+    hand_off(feed, key, id, 'cancelled', now, reason)
     close_hand_off(feed)
   end
   redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', reason)
