@@ -164,15 +164,25 @@ class Archiver:
                     )
                     moved += await self._archive(keys, stale)
                 await self._watch_backlog(keys)
-            while not self.closing.is_set():
-                entries = await self.redis.run(
-                    handoff_ops.read_new(keys, self.consumer, self.entries_per_read)
-                )
-                if not entries:
-                    break
-                moved += await self._archive(keys, entries)
-                if len(entries) < self.entries_per_read:
-                    break
+            # The next batch is read and converted while the last one is being written:
+            # the database's round trips overlap the archiver's own work.
+            writing: asyncio.Task[int] | None = None
+            try:
+                while not self.closing.is_set():
+                    entries = await self.redis.run(
+                        handoff_ops.read_new(keys, self.consumer, self.entries_per_read)
+                    )
+                    if not entries:
+                        break
+                    records, jobs = self._records(keys, entries)
+                    if writing is not None:
+                        moved += await writing
+                    writing = asyncio.create_task(self._commit(keys, entries, records, jobs))
+                    if len(entries) < self.entries_per_read:
+                        break
+            finally:
+                if writing is not None:
+                    moved += await writing
         return moved
 
     async def drain(self) -> int:
@@ -184,6 +194,12 @@ class Archiver:
         return total
 
     async def _archive(self, keys: QueueKeys, entries: list[Entry]) -> int:
+        records, jobs = self._records(keys, entries)
+        return await self._commit(keys, entries, records, jobs)
+
+    def _records(self, keys: QueueKeys, entries: list[Entry]) -> tuple[list[JobRecord], int]:
+        """The records of the entries' jobs, and how many jobs they held (unreadable ones
+        included: they are logged here, and deleted with the rest)."""
         records: list[JobRecord] = []
         jobs = 0
         for entry in entries:
@@ -200,6 +216,12 @@ class Archiver:
                         exc,
                         fields,
                     )
+        return records, jobs
+
+    async def _commit(
+        self, keys: QueueKeys, entries: list[Entry], records: list[JobRecord], jobs: int
+    ) -> int:
+        """Store the records, then delete the entries from Redis; how many jobs that moved."""
         if records:
             written = await self._write(records)
             if written is None:

@@ -105,7 +105,7 @@ def to_record(queue: str, fields: Mapping[str, str]) -> JobRecord:
     started_at = _time(fields.get("st"))
     worker = fields.get("w")
 
-    log_ = _logged_attempts(fields.get("al"))
+    log_ = _logged_attempts(fields["al"]) if "al" in fields else []
     logged = {attempt.attempt for attempt in log_}
     # The last attempt is told by the job's own fields, unless it ended before the job did
     # (a job cancelled or removed while it waited to run again was logged when it ended).
@@ -130,9 +130,10 @@ def to_record(queue: str, fields: Mapping[str, str]) -> JobRecord:
                 error_message=_str(error.get("message")),
             )
         )
-    log_.sort(key=lambda attempt: attempt.attempt)
-    # A number twice (an attempt retried by hand after the log was kept): the later one wins.
-    unique = list({attempt.attempt: attempt for attempt in log_}.values())
+    if len(log_) > 1:
+        log_.sort(key=lambda attempt: attempt.attempt)
+        # A number twice (an attempt retried by hand after the log was kept): the later one wins.
+        log_ = list({attempt.attempt: attempt for attempt in log_}.values())
 
     parent = None
     if fields.get("pa"):
@@ -160,5 +161,5 @@ def to_record(queue: str, fields: Mapping[str, str]) -> JobRecord:
         scheduled_for=due if due is not None and (enqueued_at is None or due > enqueued_at) else None,
         started_at=started_at if attempts > 0 else None,
         worker=worker if attempts > 0 else None,
-        attempt_log=tuple(unique),
+        attempt_log=tuple(log_),
     )

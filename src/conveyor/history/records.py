@@ -45,6 +45,8 @@ class AttemptOutcome(enum.StrEnum):
 
 def utc(value: datetime) -> datetime:
     """A datetime in UTC; a naive one is taken to be UTC already (Conveyor's clocks are)."""
+    if value.tzinfo is UTC:  # the archiver's times are: nothing to convert (a hot path)
+        return value
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
@@ -66,7 +68,8 @@ class AttemptRecord:
     def __post_init__(self) -> None:
         if self.attempt < 1:
             raise ValueError(f"an attempt is numbered from 1, not {self.attempt}")
-        object.__setattr__(self, "outcome", AttemptOutcome(self.outcome))
+        if type(self.outcome) is not AttemptOutcome:  # an enum call costs a microsecond
+            object.__setattr__(self, "outcome", AttemptOutcome(self.outcome))
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +123,8 @@ class JobRecord:
     """Set on records read back: the fields that were cut to their cap when stored."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "state", FinalState(self.state))
+        if type(self.state) is not FinalState:
+            object.__setattr__(self, "state", FinalState(self.state))
         object.__setattr__(self, "finished_at", utc(self.finished_at))
         for name in ("enqueued_at", "scheduled_for", "started_at"):
             value = getattr(self, name)

@@ -85,16 +85,26 @@ class _Cleaner:
         self.bits = 0
 
     def text(self, name: str, value: object, cap: int) -> str | None:
+        # The common cases, without a call: none, or short ASCII text with no NUL (clean
+        # does the rest). An archiver prepares some 20,000 jobs a second, 15 texts each.
+        if value is None:
+            return None
+        if type(value) is str and len(value) <= cap and value.isascii() and "\x00" not in value:
+            return value
         text, cut = clean(value, cap)
         if cut:
             self.bits |= TRUNCATION_BITS[name]
         return text
 
     def name(self, name: str, value: object) -> str | None:
+        if value is None:
+            return None
         return self.text(name, value, self.limits.name)
 
 
 def _clamp(value: int) -> int:
+    if type(value) is int and -_INT32 <= value <= _INT32:
+        return value
     return max(-_INT32, min(_INT32, int(value)))
 
 
@@ -133,14 +143,15 @@ def prepare_job(record: JobRecord, limits: Limits) -> PreparedJob:
 
 
 def _prepare_attempt(attempt: AttemptRecord, limits: Limits) -> tuple[Any, ...]:
+    c = _Cleaner(limits)  # its truncation bits are not kept for attempts
     return (
         _clamp(attempt.attempt),
         attempt.outcome.value,
-        clean(attempt.worker, limits.name)[0],
+        c.name("worker", attempt.worker),
         utc(attempt.started_at) if attempt.started_at is not None else None,
         utc(attempt.finished_at) if attempt.finished_at is not None else None,
-        clean(attempt.error_type, limits.error_type)[0],
-        clean(attempt.error_message, limits.error_message)[0],
+        c.text("error_type", attempt.error_type, limits.error_type),
+        c.text("error_message", attempt.error_message, limits.error_message),
     )
 
 
