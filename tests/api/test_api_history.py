@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +33,7 @@ from schemathesis.checks import (
 from conveyor.api import ApiSettings
 from conveyor.errors import ConfigurationError
 from conveyor.history import AttemptRecord, JobRecord, open_store
+from conveyor.ops import history as handoff
 
 from api_helpers import ThreadedUvicorn, auth, problem, start_api
 
@@ -102,7 +104,8 @@ def history_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def api(server_url: str, history_url: str) -> Iterator[ThreadedUvicorn]:
-    server = start_api(server_url, history_url=history_url)
+    # Not archiving: the store holds exactly the records written above.
+    server = start_api(server_url, history_url=history_url, archive=False)
     yield server
     server.stop()
 
@@ -383,5 +386,37 @@ def test_search_and_read_on_postgres(server_url: str, pg_history_url: str) -> No
             one = http.get("/v1/history/jobs/reports/job-07").json()
             assert [a["worker"] for a in one["attempt_log"]] == ["w-retry", "w-3"]
             problem(http.get("/v1/history/jobs/emails/job-07"), 404)
+    finally:
+        server.stop()
+
+
+def test_the_api_archives_every_queue_it_serves(server_url: str, tmp_path: Path, queue: str) -> None:
+    """With a history URL, the API process is an archiver too: jobs that finish on any queue,
+    one created after it started included, show up in its history."""
+    from conveyor import Client, Tasks, Worker
+
+    server = start_api(server_url, history_url=f"sqlite:///{tmp_path / 'archived.db'}")
+    try:
+        tasks = Tasks(queue=queue)
+
+        @tasks.task
+        def double(n: int) -> int:
+            return 2 * n
+
+        with Client.from_url(server_url) as client:
+            handle = client.enqueue(double, 21)  # the queue is new to the running archiver
+            deadline = time.monotonic() + 30
+            while not client.run(handoff.backlog(client.keys(queue))).enabled:
+                assert time.monotonic() < deadline, "the API's archiver never turned history on"
+                time.sleep(0.1)
+        Worker(tasks, url=server_url, burst=True).run()
+        with httpx.Client(base_url=server.base_url, headers=auth("read"), timeout=30) as http:
+            deadline = time.monotonic() + 30
+            while (response := http.get(f"/v1/history/jobs/{queue}/{handle.id}")).status_code == 404:
+                assert time.monotonic() < deadline, response.text
+                time.sleep(0.1)
+        assert response.status_code == 200, response.text
+        record = response.json()
+        assert (record["state"], record["result"], record["attempts"]) == ("completed", "42", 1)
     finally:
         server.stop()

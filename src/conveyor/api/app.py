@@ -34,7 +34,9 @@ def create_app(settings: ApiSettings | None = None, service: ApiService | None =
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        archiving = service.start_archiving()
         yield
+        await service.stop_archiving(archiving)
         await service.aclose()
 
     app = FastAPI(

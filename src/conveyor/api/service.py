@@ -16,7 +16,9 @@ from typing import Any
 from ..client import AsyncClient
 from ..config import Settings
 from ..history import HistoryStore, open_store
+from ..history.archiver import archive_until_closed
 from ..httpcall import HTTP_TASK, parse_request
+from ..ops.keys import QueueKeys
 from ..task import DEFAULT_OPTIONS, Task, TaskCall, TaskDefaults
 from .models import EnqueueRequest
 from .problems import Problem
@@ -44,6 +46,30 @@ class ApiService:
         self.open_streams = 0
         self._history: HistoryStore | None = None
         self._history_lock = asyncio.Lock()
+        self._archiving_closed = asyncio.Event()
+
+    def start_archiving(self) -> asyncio.Task[None] | None:
+        """With a history URL (and ``archive`` on), archive every queue beside serving."""
+        url = self.settings.history_url
+        if not url or not self.settings.archive:
+            return None
+        client = self.client
+
+        async def every_queue() -> dict[str, QueueKeys]:
+            return {queue: client.keys(queue) for queue in await client.queues()}
+
+        self._archiving_closed = asyncio.Event()
+        return asyncio.create_task(
+            archive_until_closed(client, {}, url, self._archiving_closed, discover=every_queue),
+            name="conveyor-archive",
+        )
+
+    async def stop_archiving(self, task: asyncio.Task[None] | None) -> None:
+        if task is None:
+            return
+        self._archiving_closed.set()
+        with contextlib.suppress(TimeoutError):  # a batch the database did not take stays in Redis
+            await asyncio.wait_for(task, 10)
 
     async def history(self) -> HistoryStore:
         """The history store, opened (and migrated) by the first request that needs it, once:

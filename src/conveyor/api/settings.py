@@ -22,7 +22,8 @@ MAX_BULK = 10_000
 class ApiSettings:
     """How the API service runs. Environment: ``CONVEYOR_API_<FIELD>`` for its own fields
     (``CONVEYOR_API_CORS_ORIGINS`` comma-separated, ``CONVEYOR_API_MAX_BODY_BYTES``,
-    ``CONVEYOR_API_MAX_WAIT``, ``CONVEYOR_API_MAX_STREAMS``), ``CONVEYOR_API_TOKENS`` /
+    ``CONVEYOR_API_MAX_WAIT``, ``CONVEYOR_API_MAX_STREAMS``, ``CONVEYOR_API_ARCHIVE``),
+    ``CONVEYOR_API_TOKENS`` /
     ``CONVEYOR_API_TOKENS_FILE``, and what every producer reads: ``CONVEYOR_REDIS_URL``,
     ``CONVEYOR_PREFIX``, ``CONVEYOR_MAX_PAYLOAD_BYTES``, ``CONVEYOR_CLUSTER_WAIT_MS``; the
     history's ``CONVEYOR_HISTORY_URL``, as the archiver and ``conveyor history`` read it.
@@ -50,6 +51,11 @@ class ApiSettings:
     """The history store of finished jobs (``sqlite:///path`` or ``postgresql://...``), served
     under ``/v1/history``; opened on the first request that needs it. None (the default) turns
     those endpoints off: they answer 404 ``history-disabled``, saying how to turn them on."""
+    archive: bool = True
+    """With a history URL: this process also archives the finished jobs of every queue (and
+    of queues created later) into the store, as workers with a history URL do; any number of
+    processes may (``CONVEYOR_API_ARCHIVE=0`` leaves it to workers or ``conveyor history
+    archive``)."""
 
     def __post_init__(self) -> None:
         # A bad URL fails at startup, not on the first history request hours later.
