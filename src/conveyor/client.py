@@ -12,6 +12,7 @@ a range of a job's log, the newest event's position, a readiness check, is a met
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import socket
@@ -19,11 +20,11 @@ import time
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import ops
 from .config import Settings
-from .errors import JobNotFound, ResultTimeout
+from .errors import ConfigurationError, JobNotFound, ResultTimeout
 from .flows import Flow, FlowHandle
 from .handles import AsyncJobHandle, JobHandle
 from .job import EnqueueOutcome, Job, JobState
@@ -39,6 +40,10 @@ from .redis.connect import as_async_transport, as_sync_transport, async_transpor
 from .redis.executors import AsyncExecutor, SyncExecutor
 from .schedules import Schedule, ScheduleState
 from .task import P, R, Task, TaskCall
+
+if TYPE_CHECKING:
+    from .history.store import HistoryStore
+    from .history.sync import SyncHistory
 
 __all__ = ["UNSET", "AsyncClient", "AsyncJobHandle", "Client", "JobHandle", "Unset"]
 
@@ -218,6 +223,15 @@ class _Producer:
         ]
 
 
+def _history_url(settings: Settings) -> str:
+    if not settings.history_url:
+        raise ConfigurationError(
+            "no history store named: set CONVEYOR_HISTORY_URL (sqlite:///path/history.db or "
+            "postgresql://user@host/db), or pass history_url= to the client"
+        )
+    return settings.history_url
+
+
 class Client(_Producer):
     """Synchronous producer and manager. Thread-safe (the transport pools connections).
 
@@ -233,6 +247,7 @@ class Client(_Producer):
         super().__init__(settings or Settings.from_env())
         self.transport = as_sync_transport(connection, self.settings.cluster_wait_ms / 1000)
         self._executor = SyncExecutor(self.transport)
+        self._history: SyncHistory | None = None
 
     @classmethod
     def from_url(cls, url: str | None = None, **settings: Any) -> Client:
@@ -245,7 +260,20 @@ class Client(_Producer):
         return cls(sync_transport(settings.redis_url, settings.cluster_wait_ms / 1000), settings)
 
     def close(self) -> None:
+        if self._history is not None:
+            self._history.close()
         self.transport.close()
+
+    @property
+    def history(self) -> SyncHistory:
+        """The history of finished jobs (``settings.history_url``, ``CONVEYOR_HISTORY_URL``),
+        opened on first use and closed with the client: ``client.history.search(task=...)``,
+        ``client.history.get(queue, job_id)``."""
+        if self._history is None:
+            from .history.sync import SyncHistory
+
+            self._history = SyncHistory(_history_url(self.settings))
+        return self._history
 
     def __enter__(self) -> Client:
         return self
@@ -438,6 +466,8 @@ class AsyncClient(_Producer):
         super().__init__(settings or Settings.from_env())
         self.transport = as_async_transport(connection, self.settings.cluster_wait_ms / 1000)
         self._executor = AsyncExecutor(self.transport)
+        self._history: HistoryStore | None = None
+        self._history_lock = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str | None = None, **settings: Any) -> AsyncClient:
@@ -448,7 +478,20 @@ class AsyncClient(_Producer):
         return cls(async_transport(settings.redis_url, settings.cluster_wait_ms / 1000), settings)
 
     async def close(self) -> None:
+        if self._history is not None:
+            await self._history.close()
         await self.transport.aclose()
+
+    async def history(self) -> HistoryStore:
+        """The history of finished jobs (``settings.history_url``, ``CONVEYOR_HISTORY_URL``),
+        opened on first use and closed with the client:
+        ``await (await client.history()).search(SearchQuery(task=...))``."""
+        async with self._history_lock:
+            if self._history is None:
+                from .history.store import open_store
+
+                self._history = await open_store(_history_url(self.settings))
+        return self._history
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -47,6 +47,10 @@ class Settings:
     """Redis Cluster: how long a call waits out refusals -- ``TRYAGAIN`` and redirections
     while a slot migrates, ``CLUSTERDOWN`` during a failover, all of which mean the command
     did not run -- before raising :class:`~conveyor.errors.ClusterUnavailable`."""
+    history_url: str | None = None
+    """The history store of finished jobs (``sqlite:///path`` or ``postgresql://...``), read
+    by ``client.history``; archived into by workers and the API that have it (see
+    :mod:`conveyor.history`)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from conveyor import AsyncClient, Fixed, JobState, Tasks, Worker, ops
+from conveyor import AsyncClient, Client, Fixed, JobState, Tasks, Worker, ops
+from conveyor.errors import ConfigurationError
 from conveyor.history import AttemptOutcome, FinalState, HistoryStore, JobRecord, SearchQuery
 from conveyor.history.archiver import Archiver
 from conveyor.ops import history as handoff
@@ -347,3 +348,33 @@ async def test_a_worker_with_a_history_url_archives_its_queues(
     assert sorted(r.id for r in (await records(store, queue)).values()) == sorted(h.id for h in handles)
     backlog = await aclient.run(handoff.backlog(aclient.keys(queue)))
     assert backlog.enabled and backlog.jobs == 0
+
+
+async def test_clients_read_the_history_sync_and_async(
+    aclient: AsyncClient, tasks: Tasks, url: str, queue: str, store_url: str, store: HistoryStore
+) -> None:
+    archiver = await archive(aclient, store, queue)
+
+    @tasks.task
+    async def work(n: int) -> int:
+        return n
+
+    handle = await aclient.enqueue(work, 7)
+    await drain(tasks, url)
+    assert await archiver.drain() == 1
+    async with AsyncClient.from_url(url, history_url=store_url) as reader:
+        record = await (await reader.history()).get(queue, handle.id)
+        assert record is not None and record.result == "7"
+
+    def read_sync() -> None:
+        with Client.from_url(url, history_url=store_url) as client:
+            page = client.history.search(queue=queue, states=["completed"])
+            assert [r.id for r in page.items] == [handle.id]
+            assert client.history.get(queue, "no-such-job") is None
+        with (
+            Client.from_url(url, history_url=None) as client,
+            pytest.raises(ConfigurationError, match="CONVEYOR_HISTORY_URL"),
+        ):
+            client.history  # noqa: B018 - the property is the call
+
+    await asyncio.to_thread(read_sync)

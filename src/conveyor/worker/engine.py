@@ -141,6 +141,7 @@ class Worker:
         self._registered = False
         self._pool: ThreadPoolExecutor | None = None
         self._archiver: asyncio.Task[None] | None = None
+        self._history_url = self.config.history_url or self.settings.history_url
         self._beat_transport: SyncTransport | None = None
         self._heartbeat: Heartbeat | None = None
 
@@ -229,7 +230,7 @@ class Worker:
         # three leases, as a dead worker's does.
         await self._with_retries(functools.partial(self._registration.register, self.executor))
         self._registered = True
-        if self.config.history_url:
+        if self._history_url:
             # Before the first claim, so that every job this worker finishes is handed off;
             # the store itself is opened by the archiver, which may wait for the database.
             await self._with_retries(self._enable_history)
@@ -346,9 +347,9 @@ class Worker:
             closing=stopping,
         )
         schedules = run_schedulers(self.executor, list(self.keys.values()), stopping, self.tasks.schedules())
-        if self.config.history_url:
+        if self._history_url:
             self._archiver = asyncio.create_task(
-                archive_until_closed(self.executor, self.keys, self.config.history_url, stopping),
+                archive_until_closed(self.executor, self.keys, self._history_url, stopping),
                 name="conveyor-archive",
             )
         self._phases.advance(Phase.RUNNING)
