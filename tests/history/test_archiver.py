@@ -378,3 +378,16 @@ async def test_clients_read_the_history_sync_and_async(
             client.history  # noqa: B018 - the property is the call
 
     await asyncio.to_thread(read_sync)
+
+
+async def test_a_burst_worker_stores_its_last_jobs_before_it_exits(
+    aclient: AsyncClient, tasks: Tasks, url: str, queue: str, store_url: str, store: HistoryStore
+) -> None:
+    @tasks.task
+    async def work(n: int) -> int:
+        return n
+
+    await aclient.enqueue_many([work.call(n) for n in range(300)])
+    await drain(tasks, url, history_url=store_url)
+    assert len(await records(store, queue)) == 300
+    assert (await aclient.run(handoff.backlog(aclient.keys(queue)))).jobs == 0

@@ -305,12 +305,14 @@ async def archive_until_closed(
     closing: asyncio.Event,
     *,
     config: HistoryConfig | None = None,
+    final_drain: bool = False,
     **options: Any,
 ) -> None:
     """Open the store at ``url`` and archive ``queues`` until ``closing`` is set: what a worker
     or the API runs beside its own work. A database that cannot be reached at the start is
     tried again (jobs run meanwhile, their hand-off waits in Redis); nothing here ends the
-    process that runs it."""
+    process that runs it. With ``final_drain``, once closing, it stores what the hand-offs
+    hold then (a burst worker's last jobs) before it returns."""
     pause = 1.0
     store: HistoryStore | None = None
     while store is None:
@@ -331,6 +333,8 @@ async def archive_until_closed(
         archiver = Archiver(redis, store, queues, closing=closing, **options)
         log.info("history: archiving %s into the %s store", ", ".join(queues), store.backend)
         await archiver.run()
+        if final_drain:  # a burst worker leaves no job of its own behind in the hand-off
+            await Archiver(redis, store, archiver.queues, **options).drain()
     except Exception:
         log.exception(
             "history: the archiver stopped on an unexpected error; jobs keep running, "

@@ -349,7 +349,9 @@ class Worker:
         schedules = run_schedulers(self.executor, list(self.keys.values()), stopping, self.tasks.schedules())
         if self._history_url:
             self._archiver = asyncio.create_task(
-                archive_until_closed(self.executor, self.keys, self._history_url, stopping),
+                archive_until_closed(
+                    self.executor, self.keys, self._history_url, stopping, final_drain=self.config.burst
+                ),
                 name="conveyor-archive",
             )
         self._phases.advance(Phase.RUNNING)
