@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: install run test test-cluster lint typecheck docs bench bench-quick bench-smoke chaos chaos-state-machine chaos-faults acceptance clean
+.PHONY: install run test test-cluster lint typecheck docs bench bench-quick bench-smoke bench-history chaos chaos-state-machine chaos-faults acceptance clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,9 +47,19 @@ docs: $(STAMP)
 
 ## Lint, type-check, build the docs, run the whole test suite against private servers the tests
 ## start, then a smoke run of the benchmark harness (tiny sizes, timings not judged) so it never rots.
+## The suite runs in two phases: first every test not marked `serial`, spread by file over
+## $(TEST_WORKERS) processes (pytest-xdist; each starts private servers of its own), then the `serial`
+## ones alone: those that time things, signal processes or fail on a busy CPU, and all of tests/chaos.
+## New tests are parallel unless marked serial (how and when: tests/conftest.py). Both phases
+## run, each with its own summary, and a failure in either fails make test; only an interrupted
+## first phase (Ctrl-C: pytest exits 2) skips the second. Plain `pytest` runs all in one process.
+TEST_WORKERS ?= 2
 test: lint typecheck
 	$(MAKE) docs
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not serial" -n $(TEST_WORKERS) --dist loadfile; parallel=$$?; \
+	[ $$parallel -ne 2 ] || exit 2; \
+	$(BIN)/python -m pytest -m serial; serial=$$?; \
+	[ $$parallel -eq 0 ] && [ $$serial -eq 0 ]
 	$(MAKE) bench-smoke
 
 ## The core, feature and API suites again, against a private 3-primary Redis Cluster the
@@ -83,6 +93,8 @@ chaos-faults: $(STAMP)
 	CONVEYOR_CHAOS_FAILOVER_JOBS=20000 CONVEYOR_CHAOS_FAILOVER_RATE=1000 \
 	CONVEYOR_CHAOS_MIGRATION_JOBS=20000 \
 	CONVEYOR_CHAOS_OUTAGES=5 CONVEYOR_CHAOS_OUTAGE_JOBS=100 CONVEYOR_CHAOS_OUTAGE_SCALE=1 \
+	CONVEYOR_CHAOS_HISTORY_JOBS=100000 CONVEYOR_CHAOS_HISTORY_RATE=800 \
+	CONVEYOR_CHAOS_HISTORY_PG_DOWN=60 CONVEYOR_CHAOS_HISTORY_KILL_EVERY=3 \
 		$(BIN)/python -m pytest -p no:cacheprovider -o addopts="" --timeout=3600 -q -rxX tests/chaos
 	$(BIN)/python tests/chaos/summary.py $(CHAOS_OUT)
 
@@ -98,6 +110,12 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	bash bench/setup_peers.sh
 	$(BIN)/python bench/run.py --quick
+
+## What the job history costs and how fast it is (issue 15): drain with history on and off,
+## archive throughput, Redis memory per hand-off entry, searches over 1,000,000 stored jobs,
+## on a private Redis and PostgreSQL (minutes). Smaller: ARGS="--jobs 5000 --store-rows 20000".
+bench-history: $(STAMP)
+	$(BIN)/python bench/history_bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .conveyor .mypy_cache .ruff_cache .pytest_cache

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,6 +43,39 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "cluster_too: in the default suite, run on the plain server and again on the session's cluster",
     )
+
+
+# make test runs the suite in two phases (the Makefile's test target): first every test not
+# marked ``serial``, spread over two processes by pytest-xdist (each with private servers of its
+# own), then the ``serial`` tests alone. A test is parallel unless it opts out: mark it serial
+# (``pytestmark = pytest.mark.serial`` for a file, ``@pytest.mark.serial`` for one test) when it
+# asserts how long something took or that it happened within a window (a lease, a tick, a
+# timeout), signals or kills processes, or otherwise fails when another test takes the CPU.
+# The chaos suites are all of that: every test under these directories is serial.
+SERIAL_DIRECTORIES = (Path(__file__).parent / "chaos",)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m "serial" / -m "not serial" selects by the mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.path.is_relative_to(directory) for directory in SERIAL_DIRECTORIES):
+            item.add_marker(pytest.mark.serial)
+
+
+# A pytest-xdist worker has no terminal: what a conftest prints at the end of the run (say,
+# tests/history's PostgreSQL start-up time) it leaves in ``config.workeroutput["summary_lines"]``
+# instead, and the controller prints the lines of every worker here.
+_worker_summary_lines: list[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown when it is not installed
+def pytest_testnodedown(node: Any, error: object) -> None:
+    _worker_summary_lines.extend(getattr(node, "workeroutput", {}).get("summary_lines", []))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in _worker_summary_lines:
+        terminalreporter.write_line(line)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

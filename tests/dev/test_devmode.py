@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.serial  # alone in make test (conftest.py): processes, Ctrl-C, deadlines
+
 
 def children_of(pid: int) -> list[int]:
     found = []
@@ -138,7 +140,9 @@ def test_the_dev_screen_in_a_terminal(tmp_path: Path) -> None:
         commands = [line.removeprefix("  ") for line in block.splitlines()]
         assert commands[0] == f"cd {home}", commands
         assert commands[1].startswith("export CONVEYOR_REDIS_URL=redis://:"), commands
-        assert commands[2].startswith(".venv/bin/conveyor enqueue"), commands
+        assert commands[2].startswith("export CONVEYOR_HISTORY_URL=sqlite:///"), commands
+        assert commands[3].startswith(".venv/bin/conveyor enqueue"), commands
+        assert any(c.startswith(".venv/bin/conveyor history search") for c in commands), commands
         another_terminal = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no venv, no URL
         pasted.append(
             subprocess.run(

@@ -58,7 +58,11 @@ def free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    def __init__(self, *, durable_commits: bool = False) -> None:
+        # synchronous_commit=off answers a COMMIT before its WAL leaves PostgreSQL's shared
+        # memory: a kill -9 of the server loses commits it confirmed. Fine for most tests, not
+        # for those that kill the server and count what it kept (the chaos suite).
+        self.durable_commits = durable_commits
         self.bin = bin_dir()
         self.root = Path(tempfile.mkdtemp(prefix="conveyor-pg-"))
         self.data = self.root / "data"
@@ -143,6 +147,7 @@ class PostgresServer:
                 str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.root),
                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
                 "-c", "full_page_writes=off", "-c", "max_connections=200",
+                *(("-c", "synchronous_commit=on") if self.durable_commits else ()),
             ],
             cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT, **self._as_user,
         )  # fmt: skip
@@ -179,20 +184,26 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-_server_start: list[float] = []
+_summary_lines: list[str] = []
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
+def pg_server(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
     server = PostgresServer().start()
-    _server_start.append(server.startup_seconds)
+    line = f"history: PostgreSQL test server started in {server.startup_seconds:.2f} s"
+    worker_output = getattr(request.config, "workeroutput", None)
+    if worker_output is None:
+        _summary_lines.append(line)
+    else:  # a pytest-xdist worker (a server of its own): tests/conftest.py prints the line
+        worker = request.config.workerinput["workerid"]  # type: ignore[attr-defined]
+        worker_output.setdefault("summary_lines", []).append(f"{line} (worker {worker})")
     yield server
     server.stop()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _server_start:
-        terminalreporter.write_line(f"history: PostgreSQL test server started in {_server_start[0]:.2f} s")
+    for line in _summary_lines:
+        terminalreporter.write_line(line)
 
 
 _databases = itertools.count()

@@ -134,6 +134,7 @@ async def test_retry_after_does_not_spend_an_attempt(queue: str, url: str) -> No
         assert (await handle.fetch()).attempts == 1  # retries=0, yet it ran three times
 
 
+@pytest.mark.serial  # alone in make test (conftest.py): answers due within 0.3 s
 async def test_timeout_and_connection_reset_are_retried(queue: str, url: str) -> None:
     async def hang(request: Received, count: int) -> tuple[int, dict[str, str], bytes]:
         if count == 1:

@@ -57,6 +57,7 @@ def test_priorities_higher_first_fifo_within(client: Client, queue: str) -> None
     assert claimed == expected
 
 
+@pytest.mark.serial  # alone in make test (conftest.py): a 50 ms delay between two calls
 def test_due_delayed_jobs_are_promoted_and_wait_time_reported(client: Client, queue: str) -> None:
     _, work = setup(queue)
     client.enqueue(work.with_options(delay=0.05, job_id="soon"), 1)  # type: ignore[attr-defined]

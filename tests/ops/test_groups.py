@@ -15,6 +15,8 @@ from conveyor import AsyncClient, Client, JobState, Tasks, ops
 
 from helpers import running_worker, wait_until
 
+pytestmark = pytest.mark.serial  # alone in make test (conftest.py): start times within 0.3 s
+
 
 def _claim(client: Client, queue: str, n: int) -> list[ops.Claimed]:
     jobs = client.run(ops.claim(client.keys(queue), n, 30_000, "w-test")).jobs

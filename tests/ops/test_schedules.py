@@ -17,6 +17,8 @@ from conveyor.ops import schedules as sched
 
 from helpers import running_worker, wait_until
 
+pytestmark = pytest.mark.serial  # alone in make test (conftest.py): ticks that must fire on time
+
 
 def ms(dt: datetime) -> int:
     return int(dt.timestamp() * 1000)

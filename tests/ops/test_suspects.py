@@ -12,11 +12,14 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 import redis
 
 from conveyor import AsyncClient, Client, JobState, Tasks, ops
 
 from helpers import running_worker, wait_until
+
+pytestmark = pytest.mark.serial  # alone in make test (conftest.py): job spans timed
 
 KEEP = ops.Retention(-1, -1)
 MINUTE = 60_000

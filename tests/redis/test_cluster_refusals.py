@@ -18,6 +18,8 @@ from redis.exceptions import ClusterError
 from conveyor import AsyncClient, Client, ClusterUnavailable, Tasks
 from conveyor.redis.refusals import refused
 
+pytestmark = pytest.mark.serial  # alone in make test (conftest.py): waits timed, a node frozen by SIGSTOP
+
 HOLD = 1.0
 
 

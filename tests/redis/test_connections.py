@@ -23,6 +23,8 @@ from conveyor.dev.server import RedisServer
 from conveyor.redis.connect import async_transport, sync_client, sync_transport
 from conveyor.redis.redispy import connection_options
 
+pytestmark = pytest.mark.serial  # alone in make test (conftest.py): socket timeouts measured
+
 
 def noop_task(queue: str):  # type: ignore[no-untyped-def]
     tasks = Tasks(queue=queue)

@@ -22,6 +22,8 @@ from conveyor.redis.sentinel import PinnedConnectionLost, PrimaryWatcher, elect,
 
 from helpers import wait_until
 
+pytestmark = pytest.mark.serial  # alone in make test (conftest.py): failover holds timed
+
 
 def test_parse_event() -> None:
     assert parse_event("+switch-master", "mymaster 10.0.0.1 6379 10.0.0.2 6380") == (

@@ -15,6 +15,8 @@ from conveyor import AsyncClient, Client
 from conveyor.redis.connect import sync_transport
 from conveyor.redis.redispy import RedisPySyncTransport
 
+pytestmark = pytest.mark.serial  # alone in make test (conftest.py): blocking reads timed
+
 SOCKET_TIMEOUT = 0.6
 """Short, so that a block of a few of them is quick; each piece waits half of it."""
 

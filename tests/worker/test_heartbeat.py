@@ -24,6 +24,8 @@ from conveyor.redis.resp_async import FastAsyncTransport
 
 from helpers import running_worker, wait_until
 
+pytestmark = pytest.mark.serial  # alone in make test (conftest.py): lease renewals timed against the clock
+
 LEASE = 1.0
 
 

@@ -14,6 +14,8 @@ import pytest
 
 from conveyor import Client, JobState, Tasks
 
+pytestmark = pytest.mark.serial  # alone in make test (conftest.py): kills processes, times their recovery
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -21,6 +21,8 @@ from conveyor import AsyncClient, JobState, Tasks, current_job, ops
 
 from helpers import running_worker, wait_until
 
+pytestmark = pytest.mark.serial  # alone in make test (conftest.py): an outage timed against the lease
+
 LEASE = 3.0
 SWEEP = 0.25
 

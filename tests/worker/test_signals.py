@@ -20,6 +20,8 @@ import pytest
 
 from conveyor import Client, JobState, Tasks
 
+pytestmark = pytest.mark.serial  # alone in make test (conftest.py): signals processes, times their stops
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -89,6 +89,7 @@ async def _state_is(aclient: AsyncClient, queue: str, job_id: str, state: JobSta
     return (await aclient.get_job(queue, job_id)).state is state
 
 
+@pytest.mark.serial  # alone in make test (conftest.py): the retry's delay measured
 async def test_retry_exception_sets_its_own_delay(aclient: AsyncClient, tasks: Tasks, url: str) -> None:
     seen: list[float] = []
 
@@ -173,6 +174,7 @@ async def test_sync_timeout_fails_the_job_and_discards_the_late_result(
     assert job.state is JobState.FAILED and job.result is None and job.error["reason"] == "timeout"  # type: ignore[index]
 
 
+@pytest.mark.serial  # alone in make test (conftest.py): the stop timed
 async def test_graceful_stop_hands_unfinished_jobs_back_at_once(
     aclient: AsyncClient, tasks: Tasks, url: str, queue: str
 ) -> None:
@@ -197,6 +199,7 @@ async def test_graceful_stop_hands_unfinished_jobs_back_at_once(
     assert (await aclient.counts(queue))["active"] == 0
 
 
+@pytest.mark.serial  # alone in make test (conftest.py): the delay measured
 async def test_delayed_job_runs_when_due(aclient: AsyncClient, tasks: Tasks, url: str) -> None:
     ran_at: list[float] = []
 
@@ -212,6 +215,7 @@ async def test_delayed_job_runs_when_due(aclient: AsyncClient, tasks: Tasks, url
     assert 0.35 < ran_at[0] - sent < 1.5
 
 
+@pytest.mark.serial  # alone in make test (conftest.py): the pick-up timed
 async def test_idle_worker_picks_up_new_job_promptly(aclient: AsyncClient, tasks: Tasks, url: str) -> None:
     ran_at: list[float] = []
 
@@ -315,6 +319,7 @@ async def test_worker_registry_lists_live_workers(aclient: AsyncClient, tasks: T
     assert worker.id not in [w["id"] for w in await aclient.workers()]
 
 
+@pytest.mark.serial  # alone in make test (conftest.py): the check must run within 50 ms
 async def test_warns_when_redis_may_evict_jobs(
     aclient: AsyncClient, tasks: Tasks, url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
