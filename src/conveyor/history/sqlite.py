@@ -41,7 +41,7 @@ from .rows import (
     job_from_row,
     prepare_job,
 )
-from .sql import Dialect, build_get, build_search, page_from_rows
+from .sql import Dialect, TextPlan, build_get, build_search, build_text_probe, page_from_rows, text_plan
 from .store import HistoryStore, MigrationResult, PruneResult, WriteResult
 
 T = TypeVar("T")
@@ -311,8 +311,16 @@ class SqliteStore(HistoryStore):
 
     async def search(self, query: SearchQuery) -> Page:
         _, reader = self._conns()
-        sql, params = build_search(query, self._dialect)
-        rows = await reader.run(lambda conn: conn.execute(sql, params).fetchall())
+        dialect = self._dialect
+
+        def run(conn: sqlite3.Connection) -> list[Any]:
+            plan: TextPlan = "index"
+            probe = build_text_probe(dialect, query.text) if query.text is not None else None
+            if probe is not None:
+                plan = text_plan(int(conn.execute(*probe).fetchone()[0]))
+            return conn.execute(*build_search(query, dialect, plan)).fetchall()
+
+        rows = await reader.run(run)
         return page_from_rows(query, rows, self._dialect)
 
     async def stats(self, query: StatsQuery) -> list[StatsRow]:
