@@ -247,11 +247,12 @@ def run_scenario(
         if workers is not None:
             workers.stop()
         stopped = archivers.stop()
+        rows = stored_rows(history_url, queue) if pg.process and pg.process.poll() is None else []
+        pg.stop()  # also when the run failed: no server is left behind
 
     accepted = read_ledger(ledger_dir).accepted
     assert len(accepted) == jobs
     rows = stored_rows(history_url, queue)
-    pg.stop()
     by_id: dict[str, list[tuple[str, int, int]]] = {}
     for job_id, state, attempts, n in rows:
         by_id.setdefault(job_id, []).append((state, attempts, n))
