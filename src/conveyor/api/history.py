@@ -18,10 +18,11 @@ from typing import Annotated, Literal, TypeVar
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
+from ..history import FinalState, HistoryStore, SearchQuery, StatsQuery
+
 # The JSON forms live with the CLI, the face that is always installed: the API (an extra)
 # may import the CLI's module, not the other way round.
-from ..cli.history import check_cursor, database_errors, record_json, stats_row_json
-from ..history import FinalState, HistoryStore, SearchQuery, StatsQuery
+from ..history.documents import check_cursor, database_errors, record_json, stats_row_json
 from ..history.query import DEFAULT_PERCENTILES, MAX_LIMIT, MAX_TEXT
 from . import models as m
 from .problems import Problem, log, responses

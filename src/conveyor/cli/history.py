@@ -17,7 +17,6 @@ import asyncio
 import json
 import re
 import signal
-import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,23 +31,22 @@ from rich.table import Table
 from ..client import AsyncClient
 from ..history import (
     ENV_URL,
-    AttemptRecord,
     FinalState,
     HistoryConfig,
     HistoryStore,
     JobRecord,
     SearchQuery,
     StatsQuery,
-    StatsRow,
     open_store,
     parse_url,
 )
 from ..history.archiver import archive_until_closed
-from ..history.query import BUCKET_SECONDS, MAX_LIMIT, Cursor, from_micros
+from ..history.documents import check_cursor, database_errors, iso, record_json, stats_row_json, text_of
+from ..history.query import BUCKET_SECONDS, MAX_LIMIT
 from ..ops import history as handoff
 from ..ops.history import DEFAULT_MAX_JOBS
 from ..ops.keys import QueueKeys, validate_queue_name
-from .options import json_option, url_option
+from .options import json_option, log_level_option, url_option
 from .output import console, err_console, table, timestamp
 
 T = TypeVar("T")
@@ -57,85 +55,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 FINAL_STATES = [s.value for s in FinalState]
 AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-INT64 = 2**63
 STATS_DEFAULT_SINCE = "24h"
 ERROR_WIDTH = 60
 """Characters of an error shown in a table cell: the rest is in ``show``."""
-
-
-# ---------------------------------------------------------------- the JSON forms (CLI and API)
-def iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
-
-
-def attempt_json(attempt: AttemptRecord) -> dict[str, Any]:
-    return {
-        "attempt": attempt.attempt,
-        "outcome": attempt.outcome.value,
-        "worker": attempt.worker,
-        "started_at": iso(attempt.started_at),
-        "finished_at": iso(attempt.finished_at),
-        "error_type": attempt.error_type,
-        "error_message": _text(attempt.error_message),
-    }
-
-
-def record_json(record: JobRecord, *, with_attempts: bool = False) -> dict[str, Any]:
-    """A record as JSON-ready data; ``with_attempts`` adds ``attempt_log`` (what ``get`` reads,
-    where ``search`` leaves it empty)."""
-    data: dict[str, Any] = {
-        "queue": record.queue,
-        "id": record.id,
-        "task": record.task,
-        "state": record.state.value,
-        "finished_at": iso(record.finished_at),
-        "attempts": record.attempts,
-        "arguments": _text(record.arguments),
-        "result": _text(record.result),
-        "error_type": record.error_type,
-        "error_message": _text(record.error_message),
-        "traceback": _text(record.traceback),
-        "priority": record.priority,
-        "group": record.group,
-        "parent": {"queue": record.parent[0], "id": record.parent[1]} if record.parent else None,
-        "flow": record.flow,
-        "schedule": record.schedule,
-        "enqueued_at": iso(record.enqueued_at),
-        "scheduled_for": iso(record.scheduled_for),
-        "started_at": iso(record.started_at),
-        "wait_ms": record.wait_ms,
-        "run_ms": record.run_ms,
-        "worker": record.worker,
-        "truncated": sorted(record.truncated),
-    }
-    if with_attempts:
-        data["attempt_log"] = [attempt_json(a) for a in record.attempt_log]
-    return data
-
-
-def percentile_key(fraction: float) -> str:
-    """0.5 -> ``p50``, 0.999 -> ``p99.9``."""
-    return f"p{fraction * 100:g}"
-
-
-def stats_row_json(row: StatsRow) -> dict[str, Any]:
-    return {
-        "start": iso(row.start),
-        "queue": row.queue,
-        "task": row.task,
-        "counts": {state.value: row.counts.get(state, 0) for state in FinalState},
-        "total": row.total,
-        "failure_rate": row.failure_rate,
-        "wait_ms": {percentile_key(p): value for p, value in row.wait_ms.items()},
-        "run_ms": {percentile_key(p): value for p, value in row.run_ms.items()},
-    }
-
-
-def _text(value: str | bytes | None) -> str | None:
-    # Records read back always hold str; bytes only reach a record the archiver is writing.
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    return value
 
 
 # ---------------------------------------------------------------- parsing what the user typed
@@ -179,19 +101,6 @@ def parse_states(given: Sequence[str]) -> list[FinalState] | None:
     return [FinalState(name) for name in names]
 
 
-def check_cursor(query: SearchQuery) -> None:
-    """Refuse a cursor that decodes but points nowhere a database can store (a hand-made one)."""
-    position: Cursor | None = query.position()
-    if position is None:
-        return
-    try:
-        from_micros(position.finished_at_us)
-    except OverflowError:
-        raise ValueError("malformed cursor") from None
-    if not -INT64 <= position.seq < INT64:
-        raise ValueError("malformed cursor")
-
-
 # ---------------------------------------------------------------- running the store
 def history_url_option(f: F) -> F:
     return click.option(
@@ -231,20 +140,6 @@ def _require_url(url: str | None, *, must_exist: bool) -> str:
             f"{ENV_URL}); check the path, or create it with `conveyor history migrate`"
         )
     return url
-
-
-def database_errors() -> tuple[type[Exception], ...]:
-    """What opening or reading a history database raises when the database (not the query) is
-    at fault: SQLite's and psycopg's errors (a pool timeout among them), an OS error on the
-    file, and the RuntimeError of a PostgreSQL URL without psycopg installed."""
-    errors: list[type[Exception]] = [sqlite3.Error, OSError, RuntimeError]
-    try:
-        import psycopg
-
-        errors.append(psycopg.Error)
-    except ImportError:  # pragma: no cover - the PostgreSQL extra is not installed
-        pass
-    return tuple(errors)
 
 
 def run_store(
@@ -298,7 +193,7 @@ def _cut(text: str, width: int) -> str:
 def _error_cell(error_type: str | None, message: str | bytes | None) -> str:
     if not error_type and not message:
         return ""
-    return escape(_cut(f"{error_type or 'error'}: {_text(message) or ''}".rstrip(": "), ERROR_WIDTH))
+    return escape(_cut(f"{error_type or 'error'}: {text_of(message) or ''}".rstrip(": "), ERROR_WIDTH))
 
 
 _STATE_STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow", "expired": "magenta"}
@@ -502,15 +397,15 @@ def _record_fields(r: JobRecord) -> Table:
         ("parent", "/".join(r.parent) if r.parent else None),
         ("flow", r.flow),
         ("schedule", r.schedule),
-        ("arguments", _text(r.arguments)),
-        ("result", _text(r.result)),
+        ("arguments", text_of(r.arguments)),
+        ("result", text_of(r.result)),
         (
             "error",
-            f"{r.error_type or 'error'}: {_text(r.error_message) or ''}"
+            f"{r.error_type or 'error'}: {text_of(r.error_message) or ''}"
             if r.error_type or r.error_message
             else None,
         ),
-        ("traceback", (_text(r.traceback) or "").rstrip() or None),
+        ("traceback", (text_of(r.traceback) or "").rstrip() or None),
         ("truncated", ", ".join(sorted(r.truncated)) or None),
     ]
     for name, value in rows:
@@ -675,14 +570,7 @@ def _kept(kept: timedelta | None) -> str:
     show_default=True,
     help="Seconds after which entries another archiver read and did not store are taken over.",
 )
-@click.option(
-    "--log-level",
-    envvar="CONVEYOR_LOG_LEVEL",
-    show_envvar=True,
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-)
+@log_level_option
 def archive(
     url: str, history_url: str | None, queues: tuple[str, ...], batch: int, claim_idle: float, log_level: str
 ) -> None:

@@ -42,6 +42,18 @@ def url_option(f: F) -> F:
     )(f)
 
 
+def log_level_option(f: F) -> F:
+    """How much a long-running command (worker, archiver) logs."""
+    return click.option(
+        "--log-level",
+        envvar="CONVEYOR_LOG_LEVEL",
+        show_envvar=True,
+        default="info",
+        show_default=True,
+        type=click.Choice(["debug", "info", "warning", "error"]),
+    )(f)
+
+
 def queue_option(f: F) -> F:
     # -Q too: the worker names its queues with -Q, and a user moving between commands
     # should not have to remember which letter goes with which.

@@ -12,7 +12,7 @@ import click
 
 from ..task import Tasks
 from . import logs
-from .options import import_app_module, url_option
+from .options import import_app_module, log_level_option, url_option
 
 if TYPE_CHECKING:
     from ..worker.engine import Worker
@@ -120,14 +120,7 @@ def load_tasks(spec: str) -> Tasks:
 @click.option(
     "--burst", envvar="CONVEYOR_BURST", show_envvar=True, is_flag=True, help="Drain the queues, then exit."
 )
-@click.option(
-    "--log-level",
-    envvar="CONVEYOR_LOG_LEVEL",
-    show_envvar=True,
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-)
+@log_level_option
 @click.option(
     "--log-format",
     envvar="CONVEYOR_LOG_FORMAT",
