@@ -252,7 +252,6 @@ def run_scenario(
 
     accepted = read_ledger(ledger_dir).accepted
     assert len(accepted) == jobs
-    rows = stored_rows(history_url, queue)
     by_id: dict[str, list[tuple[str, int, int]]] = {}
     for job_id, state, attempts, n in rows:
         by_id.setdefault(job_id, []).append((state, attempts, n))

@@ -284,7 +284,7 @@ class Archiver:
             self._warned_dropped[keys.queue] = backlog.dropped
         if backlog.max_jobs and backlog.jobs > backlog.max_jobs // 2:
             log.warning(
-                "history: the hand-off of %s holds %d of at most %d entries; is the database slow or away?",
+                "history: the hand-off of %s holds %d of at most %d jobs; is the database slow or away?",
                 keys.queue,
                 backlog.jobs,
                 backlog.max_jobs,
