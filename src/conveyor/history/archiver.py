@@ -83,6 +83,7 @@ class Archiver:
         consumer: str | None = None,
         batch: int = 1000,
         idle_poll: float = 0.2,
+        idle_poll_max: float = 2.0,
         claim_idle: float = 30.0,
         max_jobs: int = handoff_ops.DEFAULT_MAX_JOBS,
         closing: asyncio.Event | None = None,
@@ -97,6 +98,7 @@ class Archiver:
         self.consumer = consumer or consumer_name()
         self.batch = batch
         self.idle_poll = idle_poll
+        self.idle_poll_max = max(idle_poll, idle_poll_max)
         self.claim_idle_ms = int(claim_idle * 1000)
         self.max_jobs = max_jobs
         # Entries hold a script call's jobs each: one at a trickle, a hundred or more under
@@ -129,6 +131,7 @@ class Archiver:
 
     async def run(self) -> None:
         await self._until_done(self.enable)
+        pause = self.idle_poll
         while not self.closing.is_set():
             try:
                 await self._discover()
@@ -136,8 +139,13 @@ class Archiver:
             except RedisError as exc:
                 log.warning("history: could not read the hand-off (%s); will retry", exc)
                 moved = 0
-            if not moved:
-                await self._closing_within(self.idle_poll)
+            # Every worker with a history URL archives, so an idle fleet must not keep Redis
+            # busy: the pause between looks doubles while nothing comes, up to idle_poll_max.
+            if moved:
+                pause = self.idle_poll
+            else:
+                await self._closing_within(pause)
+                pause = min(pause * 2, self.idle_poll_max)
 
     async def run_once(self, *, claim: bool | None = None) -> int:
         """One pass over every queue: stale entries of silent archivers (``claim``; by
