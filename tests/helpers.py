@@ -8,11 +8,12 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from conveyor import Tasks, Worker
+from conveyor.history import JobRecord, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,3 +64,15 @@ def run_cli(url: str, *args: str, code: int | None = 0, cwd: Path = ROOT) -> sub
     if code is not None:
         assert result.returncode == code, result.stdout + result.stderr
     return result
+
+
+def stored_history(url: str, records: Sequence[JobRecord]) -> str:
+    """A history store at ``url`` holding ``records`` (written through the store, as an
+    archiver writes them); returns ``url``."""
+
+    async def write() -> None:
+        async with await open_store(url) as store:
+            await store.write(records)
+
+    asyncio.run(write())
+    return url

@@ -3,7 +3,6 @@ filled through ``store.write``, and the search path against the private PostgreS
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -32,10 +31,11 @@ from schemathesis.checks import (
 
 from conveyor.api import ApiSettings
 from conveyor.errors import ConfigurationError
-from conveyor.history import AttemptRecord, JobRecord, open_store
+from conveyor.history import AttemptRecord, JobRecord
 from conveyor.ops import history as handoff
 
 from api_helpers import ThreadedUvicorn, auth, problem, start_api
+from helpers import stored_history
 
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 COUNT = 40
@@ -86,15 +86,7 @@ RECORDS = make_records()
 
 
 def fill(url: str, records: list[JobRecord] = RECORDS) -> str:
-    async def write() -> None:
-        store = await open_store(url)
-        try:
-            await store.write(records)
-        finally:
-            await store.close()
-
-    asyncio.run(write())
-    return url
+    return stored_history(url, records)
 
 
 @pytest.fixture(scope="module")

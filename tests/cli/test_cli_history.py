@@ -3,7 +3,6 @@ file filled through ``store.write``, and its search against the private PostgreS
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -17,7 +16,9 @@ from typing import Any
 import pytest
 
 from conveyor.cli.history import duration, parse_states, parse_time
-from conveyor.history import AttemptRecord, FinalState, JobRecord, open_store
+from conveyor.history import AttemptRecord, FinalState, JobRecord
+
+from helpers import stored_history
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime.now(UTC)
@@ -82,15 +83,7 @@ RECENT = RECORDS[:COUNT]
 
 
 def fill(url: str) -> str:
-    async def write() -> None:
-        store = await open_store(url)
-        try:
-            await store.write(RECORDS)
-        finally:
-            await store.close()
-
-    asyncio.run(write())
-    return url
+    return stored_history(url, RECORDS)
 
 
 @pytest.fixture(scope="module")
