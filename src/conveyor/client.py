@@ -267,7 +267,7 @@ class Client(_Producer):
     @property
     def history(self) -> SyncHistory:
         """The history of finished jobs (``settings.history_url``, ``CONVEYOR_HISTORY_URL``),
-        opened on first use and closed with the client: ``client.history.search(task=...)``,
+        opened on first use and closed with the client: ``client.history.search(SearchQuery(task=...))``,
         ``client.history.get(queue, job_id)``."""
         if self._history is None:
             from .history.sync import SyncHistory

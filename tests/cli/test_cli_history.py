@@ -18,7 +18,7 @@ import pytest
 from conveyor.cli.history import duration, parse_states, parse_time
 from conveyor.history import AttemptRecord, FinalState, JobRecord
 
-from helpers import stored_history
+from helpers import run_cli, stored_history
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime.now(UTC)
@@ -363,3 +363,27 @@ def test_search_and_show_on_postgres(pg_history_url: str) -> None:
     out = run("search", "--state", "failed", "--limit", "3", url=pg_history_url).stdout
     assert "h-00" in out and "h-03" in out and "more: --cursor" in out
     assert as_json("show", "mail", "h-00", url=pg_history_url)["attempt_log"][0]["worker"] == "w-retry"
+
+
+def test_enable_backlog_and_disable_the_hand_off(url: str, queue: str) -> None:
+    """The hand-off commands against a real Redis: a bound set, jobs held counted, history off."""
+    from conveyor import Client, Tasks, Worker
+
+    run_cli(url, "history", "enable", "--queue", queue, "--max-jobs", "3")
+    tasks = Tasks(queue=queue)
+
+    @tasks.task
+    def noop(n: int) -> int:
+        return n
+
+    with Client.from_url(url) as client:
+        client.enqueue_many([noop.call(n) for n in range(5)])
+    Worker(tasks, url=url, burst=True).run()  # no history URL: nobody archives, the bound fills
+    [row] = json.loads(run_cli(url, "history", "backlog", "--queue", queue, "--json").stdout)
+    assert (row["enabled"], row["max_jobs"], row["jobs"], row["dropped"]) == (True, 3, 3, 2)
+    assert row["oldest_age_seconds"] is not None
+    table = run_cli(url, "history", "backlog", "--queue", queue).stdout
+    assert queue in table and "on (max 3 jobs)" in table
+    run_cli(url, "history", "disable", "--queue", queue)
+    [row] = json.loads(run_cli(url, "history", "backlog", "--queue", queue, "--json").stdout)
+    assert not row["enabled"] and row["jobs"] == 3, "what is held stays for the archivers"

@@ -368,7 +368,7 @@ async def test_clients_read_the_history_sync_and_async(
 
     def read_sync() -> None:
         with Client.from_url(url, history_url=store_url) as client:
-            page = client.history.search(queue=queue, states=["completed"])
+            page = client.history.search(SearchQuery(queue=queue, states=["completed"]))
             assert [r.id for r in page.items] == [handle.id]
             assert client.history.get(queue, "no-such-job") is None
         with (

@@ -2,8 +2,8 @@
 
 This module holds the command group, the mapping of failures to exit codes, and the list of commands; each
 family of commands lives in its own module: :mod:`.worker`, :mod:`.jobs`, :mod:`.queues`, :mod:`.schedules`,
-:mod:`.history` (the ``history`` group), :mod:`.service` (``api``, ``dev``). :mod:`.options` declares what a
-command acts on, :mod:`.output` how it prints.
+:mod:`.history` and :mod:`.history_feed` (the ``history`` group), :mod:`.service` (``api``, ``dev``).
+:mod:`.options` declares what a command acts on, :mod:`.output` how it prints.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import redis
 
 from .. import __version__
 from ..errors import ConveyorError
-from . import history, jobs, queues, schedules, service, worker
+from . import history, history_feed, jobs, queues, schedules, service, worker
 from .output import err_console
 
 __all__ = ["main"]
@@ -87,3 +87,6 @@ for _command in (
     service.dev,
 ):
     main.add_command(_command)
+# The hand-off commands live apart from the ones that read the store, in one group.
+for _command in (history_feed.archive, history_feed.enable, history_feed.disable, history_feed.backlog):
+    history.history.add_command(_command)

@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +26,6 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from ..client import AsyncClient
 from ..history import (
     ENV_URL,
     FinalState,
@@ -40,13 +37,8 @@ from ..history import (
     open_store,
     parse_url,
 )
-from ..history.archiver import archive_until_closed
 from ..history.documents import check_cursor, database_errors, iso, record_json, stats_row_json, text_of
 from ..history.query import BUCKET_SECONDS, MAX_LIMIT
-from ..ops import history as handoff
-from ..ops.history import DEFAULT_MAX_JOBS
-from ..ops.keys import QueueKeys, validate_queue_name
-from .options import json_option, log_level_option, url_option
 from .output import console, err_console, table, timestamp
 
 T = TypeVar("T")
@@ -123,7 +115,7 @@ class HistoryError(click.ClickException):
         err_console.print(f"[red]error:[/red] {escape(self.message)}", highlight=False)
 
 
-def _require_url(url: str | None, *, must_exist: bool) -> str:
+def require_url(url: str | None, *, must_exist: bool) -> str:
     if not url:
         raise HistoryError(
             "no history database named: pass --history-url sqlite:///path/to/history.db "
@@ -151,7 +143,7 @@ def run_store(
 ) -> T:
     """Open the store, run ``action`` on it in a fresh event loop, close it. A database that
     cannot be opened or read is one line on stderr and exit code 2."""
-    url = _require_url(url, must_exist=must_exist)
+    url = require_url(url, must_exist=must_exist)
 
     async def run() -> T:
         store = await open_store(url, config)
@@ -204,7 +196,7 @@ def _state_cell(state: FinalState) -> str:
     return f"[{style}]{state.value}[/{style}]" if style else state.value
 
 
-def _dump(data: Any) -> None:
+def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
@@ -291,7 +283,7 @@ def search(
     page = run_store(history_url, lambda store: store.search(query))
     if as_json:
         # The times as resolved too: a script that follows next_cursor passes them, not "2h".
-        _dump(
+        print_json(
             {
                 "items": [record_json(r) for r in page.items],
                 "next_cursor": page.next_cursor,
@@ -356,7 +348,7 @@ def show(history_url: str | None, queue: str, job_id: str | None, as_json: bool)
         )
         sys.exit(1)
     if as_json:
-        _dump(record_json(found, with_attempts=True))
+        print_json(record_json(found, with_attempts=True))
         return
     console.print(_record_fields(found))
     if found.attempt_log:
@@ -448,7 +440,7 @@ def stats(
     )
     rows = run_store(history_url, lambda store: store.stats(query))
     if as_json:
-        _dump(
+        print_json(
             {
                 "since": iso(query.since),
                 "until": iso(query.until),
@@ -503,7 +495,7 @@ def migrate(history_url: str | None, as_json: bool) -> None:
         history_url, lambda store: store.migrate(), must_exist=False, config=HistoryConfig(migrate=False)
     )
     if as_json:
-        _dump({"version": result.version, "applied": result.applied})
+        print_json({"version": result.version, "applied": result.applied})
         return
     if result.applied:
         console.print(f"history schema now at version {result.version}; applied: {', '.join(result.applied)}")
@@ -520,7 +512,7 @@ def prune(history_url: str | None, as_json: bool) -> None:
     config = HistoryConfig()
     result = run_store(history_url, lambda store: store.prune(), config=config)
     if as_json:
-        _dump(
+        print_json(
             {
                 "deleted": {state.value: count for state, count in result.deleted.items()},
                 "dropped_partitions": result.dropped_partitions,
@@ -546,163 +538,3 @@ def _kept(kept: timedelta | None) -> str:
     if kept.days and not kept.seconds and not kept.microseconds:
         return f"{kept.days} days"
     return str(kept)
-
-
-# ---------------------------------------------------------------- the hand-off from Redis
-@history.command()
-@url_option
-@history_url_option
-@click.option(
-    "--queue",
-    "-q",
-    "-Q",
-    "queues",
-    multiple=True,
-    help="A queue to archive (repeatable) [default: every queue, and those created later].",
-)
-@click.option(
-    "--batch", type=click.IntRange(1, 50_000), default=1000, show_default=True, help="Jobs per transaction."
-)
-@click.option(
-    "--claim-idle",
-    type=click.FloatRange(0.1),
-    default=30.0,
-    show_default=True,
-    help="Seconds after which entries another archiver read and did not store are taken over.",
-)
-@log_level_option
-def archive(
-    url: str, history_url: str | None, queues: tuple[str, ...], batch: int, claim_idle: float, log_level: str
-) -> None:
-    """Move finished jobs from Redis into the history database, until SIGTERM or Ctrl-C.
-
-    Turns history on for the queues it archives. Any number of archivers may run (workers
-    started with --history-url archive too): they share the work, and one that dies leaves
-    its entries to the others. Jobs keep running while the database is away; their records
-    wait in Redis (up to the bound of `conveyor history enable`) and are stored when it
-    returns.
-    """
-    from . import logs
-
-    logs.configure(log_level, "text")
-    target = _require_url(history_url, must_exist=False)
-    asyncio.run(_archive(url, target, list(queues), batch, claim_idle))
-
-
-async def _archive(url: str, history_url: str, queues: list[str], batch: int, claim_idle: float) -> None:
-    closing = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, closing.set)
-    async with AsyncClient.from_url(url) as client:
-        named = {queue: client.keys(validate_queue_name(queue)) for queue in queues}
-
-        async def every_queue() -> dict[str, QueueKeys]:
-            return {queue: client.keys(queue) for queue in await client.queues()}
-
-        await archive_until_closed(
-            client,
-            named,
-            history_url,
-            closing,
-            batch=batch,
-            claim_idle=claim_idle,
-            discover=None if queues else every_queue,
-        )
-
-
-@history.command()
-@url_option
-@click.option("--queue", "-q", "-Q", "queues", multiple=True, required=True, help="Queue (repeatable).")
-@click.option(
-    "--max-jobs",
-    type=click.IntRange(1),
-    default=DEFAULT_MAX_JOBS,
-    show_default=True,
-    help="Finished jobs Redis holds for the archivers at most; beyond, they are counted as dropped.",
-)
-def enable(url: str, queues: tuple[str, ...], max_jobs: int) -> None:
-    """Turn history on for QUEUE: from now on, every job that ends is handed to the archivers.
-
-    Also sets (or changes) the bound of what Redis holds while no archiver stores it. An
-    archiver turns history on by itself; this command is for setting the bound ahead.
-    """
-
-    async def run() -> None:
-        async with AsyncClient.from_url(url) as client:
-            for queue in queues:
-                bound = await client.run(
-                    handoff.enable(client.keys(validate_queue_name(queue)), max_jobs, replace=True)
-                )
-                console.print(
-                    f"history on for {queue}: Redis holds at most {bound:,} finished jobs for the archivers"
-                )
-
-    asyncio.run(run())
-
-
-@history.command()
-@url_option
-@click.option("--queue", "-q", "-Q", "queues", multiple=True, required=True, help="Queue (repeatable).")
-def disable(url: str, queues: tuple[str, ...]) -> None:
-    """Turn history off for QUEUE: jobs that end from now on are not recorded. What Redis
-    holds already is still archived. An archiver started later turns it on again."""
-
-    async def run() -> None:
-        async with AsyncClient.from_url(url) as client:
-            for queue in queues:
-                await client.run(handoff.disable(client.keys(validate_queue_name(queue))))
-                console.print(f"history off for {queue}")
-
-    asyncio.run(run())
-
-
-@history.command()
-@url_option
-@click.option(
-    "--queue", "-q", "-Q", "queues", multiple=True, help="Queue (repeatable) [default: every queue]."
-)
-@json_option
-def backlog(url: str, queues: tuple[str, ...], as_json: bool) -> None:
-    """What Redis holds for the archivers, per queue: entries waiting to be stored, those an
-    archiver is storing now, how old the oldest is, and how many were dropped because the
-    bound was reached."""
-
-    async def run() -> list[tuple[str, handoff.Backlog]]:
-        async with AsyncClient.from_url(url) as client:
-            names = [validate_queue_name(q) for q in queues] or await client.queues()
-            return [(queue, await client.run(handoff.backlog(client.keys(queue)))) for queue in names]
-
-    found = asyncio.run(run())
-    now_ms = time.time() * 1000
-    if as_json:
-        _dump(
-            [
-                {
-                    "queue": queue,
-                    "enabled": b.enabled,
-                    "max_jobs": b.max_jobs,
-                    "jobs": b.jobs,
-                    "entries": b.entries,
-                    "pending": b.pending,
-                    "dropped": b.dropped,
-                    "oldest_age_seconds": round((now_ms - b.oldest_ms) / 1000, 3) if b.oldest_ms else None,
-                }
-                for queue, b in found
-            ]
-        )
-        return
-    listing = table(
-        "History hand-off",
-        ("queue", "history", "jobs held", "entries being stored", "oldest", "jobs dropped"),
-    )
-    for queue, b in found:
-        listing.add_row(
-            queue,
-            f"on (max {b.max_jobs:,} jobs)" if b.enabled else "off",
-            f"{b.jobs:,}",
-            f"{b.pending:,}",
-            duration(now_ms - b.oldest_ms) if b.oldest_ms else "-",
-            f"[red]{b.dropped:,}[/red]" if b.dropped else "0",
-        )
-    console.print(listing)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any, TypeVar
 
 from .config import HistoryConfig
 from .query import Page, SearchQuery, StatsQuery, StatsRow
-from .records import FinalState, JobRecord
+from .records import JobRecord
 from .store import HistoryStore, MigrationResult, PruneResult, open_store
 
 T = TypeVar("T")
@@ -24,7 +24,8 @@ class SyncHistory:
     ::
 
         with Client.from_url(url, history_url="postgresql://...") as client:
-            for job in client.history.search(task="send_email", states=["failed"]).items:
+            failed = SearchQuery(task="send_email", states=["failed"])
+            for job in client.history.search(failed).items:
                 print(job.id, job.error_message)
     """
 
@@ -45,29 +46,9 @@ class SyncHistory:
         """The latest record of a job, with its attempts; None if there is none."""
         return self._call(self.store.get(queue, job_id))
 
-    def search(
-        self,
-        query: SearchQuery | None = None,
-        *,
-        id: str | None = None,
-        queue: str | None = None,
-        task: str | None = None,
-        states: Iterable[FinalState | str] | FinalState | str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        group: str | None = None,
-        worker: str | None = None,
-        text: str | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
-    ) -> Page:
-        """One page of matching records, newest first: ``query``, or one built from the
-        filters (see :class:`SearchQuery`). ``page.next_cursor`` asks for the next page."""
-        if query is None:
-            query = SearchQuery(
-                id=id, queue=queue, task=task, states=states, since=since, until=until,
-                group=group, worker=worker, text=text, cursor=cursor, limit=limit,
-            )  # fmt: skip
+    def search(self, query: SearchQuery) -> Page:
+        """One page of matching records, newest first; ``page.next_cursor`` (as
+        ``SearchQuery(cursor=...)``) asks for the next page."""
         return self._call(self.store.search(query))
 
     def stats(self, query: StatsQuery) -> list[StatsRow]:
