@@ -333,6 +333,11 @@ class Client(_Producer):
     def counts(self, queue: str) -> dict[str, int]:
         return self.run(ops.counts(self.keys(queue)))
 
+    def figures(self, queue: str, minutes: int = 60) -> ops.QueueFigures:
+        """The queue's state and what the fleet did with it: rates, wait and run times
+        (see :mod:`conveyor.ops.metrics`), with the last ``minutes`` minutes."""
+        return self.run(ops.figures(self.keys(queue), minutes))
+
     def list_jobs(
         self, queue: str, state: JobState | str, offset: int = 0, limit: int = 50
     ) -> tuple[list[Job], int]:
@@ -535,6 +540,10 @@ class AsyncClient(_Producer):
 
     async def counts(self, queue: str) -> dict[str, int]:
         return await self.run(ops.counts(self.keys(queue)))
+
+    async def figures(self, queue: str, minutes: int = 60) -> ops.QueueFigures:
+        """As :meth:`Client.figures`."""
+        return await self.run(ops.figures(self.keys(queue), minutes))
 
     async def list_jobs(
         self, queue: str, state: JobState | str, offset: int = 0, limit: int = 50

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from ledger import LedgerWriter, job_states
 
 from conveyor import Client, Tasks
@@ -39,6 +40,12 @@ def ledger_work(queue: str) -> Task[Any, int]:
 
 def knob(name: str, default: float) -> float:
     return float(os.environ.get(f"CONVEYOR_CHAOS_{name}", default))
+
+
+FULL = os.environ.get("CONVEYOR_CHAOS_FULL") == "1"
+full_only = pytest.mark.skipif(not FULL, reason="a variant run by make chaos only (CONVEYOR_CHAOS_FULL=1)")
+"""For the variants of a fault that make test leaves to make chaos, so that make test stays
+within its time: each fault keeps at least one variant in make test."""
 
 
 def report(name: str, row: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import ledger
 import pytest
-from harness import Producer, Workers, final_states, knob, ledger_work, report, settled
+from harness import Producer, Workers, final_states, full_only, knob, ledger_work, report, settled
 from redis.exceptions import RedisError
 from sentinels import DOWN_AFTER_MS, SentinelGroup
 
@@ -42,7 +42,14 @@ from conveyor.errors import ConveyorError
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize(
     ("how", "durable"),
-    [("kill", 0), ("kill", 1), ("forced", 0), ("forced", 1), ("forced-far", 0), ("forced-far", 1)],
+    [
+        pytest.param("kill", 0, marks=full_only),
+        ("kill", 1),
+        ("forced", 0),
+        pytest.param("forced", 1, marks=full_only),
+        pytest.param("forced-far", 0, marks=full_only),
+        pytest.param("forced-far", 1, marks=full_only),
+    ],
     ids=["kill", "kill-durable", "forced", "forced-durable", "forced-far", "forced-far-durable"],
 )
 def test_sentinel_failover_under_load(how: str, durable: int, tmp_path: Path) -> None:

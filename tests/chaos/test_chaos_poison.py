@@ -22,7 +22,7 @@ import ledger
 import orjson
 import pytest
 import redis
-from harness import Workers, final_states, finished, knob, report
+from harness import Workers, final_states, finished, full_only, knob, report
 
 from conveyor import Client, Tasks
 
@@ -175,7 +175,9 @@ def test_a_job_that_kills_its_worker_is_dead_lettered_after_max_crashes(
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("alone_after", [None, 1], ids=["last-chance-alone", "alone-after-1"])
+@pytest.mark.parametrize(
+    "alone_after", [pytest.param(None, marks=full_only), 1], ids=["last-chance-alone", "alone-after-1"]
+)
 def test_a_job_that_kills_its_worker_does_not_take_good_jobs_with_it(
     server_factory: Any, tmp_path: Path, alone_after: int | None
 ) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import ledger
 import pytest
-from harness import Producer, Workers, final_states, knob, ledger_work, report, settled
+from harness import Producer, Workers, final_states, full_only, knob, ledger_work, report, settled
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from conveyor import Client
@@ -24,7 +24,7 @@ from conveyor import Client
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-@pytest.mark.parametrize("fsync", ["always", "everysec"])
+@pytest.mark.parametrize("fsync", [pytest.param("always", marks=full_only), "everysec"])
 def test_redis_sigkill_and_aof_restart_under_load(fsync: str, server_factory: Any, tmp_path: Path) -> None:
     total = int(knob("AOF_JOBS", 3000))
     rate = knob("AOF_RATE", 300)

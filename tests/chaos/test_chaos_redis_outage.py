@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import ledger
 import pytest
-from harness import Workers, final_states, knob, ledger_work, report, settled
+from harness import Workers, final_states, full_only, knob, ledger_work, report, settled
 from ledger import LedgerWriter
 
 from conveyor import Client
@@ -133,8 +133,21 @@ def crash_counts(client: Client, queue: str, job_ids: list[str]) -> dict[str, in
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-@pytest.mark.parametrize("ratio", [0.5, 1.6], ids=["shorter-than-lease", "longer-than-lease"])
-@pytest.mark.parametrize("profile", ["fast-sweep", "defaults"])
+@pytest.mark.parametrize(
+    ("profile", "ratio"),
+    [
+        pytest.param("fast-sweep", 0.5, marks=full_only),
+        ("fast-sweep", 1.6),
+        pytest.param("defaults", 0.5, marks=full_only),
+        ("defaults", 1.6),
+    ],
+    ids=[
+        "fast-sweep-shorter-than-lease",
+        "fast-sweep-longer-than-lease",
+        "defaults-shorter-than-lease",
+        "defaults-longer-than-lease",
+    ],
+)
 def test_redis_outage_under_long_jobs_on_live_workers(
     profile: str, ratio: float, server_factory: Any, tmp_path: Path
 ) -> None:

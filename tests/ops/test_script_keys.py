@@ -202,6 +202,7 @@ async def test_every_key_a_script_touches_was_declared(
                 await asyncio.sleep(1.2)  # a schedule tick, a sweep, a heartbeat
             assert await _state_is(client, queue, handed_back.id, JobState.WAITING)
             await client.counts(queue)
+            await client.figures(queue, minutes=2)
             await client.list_jobs(queue, "completed")
             await client.enqueue(flaky.with_options(delay=60), 8)
             await client.purge(queue)

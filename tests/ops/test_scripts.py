@@ -35,6 +35,7 @@ CALLS = {
     "progress": lambda: ops.report(KEYS, "x", "1", "log", "line", 10, 1000),
     "schedule": lambda: schedules._tick(KEYS, Schedule("s", "t", every=1), 0, 1000, True),
     "counts": lambda: ops.counts(KEYS),
+    "figures": lambda: ops.figures(KEYS),
     "list": lambda: ops.list_jobs(KEYS, JobState.WAITING),
     "promote": lambda: ops.promote(KEYS, "x"),
     "child": lambda: flows.child_finished(KEYS, "x", "q c", "c", "null", RETAIN),

@@ -65,6 +65,7 @@ from .manage import (
     retry_failed,
     update_settings,
 )
+from .metrics import FIGURES, Histogram, Period, QueueFigures, figures
 from .reads import (
     AWAIT,
     COUNTS,
@@ -95,6 +96,7 @@ __all__ = [
     "ENQUEUE_PLAIN",
     "EXTEND",
     "FAIL",
+    "FIGURES",
     "LIST",
     "NOT_DEFERRED",
     "PROGRESS",
@@ -112,9 +114,12 @@ __all__ = [
     "Command",
     "Enqueued",
     "Event",
+    "Histogram",
     "NewJob",
     "Operation",
+    "Period",
     "Pipeline",
+    "QueueFigures",
     "Retention",
     "Script",
     "Step",
@@ -130,6 +135,7 @@ __all__ = [
     "enqueue_script",
     "extend",
     "fail",
+    "figures",
     "get_job",
     "get_settings",
     "job_logs",

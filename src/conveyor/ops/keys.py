@@ -23,6 +23,7 @@ from .script_keys import (
     EnqueuePlainKeys,
     ExtendKeys,
     FailKeys,
+    FiguresKeys,
     HistoryOnKeys,
     ListKeys,
     NotRunningKeys,
@@ -91,6 +92,7 @@ class QueueKeys:
         "lease_clock",
         "logs_prefix",
         "marker",
+        "metrics_prefix",
         "outbox",
         "parents",
         "prefix",
@@ -155,6 +157,10 @@ class QueueKeys:
         self.history_feed = base + "history_feed"
         """HASH: ``max`` entries the hand-off may hold (history is off without it), ``dropped``
         entries refused because it was full."""
+        self.metrics_prefix = base + "metrics:"
+        """Prefix of the HASHes of the queue's figures, kept by the scripts (jobs completed,
+        failed, retried, cancelled; wait and run time histograms): ``all`` since the queue
+        began, and one per minute for a day (see ``scripts/include/metrics.lua``)."""
         self.flows = base + "flows"
         """HASH of flows being created across queues (id -> nodes), replayed if the creator died."""
         self.rate = base + "rate"
@@ -191,6 +197,7 @@ class QueueKeys:
     for_promote = _layout(PromoteKeys)
     for_schedule = _layout(ScheduleKeys)
     for_counts = _layout(CountsKeys)
+    for_figures = _layout(FiguresKeys)
     for_list = _layout(ListKeys)
     for_child = _layout(ChildKeys)
     for_archived = _layout(ArchivedKeys)

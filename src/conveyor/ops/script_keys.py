@@ -67,6 +67,7 @@ class ClaimKeys(NamedTuple):
     suspects: str
     history: str
     history_feed: str
+    metrics_prefix: str
 
 
 class CompleteKeys(NamedTuple):
@@ -84,6 +85,8 @@ class CompleteKeys(NamedTuple):
     outbox: str
     history: str
     history_feed: str
+    metrics_prefix: str
+    settings: str
 
 
 class FailKeys(NamedTuple):
@@ -105,6 +108,8 @@ class FailKeys(NamedTuple):
     suspects: str
     history: str
     history_feed: str
+    metrics_prefix: str
+    settings: str
 
 
 class ExtendKeys(NamedTuple):
@@ -133,6 +138,8 @@ class SweepKeys(NamedTuple):
     lease_clock: str
     history: str
     history_feed: str
+    metrics_prefix: str
+    settings: str
 
 
 class RequeueKeys(NamedTuple):
@@ -196,6 +203,8 @@ class CancelKeys(NamedTuple):
     suspects: str
     history: str
     history_feed: str
+    metrics_prefix: str
+    settings: str
 
 
 class PromoteKeys(NamedTuple):
@@ -239,6 +248,24 @@ class CountsKeys(NamedTuple):
     group_prefix: str
     parents: str
     suspects: str
+
+
+class FiguresKeys(NamedTuple):
+    """``figures.lua``."""
+
+    waiting: str
+    prioritized: str
+    delayed: str
+    active: str
+    completed: str
+    failed: str
+    cancelled: str
+    group_prefix: str
+    parents: str
+    suspects: str
+    settings: str
+    metrics_prefix: str
+    job_prefix: str
 
 
 class ListKeys(NamedTuple):

@@ -5,6 +5,7 @@
 -- KEYS[7] events_key STREAM   KEYS[8] group_prefix   KEYS[9] outbox_key LIST (notes for parents
 --   in flows)   KEYS[10] parents_key ZSET   KEYS[11] suspects_key ZSET   KEYS[12] history_key STREAM
 -- KEYS[13] history_feed_key HASH (the history hand-off, see include/history.lua)
+-- KEYS[14] metrics_prefix of the queue's figures (see include/metrics.lua)   KEYS[15] settings_key HASH
 -- ARGV[1] id of the job   ARGV[2] reason JSON ({"by": ..., "reason": ...})
 -- ARGV[3] keep_count, ARGV[4] keep_ms: retention of cancelled jobs
 -- Returns: 'cancelled' when the job was waiting or delayed and is now cancelled;
@@ -14,6 +15,7 @@
 --   already finished.
 -- @include common
 -- @include history
+-- @include metrics
 
 local waiting_key = KEYS[1]
 local prioritized_key = KEYS[2]
@@ -28,6 +30,8 @@ local parents_key = KEYS[10]
 local suspects_key = KEYS[11]
 local history_key = KEYS[12]
 local history_feed_key = KEYS[13]
+local metrics_prefix = KEYS[14]
+local settings_key = KEYS[15]
 local id = ARGV[1]
 local reason = ARGV[2]
 local keep_count = tonumber(ARGV[3])
@@ -64,5 +68,8 @@ redis.call('HSET', key, 's', 'cancelled', 'ft', now, 'e', reason)
 keep_finished(cancelled_key, key, id, keep_count, keep_ms, now)
 trim_finished(cancelled_key, job_prefix, keep_count, keep_ms, now)
 emit(events_key, 'cancelled', 'id', id)
+local figures = metrics_new(metrics_prefix, settings_key)
+metrics_count(figures, 'cancelled', 1)
+metrics_flush(figures, now)
 if f[4] then tell_parent(outbox_key, f[4], id, 'x', reason, now) end
 return 'cancelled'

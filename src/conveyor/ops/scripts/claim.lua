@@ -29,6 +29,7 @@
 -- KEYS[14] outbox_key LIST (notes for parents in flows)   KEYS[15] suspects_key ZSET
 -- KEYS[16] history_key STREAM   KEYS[17] history_feed_key HASH (the history hand-off, see
 --   include/history.lua: for jobs that expired or had no task name)
+-- KEYS[18] metrics_prefix of the queue's figures (see include/metrics.lua: wait times)
 -- ARGV[1] max_jobs N   ARGV[2] lease_ms   ARGV[3] worker_id
 -- ARGV[4] promote_limit: max delayed jobs to promote
 -- ARGV[5] failed_keep_count, ARGV[6] failed_keep_ms: retention of failed jobs (for jobs that expired)
@@ -48,6 +49,7 @@
 -- Errors: none.
 -- @include common
 -- @include history
+-- @include metrics
 
 local waiting_key = KEYS[1]
 local prioritized_key = KEYS[2]
@@ -66,6 +68,7 @@ local outbox_key = KEYS[14]
 local suspects_key = KEYS[15]
 local history_key = KEYS[16]
 local history_feed_key = KEYS[17]
+local metrics_prefix = KEYS[18]
 local max_jobs = tonumber(ARGV[1])
 local lease_ms = tonumber(ARGV[2])
 local worker_id = ARGV[3]
@@ -275,10 +278,11 @@ if #ids > 0 then
   local deadline = now + lease_ms
   local leases = {}  -- score, member pairs for one ZADD
   local feed = nil  -- the history hand-off, looked up at the first job that ends here
+  local figures = metrics_new(metrics_prefix, settings_key)
   for i = 1, #ids do
     local id = ids[i]
     local key = job_prefix .. id
-    local f = redis.call('HMGET', key, 'n', 'a', 'k', 'o', 'at', 'x', 'wt', 'pa', 'co')
+    local f = redis.call('HMGET', key, 'n', 'a', 'k', 'o', 'at', 'x', 'wt', 'pa', 'co', 'ct', 'due', 'rd')
     token = token + 1
     if f[1] and f[6] and tonumber(f[6]) <= now then
       local err = cjson.encode({type = 'Expired', message = 'the job was not started before its time to live ran out',
@@ -289,12 +293,15 @@ if #ids > 0 then
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
       keep_finished(failed_key, key, id, failed_keep_count, failed_keep_ms, now)
       emit(events_key, 'failed', 'id', id, 'reason', 'expired')
+      metrics_count(figures, 'failed', 1)
       if group_of[id] then ring_again(group_prefix, group_of[id]) end
       if f[8] then tell_parent(outbox_key, f[8], id, 'f', err, now) end
     elseif f[1] then
       if group_of[id] then redis.call('HINCRBY', group_prefix .. 'active', group_of[id], 1) end
       local attempts = tonumber(f[5] or 0) + 1
       redis.call('HSET', key, 's', 'active', 'at', attempts, 'tk', token, 'st', now, 'w', worker_id)
+      -- Waited since it last became ready: enqueued (ct), due (delayed), requeued (rd).
+      metrics_observe(figures, 'w', now - math.max(tonumber(f[10] or now), tonumber(f[11] or 0), tonumber(f[12] or 0)))
       leases[#leases + 1] = deadline
       leases[#leases + 1] = id
       reply[#reply + 1] = id
@@ -317,12 +324,14 @@ if #ids > 0 then
       redis.call('HSET', key, 's', 'failed', 'ft', now, 'e', err)
       keep_finished(failed_key, key, id, failed_keep_count, failed_keep_ms, now)
       emit(events_key, 'failed', 'id', id, 'reason', 'bad_payload')
+      metrics_count(figures, 'failed', 1)
       if f[8] then tell_parent(outbox_key, f[8], id, 'f', err, now) end
     end
     -- An id without a hash was removed while it waited; there is nothing to run.
     if not f[1] and group_of[id] then ring_again(group_prefix, group_of[id]) end
   end
   if feed then close_hand_off(feed) end
+  metrics_flush(figures, now)
   if started > 0 then
     call_chunked('ZADD', active_key, leases)
     local started_ids = {}

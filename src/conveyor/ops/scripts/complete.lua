@@ -5,6 +5,7 @@
 -- KEYS[7] marker_key ZSET   KEYS[8] events_key STREAM   KEYS[9] group_prefix
 -- KEYS[10] outbox_key LIST (notes for parents in flows)   KEYS[11] history_key STREAM
 -- KEYS[12] history_feed_key HASH (the history hand-off, see include/history.lua)
+-- KEYS[13] metrics_prefix of the queue's figures (see include/metrics.lua)   KEYS[14] settings_key HASH
 -- ARGV[1] keep_count (-1 unlimited, 0 delete at once)   ARGV[2] keep_ms (-1 forever, 0 delete at once)
 -- then, from first_result (3) on, triples: id, fencing token, result JSON.
 -- Returns: an array with one integer per job: 1 recorded, 2 recorded and a note for its
@@ -14,6 +15,7 @@
 -- Errors: none.
 -- @include common
 -- @include history
+-- @include metrics
 
 local active_key = KEYS[1]
 local completed_key = KEYS[2]
@@ -27,15 +29,18 @@ local group_prefix = KEYS[9]
 local outbox_key = KEYS[10]
 local history_key = KEYS[11]
 local history_feed_key = KEYS[12]
+local metrics_prefix = KEYS[13]
+local settings_key = KEYS[14]
 local keep_count = tonumber(ARGV[1])
 local keep_ms = tonumber(ARGV[2])
 local first_result = 3
 
 local now = now_ms()
 local feed = history_feed(history_key, history_feed_key)
+local figures = metrics_new(metrics_prefix, settings_key)
 local out = {}
 local done_ids = {}
-local READ = {tk = 1, s = 2, wt = 3, g = 4, pa = 5}
+local READ = {tk = 1, s = 2, wt = 3, g = 4, pa = 5, st = 6}
 local kept = {}  -- score, member pairs for one ZADD to the completed set
 
 for i = first_result, #ARGV, 3 do
@@ -44,12 +49,13 @@ for i = first_result, #ARGV, 3 do
   local f, hash
   if feed then  -- the job is read whole, once, for its hand-off
     hash = redis.call('HGETALL', key)
-    f = pick_fields(hash, READ, 5)
+    f = pick_fields(hash, READ, 6)
   else
-    f = redis.call('HMGET', key, 'tk', 's', 'wt', 'g', 'pa')
+    f = redis.call('HMGET', key, 'tk', 's', 'wt', 'g', 'pa', 'st')
   end
   if f[1] == token and f[2] == 'active' then
     if f[4] then leave_group(group_prefix, f[4]) end
+    metrics_observe(figures, 'r', now - tonumber(f[6] or now))
     notify_waiters(done_prefix, id, f[3], 'c' .. result)
     if feed then hand_off_fields(feed, hash, id, 'completed', now, result) end
     if keep_count == 0 or keep_ms == 0 then
@@ -79,6 +85,8 @@ end
 
 if feed then close_hand_off(feed) end
 if #done_ids > 0 then
+  metrics_count(figures, 'completed', #done_ids)
+  metrics_flush(figures, now)
   call_chunked('ZREM', active_key, done_ids)
   call_chunked('ZADD', completed_key, kept)
   emit(events_key, 'completed', 'ids', table.concat(done_ids, ','))

@@ -7,6 +7,7 @@
 -- KEYS[13] outbox_key LIST (notes for parents in flows)   KEYS[14] suspects_key ZSET (a suspect
 --   retried at once goes back there; see sweep.lua)   KEYS[15] history_key STREAM
 -- KEYS[16] history_feed_key HASH (the history hand-off, see include/history.lua)
+-- KEYS[17] metrics_prefix of the queue's figures (see include/metrics.lua)   KEYS[18] settings_key HASH
 -- ARGV[1] keep_count for failed and cancelled jobs (-1 unlimited)   ARGV[2] keep_ms (-1 forever)
 -- then, from first_failure (3) on, groups of 5: id, fencing token, error JSON, retry delay ms,
 --   deferral cap.
@@ -23,6 +24,7 @@
 -- Errors: none.
 -- @include common
 -- @include history
+-- @include metrics
 
 local active_key = KEYS[1]
 local waiting_key = KEYS[2]
@@ -40,12 +42,15 @@ local outbox_key = KEYS[13]
 local suspects_key = KEYS[14]
 local history_key = KEYS[15]
 local history_feed_key = KEYS[16]
+local metrics_prefix = KEYS[17]
+local settings_key = KEYS[18]
 local keep_count = tonumber(ARGV[1])
 local keep_ms = tonumber(ARGV[2])
 local first_failure = 3
 
 local now = now_ms()
 local feed = history_feed(history_key, history_feed_key)
+local figures = metrics_new(metrics_prefix, settings_key)
 local out = {}
 local woke = false
 
@@ -58,6 +63,7 @@ local function finish(id, key, token, f, state, set_key, mark, err, code)
   redis.call('HSET', key, 's', state, 'ft', now, 'e', err, 'ak', token)
   keep_finished(set_key, key, id, keep_count, keep_ms, now)
   emit(events_key, state, 'id', id)
+  metrics_count(figures, state, 1)
   out[#out + 1] = code
   if f[6] then
     tell_parent(outbox_key, f[6], id, mark, err, now)
@@ -68,12 +74,13 @@ end
 for i = first_failure, #ARGV, 5 do
   local id, token, failure, delay, cap = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local key = job_prefix .. id
-  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p', 'g', 'pa', 'ab', 'su', 'ak')
+  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p', 'g', 'pa', 'ab', 'su', 'ak', 'st')
   if f[1] == token and f[2] == 'active' then
     delay = tonumber(delay)
     cap = tonumber(cap)
     redis.call('ZREM', active_key, id)
     if f[5] then leave_group(group_prefix, f[5]) end
+    metrics_observe(figures, 'r', now - tonumber(f[10] or now))
     if cap >= 0 then
       local deferrals = redis.call('HINCRBY', key, 'df', 1)
       if deferrals <= cap then
@@ -100,7 +107,7 @@ for i = first_failure, #ARGV, 5 do
       -- A retry. A deferral (cap >= 0) was no attempt (its count was given back above).
       if feed and cap < 0 then log_attempt(key, 'retried', now, failure) end
       if delay == 0 then
-        redis.call('HSET', key, 's', 'waiting', 'e', failure, 'ak', token)
+        redis.call('HSET', key, 's', 'waiting', 'e', failure, 'ak', token, 'rd', now)
         if f[8] then
           redis.call('ZADD', suspects_key, now, id)
         else
@@ -112,6 +119,7 @@ for i = first_failure, #ARGV, 5 do
         redis.call('ZADD', delayed_key, now + delay, id)
         emit(events_key, 'retrying', 'id', id, 'delay', delay)
       end
+      metrics_count(figures, 'retried', 1)
       woke = true
       out[#out + 1] = 1
     end
@@ -125,6 +133,7 @@ for i = first_failure, #ARGV, 5 do
 end
 
 if feed then close_hand_off(feed) end
+metrics_flush(figures, now)
 -- A retry is new work, and freed slots may let a worker that a concurrency limit kept
 -- waiting claim again.
 if woke or redis.call('LLEN', waiting_key) > 0 or redis.call('ZCARD', prioritized_key) > 0

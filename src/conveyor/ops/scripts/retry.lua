@@ -36,7 +36,7 @@ for i = 1, #ids do
   local key = job_prefix .. id
   if redis.call('ZREM', failed_key, id) == 1 and redis.call('EXISTS', key) == 1 then
     redis.call('PERSIST', key)
-    redis.call('HSET', key, 's', 'waiting', 'at', 0, 'cr', 0)
+    redis.call('HSET', key, 's', 'waiting', 'at', 0, 'cr', 0, 'rd', now_ms())
     redis.call('HDEL', key, 'ft', 'due', 'su', 'al')
     local f = redis.call('HMGET', key, 'p', 'g')
     push_ready(waiting_key, prioritized_key, sequence_key, id, tonumber(f[1] or 0), false, f[2], group_prefix)

@@ -22,6 +22,7 @@
 -- KEYS[10] group_prefix   KEYS[11] outbox_key LIST (notes for parents in flows)
 -- KEYS[12] suspects_key ZSET   KEYS[13] lease_clock_key HASH   KEYS[14] history_key STREAM
 -- KEYS[15] history_feed_key HASH (the history hand-off, see include/history.lua)
+-- KEYS[16] metrics_prefix of the queue's figures (see include/metrics.lua)   KEYS[17] settings_key HASH
 -- ARGV[1] max_crashes: a job whose worker was lost this many times is dead-lettered
 -- ARGV[2] limit: max jobs to look at   ARGV[3] failed_keep_count, ARGV[4] failed_keep_ms:
 --   retention of failed jobs
@@ -34,6 +35,7 @@
 -- Errors: none.
 -- @include common
 -- @include history
+-- @include metrics
 
 local active_key = KEYS[1]
 local waiting_key = KEYS[2]
@@ -50,6 +52,8 @@ local suspects_key = KEYS[12]
 local lease_clock_key = KEYS[13]
 local history_key = KEYS[14]
 local history_feed_key = KEYS[15]
+local metrics_prefix = KEYS[16]
+local settings_key = KEYS[17]
 local max_crashes = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local failed_keep_count = tonumber(ARGV[3])
@@ -94,12 +98,12 @@ for i = 1, #expired do
     else
       if feed then log_attempt(key, 'lost', now, nil) end
       if crashes >= alone_after or redis.call('HEXISTS', key, 'su') == 1 then
-        redis.call('HSET', key, 's', 'waiting', 'su', 1)
+        redis.call('HSET', key, 's', 'waiting', 'su', 1, 'rd', now)
         redis.call('ZADD', suspects_key, now, id)
         emit(events_key, 'stalled', 'id', id, 'crashes', crashes, 'alone', 1)
       else
         local priority = tonumber(redis.call('HGET', key, 'p') or 0)
-        redis.call('HSET', key, 's', 'waiting')
+        redis.call('HSET', key, 's', 'waiting', 'rd', now)
         push_ready(waiting_key, prioritized_key, sequence_key, id, priority, true, group, group_prefix)
         emit(events_key, 'stalled', 'id', id, 'crashes', crashes)
       end
@@ -109,6 +113,13 @@ for i = 1, #expired do
 end
 
 if feed then close_hand_off(feed) end
+if #expired > 0 then
+  -- A lost attempt is retried (it runs again) unless it was the last one allowed.
+  local figures = metrics_new(metrics_prefix, settings_key)
+  metrics_count(figures, 'retried', #recovered)
+  metrics_count(figures, 'failed', #dead)
+  metrics_flush(figures, now)
+end
 if #recovered > 0 then
   wake(marker_key)
 end

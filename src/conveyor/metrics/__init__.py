@@ -1,0 +1,9 @@
+"""What Conveyor measures and exports (issue 16).
+
+* :mod:`.exposition`: the Prometheus text format, written here.
+* :mod:`.buckets`: the one set of time buckets every histogram uses.
+* :mod:`.fleet`: figures true for the whole fleet, read from Redis (``/metrics`` of the API,
+  ``conveyor metrics``).
+* :mod:`.worker`: one worker process's own figures (``conveyor worker --metrics-port``).
+* :mod:`.redis_health`: the Redis server's health and the settings that can lose jobs.
+"""

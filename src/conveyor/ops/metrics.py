@@ -1,0 +1,174 @@
+"""A queue's figures for monitoring: its state now, and what the whole fleet did with it.
+
+The scripts that move jobs keep the counts and time histograms in Redis as they go (see
+``scripts/include/metrics.lua``): totals since the queue began, and one set per minute for
+a day. :func:`figures` reads them with the queue's state in one consistent snapshot, so the
+API's ``/metrics``, ``conveyor metrics``, ``conveyor info --watch``, the dashboard and an
+autoscaler all read one truth, whichever process asks and without Prometheus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..metrics.buckets import BOUNDS_SECONDS, quantile
+from .keys import QueueKeys
+from .scripts import load
+from .steps import Script, Step, as_dict
+
+FIGURES = load("figures")
+
+OUTCOMES = ("completed", "failed", "retried", "cancelled")
+"""What the scripts count: jobs completed, dead-lettered, sent to run again, cancelled."""
+
+_BUCKETS = len(BOUNDS_SECONDS) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Durations in the buckets of :data:`conveyor.metrics.buckets.BOUNDS_SECONDS`."""
+
+    counts: tuple[int, ...] = (0,) * _BUCKETS
+    """Per bucket (not cumulative); the last one holds what is past the last bound."""
+    sum_seconds: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def quantile(self, q: float) -> float | None:
+        """Estimated ``q`` quantile (0..1) in seconds; None without observations."""
+        return quantile(self.counts, q)
+
+    @property
+    def mean(self) -> float | None:
+        return self.sum_seconds / self.count if self.count else None
+
+    def __add__(self, other: Histogram) -> Histogram:
+        return Histogram(
+            tuple(a + b for a, b in zip(self.counts, other.counts, strict=True)),
+            self.sum_seconds + other.sum_seconds,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """What happened to a queue's jobs over a period (a minute, a window, all time)."""
+
+    completed: int = 0
+    failed: int = 0
+    """Dead-lettered: failed for good."""
+    retried: int = 0
+    cancelled: int = 0
+    wait: Histogram = field(default_factory=Histogram)
+    """From enqueued (or due, or handed back) to started."""
+    run: Histogram = field(default_factory=Histogram)
+    """From started to the outcome recorded."""
+
+    def __add__(self, other: Period) -> Period:
+        return Period(
+            self.completed + other.completed,
+            self.failed + other.failed,
+            self.retried + other.retried,
+            self.cancelled + other.cancelled,
+            self.wait + other.wait,
+            self.run + other.run,
+        )
+
+    @classmethod
+    def parse(cls, flat: Sequence[Any]) -> Period:
+        """From a metrics HASH's HGETALL reply (fields: see include/metrics.lua)."""
+        fields = {str(k): int(v) for k, v in as_dict(flat).items()}
+
+        def histogram(kind: str) -> Histogram:
+            counts = tuple(fields.get(f"{kind}{i}", 0) for i in range(_BUCKETS))
+            return Histogram(counts, fields.get(f"{kind}s", 0) / 1000)
+
+        return cls(
+            fields.get("completed", 0),
+            fields.get("failed", 0),
+            fields.get("retried", 0),
+            fields.get("cancelled", 0),
+            histogram("w"),
+            histogram("r"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFigures:
+    """One queue's state at ``now_ms`` and its figures, as :func:`figures` read them."""
+
+    queue: str
+    now_ms: int
+    counts: dict[str, int]
+    """Jobs per state, as ``client.counts`` gives them."""
+    suspects: int
+    delayed_due: int
+    """Delayed jobs already due that no claim has promoted yet (they wait, too)."""
+    oldest_waiting_s: float
+    """How long the job waiting longest has waited (0 when none waits). Exact for plain and
+    prioritized lines; for grouped jobs, from the first groups of the ring."""
+    paused: bool
+    concurrency: int | None
+    rate_max: int | None
+    rate_window_s: float | None
+    totals: Period
+    """Since the queue began (Prometheus counters and histograms)."""
+    minutes: list[tuple[int, Period]]
+    """``(minute, figures)``, oldest first, the last one being the current (still filling)
+    minute; minute = ms since the epoch // 60,000."""
+
+    def window(self, minutes: int) -> Period:
+        """The figures of the last ``minutes`` whole minutes plus the current one."""
+        recent = self.minutes[-(minutes + 1) :]
+        total = Period()
+        for _, period in recent:
+            total = total + period
+        return total
+
+    def rate_per_minute(self, outcome: str, minutes: int = 5) -> float:
+        """Jobs per minute with ``outcome`` (one of :data:`OUTCOMES`), over the last
+        ``minutes`` whole minutes and the part of the current one that has passed."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
+        spanned = min(minutes, len(self.minutes) - 1) + (self.now_ms % 60_000) / 60_000
+        if spanned <= 0:
+            return 0.0
+        count: int = getattr(self.window(minutes), outcome)
+        return count / spanned
+
+
+def figures(keys: QueueKeys, minutes: int = 60) -> Generator[Step, Any, QueueFigures]:
+    """The queue's state and figures, with the last ``minutes`` minutes (at most a day)."""
+    if not 0 <= minutes <= 1440:
+        raise ValueError("minutes must be between 0 and 1440 (the figures are kept for a day)")
+    reply = yield Script(FIGURES, keys.for_figures, (minutes,))
+    now = int(reply[0])
+    waiting, delayed, active, completed, failed, cancelled, children = (int(v) for v in reply[1:8])
+    oldest = int(reply[10])
+    concurrency, rate_max, rate_ms = int(reply[12]), int(reply[13]), int(reply[14])
+    first_minute = int(reply[16])
+    return QueueFigures(
+        queue=keys.queue,
+        now_ms=now,
+        counts={
+            "waiting": waiting,
+            "delayed": delayed,
+            "active": active,
+            "completed": completed,
+            "failed": failed,
+            "cancelled": cancelled,
+            "waiting_children": children,
+        },
+        suspects=int(reply[8]),
+        delayed_due=int(reply[9]),
+        oldest_waiting_s=max(0.0, (now - oldest) / 1000) if oldest >= 0 else 0.0,
+        paused=reply[11] == 1,
+        concurrency=concurrency if concurrency >= 0 else None,
+        rate_max=rate_max if rate_max >= 0 else None,
+        rate_window_s=rate_ms / 1000 if rate_max >= 0 else None,
+        totals=Period.parse(reply[15]),
+        minutes=[(first_minute + i, Period.parse(flat)) for i, flat in enumerate(reply[17:])],
+    )

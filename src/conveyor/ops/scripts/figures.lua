@@ -1,0 +1,96 @@
+-- figures: a queue's state and figures for monitoring (issue 16), in one consistent read:
+-- job counts, how long the oldest waiting job has waited, delayed jobs already due, limits,
+-- and the figures the scripts keep (see include/metrics.lua): totals and the last minutes.
+--
+-- KEYS[1] waiting_key LIST   KEYS[2] prioritized_key ZSET   KEYS[3] delayed_key ZSET
+-- KEYS[4] active_key ZSET   KEYS[5] completed_key ZSET   KEYS[6] failed_key ZSET
+-- KEYS[7] cancelled_key ZSET   KEYS[8] group_prefix   KEYS[9] parents_key ZSET
+-- KEYS[10] suspects_key ZSET   KEYS[11] settings_key HASH   KEYS[12] metrics_prefix of the queue's figures
+-- KEYS[13] job_prefix of job hashes
+-- ARGV[1] minutes: how many whole minutes before the current one to return (0: none)
+-- Returns: {now_ms, waiting, delayed, active, completed, failed, cancelled, waiting_children,
+--   suspects, delayed_due, oldest_ready_ms (-1: nothing waits), paused (0/1),
+--   concurrency (-1: none), rate_max (-1: none), rate_ms, totals (flat HGETALL),
+--   first_minute, minute_1 (flat), ..., minute_n (flat)}
+--   The minutes run from first_minute (oldest) to the current one, which is still filling.
+-- Errors: none.
+-- @include common
+
+local waiting_key = KEYS[1]
+local prioritized_key = KEYS[2]
+local delayed_key = KEYS[3]
+local active_key = KEYS[4]
+local completed_key = KEYS[5]
+local failed_key = KEYS[6]
+local cancelled_key = KEYS[7]
+local group_prefix = KEYS[8]
+local parents_key = KEYS[9]
+local suspects_key = KEYS[10]
+local settings_key = KEYS[11]
+local metrics_prefix = KEYS[12]
+local job_prefix = KEYS[13]
+local minutes = tonumber(ARGV[1])
+
+-- How many groups' lines are looked at for the oldest waiting job: a queue with thousands
+-- of groups gives an estimate from the first ones in the ring, not a scan.
+local GROUPS_LOOKED_AT = 20
+
+local now = now_ms()
+local oldest = -1
+
+-- When a waiting job last became ready: enqueued (ct), due (delayed) or requeued (rd).
+local function consider(id)
+  if not id then return end
+  local f = redis.call('HMGET', job_prefix .. id, 'ct', 'due', 'rd')
+  if not f[1] then return end
+  local ready = math.max(tonumber(f[1]), tonumber(f[2] or 0), tonumber(f[3] or 0))
+  if oldest < 0 or ready < oldest then oldest = ready end
+end
+
+-- Plain jobs leave the waiting list from its right end: the oldest is there. In the
+-- prioritized line the first is the next out and the last the one waiting behind all
+-- others; a grouped line likewise; suspects by when they were handed back.
+local tail = redis.call('LRANGE', waiting_key, -1, -1)
+consider(tail[1])
+for _, range in ipairs({{0, 0}, {-1, -1}}) do
+  local ids = redis.call('ZRANGE', prioritized_key, range[1], range[2])
+  consider(ids[1])
+end
+local first_suspect = redis.call('ZRANGE', suspects_key, 0, 0)
+consider(first_suspect[1])
+local groups = redis.call('ZRANGE', group_prefix .. 'ring', 0, GROUPS_LOOKED_AT - 1)
+for i = 1, #groups do
+  local line = group_prefix .. 'q:' .. groups[i]
+  consider(redis.call('ZRANGE', line, 0, 0)[1])
+  consider(redis.call('ZRANGE', line, -1, -1)[1])
+end
+-- A delayed job that is due waits too, until a claim promotes it.
+local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
+if due[2] and (oldest < 0 or tonumber(due[2]) < oldest) then oldest = tonumber(due[2]) end
+
+local settings = redis.call('HMGET', settings_key, 'paused', 'concurrency', 'rate_max', 'rate_ms')
+local suspects = redis.call('ZCARD', suspects_key)
+local reply = {
+  now,
+  redis.call('LLEN', waiting_key) + redis.call('ZCARD', prioritized_key) + grouped_waiting(group_prefix) + suspects,
+  redis.call('ZCARD', delayed_key),
+  redis.call('ZCARD', active_key),
+  redis.call('ZCARD', completed_key),
+  redis.call('ZCARD', failed_key),
+  redis.call('ZCARD', cancelled_key),
+  redis.call('ZCARD', parents_key),
+  suspects,
+  redis.call('ZCOUNT', delayed_key, '-inf', now),
+  oldest,
+  settings[1] and 1 or 0,
+  tonumber(settings[2] or -1),
+  tonumber(settings[3] or -1),
+  tonumber(settings[4] or 0),
+  redis.call('HGETALL', metrics_prefix .. 'all'),
+}
+local current = math.floor(now / 60000)
+reply[#reply + 1] = current - minutes
+for minute = current - minutes, current do
+  reply[#reply + 1] = redis.call('HGETALL', metrics_prefix .. minute)
+end
+return reply

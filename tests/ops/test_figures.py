@@ -1,0 +1,142 @@
+"""The queue figures the scripts keep (include/metrics.lua) and figures.lua reads back."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from conveyor import Client, Tasks, ops
+from conveyor.metrics.buckets import BOUNDS_SECONDS, bucket_of, quantile
+
+pytestmark = pytest.mark.cluster_too  # also on a cluster in the default suite (conftest.py)
+
+KEEP = ops.Retention(-1, -1)
+
+
+def enqueue(client: Client, queue: str, n: int, **options: object) -> None:
+    tasks = Tasks(queue=queue)
+
+    @tasks.task
+    async def work(i: int) -> int:
+        return i
+
+    task = work.with_options(**options) if options else work  # type: ignore[arg-type]
+    client.enqueue_many([task.call(i) for i in range(n)])
+
+
+def claim(client: Client, queue: str, n: int) -> list[ops.Claimed]:
+    return client.run(ops.claim(client.keys(queue), n, 60_000, "w1")).jobs
+
+
+def test_a_new_queue_has_zero_figures(client: Client, queue: str) -> None:
+    figures = client.figures(queue, minutes=5)
+    assert figures.totals == ops.Period()
+    assert figures.oldest_waiting_s == 0.0 and figures.delayed_due == 0
+    assert len(figures.minutes) == 6 and all(period == ops.Period() for _, period in figures.minutes)
+    assert figures.minutes[-1][0] == figures.now_ms // 60_000
+    assert figures.rate_per_minute("completed") == 0.0
+
+
+def test_every_outcome_is_counted_once(client: Client, queue: str) -> None:
+    enqueue(client, queue, 10)
+    keys = client.keys(queue)
+    jobs = claim(client, queue, 10)
+    assert len(jobs) == 10
+    client.run(ops.complete(keys, KEEP, [(j.id, j.token, b"1") for j in jobs[:4]]))
+    # a stale token is refused and counted as nothing
+    client.run(ops.complete(keys, KEEP, [(jobs[4].id, "999999", b"1")]))
+    client.run(
+        ops.fail(
+            keys,
+            KEEP,
+            [
+                (jobs[4].id, jobs[4].token, b'{"type": "E"}', 0, ops.NOT_DEFERRED),  # retried now
+                (jobs[5].id, jobs[5].token, b'{"type": "E"}', 60_000, ops.NOT_DEFERRED),  # retried later
+                (jobs[6].id, jobs[6].token, b'{"type": "E"}', ops.RETRY_NEVER, ops.NOT_DEFERRED),
+                (jobs[7].id, jobs[7].token, b'{"type": "E"}', ops.CANCELLED, ops.NOT_DEFERRED),
+            ],
+        )
+    )
+    # the same batch again (its reply lost): recorded already, not counted twice
+    client.run(ops.complete(keys, KEEP, [(j.id, j.token, b"1") for j in jobs[:4]]))
+    client.cancel(queue, claim(client, queue, 1)[0].id)  # running: only asks for an abort
+    figures = client.figures(queue, minutes=1)
+    totals = figures.totals
+    assert (totals.completed, totals.retried, totals.failed, totals.cancelled) == (4, 2, 1, 1)
+    assert totals.wait.count == 11, "ten claims, and the one retried at once claimed again"
+    assert totals.run.count == 8, "every attempt whose outcome was recorded"
+    assert figures.window(1) == totals, "all of it happened in the last minute or two"
+    assert figures.counts["failed"] == 1 and figures.counts["cancelled"] == 1
+
+
+def test_waits_and_runs_land_in_their_buckets(client: Client, raw: redis.Redis, queue: str) -> None:
+    enqueue(client, queue, 3)
+    time.sleep(0.3)  # they wait at least 0.3 s
+    jobs = claim(client, queue, 3)
+    time.sleep(0.06)  # and run at least 60 ms
+    client.run(ops.complete(client.keys(queue), KEEP, [(j.id, j.token, b"1") for j in jobs]))
+    totals = client.figures(queue).totals
+    assert totals.wait.count == 3 and totals.run.count == 3
+    low_wait = bucket_of(0.3)
+    assert sum(totals.wait.counts[:low_wait]) == 0 and 0.3 <= totals.wait.sum_seconds / 3 < 5
+    assert sum(totals.run.counts[: bucket_of(0.06)]) == 0 and 0.06 <= totals.run.sum_seconds / 3 < 5
+    p50 = totals.wait.quantile(0.5)
+    assert p50 is not None and 0.25 <= p50 <= 1.0
+    # the minute key expires with the day (default retention)
+    minute_key = client.keys(queue).metrics_prefix + f"{client.figures(queue, 0).minutes[-1][0]}"
+    assert 86_000_000 < raw.pttl(minute_key) <= 86_400_000
+
+
+def test_a_delayed_job_waits_from_when_it_was_due(client: Client, queue: str) -> None:
+    enqueue(client, queue, 1, delay=0.2)
+    time.sleep(0.25)
+    figures = client.figures(queue)
+    assert figures.delayed_due == 1, "due, not yet promoted: it waits"
+    assert 0.0 < figures.oldest_waiting_s < 5
+    jobs = claim(client, queue, 1)
+    assert len(jobs) == 1
+    wait = client.figures(queue).totals.wait
+    assert wait.count == 1 and wait.sum_seconds < 1.0, "counted from due, not from enqueue"
+
+
+def test_the_oldest_waiting_job(client: Client, queue: str) -> None:
+    enqueue(client, queue, 2)
+    time.sleep(0.2)
+    enqueue(client, queue, 2, priority=5)
+    figures = client.figures(queue)
+    assert figures.counts["waiting"] == 4
+    assert 0.2 <= figures.oldest_waiting_s < 5
+    claim(client, queue, 4)
+    assert client.figures(queue).oldest_waiting_s == 0.0
+
+
+def test_lost_jobs_count_as_retried_then_failed(client: Client, raw: redis.Redis, queue: str) -> None:
+    enqueue(client, queue, 1)
+    keys = client.keys(queue)
+    for crash in (1, 2):
+        [job] = claim(client, queue, 1)
+        raw.zadd(keys.active, {job.id: 0})  # its lease ran out: its worker died
+        swept = client.run(ops.sweep(keys, 2, KEEP))
+        assert (swept.recovered if crash == 1 else swept.dead) == [job.id]
+    totals = client.figures(queue).totals
+    assert (totals.retried, totals.failed, totals.run.count) == (1, 1, 0), "a lost run has no known end"
+    assert totals.wait.count == 2
+
+
+def test_settings_shorten_how_long_minutes_are_kept(client: Client, raw: redis.Redis, queue: str) -> None:
+    raw.hset(client.keys(queue).settings, "metrics_keep_ms", 120_000)
+    enqueue(client, queue, 1)
+    claim(client, queue, 1)
+    minute = client.figures(queue, 0).minutes[-1][0]
+    assert 0 < raw.pttl(client.keys(queue).metrics_prefix + f"{minute}") <= 120_000
+
+
+def test_quantile_interpolates_within_a_bucket() -> None:
+    counts = [0] * (len(BOUNDS_SECONDS) + 1)
+    counts[bucket_of(0.007)] = 10  # all between 5 and 10 ms
+    assert quantile(counts, 0.5) == pytest.approx(0.0075)
+    assert quantile([0] * len(counts), 0.5) is None
+    counts[-1] = 100  # past the last bound: reported as the last bound
+    assert quantile(counts, 0.99) == BOUNDS_SECONDS[-1]
