@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import ops
+from . import ops, tracing
 from .config import Settings
 from .errors import ConfigurationError, JobNotFound, ResultTimeout
 from .flows import Flow, FlowHandle
@@ -99,6 +99,7 @@ class _Producer:
         self.settings = settings
         self._keys: dict[str, QueueKeys] = {}
         self._known_queues: set[str] = set()
+        tracing.from_env()  # CONVEYOR_TRACING=1 turns tracing on for the process
 
     def keys(self, queue: str) -> QueueKeys:
         keys = self._keys.get(queue)
@@ -112,6 +113,13 @@ class _Producer:
         return encode_job(call, job_id, self.settings.max_payload_bytes)
 
     def _enqueue_ops(self, calls: Sequence[TaskCall[Any]]) -> Generator[ops.Step, Any, list[ops.Enqueued]]:
+        """The enqueue of ``calls``; while tracing is on, in a producer span whose context
+        each job carries (see :mod:`conveyor.tracing`)."""
+        if tracing.active is None:
+            return self._enqueue_calls(calls)
+        return tracing.active.enqueue(calls, self._enqueue_calls)
+
+    def _enqueue_calls(self, calls: Sequence[TaskCall[Any]]) -> Generator[ops.Step, Any, list[ops.Enqueued]]:
         results = yield from self._write_calls(calls)
         # A generated id can already exist for two reasons. If that job has the same task and
         # arguments, it is this enqueue's own: a retry below us (redis-py re-sends a command

@@ -104,10 +104,20 @@ class EnqueueOptions:
     group: str | None = None
     """Group key (a tenant, a customer, an API host): groups are served round-robin and held
     to the queue's per-group limits (``set_limits(group_concurrency=, group_rate=)``)."""
+    traceparent: str | None = None
+    """W3C trace context of the enqueue (``00-<trace id>-<span id>-<flags>``), kept in the
+    job's options under this name so that a producer in any language can set it; the
+    worker's span of the job continues that trace (see :mod:`conveyor.tracing`)."""
+    tracestate: str | None = None
+    """The W3C ``tracestate`` that goes with ``traceparent``."""
 
     def stored(self) -> dict[str, Any]:
         """The overrides the worker must see, as they are kept in the job (only those given)."""
         out: dict[str, Any] = {}
+        if self.traceparent is not None:
+            out["traceparent"] = self.traceparent
+            if self.tracestate:
+                out["tracestate"] = self.tracestate
         if self.retries is not None:
             out["retries"] = self.retries
         if self.backoff is not None:

@@ -313,10 +313,13 @@ async def test_worker_registry_lists_live_workers(aclient: AsyncClient, tasks: T
     async def noop() -> None: ...
 
     async with running_worker(tasks, url) as worker:
-        await asyncio.sleep(0.1)
-        ids = [w["id"] for w in await aclient.workers()]
-        assert worker.id in ids
+        # It registers as it starts, soon after running_worker returns.
+        await wait_until(lambda: _listed(aclient, worker.id))
     assert worker.id not in [w["id"] for w in await aclient.workers()]
+
+
+async def _listed(aclient: AsyncClient, worker_id: str) -> bool:
+    return worker_id in [w["id"] for w in await aclient.workers()]
 
 
 async def test_warns_when_redis_may_evict_jobs(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,11 +15,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from .models import Health
+from ..client import AsyncClient
+from ..metrics import redis_health
+from .metrics import metrics_router
+from .models import Health, Readiness
 from .problems import Problem, from_validation, responses
 from .routes import SECURITY_SCHEME, api_router
 from .service import ApiService
 from .settings import ApiSettings
+
+log = logging.getLogger("conveyor.api")
 
 DESCRIPTION = """\
 Enqueue and manage Conveyor jobs from any language.
@@ -35,7 +42,13 @@ def create_app(settings: ApiSettings | None = None, service: ApiService | None =
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         archiving = service.start_archiving()
+        # In the background: a Redis that is down must not hold up the start (readiness says so).
+        checking = asyncio.create_task(
+            redis_health.warn_if_unsafe(service.client, log), name="conveyor-redis-check"
+        )
         yield
+        checking.cancel()  # still waiting on a Redis that does not answer
+        await asyncio.wait([checking])
         await service.stop_archiving(archiving)
         await service.aclose()
 
@@ -52,6 +65,7 @@ def create_app(settings: ApiSettings | None = None, service: ApiService | None =
     if settings.docs:
         _serve_docs(app)
     app.include_router(api_router(service))
+    app.include_router(metrics_router(service))
     install_security_scheme(app)
 
     @app.get(
@@ -66,20 +80,29 @@ def create_app(settings: ApiSettings | None = None, service: ApiService | None =
 
     @app.get(
         "/readyz",
-        response_model=Health,
+        response_model=Readiness,
         tags=["health"],
         responses=responses(503),
-        summary="Redis is reachable and the scripts are loaded",
+        summary="Redis is reachable and the scripts are loaded; how Redis is set up",
         operation_id="readyz",
     )
     async def readyz() -> Response:
+        """200 when Redis answers (the scripts are loaded then), with the checks of
+        ``conveyor health`` in the body; 503 when it does not.
+
+        A failed check (an eviction policy that can lose jobs, memory nearly full) does not
+        make the API unready: every replica shares the same Redis, so a 503 would take all of
+        them out of the load balancer at once, turning a risk into an outage while enqueues
+        still succeed, and no restart of the API fixes a Redis setting. It shows in the body
+        (``health``: ``fail``), in ``conveyor health``'s exit code and in the exported
+        ``conveyor_redis_*`` figures, where alerts belong."""
         try:
             await service.client.load_scripts()
         except Exception:
             return Problem(
                 503, "Redis is not reachable; the API cannot serve jobs yet", code="not-ready"
             ).response("/readyz")
-        return Response(b'{"status":"ready"}', media_type="application/json")
+        return Response(orjson.dumps(await readiness(service.client)), media_type="application/json")
 
     # Errors outside the router (unknown paths, wrong methods) are problems too.
     @app.exception_handler(StarletteHTTPException)
@@ -104,6 +127,22 @@ def create_app(settings: ApiSettings | None = None, service: ApiService | None =
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
         )
     return app
+
+
+async def readiness(client: AsyncClient) -> dict[str, Any]:
+    """``/readyz``'s body once Redis answered."""
+    try:
+        found = await redis_health.aread(client)
+    except Exception as exc:  # INFO denied to this user, say: Redis answered, so still ready
+        log.debug("could not read Redis's health: %r", exc)
+        verdicts = [redis_health.Check("redis", "warn", "Redis answers, but its INFO could not be read")]
+    else:
+        verdicts = redis_health.checks(found)
+    return {
+        "status": "ready",
+        "health": redis_health.overall(verdicts),
+        "checks": [check.as_dict() for check in verdicts],
+    }
 
 
 def install_security_scheme(app: FastAPI) -> None:

@@ -274,3 +274,18 @@ class WorkerList(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class HealthCheck(BaseModel):
+    name: str = Field(description="redis, memory, eviction_policy, persistence")
+    status: Literal["ok", "warn", "fail"]
+    message: str
+
+
+class Readiness(BaseModel):
+    """``/readyz`` once Redis answers: ready, with the verdicts on how Redis is set up.
+    A failed check does not make the API unready (see ``create_app``)."""
+
+    status: str = Field(description="ready")
+    health: Literal["ok", "warn", "fail"] = Field(description="The worst status among the checks")
+    checks: list[HealthCheck]

@@ -12,6 +12,7 @@ from fastapi import APIRouter
 
 from .history import add_history_routes
 from .jobs import add_job_routes
+from .metrics import add_figures_routes
 from .problems import responses
 from .queues import add_queue_routes
 from .routing import COMMON, SECURITY_SCHEME, make_route_class
@@ -39,5 +40,6 @@ def api_router(service: ApiService, *, operation_prefix: str = "") -> APIRouter:
     add_queue_routes(router, service)
     add_schedule_routes(router, service)
     add_history_routes(router, service)
+    add_figures_routes(router, service)
     route_class.siblings = router.routes  # for the Allow of a 405
     return router

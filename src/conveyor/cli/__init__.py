@@ -2,7 +2,8 @@
 
 This module holds the command group, the mapping of failures to exit codes, and the list of commands; each
 family of commands lives in its own module: :mod:`.worker`, :mod:`.jobs`, :mod:`.queues`, :mod:`.schedules`,
-:mod:`.history` and :mod:`.history_feed` (the ``history`` group), :mod:`.service` (``api``, ``dev``).
+:mod:`.history` and :mod:`.history_feed` (the ``history`` group), :mod:`.service` (``api``, ``dev``),
+:mod:`.live` (``events``, ``logs`` and the ``--watch`` views).
 :mod:`.options` declares what a command acts on, :mod:`.output` how it prints.
 """
 
@@ -16,7 +17,7 @@ import redis
 
 from .. import __version__
 from ..errors import ConveyorError
-from . import history, history_feed, jobs, queues, schedules, service, worker
+from . import health, history, history_feed, jobs, live, metrics, queues, schedules, service, worker
 from .output import err_console
 
 __all__ = ["main"]
@@ -73,6 +74,8 @@ for _command in (
     queues.info,
     jobs.job,
     jobs.jobs,
+    live.logs,
+    live.events,
     queues.workers,
     jobs.retry,
     queues.purge,
@@ -84,7 +87,9 @@ for _command in (
     schedules.schedules,
     history.history,
     service.api,
+    metrics.metrics,
     service.dev,
+    health.health,
 ):
     main.add_command(_command)
 # The hand-off commands live apart from the ones that read the store, in one group.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Any
 
 import click
@@ -12,6 +11,7 @@ from rich.table import Table
 
 from ..client import UNSET
 from ..redis.connect import redact
+from . import live
 from .options import (
     STATES,
     connect,
@@ -22,7 +22,7 @@ from .options import (
     require_known_queue,
     url_option,
 )
-from .output import console, err_console, table
+from .output import console, err_console
 
 
 @click.command()
@@ -37,9 +37,36 @@ from .output import console, err_console, table
     help="Only these queues (repeatable, or comma-separated as for the worker).",
 )
 @json_option
-def info(url: str, queue_names: tuple[str, ...], as_json: bool) -> None:
-    """A table of queues: how many jobs each holds in every state, whether it is paused, its limits."""
+@live.watch_options
+def info(
+    url: str,
+    queue_names: tuple[str, ...],
+    as_json: bool,
+    watch: bool,
+    interval: float,
+    count: int | None,
+) -> None:
+    """A table of queues: how many jobs each holds in every state, whether it is paused, its limits.
+
+    With --watch, a live view of what the whole fleet does with each queue instead: jobs
+    waiting, delayed, active and failed; jobs completed, failed for good and retried per
+    minute and the 95th percentile of wait and run times, over the last 5 minutes; how long
+    the oldest job has waited; whether the queue is paused; how many live workers serve it.
+
+    \b
+    Examples:
+      conveyor info --watch                       a live table; Ctrl-C to quit
+      conveyor info -w -q emails >> queues.log    a plain table every 2 s, appended to a file
+      conveyor info -w --json --interval 60       one JSON line per queue every minute
+    """
     wanted = [name for names in queue_names for name in names.split(",") if name]
+    live.check_watch_options(watch)
+    if watch:
+        with connect(url) as client:
+            live.watch(
+                live.queues_frame(client, url, wanted), interval=interval, count=count, as_json=as_json
+            )
+        return
     with connect(url) as client:
         names = wanted or client.queues()
         rows = [(name, client.counts(name), client.settings_of(name)) for name in names]
@@ -111,30 +138,20 @@ def _limits_text(settings: dict[str, int]) -> str:
 @click.command()
 @url_option
 @json_option
-def workers(url: str, as_json: bool) -> None:
-    """Live workers, from their heartbeats."""
+@live.watch_options
+def workers(url: str, as_json: bool, watch: bool, interval: float, count: int | None) -> None:
+    """Live workers, from their heartbeats, the busiest first: jobs running of its
+    concurrency (busy), jobs processed and failed, time since its last heartbeat, uptime."""
+    live.check_watch_options(watch)
     with connect(url) as client:
-        found = client.workers()
-    if as_json:
-        click.echo(json.dumps({"workers": found}, indent=2, default=str))
-        return
-    if not found:
-        console.print("no live workers")
-        return
-    listing = table("Workers", ("id", "queues", "concurrency", "busy", "processed", "failed", "up"))
-    now = time.time()
-    for w in found:
-        up = now - int(w.get("started", now * 1000)) / 1000
-        listing.add_row(
-            w["id"],
-            w.get("queues", ""),
-            w.get("concurrency", ""),
-            w.get("busy", ""),
-            w.get("processed", ""),
-            w.get("failed", ""),
-            f"{up:.0f}s",
-        )
-    console.print(listing)
+        if watch:
+            live.watch(live.workers_frame(client), interval=interval, count=count, as_json=as_json)
+            return
+        if as_json:
+            click.echo(json.dumps({"workers": client.workers()}, indent=2, default=str))
+            return
+        frame = live.workers_frame(client)()
+    console.print(live.rich_table(frame) if frame.rows else frame.empty)
 
 
 @click.command()

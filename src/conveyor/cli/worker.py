@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, NoReturn
 
 import click
@@ -120,6 +121,23 @@ def load_tasks(spec: str) -> Tasks:
 @click.option(
     "--burst", envvar="CONVEYOR_BURST", show_envvar=True, is_flag=True, help="Drain the queues, then exit."
 )
+@click.option(
+    "--metrics-port",
+    envvar="CONVEYOR_WORKER_METRICS_PORT",
+    show_envvar=True,
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics at /metrics and liveness at /livez on this port (0: any free "
+    "port) [default: off]. With --processes N the supervisor serves the sum of its processes.",
+)
+@click.option(
+    "--metrics-host",
+    envvar="CONVEYOR_WORKER_METRICS_HOST",
+    show_envvar=True,
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics port listens on (0.0.0.0: every interface, e.g. in a pod).",
+)
 @log_level_option
 @click.option(
     "--log-format",
@@ -131,6 +149,8 @@ def load_tasks(spec: str) -> Tasks:
 )
 # How a child of --processes N takes its orders from the supervisor (conveyor.worker.supervisor).
 @click.option("--supervisor-fd", type=int, default=None, hidden=True)
+# Where such a child writes its figures for the supervisor to serve (conveyor.metrics.worker).
+@click.option("--metrics-snapshot", default=None, hidden=True)
 def worker(
     app: str,
     url: str,
@@ -144,9 +164,12 @@ def worker(
     shutdown_grace: float,
     history_url: str | None,
     burst: bool,
+    metrics_port: int | None,
+    metrics_host: str,
     log_level: str,
     log_format: str,
     supervisor_fd: int | None,
+    metrics_snapshot: str | None,
 ) -> None:
     """Run a worker for the tasks in APP (module:attribute, e.g. myapp.jobs:tasks).
 
@@ -158,11 +181,19 @@ def worker(
     if processes > 1:
         from ..worker.supervisor import supervise
 
-        child = [*_without_option(sys.argv[1:], ("--processes", "-p")), "--processes", "1"]
-        sys.exit(supervise(child, processes, burst=burst))
+        # The supervisor serves the metrics; each child is handed a snapshot file instead.
+        shared = ("--processes", "-p", "--metrics-port", "--metrics-host")
+        child = [*_without_option(sys.argv[1:], shared), "--processes", "1"]
+        metrics = None if metrics_port is None else (metrics_host, metrics_port)
+        with _metrics_port_checked():
+            code = supervise(child, processes, burst=burst, metrics=metrics)
+        sys.exit(code)
     from ..worker.engine import Worker
 
     registry = load_tasks(app)
+    if supervisor_fd is not None:
+        # The port is the supervisor's (CONVEYOR_WORKER_METRICS_PORT reaches the children too).
+        metrics_port = None
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     instance = Worker(
         registry,
@@ -176,13 +207,27 @@ def worker(
         shutdown_grace=shutdown_grace,
         history_url=history_url or None,
         burst=burst,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     )
     if supervisor_fd is None:
-        _run_process(instance, instance.run)
+        with _metrics_port_checked():
+            _run_process(instance, instance.run)
     else:
         from ..worker.supervisor import serve_as_child
 
-        _run_process(instance, lambda: serve_as_child(instance, supervisor_fd))
+        _run_process(instance, lambda: serve_as_child(instance, supervisor_fd, metrics_snapshot))
+
+
+@contextlib.contextmanager
+def _metrics_port_checked() -> Iterator[None]:
+    """A metrics port that cannot be listened on ends the command with the reason, not a traceback."""
+    from ..metrics.http import PortUnavailable
+
+    try:
+        yield
+    except PortUnavailable as exc:
+        raise click.ClickException(str(exc.strerror)) from exc
 
 
 def _run_process(worker: Worker, run: Callable[[], None]) -> None:

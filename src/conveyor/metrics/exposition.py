@@ -75,8 +75,13 @@ def render(families: Iterable[Family]) -> str:
     for family in families:
         if not family.samples:
             continue
-        lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
-        lines.append(f"# TYPE {family.name} {family.kind}")
+        # In the 0.0.4 text format a counter's HELP and TYPE name its samples, ``_total``
+        # included (promtool rejects them otherwise); OpenMetrics would drop the suffix.
+        header = family.name
+        if family.kind == "counter" and not header.endswith("_total"):
+            header += "_total"
+        lines.append(f"# HELP {header} {_escape_help(family.help)}")
+        lines.append(f"# TYPE {header} {family.kind}")
         for suffix, labels, value in family.samples:
             if labels:
                 text = ",".join(f'{key}="{_escape_label(str(val))}"' for key, val in labels)

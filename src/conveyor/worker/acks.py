@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
@@ -25,6 +26,9 @@ from ..errors import RETRYABLE_REDIS_ERRORS
 from ..ops.keys import QueueKeys
 from ..redis.executors import AsyncExecutor
 from .sweeper import tell_parents
+
+if TYPE_CHECKING:
+    from ..metrics.worker import TaskFigures, WorkerMetrics
 
 log = logging.getLogger("conveyor.worker")
 
@@ -47,6 +51,7 @@ class Acknowledger:
         completed: ops.Retention,
         failed: ops.Retention,
         settled: Callable[[str, list[str]], None],
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.executor = executor
         self.keys = keys
@@ -56,6 +61,10 @@ class Acknowledger:
         self._done: dict[str, list[tuple[str, str, bytes]]] = {q: [] for q in keys}
         self._failures: dict[str, list[tuple[str, str, bytes, int, int]]] = {q: [] for q in keys}
         self._reports: list[Any] = []
+        self._metrics = metrics
+        self._failure_figures: dict[str, list[TaskFigures | None]] = {q: [] for q in keys}
+        """With metrics on, the figures of each failure in ``_failures``, in step with it:
+        Redis's answer says how each was recorded (retried, dead-lettered, cancelled)."""
         self._outbox_due: set[str] = set()
         """Queues whose outbox holds notes for parents in flows, to deliver after this flush."""
         self._wanted = asyncio.Event()
@@ -72,11 +81,21 @@ class Acknowledger:
         self._wanted.set()
 
     def failed(
-        self, queue: str, job_id: str, token: str, error: bytes, delay_ms: int, deferral_cap: int
+        self,
+        queue: str,
+        job_id: str,
+        token: str,
+        error: bytes,
+        delay_ms: int,
+        deferral_cap: int,
+        figures: TaskFigures | None = None,
     ) -> None:
         """``delay_ms``: when to run again (``ops.RETRY_NEVER``: dead-letter it; ``ops.CANCELLED``);
-        ``deferral_cap``: ``ops.NOT_DEFERRED``, or for a ``RetryAfter`` the task's max_deferrals."""
+        ``deferral_cap``: ``ops.NOT_DEFERRED``, or for a ``RetryAfter`` the task's max_deferrals;
+        ``figures``: where the metrics count how Redis recorded it."""
         self._failures[queue].append((job_id, token, error, delay_ms, deferral_cap))
+        if self._metrics is not None:
+            self._failure_figures[queue].append(figures)
         self.written.clear()
         self._wanted.set()
 
@@ -127,10 +146,19 @@ class Acknowledger:
         queue = keys.queue
         batch = buffer[queue]
         buffer[queue] = []
+        metrics = self._metrics
+        figures = None
+        if metrics is not None and buffer is self._failures:  # taken with the batch, in step
+            figures, self._failure_figures[queue] = self._failure_figures[queue], []
         delay = 0.05
         while True:
             try:
-                replies = await self.executor.run(operation(keys, retention, batch))
+                if metrics is None:
+                    replies = await self.executor.run(operation(keys, retention, batch))
+                else:  # a round trip made anyway, timed: one clock pair per batch
+                    sent = time.perf_counter()
+                    replies = await self.executor.run(operation(keys, retention, batch))
+                    metrics.acknowledged(time.perf_counter() - sent)
                 break
             except RETRYABLE_REDIS_ERRORS as exc:
                 # Keep the batch: the results are not lost while Redis is away, and the
@@ -141,6 +169,8 @@ class Acknowledger:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         self.settled(queue, [item[1] for item in batch])
+        if metrics is not None and figures is not None:
+            metrics.failures_recorded(figures, (item[3] for item in batch), replies)
         for job_id, reply in zip((item[0] for item in batch), replies, strict=True):
             if reply in _PARENT_NOTIFIED:
                 self._outbox_due.add(queue)
@@ -151,6 +181,8 @@ class Acknowledger:
                     job_id,
                 )
             elif not reply:
+                if metrics is not None:
+                    metrics.stale_acks += 1
                 log.warning(
                     "job %s/%s: outcome discarded: its lease had run out and it was re-delivered",
                     queue,

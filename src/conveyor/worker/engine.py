@@ -41,6 +41,9 @@ from ..config import Settings
 from ..errors import RETRYABLE_REDIS_ERRORS
 from ..history.archiver import archive_until_closed
 from ..hooks import Hooks
+from ..metrics import redis_health
+from ..metrics.http import MetricsServer
+from ..metrics.worker import SnapshotWriter, WorkerMetrics
 from ..ops import history as handoff_ops
 from ..ops.keys import QueueKeys
 from ..redis.base import AsyncTransport, SyncTransport
@@ -144,6 +147,12 @@ class Worker:
         self._history_url = self.config.history_url or self.settings.history_url
         self._beat_transport: SyncTransport | None = None
         self._heartbeat: Heartbeat | None = None
+        self.metrics: WorkerMetrics | None = None
+        """This process's figures, with ``metrics_port`` set; None: metrics off."""
+        if self.config.metrics_port is not None:
+            self.metrics = self._new_metrics()
+        self._metrics_snapshot: str | None = None
+        self._exporter: MetricsServer | SnapshotWriter | None = None
 
     @property
     def processed(self) -> int:
@@ -166,6 +175,37 @@ class Worker:
         worker decides for itself."""
         return len(self._abandoned)
 
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where ``/metrics`` and ``/livez`` are served (host, port), while the worker serves
+        them; None otherwise. The port is the one bound, also when ``metrics_port`` was 0."""
+        if isinstance(self._exporter, MetricsServer) and self._exporter.port:
+            return self._exporter.host, self._exporter.port
+        return None
+
+    def snapshot_metrics_to(self, path: str) -> None:
+        """Write this process's figures to the file ``path`` (JSON, every second and once more at
+        exit) instead of serving them: how each process of ``conveyor worker --processes N``
+        hands its figures to the supervisor, which serves their sum. Call before :meth:`run`."""
+        if self.metrics is None:
+            self.metrics = self._new_metrics()
+        self._metrics_snapshot = path
+
+    def _new_metrics(self) -> WorkerMetrics:
+        return WorkerMetrics(
+            self.queues,
+            concurrency=self.config.concurrency,
+            threads=self._threads(),
+            lease=self.config.lease,
+            max_loop_block=self._max_loop_block(),
+        )
+
+    def _threads(self) -> int:
+        return self.config.threads or min(self.config.concurrency, 64)
+
+    def _max_loop_block(self) -> float:
+        return self.config.max_loop_block or max(10 * self.config.lease, 60.0)
+
     # ------------------------------------------------------------------ running
     def run(self) -> None:
         """Run until stopped by SIGTERM/SIGINT (or, in burst mode, until the queues are empty):
@@ -177,6 +217,40 @@ class Worker:
     async def serve(self, install_signal_handlers: bool = False) -> None:
         """Run in the current event loop until :meth:`stop` (or burst mode) ends it."""
         self._loop = asyncio.get_running_loop()
+        if self.metrics is None:
+            await self._serve(install_signal_handlers)
+            return
+        # From the start, so that /livez answers while the worker waits for Redis to register.
+        self._export_metrics(self.metrics)
+        try:
+            await self._serve(install_signal_handlers)
+        finally:
+            self._stop_exporting(self.metrics)
+
+    def _export_metrics(self, metrics: WorkerMetrics) -> None:
+        metrics.start_probe(self._loop)
+        if self._metrics_snapshot is not None:
+            self._exporter = SnapshotWriter(metrics, self._metrics_snapshot)
+        else:
+            self._exporter = MetricsServer(
+                self.config.metrics_host,
+                self.config.metrics_port or 0,
+                metrics=metrics.text,
+                health=metrics.health,
+            )
+        try:
+            self._exporter.start()
+        except BaseException:
+            metrics.stop_probe()
+            raise
+
+    def _stop_exporting(self, metrics: WorkerMetrics) -> None:
+        metrics.stop_probe()
+        if self._exporter is not None:
+            self._exporter.stop()  # a snapshot writer writes its last: every job is counted by now
+            self._exporter = None
+
+    async def _serve(self, install_signal_handlers: bool) -> None:
         if install_signal_handlers:
             # First of all: a signal must stop the worker in every phase, also while it waits
             # for a Redis it cannot reach to register (it used to retry for ever, deaf to them).
@@ -253,7 +327,7 @@ class Worker:
     def _assemble(self) -> JobRunner:
         """The parts that run jobs, over the open transport: pool, acknowledger, runner, registry entry."""
         self._pool = pool = ThreadPoolExecutor(
-            max_workers=self.config.threads or min(self.config.concurrency, 64),
+            max_workers=self._threads(),
             thread_name_prefix="conveyor-job",
         )
         self._acks = Acknowledger(
@@ -262,6 +336,7 @@ class Worker:
             completed=self.config.completed,
             failed=self.config.failed,
             settled=self._held.settled,
+            metrics=self.metrics,
         )
         self._runner = JobRunner(
             tasks=self.tasks,
@@ -272,6 +347,7 @@ class Worker:
             loop=self._loop,
             pool=pool,
             max_payload_bytes=self.settings.max_payload_bytes,
+            metrics=self.metrics,
         )
         self._registration = Registration(
             worker_id=self.id,
@@ -314,10 +390,11 @@ class Worker:
             self._held.by_queue,
             self.keys,
             lease=self.config.lease,
-            max_loop_block=self.config.max_loop_block or max(10 * self.config.lease, 60.0),
+            max_loop_block=self._max_loop_block(),
             registration=self._registration.operations,
             on_answers=runner.on_lease_answers,
             on_failure=self._on_heartbeat_failure,
+            figures=None if self.metrics is None else self.metrics.beat,
         )
         await heartbeat.start()
 
@@ -540,20 +617,19 @@ class Worker:
 
     # ------------------------------------------------------------------ checks
     async def _check_eviction_policy(self) -> None:
-        """Warn when Redis may evict keys under memory pressure: an evicted job is a lost job."""
+        """Warn when Redis may evict keys under memory pressure: an evicted job is a lost job.
+        From INFO, which managed services allow where they refuse CONFIG, on every primary
+        (a cluster has several)."""
         try:
-            replies = await asyncio.wait_for(
-                self.transport.call_on_primaries("CONFIG", "GET", "maxmemory-policy"), 2
-            )
+            replies = await asyncio.wait_for(self.transport.call_on_primaries("INFO", "memory"), 2)
         except Exception:
             return  # the check is advice, never a reason not to start
-        for reply in replies:  # one per server; a cluster has several
-            policy = (reply or ["", ""])[-1]  # [name, value]
-            if policy and policy != "noeviction":
+        for reply in replies:
+            fields = reply if isinstance(reply, dict) else redis_health.parse_info(str(reply))
+            policy = str(fields.get("maxmemory_policy") or "")
+            if policy and policy != redis_health.SAFE_POLICY:
                 log.warning(
-                    "Redis maxmemory-policy is %r: under memory pressure Redis may evict job keys, "
-                    "and an evicted job is lost. Set maxmemory-policy noeviction.",
-                    policy,
+                    "UNSAFE REDIS SETTING, JOBS CAN BE LOST: %s", redis_health.unsafe_policy_message(policy)
                 )
                 return
 

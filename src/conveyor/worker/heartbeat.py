@@ -44,13 +44,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import ops
 from ..errors import RETRYABLE_REDIS_ERRORS
 from ..ops.keys import QueueKeys
 from ..redis.base import SyncTransport
 from ..redis.executors import SyncExecutor
+
+if TYPE_CHECKING:
+    from ..metrics.worker import BeatFigures
 
 log = logging.getLogger("conveyor.worker")
 
@@ -88,6 +91,7 @@ class Heartbeat:
         registration: Callable[[], list[Generator[ops.Step, Any, None]]],
         on_answers: Callable[[str, Answers, Answers], None],
         on_failure: Callable[[BaseException], None],
+        figures: BeatFigures | None = None,
     ) -> None:
         self.transport = transport
         self.loop = loop
@@ -99,6 +103,8 @@ class Heartbeat:
         self.registration = registration
         self.on_answers = on_answers
         self.on_failure = on_failure
+        self.figures = figures
+        """The worker's metrics of the heartbeat, written by this thread alone; None: off."""
         # The loop's timer must come often enough to tell a loop blocked max_loop_block apart.
         self._tick_every = min(self.interval, max_loop_block / 4)
         self._last_tick = time.monotonic()
@@ -162,6 +168,8 @@ class Heartbeat:
         by the beats as usual."""
         try:
             executor.run_together([ops.extend(keys, self.lease_ms, []) for keys in self.keys.values()])
+            if self.figures is not None:
+                self.figures.attempted_at = self.figures.succeeded_at = time.monotonic()
         except RETRYABLE_REDIS_ERRORS as exc:
             log.warning("heartbeat could not reach Redis at start (%s); will retry", exc)
         finally:
@@ -169,6 +177,9 @@ class Heartbeat:
 
     def beat(self, executor: SyncExecutor) -> None:
         """One round: renew every held lease, then the worker's registry entry."""
+        figures = self.figures
+        if figures is not None:
+            figures.attempted_at = time.monotonic()
         blocked = time.monotonic() - self._last_tick
         if blocked > self.max_loop_block:
             if self._renewing:
@@ -200,6 +211,10 @@ class Heartbeat:
         except RETRYABLE_REDIS_ERRORS as exc:
             log.warning("heartbeat failed (%s); will retry", exc)
             return
+        if figures is not None:
+            # Each extend answers (lost, aborted): a lost lease was not renewed.
+            lost_leases = sum(len(answer[0]) for answer in results[: len(renewals)])
+            figures.succeeded(time.monotonic() - started, sum(len(c) for _, c in renewals) - lost_leases)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "heartbeat: renewed %d leases in %.1f ms",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import backoff as backoff_policies
 from .. import serialization
@@ -16,6 +16,9 @@ from ..flows import ChildOutcome
 from ..ops.flows import parse_children
 from ..ops.lifecycle import Claimed
 from ..task import Task, Tasks
+
+if TYPE_CHECKING:
+    from ..metrics.worker import TaskFigures
 
 MAX_TRACEBACK_CHARS = 8_000
 
@@ -44,6 +47,8 @@ class Prepared:
     """Makes the JobContext on the first ``current_job()`` call."""
     children: list[ChildOutcome] | None = None
     """For the parent of a flow: how its children ended, in the order they were given."""
+    figures: TaskFigures | None = None
+    """Where the worker's metrics count this job (its queue and task); None with metrics off."""
 
 
 class Undeliverable(Exception):

@@ -7,6 +7,7 @@ the worker stops. It shows where the worker runs, what it serves, and its counte
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Generator, Sequence
@@ -17,6 +18,8 @@ from ..ops import workers as registry
 from ..ops.keys import worker_key, workers_key
 from ..redis.executors import AsyncExecutor
 from .run import JobRunner
+
+log = logging.getLogger("conveyor.worker")
 
 
 class Registration:
@@ -62,6 +65,7 @@ class Registration:
         return registry.heartbeat(self.workers_key, self.worker_key, self.worker_id, info, self.ttl_ms, now)
 
     async def register(self, executor: AsyncExecutor) -> None:
+        """Write the worker's entry in the registry."""
         for operation in self.operations():
             await executor.run(operation)
 

@@ -24,9 +24,9 @@ import functools
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import ops, serialization
+from .. import ops, serialization, tracing
 from ..context import JobContext, loop_submitter, run_with_context, set_current
 from ..dev import faults
 from ..errors import RetryAfter, SerializationError
@@ -38,6 +38,9 @@ from .acks import Acknowledger
 from .heartbeat import Answers
 from .held import Held, HeldJobs
 from .outcome import Prepared, Undeliverable, error_payload, prepare, retry_delay_ms
+
+if TYPE_CHECKING:
+    from ..metrics.worker import TaskFigures, WorkerMetrics
 
 log = logging.getLogger("conveyor.worker")
 
@@ -86,6 +89,7 @@ class JobRunner:
         loop: asyncio.AbstractEventLoop,
         pool: ThreadPoolExecutor,
         max_payload_bytes: int,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.tasks = tasks
         self.hooks = hooks
@@ -98,9 +102,13 @@ class JobRunner:
         self._pool = pool
         self._max_payload_bytes = max_payload_bytes
         self._make_context_bound = self._make_context  # one bound method, not one per job
+        self._tracing = tracing.from_env()
+        """None with tracing off: then each tracing step of the job path is one None check."""
         self.busy = 0
         self.processed = 0
         self.failed = 0
+        self._metrics = metrics
+        """None with metrics off: then each metrics step of the job path is one None check."""
 
     # ------------------------------------------------------------------ starting
     def start_all(self, queue: str, jobs: Sequence[ops.Claimed]) -> None:
@@ -113,8 +121,12 @@ class JobRunner:
             if claimed.attempts > 1:  # a job coming back: this worker may still run it
                 self._fence_older_attempt(queue, claimed)
             held[claimed.token] = Held(claimed.id)
-        for claimed in jobs:
-            self._start(queue, claimed)
+        if self._tracing is None:
+            for claimed in jobs:
+                self._start(queue, claimed)
+        else:
+            for claimed in jobs:  # each in a context of its own, where its span is made current
+                contextvars.copy_context().run(self._start, queue, claimed)
 
     def _start(self, queue: str, claimed: ops.Claimed) -> None:
         if faults.ARMED:  # crash points for the reliability tests; off in production
@@ -125,12 +137,22 @@ class JobRunner:
             job = prepare(queue, claimed, self.tasks)
         except Undeliverable as exc:
             log.error("job %s/%s cannot run: %s", queue, claimed.id, exc)
+            if self._tracing is not None:
+                self._tracing.undeliverable(queue, claimed, exc)
             payload = serialization.dumps({"type": exc.kind, "message": str(exc), "reason": exc.reason})
-            self._record_failure(queue, claimed, payload, -1)
+            figures = None if self._metrics is None else self._metrics.undeliverable(queue, claimed.task)
+            self._record_failure(queue, claimed, payload, -1, figures=figures)
             return
         self.busy += 1
         job.started = self._loop.time()
+        metrics = self._metrics
+        if metrics is not None:  # the lookup inlined (a method call costs more than the rest)
+            figures = metrics.tasks[queue].get(claimed.task) or metrics.task(queue, claimed.task)
+            figures.started += 1
+            job.figures = figures
         job.make_context = self._make_context_bound
+        if self._tracing is not None:  # current before the hooks run and the task and thread copy it
+            self._tracing.begin(queue, claimed)
         if self.hooks:
             self._call_hooks("before_job", job)
         if faults.ARMED:
@@ -146,11 +168,14 @@ class JobRunner:
                 *job.args,
                 **job.kwargs,
             )
-            running = self._loop.create_task(
-                self._run_sync(job, self._loop.run_in_executor(self._pool, call))
-            )
+            in_thread = self._loop.run_in_executor(self._pool, call)
+            if metrics is not None:
+                metrics.thread_started(in_thread)
+            running = self._loop.create_task(self._run_sync(job, in_thread))
         held.job = job
         held.task = running
+        if self._tracing is not None:
+            self._tracing.watch(claimed, job, running)
 
     # ------------------------------------------------------------------ running
     async def _run_async(self, job: Prepared) -> None:
@@ -248,6 +273,8 @@ class JobRunner:
         job = entry.job
         if entry.task is None or job is None:  # finished: its acknowledgement will be refused
             return
+        if self._metrics is not None:  # a finished attempt's lost lease shows as a stale ack
+            self._metrics.leases_lost += 1
         job.fenced = True
         job.aborted = True  # what current_job().cancelled reads: a sync job may stop early
         if job.task.cancellable:
@@ -273,6 +300,9 @@ class JobRunner:
     # ------------------------------------------------------------------ finishing
     def _release(self, job: Prepared) -> None:
         self.busy -= 1
+        figures = job.figures
+        if figures is not None:  # every run that ended, whatever its outcome
+            figures.observe(self._loop.time() - job.started)
         held = self._held[job.queue].get(job.claimed.token)
         if held is not None:
             held.task = None
@@ -287,10 +317,16 @@ class JobRunner:
                 result, what=f"result of {job.task.name}", limit=self._max_payload_bytes
             )
         except (SerializationError, ValueError) as exc:
-            self._record_failure(job.queue, job.claimed, error_payload(exc, reason="bad_result"), -1)
+            self._record_failure(
+                job.queue, job.claimed, error_payload(exc, reason="bad_result"), -1, figures=job.figures
+            )
+            if self._tracing is not None:
+                self._tracing.failed(job, exc, -1)
             return
         self._acks.completed(job.queue, job.claimed.id, job.claimed.token, payload)
         self.processed += 1
+        if job.figures is not None:
+            job.figures.completed += 1
         if self.hooks:
             self._call_hooks("after_job", job, result)
         if log.isEnabledFor(logging.INFO):
@@ -310,7 +346,11 @@ class JobRunner:
         cap = job.task.defaults.max_deferrals if isinstance(exc, RetryAfter) else ops.NOT_DEFERRED
         if faults.ARMED and delay >= 0:
             faults.reach("in_retry")
-        self._record_failure(job.queue, job.claimed, error_payload(exc, reason=reason), delay, cap)
+        self._record_failure(
+            job.queue, job.claimed, error_payload(exc, reason=reason), delay, cap, figures=job.figures
+        )
+        if self._tracing is not None:
+            self._tracing.failed(job, exc, delay)
         error = f"{type(exc).__name__}: {exc}"
         if self.hooks:
             if delay >= 0:
@@ -336,7 +376,7 @@ class JobRunner:
         payload = serialization.dumps(
             {"type": "Cancelled", "message": "cancelled while running", "reason": "cancelled", "by": "client"}
         )
-        self._record_failure(job.queue, job.claimed, payload, ops.CANCELLED)
+        self._record_failure(job.queue, job.claimed, payload, ops.CANCELLED, figures=job.figures)
         _log_job(logging.WARNING, "cancelled", job, "cancelled")
 
     def _call_hooks(self, name: str, job: Prepared, *args: Any) -> None:
@@ -358,7 +398,10 @@ class JobRunner:
         payload: bytes,
         delay_ms: int,
         deferral_cap: int = ops.NOT_DEFERRED,
+        *,
+        figures: TaskFigures | None = None,
     ) -> None:
-        self._acks.failed(queue, claimed.id, claimed.token, payload, delay_ms, deferral_cap)
+        """``figures``: where Redis's answer is counted (retried, failed or cancelled)."""
+        self._acks.failed(queue, claimed.id, claimed.token, payload, delay_ms, deferral_cap, figures)
         if delay_ms == ops.RETRY_NEVER:
             self.failed += 1

@@ -58,6 +58,13 @@ class WorkerSettings:
     """Archive the jobs of the worker's queues that finish into this history store
     (``postgresql://...`` or ``sqlite:///path``; see :mod:`conveyor.history`), turning their
     history on. Any number of workers may archive; None: this worker does not."""
+    metrics_port: int | None = None
+    """Serve this process's metrics at ``/metrics`` (Prometheus text) and its liveness at
+    ``/livez`` on this port, from a thread of the worker (0: any free port, see
+    ``Worker.metrics_address``); None: no metrics, and the job path pays nothing for them."""
+    metrics_host: str = "127.0.0.1"
+    """The address the metrics port listens on; ``0.0.0.0`` to let Prometheus in from
+    elsewhere (a pod's IP, another host)."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -70,6 +77,8 @@ class WorkerSettings:
             raise ValueError("make_room_after must not be negative")
         if self.max_loop_block is not None and self.max_loop_block <= 0:
             raise ValueError("max_loop_block must be positive")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError("metrics_port must be a port number (0: any free port)")
 
 
 class WorkerOptions(TypedDict, total=False):
@@ -89,3 +98,5 @@ class WorkerOptions(TypedDict, total=False):
     failed: ops.Retention
     max_loop_block: float | None
     history_url: str | None
+    metrics_port: int | None
+    metrics_host: str

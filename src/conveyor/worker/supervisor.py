@@ -11,6 +11,10 @@ supervisor passed on counted two signals, and stopped at once instead of gracefu
 Children die with the supervisor (PR_SET_PDEATHSIG): a SIGKILLed supervisor leaves no orphan
 workers, and their jobs return through the lease sweep. A child whose pipe closes (the
 supervisor is gone, however) stops at once.
+
+With ``--metrics-port`` the supervisor serves ``/metrics`` and ``/livez`` for all its children:
+each writes its figures to a file of its own, named by the supervisor (``--metrics-snapshot``),
+and a scrape sums them (:class:`conveyor.metrics.worker.ProcessesMetrics`).
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -29,6 +35,7 @@ from typing import TYPE_CHECKING
 from .children import supervised_child
 
 if TYPE_CHECKING:
+    from ..metrics.worker import ProcessesMetrics
     from .engine import Worker
 
 log = logging.getLogger("conveyor.supervisor")
@@ -39,15 +46,38 @@ AT_ONCE = b"n"
 """The supervisor's order to stop at once, as a second signal does."""
 
 
-def supervise(child_args: list[str], processes: int, *, burst: bool = False) -> int:
-    """Run ``python -m conveyor <child_args>`` ``processes`` times; returns the exit code."""
-    return _Supervisor([sys.executable, "-m", "conveyor", *child_args], burst).run(processes)
+def supervise(
+    child_args: list[str], processes: int, *, burst: bool = False, metrics: tuple[str, int] | None = None
+) -> int:
+    """Run ``python -m conveyor <child_args>`` ``processes`` times; returns the exit code.
+    ``metrics``: (host, port) to serve the children's summed figures on."""
+    command = [sys.executable, "-m", "conveyor", *child_args]
+    if metrics is None:
+        return _Supervisor(command, burst).run(processes)
+    from ..metrics.http import MetricsServer
+    from ..metrics.worker import ProcessesMetrics
+
+    directory = tempfile.mkdtemp(prefix="conveyor-metrics-")
+    try:
+        figures = ProcessesMetrics(directory)
+        # Listening before any child starts: a port taken already fails the command at once.
+        server = MetricsServer(*metrics, metrics=figures.text, health=figures.health)
+        server.start()
+        try:
+            return _Supervisor(command, burst, figures).run(processes)
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class _Supervisor:
-    def __init__(self, command: list[str], burst: bool) -> None:
+    def __init__(self, command: list[str], burst: bool, metrics: ProcessesMetrics | None = None) -> None:
         self.command = command
         self.burst = burst
+        self.metrics = metrics
+        self.snapshots: dict[int, str] = {}
+        """The snapshot file of each slot's current child, with metrics on."""
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self.orders: dict[int, int] = {}
         """The write end of each child's pipe of orders."""
@@ -76,6 +106,9 @@ class _Supervisor:
                 if slot in finished or child.poll() is None:
                     continue
                 code = child.returncode
+                snapshot = self.snapshots.pop(slot, None)  # once per child, however often polled
+                if self.metrics is not None and snapshot is not None:
+                    self.metrics.exited(snapshot)
                 if self.signals_seen or (self.burst and code == 0):
                     finished.add(slot)
                     exit_code = max(exit_code, code if code > 0 else 0)
@@ -91,12 +124,20 @@ class _Supervisor:
         with contextlib.suppress(KeyError):
             os.close(self.orders.pop(slot))  # the pipe of the child this one replaces
         self.orders[slot] = write  # before the start: an order given meanwhile waits in the pipe
+        metrics: list[str] = []
+        if self.metrics is not None:
+            self.snapshots[slot] = snapshot = self.metrics.next_path(slot)
+            metrics = ["--metrics-snapshot", snapshot]
         try:
             self.children[slot] = subprocess.Popen(
-                [*self.command, "--supervisor-fd", str(read)], pass_fds=(read,), preexec_fn=supervised_child
+                [*self.command, *metrics, "--supervisor-fd", str(read)],
+                pass_fds=(read,),
+                preexec_fn=supervised_child,
             )
         finally:
             os.close(read)
+        if self.metrics is not None:
+            self.metrics.started(self.snapshots[slot])
         log.info("started worker process %d (pid %d)", slot, self.children[slot].pid)
 
     def restart(self, slot: int, code: int) -> None:
@@ -122,10 +163,14 @@ class _Supervisor:
                 os.write(write, order)
 
 
-def serve_as_child(worker: Worker, orders: int) -> None:
+def serve_as_child(worker: Worker, orders: int, metrics_snapshot: str | None = None) -> None:
     """Run ``worker`` as a child of :func:`supervise`: stopped by the orders that come through
-    the pipe ``orders``, never by a signal (see the module's docstring)."""
+    the pipe ``orders``, never by a signal (see the module's docstring); its figures written
+    to the file ``metrics_snapshot`` for the supervisor, if given."""
     from .engine import event_loop_factory
+
+    if metrics_snapshot is not None:
+        worker.snapshot_metrics_to(metrics_snapshot)
 
     # The supervisor set these before the exec already (no signal slips in while importing);
     # again here, for a reader who wonders why Ctrl-C does nothing to a child.
