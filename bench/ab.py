@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ab.py d0d62bd HEAD --jobs 100000 --rounds 5
     .venv/bin/python bench/ab.py b805ff5 HEAD --scenarios drain,enqueue,bulk --rounds 6
+    .venv/bin/python bench/ab.py HEAD HEAD --env-b AB_WORKER_METRICS=1   # one setting, on vs off
 
 Scenarios, each in a fresh process per revision and round, on one private server:
 
@@ -12,7 +13,8 @@ Scenarios, each in a fresh process per revision and round, on one private server
 Each round runs revision A, then B (alternating who goes first); the medians and the
 ratio B/A are printed per scenario. Interleaving keeps the machine's drift out of the
 comparison. Used to check that a change costs nothing on the hot paths. The scripts use
-the public API only, so any two revisions compare.
+the public API only, so any two revisions compare. ``--env-b`` sets variables for B's runs
+only: ``AB_WORKER_METRICS=1`` gives the drain's worker a metrics port (``metrics_port=0``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 DRAIN = r"""
-import json, sys, time, logging
+import json, os, sys, time, logging
 from conveyor import Tasks, Client, Worker
 tasks = Tasks(queue="ab")
 @tasks.task
@@ -44,7 +46,8 @@ def redis_cpu():
         info = dict(l.split(":", 1) for l in c.transport.call("INFO", "cpu").splitlines() if ":" in l)
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 logging.basicConfig(level=logging.WARNING)
-w = Worker(tasks, url=url, burst=True, concurrency=100)
+extra = {"metrics_port": 0} if os.environ.get("AB_WORKER_METRICS") else {}
+w = Worker(tasks, url=url, burst=True, concurrency=100, **extra)
 cpu = redis_cpu()
 t = time.perf_counter(); w.run(); elapsed = time.perf_counter() - t
 cpu = redis_cpu() - cpu
@@ -102,7 +105,15 @@ def main() -> None:
     parser.add_argument(
         "--enqueue-jobs", type=int, default=20_000, help="N for the single-enqueue scenario (default 20,000)"
     )
+    parser.add_argument(
+        "--env-b",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for B's runs only (repeat the option)",
+    )
     args = parser.parse_args()
+    env_b = dict(item.split("=", 1) for item in args.env_b)
     scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     unknown = set(scenarios) - set(SCRIPTS)
     if unknown:
@@ -124,7 +135,11 @@ def main() -> None:
                 for rev, src in order:
                     out = subprocess.run(
                         [sys.executable, "-c", SCRIPTS[scenario], server.url, str(jobs), scenario],
-                        env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
+                        env={
+                            "PYTHONPATH": str(src),
+                            "PATH": "/usr/bin:/bin",
+                            **(env_b if rev == args.b else {}),
+                        },
                         capture_output=True,
                         text=True,
                         check=True,

@@ -46,7 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # make test runs the suite in two phases (the Makefile's test target): first every test not
-# marked ``serial``, spread over two processes by pytest-xdist (each with private servers of its
+# marked ``serial``, spread over three processes by pytest-xdist (each with private servers of its
 # own), then the ``serial`` tests alone. A test is parallel unless it opts out: mark it serial
 # (``pytestmark = pytest.mark.serial`` for a file, ``@pytest.mark.serial`` for one test) when it
 # asserts how long something took or that it happened within a window (a lease, a tick, a

@@ -2,7 +2,7 @@
 
 Jobs (95 % no-op, 5 % sleep 0.2-3 s) are enqueued at a steady rate while two worker
 processes of 50 slots run them; every 2 s a random worker is SIGKILLed and a new one
-started. Fast variant: 3,000 jobs at 100/s. ``make chaos``: 100,000 jobs
+started. Fast variant: 2,000 jobs at 100/s. ``make chaos``: 100,000 jobs
 (``CONVEYOR_CHAOS_JOBS``, ``CONVEYOR_CHAOS_RATE``).
 """
 
@@ -33,7 +33,7 @@ def work_task(queue: str) -> Any:
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_sigkill_chaos_loses_nothing(server_factory: Any, tmp_path: Path) -> None:
-    total = int(knob("JOBS", 3000))
+    total = int(knob("JOBS", 2000))
     rate = knob("RATE", 100)
     interval = knob("KILL_INTERVAL", 2.0)
     server = server_factory(appendonly=False)

@@ -6,4 +6,9 @@
   ``conveyor metrics``).
 * :mod:`.worker`: one worker process's own figures (``conveyor worker --metrics-port``).
 * :mod:`.redis_health`: the Redis server's health and the settings that can lose jobs.
+* :mod:`.http`: the small HTTP server of ``/metrics`` and ``/livez`` (workers, ``conveyor metrics``).
+
+The counting itself happens where the work does: in the Lua scripts for the fleet's
+figures (``ops/scripts/include/metrics.lua``, read by :mod:`conveyor.ops.metrics`), in the
+worker's run and acknowledgement paths for a process's own.
 """
