@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from ..client import AsyncClient
 from ..job import JobState
-from ..ops.keys import queues_key, validate_queue_name
+from ..ops.keys import addressable, queues_key
 from ..ops.steps import Command, Step
 from . import models as m
 from .jobs import job_out
@@ -58,19 +58,6 @@ async def queue_exists(client: AsyncClient, queue: str) -> bool:
     return any(counts.values()) or bool(limits) or bool(schedules)
 
 
-def _addressable(names: list[str]) -> list[str]:
-    """The registered names that are valid queue names today. One registered before '/', '.'
-    and '..' were refused cannot be read through the client any more (nor addressed in a URL):
-    it is left out, and logged, rather than failing the whole listing."""
-    valid = []
-    for name in names:
-        try:
-            valid.append(validate_queue_name(name))
-        except ValueError as exc:
-            log.warning("GET /v1/queues leaves out a registered queue: %s", exc)
-    return valid
-
-
 async def require_queue(client: AsyncClient, queue: str) -> None:
     """Answer 404 unless the queue exists (see :func:`queue_exists`)."""
     if not await queue_exists(client, queue):
@@ -108,7 +95,10 @@ def add_queue_routes(router: APIRouter, service: ApiService) -> None:
         tags=["queues"],
     )
     async def list_queues() -> Response:
-        names = _addressable(await client.queues())
+        names = addressable(
+            await client.queues(),
+            lambda exc: log.warning("GET /v1/queues leaves out a registered queue: %s", exc),
+        )
         return json_response({"queues": list(await asyncio.gather(*(_queue_out(q) for q in names)))})
 
     @router.get(

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import ops
-from ..ops.keys import validate_queue_name
+from ..ops.keys import addressable
 from . import redis_health
 from .buckets import BOUNDS_SECONDS
 from .exposition import Family, Labels
@@ -40,7 +40,8 @@ async def collect(client: AsyncClient, queues: Sequence[str] | None = None) -> l
     look like the exporter being down, not Redis."""
     began = time.perf_counter()
     try:
-        names = sorted(addressable(queues if queues is not None else await client.queues()))
+        listed = queues if queues is not None else await client.queues()
+        names = sorted(addressable(listed, lambda exc: log.warning("the metrics leave out a queue: %s", exc)))
         figures, workers, health = await asyncio.gather(
             asyncio.gather(*(client.figures(name, minutes=0) for name in names)),
             client.workers(),
@@ -58,18 +59,6 @@ async def collect(client: AsyncClient, queues: Sequence[str] | None = None) -> l
     scrape.add(time.perf_counter() - began)
     families.append(scrape)
     return families
-
-
-def addressable(names: Sequence[str]) -> list[str]:
-    """The queue names a client can address; one registered before a rule refused its name
-    is left out (and logged) rather than failing the whole scrape."""
-    valid = []
-    for name in names:
-        try:
-            valid.append(validate_queue_name(name))
-        except ValueError as exc:
-            log.warning("the metrics leave out a registered queue: %s", exc)
-    return valid
 
 
 def queue_families(figures: Sequence[ops.QueueFigures], workers: Sequence[dict[str, Any]]) -> list[Family]:

@@ -9,6 +9,7 @@ are built from :attr:`QueueKeys.job_prefix`, which carries the same tag.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import Any, NamedTuple, TypeVar
 
@@ -48,6 +49,19 @@ def _layout(kind: type[_Layout]) -> cached_property[_Layout]:
         return kind._make(getattr(keys, field) for field in fields)
 
     return cached_property(build)
+
+
+def addressable(names: Iterable[str], refused: Callable[[ValueError], object]) -> list[str]:
+    """The registered queue names a client can address today. One registered before '/', '.'
+    and '..' were refused cannot be read through the client any more (nor named in a URL):
+    ``refused`` hears of it, and the rest of the listing goes on without it."""
+    valid = []
+    for name in names:
+        try:
+            valid.append(validate_queue_name(name))
+        except ValueError as exc:
+            refused(exc)
+    return valid
 
 
 def validate_queue_name(name: str) -> str:

@@ -20,13 +20,5 @@ local group_prefix = KEYS[8]
 local parents_key = KEYS[9]
 local suspects_key = KEYS[10]
 
-return {
-  redis.call('LLEN', waiting_key) + redis.call('ZCARD', prioritized_key) + grouped_waiting(group_prefix)
-    + redis.call('ZCARD', suspects_key),
-  redis.call('ZCARD', delayed_key),
-  redis.call('ZCARD', active_key),
-  redis.call('ZCARD', completed_key),
-  redis.call('ZCARD', failed_key),
-  redis.call('ZCARD', cancelled_key),
-  redis.call('ZCARD', parents_key),
-}
+return state_counts(waiting_key, prioritized_key, delayed_key, active_key, completed_key, failed_key,
+                    cancelled_key, group_prefix, parents_key, suspects_key)

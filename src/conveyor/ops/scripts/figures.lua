@@ -69,17 +69,12 @@ local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now, 'WITHSCORES', 
 if due[2] and (oldest < 0 or tonumber(due[2]) < oldest) then oldest = tonumber(due[2]) end
 
 local settings = redis.call('HMGET', settings_key, 'paused', 'concurrency', 'rate_max', 'rate_ms')
-local suspects = redis.call('ZCARD', suspects_key)
-local reply = {
-  now,
-  redis.call('LLEN', waiting_key) + redis.call('ZCARD', prioritized_key) + grouped_waiting(group_prefix) + suspects,
-  redis.call('ZCARD', delayed_key),
-  redis.call('ZCARD', active_key),
-  redis.call('ZCARD', completed_key),
-  redis.call('ZCARD', failed_key),
-  redis.call('ZCARD', cancelled_key),
-  redis.call('ZCARD', parents_key),
-  suspects,
+local reply = {now}
+local counts = state_counts(waiting_key, prioritized_key, delayed_key, active_key, completed_key, failed_key,
+                            cancelled_key, group_prefix, parents_key, suspects_key)
+for i = 1, #counts do reply[#reply + 1] = counts[i] end
+local rest = {
+  redis.call('ZCARD', suspects_key),
   redis.call('ZCOUNT', delayed_key, '-inf', now),
   oldest,
   settings[1] and 1 or 0,
@@ -88,6 +83,7 @@ local reply = {
   tonumber(settings[4] or 0),
   redis.call('HGETALL', metrics_prefix .. 'all'),
 }
+for i = 1, #rest do reply[#reply + 1] = rest[i] end
 local current = math.floor(now / 60000)
 reply[#reply + 1] = current - minutes
 for minute = current - minutes, current do

@@ -128,6 +128,22 @@ local function grouped_waiting(gprefix)
   return total
 end
 
+-- Jobs per state of a queue, in one snapshot: {waiting (suspects included: to users they
+-- are waiting jobs), delayed, active, completed, failed, cancelled, waiting_children}.
+local function state_counts(waiting_key, prioritized_key, delayed_key, active_key, completed_key, failed_key,
+                            cancelled_key, gprefix, parents_key, suspects_key)
+  return {
+    redis.call('LLEN', waiting_key) + redis.call('ZCARD', prioritized_key) + grouped_waiting(gprefix)
+      + redis.call('ZCARD', suspects_key),
+    redis.call('ZCARD', delayed_key),
+    redis.call('ZCARD', active_key),
+    redis.call('ZCARD', completed_key),
+    redis.call('ZCARD', failed_key),
+    redis.call('ZCARD', cancelled_key),
+    redis.call('ZCARD', parents_key),
+  }
+end
+
 -- Put a job id where workers look for ready work. front=true puts it first in line
 -- (a job handed back by a crashed or stopping worker goes before newer jobs). A job with a
 -- group goes to its group's line instead (see push_grouped).
