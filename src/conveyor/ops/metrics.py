@@ -16,7 +16,7 @@ from typing import Any
 from ..metrics.buckets import BOUNDS_SECONDS, quantile
 from .keys import QueueKeys
 from .scripts import load
-from .steps import Script, Step, as_dict
+from .steps import Script, Step
 
 FIGURES = load("figures")
 
@@ -24,6 +24,7 @@ OUTCOMES = ("completed", "failed", "retried", "cancelled")
 """What the scripts count: jobs completed, dead-lettered, sent to run again, cancelled."""
 
 _BUCKETS = len(BOUNDS_SECONDS) + 1
+_SLOTS = 8 + 2 * _BUCKETS
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,21 +79,17 @@ class Period:
         )
 
     @classmethod
-    def parse(cls, flat: Sequence[Any]) -> Period:
-        """From a metrics HASH's HGETALL reply (fields: see include/metrics.lua)."""
-        fields = {str(k): int(v) for k, v in as_dict(flat).items()}
-
-        def histogram(kind: str) -> Histogram:
-            counts = tuple(fields.get(f"{kind}{i}", 0) for i in range(_BUCKETS))
-            return Histogram(counts, fields.get(f"{kind}s", 0) / 1000)
-
+    def parse(cls, counters: Sequence[Any]) -> Period:
+        """From the counters the scripts keep (their slots: see include/metrics.lua); an
+        empty sequence where nothing was counted."""
+        if not counters:
+            return cls()
+        c = [int(value) for value in counters]
+        if len(c) != _SLOTS:
+            raise ValueError(f"{_SLOTS} counters expected, not {len(c)}")
+        waits, runs = c[8 : 8 + _BUCKETS], c[8 + _BUCKETS : 8 + 2 * _BUCKETS]
         return cls(
-            fields.get("completed", 0),
-            fields.get("failed", 0),
-            fields.get("retried", 0),
-            fields.get("cancelled", 0),
-            histogram("w"),
-            histogram("r"),
+            c[0], c[1], c[2], c[3], Histogram(tuple(waits), c[5] / 1000), Histogram(tuple(runs), c[7] / 1000)
         )
 
 

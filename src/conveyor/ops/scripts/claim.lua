@@ -301,7 +301,7 @@ if #ids > 0 then
       local attempts = tonumber(f[5] or 0) + 1
       redis.call('HSET', key, 's', 'active', 'at', attempts, 'tk', token, 'st', now, 'w', worker_id)
       -- Waited since it last became ready: enqueued (ct), due (delayed), requeued (rd).
-      metrics_observe(figures, 'w', now - math.max(tonumber(f[10] or now), tonumber(f[11] or 0), tonumber(f[12] or 0)))
+      metrics_observe(figures, 0, now - math.max(tonumber(f[10] or now), tonumber(f[11] or 0), tonumber(f[12] or 0)))
       leases[#leases + 1] = deadline
       leases[#leases + 1] = id
       reply[#reply + 1] = id

@@ -55,7 +55,7 @@ for i = first_result, #ARGV, 3 do
   end
   if f[1] == token and f[2] == 'active' then
     if f[4] then leave_group(group_prefix, f[4]) end
-    metrics_observe(figures, 'r', now - tonumber(f[6] or now))
+    metrics_observe(figures, 1, now - tonumber(f[6] or now))
     notify_waiters(done_prefix, id, f[3], 'c' .. result)
     if feed then hand_off_fields(feed, hash, id, 'completed', now, result) end
     if keep_count == 0 or keep_ms == 0 then

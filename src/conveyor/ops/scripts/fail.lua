@@ -80,7 +80,7 @@ for i = first_failure, #ARGV, 5 do
     cap = tonumber(cap)
     redis.call('ZREM', active_key, id)
     if f[5] then leave_group(group_prefix, f[5]) end
-    metrics_observe(figures, 'r', now - tonumber(f[10] or now))
+    metrics_observe(figures, 1, now - tonumber(f[10] or now))
     if cap >= 0 then
       local deferrals = redis.call('HINCRBY', key, 'df', 1)
       if deferrals <= cap then

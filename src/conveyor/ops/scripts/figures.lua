@@ -10,11 +10,13 @@
 -- ARGV[1] minutes: how many whole minutes before the current one to return (0: none)
 -- Returns: {now_ms, waiting, delayed, active, completed, failed, cancelled, waiting_children,
 --   suspects, delayed_due, oldest_ready_ms (-1: nothing waits), paused (0/1),
---   concurrency (-1: none), rate_max (-1: none), rate_ms, totals (flat HGETALL),
---   first_minute, minute_1 (flat), ..., minute_n (flat)}
+--   concurrency (-1: none), rate_max (-1: none), rate_ms, totals, first_minute, minute_1, ...,
+--   minute_n}: totals and each minute as their counters (see include/metrics.lua), or an
+--   empty array where nothing was counted
 --   The minutes run from first_minute (oldest) to the current one, which is still filling.
 -- Errors: none.
 -- @include common
+-- @include metrics
 
 local waiting_key = KEYS[1]
 local prioritized_key = KEYS[2]
@@ -37,6 +39,17 @@ local GROUPS_LOOKED_AT = 20
 
 local now = now_ms()
 local oldest = -1
+
+local read_counters = {}
+for slot = 0, 8 + 2 * METRIC_BUCKETS - 1 do
+  read_counters[#read_counters + 1] = 'GET'; read_counters[#read_counters + 1] = 'i64'
+  read_counters[#read_counters + 1] = '#' .. slot
+end
+
+local function counters(key)
+  if redis.call('EXISTS', key) == 0 then return {} end
+  return redis.call('BITFIELD_RO', key, unpack(read_counters))
+end
 
 -- When a waiting job last became ready: enqueued (ct), due (delayed) or requeued (rd).
 local function consider(id)
@@ -81,12 +94,12 @@ local rest = {
   tonumber(settings[2] or -1),
   tonumber(settings[3] or -1),
   tonumber(settings[4] or 0),
-  redis.call('HGETALL', metrics_prefix .. 'all'),
+  counters(metrics_prefix .. 'all'),
 }
 for i = 1, #rest do reply[#reply + 1] = rest[i] end
 local current = math.floor(now / 60000)
 reply[#reply + 1] = current - minutes
 for minute = current - minutes, current do
-  reply[#reply + 1] = redis.call('HGETALL', metrics_prefix .. minute)
+  reply[#reply + 1] = counters(metrics_prefix .. minute)
 end
 return reply
