@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/instructions.py                  # bulk (1,000 per call) and single
     .venv/bin/python bench/instructions.py --mode single --jobs 2000
+    .venv/bin/python bench/instructions.py --mode lifecycle --per-call 50   # enqueue, claim, complete
+    PYTHONPATH=/tmp/old/src .venv/bin/python bench/instructions.py ...    # another checkout's code
 
 Wall-clock figures on this shared 2-core machine move by 2x from one hour to the next;
 instruction counts do not. Each figure is the difference between two runs, one that
@@ -36,9 +38,19 @@ def noop(i: int) -> None: ...
 client = Client.from_url(f"redis://:{password}@127.0.0.1:{port}/0")
 client.enqueue_many([noop.call(i) for i in range(per_call)])  # scripts loaded, queue registered
 client.enqueue(noop, 0)
-if mode == "bulk":
+if mode in ("bulk", "lifecycle"):
     for start in range(0, jobs, per_call):
         client.enqueue_many([noop.call(i) for i in range(start, start + per_call)])
+    if mode == "lifecycle":  # each job claimed and completed, per_call at a time, as a worker would
+        from conveyor import ops
+
+        keys = client.keys("instructions")
+        keep = ops.Retention(10_000, 86_400_000)
+        while True:
+            claimed = client.run(ops.claim(keys, per_call, 60_000, "w")).jobs
+            if not claimed:
+                break
+            client.run(ops.complete(keys, keep, [(j.id, j.token, b"null") for j in claimed]))
 else:
     for i in range(jobs):
         client.enqueue(noop, i)
@@ -96,7 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--mode", choices=["bulk", "single", "both"], default="both")
+    parser.add_argument("--mode", choices=["bulk", "single", "lifecycle", "both"], default="both")
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs per measured run (default 10,000)")
     parser.add_argument("--per-call", type=int, default=1_000, help="jobs per enqueue_many call (bulk)")
     args = parser.parse_args()
@@ -108,7 +120,7 @@ def main() -> None:
             jobs = args.jobs if mode == "bulk" else min(args.jobs, 2_000)
             client0, server0 = _run(mode, 0, args.per_call, Path(tmp))
             client1, server1 = _run(mode, jobs, args.per_call, Path(tmp))
-            label = f"bulk ({args.per_call:,} per call)" if mode == "bulk" else "single"
+            label = f"{mode} ({args.per_call:,} per call)" if mode != "single" else "single"
             print(
                 f"{label}: client {(client1 - client0) / jobs:,.0f} instructions/job, "
                 f"server {(server1 - server0) / jobs:,.0f} instructions/job ({jobs:,} jobs)"

@@ -65,40 +65,53 @@ def test_every_outcome_is_counted_once(client: Client, queue: str) -> None:
     figures = client.figures(queue, minutes=1)
     totals = figures.totals
     assert (totals.completed, totals.retried, totals.failed, totals.cancelled) == (4, 2, 1, 1)
-    assert totals.wait.count == 11, "ten claims, and the one retried at once claimed again"
-    assert totals.run.count == 8, "every attempt whose outcome was recorded"
+    assert totals.wait.count == 0 and totals.run.count == 0, "times come from the workers"
     assert figures.window(1) == totals, "all of it happened in the last minute or two"
     assert figures.counts["failed"] == 1 and figures.counts["cancelled"] == 1
 
 
-def test_waits_and_runs_land_in_their_buckets(client: Client, raw: redis.Redis, queue: str) -> None:
+def test_times_a_worker_measured_go_with_its_acknowledgement(
+    client: Client, raw: redis.Redis, queue: str
+) -> None:
     enqueue(client, queue, 3)
     time.sleep(0.3)  # they wait at least 0.3 s
-    jobs = claim(client, queue, 3)
-    time.sleep(0.06)  # and run at least 60 ms
-    client.run(ops.complete(client.keys(queue), KEEP, [(j.id, j.token, b"1") for j in jobs]))
+    claim = client.run(ops.claim(client.keys(queue), 3, 60_000, "w1"))
+    tally = ops.Tally()
+    for job in claim.jobs:
+        assert 0 < job.ready_ms <= claim.now_ms
+        tally.waited(claim.now_ms - job.ready_ms)
+        tally.ran(0.06)
+    times = tally.take()
+    assert tally.take() == [], "taken once"
+    done = [(j.id, j.token, b"1") for j in claim.jobs[:2]]
+    client.run(ops.complete(client.keys(queue), KEEP, done, times))
     totals = client.figures(queue).totals
-    assert totals.wait.count == 3 and totals.run.count == 3
-    low_wait = bucket_of(0.3)
-    assert sum(totals.wait.counts[:low_wait]) == 0 and 0.3 <= totals.wait.sum_seconds / 3 < 5
-    assert sum(totals.run.counts[: bucket_of(0.06)]) == 0 and 0.06 <= totals.run.sum_seconds / 3 < 5
+    assert totals.completed == 2 and totals.wait.count == 3 and totals.run.count == 3
+    assert sum(totals.wait.counts[: bucket_of(0.3)]) == 0 and 0.3 <= totals.wait.sum_seconds / 3 < 5
+    assert totals.run.counts[bucket_of(0.06)] == 3 and totals.run.sum_seconds == pytest.approx(0.18)
     p50 = totals.wait.quantile(0.5)
     assert p50 is not None and 0.25 <= p50 <= 1.0
-    # the minute key expires with the day (default retention)
+    # a failure carries them too; and the minute key expires with the day (default retention)
+    tally.ran(2.0)
+    last = (claim.jobs[2].id, claim.jobs[2].token, b'{"type": "E"}', ops.RETRY_NEVER, ops.NOT_DEFERRED)
+    client.run(ops.fail(client.keys(queue), KEEP, [last], tally.take()))
+    totals = client.figures(queue).totals
+    assert totals.failed == 1 and totals.run.count == 4 and totals.run.counts[bucket_of(2.0)] == 1
     minute_key = client.keys(queue).metrics_prefix + f"{client.figures(queue, 0).minutes[-1][0]}"
     assert 86_000_000 < raw.pttl(minute_key) <= 86_400_000
 
 
-def test_a_delayed_job_waits_from_when_it_was_due(client: Client, queue: str) -> None:
+def test_a_delayed_job_is_ready_from_when_it_was_due(client: Client, queue: str) -> None:
     enqueue(client, queue, 1, delay=0.2)
     time.sleep(0.25)
     figures = client.figures(queue)
     assert figures.delayed_due == 1, "due, not yet promoted: it waits"
     assert 0.0 < figures.oldest_waiting_s < 5
-    jobs = claim(client, queue, 1)
-    assert len(jobs) == 1
-    wait = client.figures(queue).totals.wait
-    assert wait.count == 1 and wait.sum_seconds < 1.0, "counted from due, not from enqueue"
+    claim = client.run(ops.claim(client.keys(queue), 1, 60_000, "w1"))
+    [job] = claim.jobs
+    created = client.get_job(queue, job.id).created_at
+    assert created is not None and job.ready_ms - created.timestamp() * 1000 >= 150, "due, not enqueued"
+    assert 0 <= claim.now_ms - job.ready_ms < 1000
 
 
 def test_the_oldest_waiting_job(client: Client, queue: str) -> None:
@@ -122,13 +135,13 @@ def test_lost_jobs_count_as_retried_then_failed(client: Client, raw: redis.Redis
         assert (swept.recovered if crash == 1 else swept.dead) == [job.id]
     totals = client.figures(queue).totals
     assert (totals.retried, totals.failed, totals.run.count) == (1, 1, 0), "a lost run has no known end"
-    assert totals.wait.count == 2
 
 
 def test_settings_shorten_how_long_minutes_are_kept(client: Client, raw: redis.Redis, queue: str) -> None:
     raw.hset(client.keys(queue).settings, "metrics_keep_ms", 120_000)
     enqueue(client, queue, 1)
-    claim(client, queue, 1)
+    [job] = claim(client, queue, 1)
+    client.run(ops.complete(client.keys(queue), KEEP, [(job.id, job.token, b"1")]))
     minute = client.figures(queue, 0).minutes[-1][0]
     assert 0 < raw.pttl(client.keys(queue).metrics_prefix + f"{minute}") <= 120_000
 

@@ -65,7 +65,7 @@ from .manage import (
     retry_failed,
     update_settings,
 )
-from .metrics import FIGURES, Histogram, Period, QueueFigures, figures
+from .metrics import FIGURES, Histogram, Period, QueueFigures, Tally, figures
 from .reads import (
     AWAIT,
     COUNTS,
@@ -124,6 +124,7 @@ __all__ = [
     "Script",
     "Step",
     "Swept",
+    "Tally",
     "as_dict",
     "cancel",
     "claim",

@@ -49,6 +49,9 @@ class Claimed:
     options: str
     children: str
     """For the parent of a flow: its children's outcomes as JSON (see child.lua), else ''."""
+    ready_ms: int = 0
+    """When the job last became ready to run (enqueued, due, or handed back; ms): its wait
+    ends at the claim's ``now_ms``."""
 
 
 @dataclass(slots=True)
@@ -63,6 +66,8 @@ class Claim:
     """The worker must claim nothing more until it holds no job: it was handed a suspect
     (a job that lost its worker too often to run beside others), or told to make room for
     one (see ``scripts/claim.lua``)."""
+    now_ms: int = 0
+    """Redis's clock at the claim (ms): when the claimed jobs stopped waiting."""
 
 
 def claim(
@@ -103,10 +108,11 @@ def claim(
             reply[i + 5],
             reply[i + 6],
             reply[i + 7],
+            int(reply[i + 8] or 0),
         )
-        for i in range(2, len(reply), 8)
+        for i in range(3, len(reply), 9)
     ]
-    return Claim(jobs, int(reply[0]), reply[1] == 1)
+    return Claim(jobs, int(reply[0]), reply[1] == 1, int(reply[2]))
 
 
 def suspects_waiting(keys: QueueKeys) -> Generator[Step, Any, int]:
@@ -115,12 +121,17 @@ def suspects_waiting(keys: QueueKeys) -> Generator[Step, Any, int]:
 
 
 def complete(
-    keys: QueueKeys, retention: Retention, results: Sequence[tuple[str, str, bytes]]
+    keys: QueueKeys,
+    retention: Retention,
+    results: Sequence[tuple[str, str, bytes]],
+    times: Sequence[int] = (),
 ) -> Generator[Step, Any, list[int]]:
     """Record ``(id, token, result_json)`` triples; returns per job 1 recorded, 2 recorded with
     a note for its parent in the outbox (flows), ``ALREADY_RECORDED`` (an earlier try of the
-    same batch got through), 0 refused because the token was stale."""
-    args: list[Any] = [retention.keep_count, retention.keep_ms]
+    same batch got through), 0 refused because the token was stale. ``times``: the wait and
+    run times a worker measured since its last acknowledgement of the queue
+    (:meth:`conveyor.ops.metrics.Tally.take`), added to the queue's figures in the same step."""
+    args: list[Any] = [retention.keep_count, retention.keep_ms, " ".join(map(str, times))]
     for item in results:
         args += item
     reply = yield Script(
@@ -149,7 +160,10 @@ the same acknowledgement whose reply was lost with its connection."""
 
 
 def fail(
-    keys: QueueKeys, retention: Retention, failures: Sequence[tuple[str, str, bytes, int, int]]
+    keys: QueueKeys,
+    retention: Retention,
+    failures: Sequence[tuple[str, str, bytes, int, int]],
+    times: Sequence[int] = (),
 ) -> Generator[Step, Any, list[int]]:
     """Record ``(id, token, error_json, retry_delay_ms, deferral_cap)`` for attempts that did
     not complete.
@@ -158,9 +172,10 @@ def fail(
     of ``NOT_DEFERRED`` is an ordinary failure; n >= 0 a ``RetryAfter``: the attempt is given
     back, and the job fails for good when it was deferred more than n times. Returns per job:
     1 retrying, 2 dead-lettered, 3 cancelled, ``ALREADY_RECORDED``, 0 stale; 12 and 13 for 2
-    and 3 with a note for the job's parent in the outbox (flows).
+    and 3 with a note for the job's parent in the outbox (flows). ``times``: as for
+    :func:`complete`.
     """
-    args: list[Any] = [retention.keep_count, retention.keep_ms]
+    args: list[Any] = [retention.keep_count, retention.keep_ms, " ".join(map(str, times))]
     for item in failures:
         args += item
     reply = yield Script(

@@ -9,11 +9,12 @@ autoscaler all read one truth, whichever process asks and without Prometheus.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..metrics.buckets import BOUNDS_SECONDS, quantile
+from ..metrics.buckets import BOUNDS_MS, BOUNDS_SECONDS, quantile
 from .keys import QueueKeys
 from .scripts import load
 from .steps import Script, Step
@@ -91,6 +92,55 @@ class Period:
         return cls(
             c[0], c[1], c[2], c[3], Histogram(tuple(waits), c[5] / 1000), Histogram(tuple(runs), c[7] / 1000)
         )
+
+
+_WAIT_COUNT, _RUN_COUNT = 4, 6  # each followed by its sum (ms); see include/metrics.lua
+_WAIT_BUCKETS, _RUN_BUCKETS = 8, 8 + _BUCKETS
+
+
+class Tally:
+    """Wait and run times a worker measured for one queue since its last acknowledgement
+    there, in the counters the scripts keep: :meth:`take` gives them to the next
+    ``complete`` or ``fail``, which adds them to the queue's figures in the same step.
+    Measured in the worker and added up per batch, they cost the scripts nothing per job.
+    """
+
+    __slots__ = ("_runs", "_waits", "run_ms", "wait_ms")
+
+    def __init__(self) -> None:
+        self._waits = [0] * _BUCKETS
+        self._runs = [0] * _BUCKETS
+        self.wait_ms = 0
+        self.run_ms = 0
+
+    def waited(self, ms: int) -> None:
+        if ms < 0:  # the ready time of a job another clock wrote, a little ahead
+            ms = 0
+        self._waits[bisect_left(BOUNDS_MS, ms)] += 1
+        self.wait_ms += ms
+
+    def ran(self, seconds: float) -> None:
+        ms = seconds * 1000
+        self._runs[bisect_left(BOUNDS_MS, ms)] += 1
+        self.run_ms += round(ms)
+
+    def take(self) -> list[int]:
+        """The counts as flat (slot, increment) pairs, and start again from zero."""
+        flat: list[int] = []
+        for base, count_slot, counts, total in (
+            (_WAIT_BUCKETS, _WAIT_COUNT, self._waits, self.wait_ms),
+            (_RUN_BUCKETS, _RUN_COUNT, self._runs, self.run_ms),
+        ):
+            observed = 0
+            for index, count in enumerate(counts):
+                if count:
+                    flat += (base + index, count)
+                    observed += count
+                    counts[index] = 0
+            if observed:
+                flat += (count_slot, observed, count_slot + 1, total)
+        self.wait_ms = self.run_ms = 0
+        return flat
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,9 @@ class Acknowledger:
         self._reports: list[Any] = []
         self._metrics = metrics
         self._failure_figures: dict[str, list[TaskFigures | None]] = {q: [] for q in keys}
+        self.times: dict[str, ops.Tally] = {q: ops.Tally() for q in keys}
+        """Per queue, the wait and run times measured since its last acknowledgement: the
+        fleet's figures in Redis get them with the next one (see ``ops.metrics.Tally``)."""
         """With metrics on, the figures of each failure in ``_failures``, in step with it:
         Redis's answer says how each was recorded (retried, dead-lettered, cancelled)."""
         self._outbox_due: set[str] = set()
@@ -150,14 +153,18 @@ class Acknowledger:
         figures = None
         if metrics is not None and buffer is self._failures:  # taken with the batch, in step
             figures, self._failure_figures[queue] = self._failure_figures[queue], []
+        # The queue's wait and run times since its last acknowledgement go with this one: sent
+        # again with it if it is retried (so twice, in the rare case where a try whose reply
+        # was lost got through: a figure, unlike an outcome, cannot tell).
+        times = self.times[queue].take()
         delay = 0.05
         while True:
             try:
                 if metrics is None:
-                    replies = await self.executor.run(operation(keys, retention, batch))
+                    replies = await self.executor.run(operation(keys, retention, batch, times))
                 else:  # a round trip made anyway, timed: one clock pair per batch
                     sent = time.perf_counter()
-                    replies = await self.executor.run(operation(keys, retention, batch))
+                    replies = await self.executor.run(operation(keys, retention, batch, times))
                     metrics.acknowledged(time.perf_counter() - sent)
                 break
             except RETRYABLE_REDIS_ERRORS as exc:

@@ -185,7 +185,7 @@ class Fetcher:
             self._room_for = None if claim.jobs else queue
             if claim.jobs:
                 log.warning("job %s/%s lost its worker before: running it alone", queue, claim.jobs[0].id)
-        self._runner.start_all(queue, claim.jobs)
+        self._runner.start_all(queue, claim.jobs, claim.now_ms)
         return 0 if self._held.alone else free - len(claim.jobs)
 
     async def _block(self, timeout: float) -> None:

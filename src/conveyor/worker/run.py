@@ -111,13 +111,15 @@ class JobRunner:
         """None with metrics off: then each metrics step of the job path is one None check."""
 
     # ------------------------------------------------------------------ starting
-    def start_all(self, queue: str, jobs: Sequence[ops.Claimed]) -> None:
+    def start_all(self, queue: str, jobs: Sequence[ops.Claimed], claimed_at_ms: int = 0) -> None:
         """Hold every claimed job before starting any: the heartbeat thread renews held jobs
         only, and starting one can take long when threads busy in pure Python hold the GIL
         (the pool starts a thread per sync job at first, and each start waits for the GIL:
         50 such threads kept the last of 50 claimed jobs from starting for about 8 s)."""
         held = self._held[queue]
+        times = self._acks.times[queue]
         for claimed in jobs:
+            times.waited(claimed_at_ms - claimed.ready_ms)
             if claimed.attempts > 1:  # a job coming back: this worker may still run it
                 self._fence_older_attempt(queue, claimed)
             held[claimed.token] = Held(claimed.id)
@@ -300,9 +302,11 @@ class JobRunner:
     # ------------------------------------------------------------------ finishing
     def _release(self, job: Prepared) -> None:
         self.busy -= 1
+        ran = self._loop.time() - job.started  # every run that ended, whatever its outcome
+        self._acks.times[job.queue].ran(ran)
         figures = job.figures
-        if figures is not None:  # every run that ended, whatever its outcome
-            figures.observe(self._loop.time() - job.started)
+        if figures is not None:
+            figures.observe(ran)
         held = self._held[job.queue].get(job.claimed.token)
         if held is not None:
             held.task = None

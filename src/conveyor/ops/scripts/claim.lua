@@ -29,17 +29,20 @@
 -- KEYS[14] outbox_key LIST (notes for parents in flows)   KEYS[15] suspects_key ZSET
 -- KEYS[16] history_key STREAM   KEYS[17] history_feed_key HASH (the history hand-off, see
 --   include/history.lua: for jobs that expired or had no task name)
--- KEYS[18] metrics_prefix of the queue's figures (see include/metrics.lua: wait times)
+-- KEYS[18] metrics_prefix of the queue's figures (see include/metrics.lua)
 -- ARGV[1] max_jobs N   ARGV[2] lease_ms   ARGV[3] worker_id
 -- ARGV[4] promote_limit: max delayed jobs to promote
 -- ARGV[5] failed_keep_count, ARGV[6] failed_keep_ms: retention of failed jobs (for jobs that expired)
 -- ARGV[7] idle: 1 when the worker holds no job (running or not yet acknowledged), else 0
 -- ARGV[8] room_ms: how long a suspect waits for an idle worker before busy workers are told
 --   to make room
--- Returns: {wait_ms, alone, id1, token1, attempts1, name1, args1, kwargs1, options1, children1, id2, ...}
+-- Returns: {wait_ms, alone, now, id1, token1, attempts1, name1, args1, kwargs1, options1, children1,
+--   ready1, id2, ...}
 --   alone: 1 when the worker must claim nothing more until it holds no job (it was handed
 --   a suspect, or told to make room for one), else 0.
 --   children: for the parent of a flow, its children's outcomes (JSON, see child.lua), or ''.
+--   now: the time of the claim (ms); ready: when the job last became ready to run (enqueued,
+--   due, or handed back; ms): the worker counts its wait from them (see include/metrics.lua).
 --   wait_ms: ms until something the worker waits for changes by itself (the earliest
 --   delayed job is due, the rate window resets), or -1. The worker blocks on the marker
 --   for at most that long. Each claimed job gets a lease deadline (its score in active)
@@ -85,14 +88,16 @@ local function wait_at_most(ms)
   if wait_ms < 0 or ms < wait_ms then wait_ms = ms end
 end
 
--- 1. Promote delayed jobs that are due, oldest due first.
-local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now, 'LIMIT', 0, promote_limit)
+-- 1. Promote delayed jobs that are due, oldest due first. Each is ready since it was due (rd).
+local due_at = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, promote_limit)
+local due = {}
+for i = 1, #due_at, 2 do due[#due + 1] = due_at[i] end
 if #due > 0 then
   redis.call('ZREMRANGEBYRANK', delayed_key, 0, #due - 1)
   for i = 1, #due do
     local key = job_prefix .. due[i]
     local f = redis.call('HMGET', key, 'p', 'g', 'su')
-    redis.call('HSET', key, 's', 'waiting')
+    redis.call('HSET', key, 's', 'waiting', 'rd', due_at[2 * i])
     if f[3] then
       redis.call('ZADD', suspects_key, now, due[i])
     else
@@ -270,7 +275,7 @@ if max_jobs > 0 and alone == 0 then
 end
 
 -- 7. Lease each job to this worker with a new fencing token.
-local reply = {-1, alone}
+local reply = {-1, alone, now}
 local started = 0
 if #ids > 0 then
   local last_token = redis.call('INCRBY', sequence_key, #ids)
@@ -282,7 +287,7 @@ if #ids > 0 then
   for i = 1, #ids do
     local id = ids[i]
     local key = job_prefix .. id
-    local f = redis.call('HMGET', key, 'n', 'a', 'k', 'o', 'at', 'x', 'wt', 'pa', 'co', 'ct', 'due', 'rd')
+    local f = redis.call('HMGET', key, 'n', 'a', 'k', 'o', 'at', 'x', 'wt', 'pa', 'co', 'ct', 'rd')
     token = token + 1
     if f[1] and f[6] and tonumber(f[6]) <= now then
       local err = cjson.encode({type = 'Expired', message = 'the job was not started before its time to live ran out',
@@ -300,8 +305,6 @@ if #ids > 0 then
       if group_of[id] then redis.call('HINCRBY', group_prefix .. 'active', group_of[id], 1) end
       local attempts = tonumber(f[5] or 0) + 1
       redis.call('HSET', key, 's', 'active', 'at', attempts, 'tk', token, 'st', now, 'w', worker_id)
-      -- Waited since it last became ready: enqueued (ct), due (delayed), requeued (rd).
-      metrics_observe(figures, 0, now - math.max(tonumber(f[10] or now), tonumber(f[11] or 0), tonumber(f[12] or 0)))
       leases[#leases + 1] = deadline
       leases[#leases + 1] = id
       reply[#reply + 1] = id
@@ -312,6 +315,9 @@ if #ids > 0 then
       reply[#reply + 1] = f[3] or ''
       reply[#reply + 1] = f[4] or ''
       reply[#reply + 1] = f[9] or ''
+      -- Ready since enqueued (ct), or since it last became ready again (rd: due after a
+      -- delay, handed back, retried).
+      reply[#reply + 1] = f[11] or f[10] or ''
       started = started + 1
     elseif redis.call('EXISTS', key) == 1 then
       -- A hash without a task name was not written by Conveyor: dead-letter it, fields kept
@@ -335,7 +341,7 @@ if #ids > 0 then
   if started > 0 then
     call_chunked('ZADD', active_key, leases)
     local started_ids = {}
-    for r = 3, #reply, 8 do started_ids[#started_ids + 1] = reply[r] end
+    for r = 4, #reply, 9 do started_ids[#started_ids + 1] = reply[r] end
     emit(events_key, 'active', 'ids', table.concat(started_ids, ','), 'worker', worker_id)
   end
   if rate_max > 0 and started > 0 then

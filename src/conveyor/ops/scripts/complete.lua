@@ -7,7 +7,9 @@
 -- KEYS[12] history_feed_key HASH (the history hand-off, see include/history.lua)
 -- KEYS[13] metrics_prefix of the queue's figures (see include/metrics.lua)   KEYS[14] settings_key HASH
 -- ARGV[1] keep_count (-1 unlimited, 0 delete at once)   ARGV[2] keep_ms (-1 forever, 0 delete at once)
--- then, from first_result (3) on, triples: id, fencing token, result JSON.
+-- ARGV[3] times: "slot increment ..." pairs, the wait and run times the worker measured since
+--   its last acknowledgement of the queue, for the queue's figures (include/metrics.lua)
+-- then, from first_result (4) on, triples: id, fencing token, result JSON.
 -- Returns: an array with one integer per job: 1 recorded, 2 recorded and a note for its
 --   parent (flows) left in the outbox, 4 recorded already (by an earlier try of this batch
 --   that reached Redis, though its reply was lost with the connection), 0 refused because
@@ -33,14 +35,16 @@ local metrics_prefix = KEYS[13]
 local settings_key = KEYS[14]
 local keep_count = tonumber(ARGV[1])
 local keep_ms = tonumber(ARGV[2])
-local first_result = 3
+local times = ARGV[3]
+local first_result = 4
 
 local now = now_ms()
 local feed = history_feed(history_key, history_feed_key)
 local figures = metrics_new(metrics_prefix, settings_key)
+metrics_given(figures, times)
 local out = {}
 local done_ids = {}
-local READ = {tk = 1, s = 2, wt = 3, g = 4, pa = 5, st = 6}
+local READ = {tk = 1, s = 2, wt = 3, g = 4, pa = 5}
 local kept = {}  -- score, member pairs for one ZADD to the completed set
 
 for i = first_result, #ARGV, 3 do
@@ -49,13 +53,12 @@ for i = first_result, #ARGV, 3 do
   local f, hash
   if feed then  -- the job is read whole, once, for its hand-off
     hash = redis.call('HGETALL', key)
-    f = pick_fields(hash, READ, 6)
+    f = pick_fields(hash, READ, 5)
   else
-    f = redis.call('HMGET', key, 'tk', 's', 'wt', 'g', 'pa', 'st')
+    f = redis.call('HMGET', key, 'tk', 's', 'wt', 'g', 'pa')
   end
   if f[1] == token and f[2] == 'active' then
     if f[4] then leave_group(group_prefix, f[4]) end
-    metrics_observe(figures, 1, now - tonumber(f[6] or now))
     notify_waiters(done_prefix, id, f[3], 'c' .. result)
     if feed then hand_off_fields(feed, hash, id, 'completed', now, result) end
     if keep_count == 0 or keep_ms == 0 then
@@ -84,9 +87,9 @@ for i = first_result, #ARGV, 3 do
 end
 
 if feed then close_hand_off(feed) end
+metrics_count(figures, 'completed', #done_ids)
+metrics_flush(figures, now)
 if #done_ids > 0 then
-  metrics_count(figures, 'completed', #done_ids)
-  metrics_flush(figures, now)
   call_chunked('ZREM', active_key, done_ids)
   call_chunked('ZADD', completed_key, kept)
   emit(events_key, 'completed', 'ids', table.concat(done_ids, ','))

@@ -9,7 +9,9 @@
 -- KEYS[16] history_feed_key HASH (the history hand-off, see include/history.lua)
 -- KEYS[17] metrics_prefix of the queue's figures (see include/metrics.lua)   KEYS[18] settings_key HASH
 -- ARGV[1] keep_count for failed and cancelled jobs (-1 unlimited)   ARGV[2] keep_ms (-1 forever)
--- then, from first_failure (3) on, groups of 5: id, fencing token, error JSON, retry delay ms,
+-- ARGV[3] times: "slot increment ..." pairs, the wait and run times the worker measured since
+--   its last acknowledgement of the queue, for the queue's figures (include/metrics.lua)
+-- then, from first_failure (4) on, groups of 5: id, fencing token, error JSON, retry delay ms,
 --   deferral cap.
 --   delay >= 0: retry after it; -1: dead-letter (failed); -2: cancelled (aborted while running;
 --   the error recorded is the one cancel.lua stored with the request, when there is one).
@@ -46,11 +48,13 @@ local metrics_prefix = KEYS[17]
 local settings_key = KEYS[18]
 local keep_count = tonumber(ARGV[1])
 local keep_ms = tonumber(ARGV[2])
-local first_failure = 3
+local times = ARGV[3]
+local first_failure = 4
 
 local now = now_ms()
 local feed = history_feed(history_key, history_feed_key)
 local figures = metrics_new(metrics_prefix, settings_key)
+metrics_given(figures, times)
 local out = {}
 local woke = false
 
@@ -74,13 +78,12 @@ end
 for i = first_failure, #ARGV, 5 do
   local id, token, failure, delay, cap = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local key = job_prefix .. id
-  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p', 'g', 'pa', 'ab', 'su', 'ak', 'st')
+  local f = redis.call('HMGET', key, 'tk', 's', 'wt', 'p', 'g', 'pa', 'ab', 'su', 'ak')
   if f[1] == token and f[2] == 'active' then
     delay = tonumber(delay)
     cap = tonumber(cap)
     redis.call('ZREM', active_key, id)
     if f[5] then leave_group(group_prefix, f[5]) end
-    metrics_observe(figures, 1, now - tonumber(f[10] or now))
     if cap >= 0 then
       local deferrals = redis.call('HINCRBY', key, 'df', 1)
       if deferrals <= cap then

@@ -51,12 +51,13 @@ local function counters(key)
   return redis.call('BITFIELD_RO', key, unpack(read_counters))
 end
 
--- When a waiting job last became ready: enqueued (ct), due (delayed) or requeued (rd).
+-- When a waiting job last became ready: enqueued (ct), or ready again (rd: due after a
+-- delay, handed back, retried).
 local function consider(id)
   if not id then return end
-  local f = redis.call('HMGET', job_prefix .. id, 'ct', 'due', 'rd')
+  local f = redis.call('HMGET', job_prefix .. id, 'ct', 'rd')
   if not f[1] then return end
-  local ready = math.max(tonumber(f[1]), tonumber(f[2] or 0), tonumber(f[3] or 0))
+  local ready = tonumber(f[2] or f[1])
   if oldest < 0 or ready < oldest then oldest = ready end
 end
 

@@ -29,7 +29,7 @@ end
 if state ~= 'delayed' or redis.call('ZREM', delayed_key, id) == 0 then
   return redis.error_reply('CONVEYOR:INVALID_STATE job ' .. id .. ' is ' .. state .. ', not delayed')
 end
-redis.call('HSET', key, 's', 'waiting', 'due', now_ms())
+redis.call('HSET', key, 's', 'waiting', 'due', now_ms(), 'rd', now_ms())
 local f = redis.call('HMGET', key, 'p', 'g', 'su')
 if f[3] then
   redis.call('ZADD', suspects_key, now_ms(), id)

@@ -29,7 +29,7 @@ for i = first_held, #ARGV, 2 do
   if f[1] == token and f[2] == 'active' then
     redis.call('ZREM', active_key, id)
     if f[5] then leave_group(group_prefix, f[5]) end
-    redis.call('HSET', key, 's', 'waiting', 'at', math.max(0, tonumber(f[4] or 1) - 1))
+    redis.call('HSET', key, 's', 'waiting', 'at', math.max(0, tonumber(f[4] or 1) - 1), 'rd', now)
     if f[6] then
       redis.call('ZADD', suspects_key, now, id)
     else

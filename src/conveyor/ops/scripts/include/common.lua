@@ -10,7 +10,8 @@
 -- alone, see sweep.lua), df deferrals (RetryAfter) so far, ak token of the attempt whose
 -- failure was recorded last (fail.lua: a retried acknowledgement is answered "recorded
 -- already"), sc the schedule that enqueued it, al attempt log (while history is on, see
--- include/history.lua); flows: pa parent reference, dp children pending, ch children references
+-- include/history.lua), rd ready again since ms (due after a delay, handed back, retried:
+-- a job's wait counts from it, or from ct; see include/metrics.lua); flows: pa parent reference, dp children pending, ch children references
 -- (JSON), fp failed-child policy, pr pass results, co children's outcomes, d:<child> one outcome.
 -- Enqueue fields: name/value pairs after a job's id, task name and args JSON, read by
 -- create_job (jobs.lua); most jobs have none.

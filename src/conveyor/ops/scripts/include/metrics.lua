@@ -8,16 +8,17 @@
 --                           the settings field metrics_keep_ms (default 24 h)
 -- Counters (slot: meaning): 0 completed, 1 failed (dead-lettered), 2 retried, 3 cancelled;
 --   4 waits counted, 5 their sum (ms), 6 runs counted, 7 their sum (ms);
---   8 + i: waits in bucket i; 8 + METRIC_BUCKETS + i: runs in bucket i (enqueued or due ->
---   started; started -> outcome recorded). Bucket i holds durations at or below
---   METRIC_BOUNDS_MS[i + 1] and above the bound before; the last one what is longer. The
---   bounds are conveyor.metrics.buckets'; conveyor.ops.metrics reads the slots.
+--   8 + i: waits in bucket i; 8 + METRIC_BUCKETS + i: runs in bucket i. Bucket i holds
+--   durations at or below the (i + 1)th bound of conveyor.metrics.buckets and above the one
+--   before; the last bucket what is longer. conveyor.ops.metrics reads and writes the slots.
 --
--- A script counts into a table as it goes and writes once at its end: one BITFIELD per key
--- with an INCRBY for each counter touched, so a batch of 100 acknowledgements costs about
--- what one does, and a write is two commands whatever it counted.
+-- The scripts count outcomes themselves (a few additions per call, not per job). Wait and
+-- run times are measured by the workers (a wait from the claim's clock and the ready time
+-- it hands over, a run around the job), added up per batch (conveyor.ops.metrics.Tally) and
+-- handed to the next acknowledgement of the queue, which adds them in the same step: done
+-- in Lua, per job, they cost the drain about a tenth of its Redis time. A script writes once,
+-- at its end: one BITFIELD per key with an INCRBY for each counter touched.
 
-local METRIC_BOUNDS_MS = {1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 60000, 120000, 300000, 600000, 1800000, 3600000}
 local METRIC_BUCKETS = 21
 local METRIC_SLOT = {completed = 0, failed = 1, retried = 2, cancelled = 3}
 local METRICS_KEEP_MS = 86400000
@@ -34,21 +35,15 @@ local function metrics_count(m, outcome, n)
   m.any = true
 end
 
--- Note one duration (ms) in histogram `kind` (0 wait, 1 run).
-local function metrics_observe(m, kind, ms)
-  if ms < 0 then ms = 0 end
-  local low, high = 1, METRIC_BUCKETS  -- the first bound >= ms, by halving
-  while low < high do
-    local mid = math.floor((low + high) / 2)
-    if METRIC_BOUNDS_MS[mid] >= ms then high = mid else low = mid + 1 end
-  end
+-- Add the counts a worker hands over: `given` is "slot increment slot increment ..." (the
+-- wait and run times it measured, see conveyor.ops.metrics.Tally), or empty.
+local function metrics_given(m, given)
   local add = m.add
-  local slot = 8 + kind * METRIC_BUCKETS + low - 1
-  add[slot] = (add[slot] or 0) + 1
-  slot = 4 + kind * 2
-  add[slot] = (add[slot] or 0) + 1
-  add[slot + 1] = (add[slot + 1] or 0) + ms
-  m.any = true
+  for slot, n in string.gmatch(given, '(%d+) (%d+)') do
+    slot = tonumber(slot)
+    add[slot] = (add[slot] or 0) + tonumber(n)
+    m.any = true
+  end
 end
 
 local function metrics_flush(m, now)
