@@ -32,7 +32,8 @@ import pytest
 from conveyor import AsyncClient, Client, JobState, Tasks, Worker, ops
 from conveyor.metrics.buckets import BOUNDS_SECONDS
 from conveyor.metrics.http import MetricsServer, PortUnavailable
-from conveyor.metrics.worker import ProcessesMetrics, Snapshot, write_snapshot
+from conveyor.metrics.processes import ProcessesMetrics, write_snapshot
+from conveyor.metrics.worker import Snapshot
 
 from helpers import running_worker, wait_until
 

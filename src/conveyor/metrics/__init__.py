@@ -4,7 +4,8 @@
 * :mod:`.buckets`: the one set of time buckets every histogram uses.
 * :mod:`.fleet`: figures true for the whole fleet, read from Redis (``/metrics`` of the API,
   ``conveyor metrics``).
-* :mod:`.worker`: one worker process's own figures (``conveyor worker --metrics-port``).
+* :mod:`.worker`: one worker process's own figures (``conveyor worker --metrics-port``);
+  :mod:`.processes`: those of ``--processes N``, summed by the supervisor.
 * :mod:`.redis_health`: the Redis server's health and the settings that can lose jobs.
 * :mod:`.http`: the small HTTP server of ``/metrics`` and ``/livez`` (workers, ``conveyor metrics``).
 

@@ -100,7 +100,7 @@ def queue_families(figures: Sequence[ops.QueueFigures], workers: Sequence[dict[s
         "histogram",
         "From enqueued (or due, or handed back) to started, across the fleet.",
     )
-    run = Family("conveyor_queue_run_seconds", "histogram", "How long jobs ran, as their workers measured (fleet).")
+    run = Family("conveyor_queue_run_seconds", "histogram", "How long jobs ran, as their workers timed them.")
 
     serving: dict[str, tuple[int, int]] = {}
     for worker in workers:

@@ -43,7 +43,8 @@ from ..history.archiver import archive_until_closed
 from ..hooks import Hooks
 from ..metrics import redis_health
 from ..metrics.http import MetricsServer
-from ..metrics.worker import SnapshotWriter, WorkerMetrics
+from ..metrics.processes import SnapshotWriter
+from ..metrics.worker import WorkerMetrics
 from ..ops import history as handoff_ops
 from ..ops.keys import QueueKeys
 from ..redis.base import AsyncTransport, SyncTransport

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from .children import supervised_child
 
 if TYPE_CHECKING:
-    from ..metrics.worker import ProcessesMetrics
+    from ..metrics.processes import ProcessesMetrics
     from .engine import Worker
 
 log = logging.getLogger("conveyor.supervisor")
@@ -55,7 +55,7 @@ def supervise(
     if metrics is None:
         return _Supervisor(command, burst).run(processes)
     from ..metrics.http import MetricsServer
-    from ..metrics.worker import ProcessesMetrics
+    from ..metrics.processes import ProcessesMetrics
 
     directory = tempfile.mkdtemp(prefix="conveyor-metrics-")
     try:
