@@ -21,9 +21,9 @@ Where each figure is counted:
 
 Threads: the event loop writes everything but :class:`BeatFigures`, which only the heartbeat
 thread writes. The exporter (:mod:`conveyor.metrics.http`'s server, or a
-:class:`~conveyor.metrics.processes.SnapshotWriter`) reads from a thread of its own, copying each dict and list with one
-C call (``list(...)``: atomic under the GIL), so a scrape sees each figure whole, if not all of
-them at the same instant.
+:class:`~conveyor.metrics.processes.SnapshotWriter`) reads from a thread of its own, copying
+each dict and list with one C call (``list(...)``: atomic under the GIL), so a scrape sees each
+figure whole, if not all of them at the same instant.
 
 Several processes (``--processes N``): see :mod:`.processes`.
 """
