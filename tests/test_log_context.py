@@ -98,18 +98,34 @@ def _ids(span: ReadableSpan) -> tuple[str, str]:
     return format(span.context.trace_id, "032x"), format(span.context.span_id, "016x")
 
 
-async def test_json_lines_from_async_and_sync_tasks_carry_the_job_and_trace(
-    aclient: AsyncClient, tasks: Tasks, url: str, queue: str, spans: InMemorySpanExporter
-) -> None:
+async def _run_both(
+    aclient: AsyncClient,
+    tasks: Tasks,
+    url: str,
+    spans: InMemorySpanExporter,
+    formatter: logging.Formatter,
+    completed: str,
+) -> tuple[Capture, Any, Any, dict[str, ReadableSpan]]:
+    """Run one async and one sync job that log, capturing the lines in ``formatter``'s form
+    until the worker logged both completions (lines holding ``completed``)."""
     async_logs, sync_logs = _tasks_that_log(tasks)
-    with Capture(logs.JsonFormatter()) as capture:
+    with Capture(formatter) as capture:
         a = await aclient.enqueue(async_logs, 1)
         s = await aclient.enqueue(sync_logs, 2)
         async with running_worker(tasks, url):
             await a.result(timeout=5)
             await s.result(timeout=5)
             by_job = await _job_spans(spans, 2)
-            await wait_until(lambda: sum('"event": "completed"' in line for line in capture.lines()) == 2)
+            await wait_until(lambda: sum(completed in line for line in capture.lines()) == 2)
+    return capture, a, s, by_job
+
+
+async def test_json_lines_from_async_and_sync_tasks_carry_the_job_and_trace(
+    aclient: AsyncClient, tasks: Tasks, url: str, queue: str, spans: InMemorySpanExporter
+) -> None:
+    capture, a, s, by_job = await _run_both(
+        aclient, tasks, url, spans, logs.JsonFormatter(), '"event": "completed"'
+    )
     records = capture.records()
     for handle, task, message in (
         (a, "async_logs", "async task says 1"),
@@ -130,15 +146,8 @@ async def test_json_lines_from_async_and_sync_tasks_carry_the_job_and_trace(
 async def test_text_lines_name_the_job_and_trace_at_the_end(
     aclient: AsyncClient, tasks: Tasks, url: str, queue: str, spans: InMemorySpanExporter
 ) -> None:
-    async_logs, sync_logs = _tasks_that_log(tasks)
-    with Capture(logs.TextFormatter()) as capture:
-        a = await aclient.enqueue(async_logs, 1)
-        s = await aclient.enqueue(sync_logs, 2)
-        async with running_worker(tasks, url):
-            await a.result(timeout=5)
-            await s.result(timeout=5)
-            by_job = await _job_spans(spans, 2)
-            await wait_until(lambda: sum(" completed in " in line for line in capture.lines()) == 2)
+    text = logs.TextFormatter()
+    capture, a, s, by_job = await _run_both(aclient, tasks, url, spans, text, " completed in ")
     lines = capture.lines()
     for handle, task, message in (
         (a, "async_logs", "async task says 1"),
