@@ -37,7 +37,9 @@ async def test_a_hanging_job_is_killed_at_its_timeout(
 ) -> None:
     pid_file = tmp_path / "pid"
     async with running_worker(tasks, url, queues=[queue]):
-        handle = await aclient.enqueue(hang.with_options(queue=queue), str(pid_file))
+        # A timeout the child outlives to start and write its pid even on a busy machine
+        # (with the task's 1 s, a loaded run killed it before it wrote the file).
+        handle = await aclient.enqueue(hang.with_options(queue=queue, timeout=4), str(pid_file))
         with pytest.raises(JobFailed, match="TimeoutError"):
             await handle.result(timeout=20)
         pid = int(pid_file.read_text())
