@@ -153,3 +153,46 @@ def test_quantile_interpolates_within_a_bucket() -> None:
     assert quantile([0] * len(counts), 0.5) is None
     counts[-1] = 100  # past the last bound: reported as the last bound
     assert quantile(counts, 0.99) == BOUNDS_SECONDS[-1]
+
+
+def test_a_bad_keep_setting_never_breaks_a_transition(client: Client, raw: redis.Redis, queue: str) -> None:
+    """A script that failed half way would keep its first writes: the figures give way."""
+    raw.hset(client.keys(queue).settings, "metrics_keep_ms", "1d")
+    enqueue(client, queue, 2)
+    jobs = claim(client, queue, 2)
+    times = ops.Tally()
+    times.ran(0.01)
+    done = client.run(
+        ops.complete(client.keys(queue), KEEP, [(j.id, j.token, b"1") for j in jobs], times.take())
+    )
+    assert done == [1, 1]
+    assert client.counts(queue)["completed"] == 2 and client.counts(queue)["active"] == 0
+    figures = client.figures(queue)
+    assert figures.totals.completed == 2 and figures.totals.run.count == 1
+    minute_key = client.keys(queue).metrics_prefix + f"{figures.minutes[-1][0]}"
+    assert 86_000_000 < raw.pttl(minute_key) <= 86_400_000, "the default, not the bad value"
+    # a slot no counter holds, from a worker that knows another layout, is left out
+    more = client.run(ops.claim(client.keys(queue), 1, 60_000, "w1"))
+    assert more.jobs == []
+    enqueue(client, queue, 1)
+    [job] = claim(client, queue, 1)
+    assert client.run(
+        ops.complete(client.keys(queue), KEEP, [(job.id, job.token, b"1")], [9_999_999, 5])
+    ) == [1]
+
+
+def test_a_handed_back_job_does_not_hide_older_ones(client: Client, queue: str) -> None:
+    enqueue(client, queue, 3)
+    time.sleep(0.3)
+    [job] = claim(client, queue, 1)
+    client.run(ops.requeue(client.keys(queue), [(job.id, job.token)]))  # back at the out end
+    figures = client.figures(queue)
+    assert figures.counts["waiting"] == 3 and figures.oldest_waiting_s >= 0.3
+
+
+def test_a_deferral_is_not_counted_as_a_retry(client: Client, queue: str) -> None:
+    enqueue(client, queue, 1)
+    [job] = claim(client, queue, 1)
+    deferred = (job.id, job.token, b'{"type": "RetryAfter"}', 0, 3)  # within max_deferrals 3
+    assert client.run(ops.fail(client.keys(queue), KEEP, [deferred])) == [1]
+    assert client.figures(queue).totals.retried == 0

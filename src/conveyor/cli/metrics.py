@@ -14,8 +14,8 @@ from ..metrics.http import MetricsServer, PortUnavailable
 from .options import url_option
 from .output import console
 
-SCRAPE_TIMEOUT = 30.0
-"""Seconds a scrape may take (Prometheus' own timeout is 10 s by default)."""
+SCRAPE_TIMEOUT = fleet.READ_TIMEOUT + 2
+"""Seconds a scrape may take: the figures give up on Redis before (``fleet.READ_TIMEOUT``)."""
 
 
 @click.command("metrics")
@@ -59,7 +59,10 @@ async def _serve(url: str, host: str, port: int, queues: list[str] | None) -> No
 
     def scrape() -> str:  # in the server's thread: the figures are read on this loop
         figures = asyncio.run_coroutine_threadsafe(fleet.collect(client, queues), loop)
-        return render(figures.result(SCRAPE_TIMEOUT))
+        try:
+            return render(figures.result(SCRAPE_TIMEOUT))
+        finally:
+            figures.cancel()  # when it timed out: no reads left running behind the answer
 
     server = MetricsServer(host, port, metrics=scrape, health=lambda: (True, {"status": "ok"}))
     server.start()

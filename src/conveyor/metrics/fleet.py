@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.metrics")
 
+READ_TIMEOUT = 8.0
+"""Seconds a scrape waits for Redis before it answers ``conveyor_redis_up 0``: within
+Prometheus' default scrape timeout (10 s), so a Redis that hangs shows as down, not as a
+scrape that failed."""
+
 _OUTCOME_HELP = {
     "completed": "Jobs completed, by any worker of the fleet.",
     "failed": "Jobs that failed for good (dead-lettered), by any worker of the fleet.",
@@ -40,25 +45,28 @@ async def collect(client: AsyncClient, queues: Sequence[str] | None = None) -> l
     look like the exporter being down, not Redis."""
     began = time.perf_counter()
     try:
-        listed = queues if queues is not None else await client.queues()
-        names = sorted(addressable(listed, lambda exc: log.warning("the metrics leave out a queue: %s", exc)))
-        figures, workers, health = await asyncio.gather(
-            asyncio.gather(*(client.figures(name, minutes=0) for name in names)),
-            client.workers(),
-            redis_health.aread(client),
-        )
-    except Exception as exc:
-        log.warning("could not read the fleet's figures from Redis: %s", exc)
+        async with asyncio.timeout(READ_TIMEOUT):
+            families = await _read(client, queues)
+    except Exception as exc:  # whatever broke, or a Redis that does not answer: it is not there
+        log.warning("could not read the fleet's figures from Redis: %s", exc or type(exc).__name__)
         families = redis_health.families(None)
-    else:
-        families = queue_families(list(figures), workers)
-        families += redis_health.families(health)
     scrape = Family(
         "conveyor_scrape_duration_seconds", "gauge", "How long reading these figures from Redis took."
     )
     scrape.add(time.perf_counter() - began)
     families.append(scrape)
     return families
+
+
+async def _read(client: AsyncClient, queues: Sequence[str] | None) -> list[Family]:
+    listed = queues if queues is not None else await client.queues()
+    names = sorted(addressable(listed, lambda exc: log.warning("the metrics leave out a queue: %s", exc)))
+    figures, workers, health = await asyncio.gather(
+        asyncio.gather(*(client.figures(name, minutes=0) for name in names)),
+        client.workers(),
+        redis_health.aread(client),
+    )
+    return queue_families(list(figures), workers) + redis_health.families(health)
 
 
 def queue_families(figures: Sequence[ops.QueueFigures], workers: Sequence[dict[str, Any]]) -> list[Family]:

@@ -101,7 +101,7 @@ end
 call_chunked('HDEL', key, fields)
 local passed = (f[3] == '2' and '"list"') or (f[3] == '1' and 'true') or 'false'
 local children = '{"pass":' .. passed .. ',"children":[' .. table.concat(parts, ',') .. ']}'
-redis.call('HSET', key, 's', 'waiting', 'co', children)
+redis.call('HSET', key, 's', 'waiting', 'co', children, 'rd', now)  -- ready since its children ended
 redis.call('ZREM', parents_key, id)
 push_ready(waiting_key, prioritized_key, sequence_key, id, tonumber(f[5] or 0), false, f[6], group_prefix)
 wake(marker_key)

@@ -122,7 +122,7 @@ for i = first_failure, #ARGV, 5 do
         redis.call('ZADD', delayed_key, now + delay, id)
         emit(events_key, 'retrying', 'id', id, 'delay', delay)
       end
-      metrics_count(figures, 'retried', 1)
+      if cap < 0 then metrics_count(figures, 'retried', 1) end  -- a deferral is no attempt
       woke = true
       out[#out + 1] = 1
     end

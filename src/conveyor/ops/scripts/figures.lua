@@ -34,8 +34,10 @@ local job_prefix = KEYS[13]
 local minutes = tonumber(ARGV[1])
 
 -- How many groups' lines are looked at for the oldest waiting job: a queue with thousands
--- of groups gives an estimate from the first ones in the ring, not a scan.
+-- of groups gives an estimate from some of them, not a scan.
 local GROUPS_LOOKED_AT = 20
+-- How many jobs at the out end of the plain waiting list are looked at.
+local TAIL_LOOKED_AT = 20
 
 local now = now_ms()
 local oldest = -1
@@ -64,16 +66,19 @@ end
 -- Plain jobs leave the waiting list from its right end: the oldest is there. In the
 -- prioritized line the first is the next out and the last the one waiting behind all
 -- others; a grouped line likewise; suspects by when they were handed back.
-local tail = redis.call('LRANGE', waiting_key, -1, -1)
-consider(tail[1])
+-- Jobs handed back (requeued, swept) go to that end too, ready again since then: look at
+-- the last few.
+local tail = redis.call('LRANGE', waiting_key, -TAIL_LOOKED_AT, -1)
+for i = 1, #tail do consider(tail[i]) end
 for _, range in ipairs({{0, 0}, {-1, -1}}) do
   local ids = redis.call('ZRANGE', prioritized_key, range[1], range[2])
   consider(ids[1])
 end
 local first_suspect = redis.call('ZRANGE', suspects_key, 0, 0)
 consider(first_suspect[1])
-local groups = redis.call('ZRANGE', group_prefix .. 'ring', 0, GROUPS_LOOKED_AT - 1)
-for i = 1, #groups do
+-- Every group with waiting jobs is known (a group at its limit is out of the ring for now).
+local groups = redis.call('SMEMBERS', group_prefix .. 'known')
+for i = 1, math.min(#groups, GROUPS_LOOKED_AT) do
   local line = group_prefix .. 'q:' .. groups[i]
   consider(redis.call('ZRANGE', line, 0, 0)[1])
   consider(redis.call('ZRANGE', line, -1, -1)[1])

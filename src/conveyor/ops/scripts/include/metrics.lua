@@ -41,11 +41,16 @@ local function metrics_given(m, given)
   local add = m.add
   for slot, n in string.gmatch(given, '(%d+) (%d+)') do
     slot = tonumber(slot)
-    add[slot] = (add[slot] or 0) + tonumber(n)
-    m.any = true
+    if slot < 8 + 2 * METRIC_BUCKETS then  -- what no counter holds is left out, not an error
+      add[slot] = (add[slot] or 0) + tonumber(n)
+      m.any = true
+    end
   end
 end
 
+-- Write what was counted. pcall: a figure must never fail the transition it counts (a
+-- metrics_keep_ms set by hand to something that is no number of ms, say), and Redis keeps
+-- the writes a failing script made before it failed.
 local function metrics_flush(m, now)
   if not m.any then return end
   local ops = {}
@@ -55,10 +60,11 @@ local function metrics_flush(m, now)
   m.add = {}
   m.any = false
   local minute_key = m.prefix .. math.floor(now / 60000)
-  redis.call('BITFIELD', m.prefix .. 'all', unpack(ops))
-  redis.call('BITFIELD', minute_key, unpack(ops))
+  redis.pcall('BITFIELD', m.prefix .. 'all', unpack(ops))
+  redis.pcall('BITFIELD', minute_key, unpack(ops))
   if redis.call('PTTL', minute_key) < 0 then
-    local keep = tonumber(redis.call('HGET', m.settings, 'metrics_keep_ms') or METRICS_KEEP_MS)
-    redis.call('PEXPIRE', minute_key, keep)
+    local keep = math.floor(tonumber(redis.call('HGET', m.settings, 'metrics_keep_ms')) or METRICS_KEEP_MS)
+    if keep <= 0 then keep = METRICS_KEEP_MS end
+    redis.pcall('PEXPIRE', minute_key, keep)
   end
 end
