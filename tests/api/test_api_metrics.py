@@ -121,26 +121,24 @@ def test_metrics_without_redis_say_so() -> None:
 async def test_a_redis_that_does_not_answer_is_down_within_the_scrape(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A listener that accepts and never answers: the scrape says Redis is down in time,
-    instead of hanging past Prometheus' scrape timeout."""
+    """A server that takes connections and never answers (a listening socket nobody
+    accepts from: the kernel completes the handshake): the scrape says Redis is down in
+    time, instead of hanging past Prometheus' scrape timeout."""
     import asyncio
+    import socket
 
     from conveyor import AsyncClient
     from conveyor.metrics import fleet
     from conveyor.metrics.exposition import render
 
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(30)
-
-    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
     monkeypatch.setattr(fleet, "READ_TIMEOUT", 0.5)
-    client = AsyncClient.from_url(f"redis://127.0.0.1:{port}/0")
-    try:
-        began = asyncio.get_running_loop().time()
-        text = render(await fleet.collect(client, ["q"]))
-        assert asyncio.get_running_loop().time() - began < 3
-        assert parse(text)["conveyor_redis_up"] == 0
-    finally:
-        listener.close()
-        await client.close()
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as silent:
+        port = silent.getsockname()[1]
+        client = AsyncClient.from_url(f"redis://127.0.0.1:{port}/0")
+        try:
+            began = asyncio.get_running_loop().time()
+            text = render(await fleet.collect(client, ["q"]))
+            assert asyncio.get_running_loop().time() - began < 3
+            assert parse(text)["conveyor_redis_up"] == 0
+        finally:
+            await client.close()
