@@ -259,7 +259,7 @@ def test_a_generated_id_that_clashes_is_replaced_not_dropped(
 ) -> None:
     """Two producers can generate the same id (same ms, counter and random bits): the job
     whose id the caller did not choose is written under a fresh id instead of "existed"."""
-    from conveyor import client as client_module
+    from conveyor import producer as client_module
     from conveyor.ops.ids import new_job_ids
 
     _, add, _ = make_tasks(queue)

@@ -44,7 +44,7 @@ def create_app(settings: ApiSettings | None = None, service: ApiService | None =
         archiving = service.start_archiving()
         # In the background: a Redis that is down must not hold up the start (readiness says so).
         checking = asyncio.create_task(
-            redis_health.warn_if_unsafe(service.client, log), name="conveyor-redis-check"
+            redis_health.warn_if_evicting(service.client.transport, log), name="conveyor-redis-check"
         )
         yield
         checking.cancel()  # still waiting on a Redis that does not answer

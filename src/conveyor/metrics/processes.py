@@ -9,6 +9,7 @@ the supervisor replaces a child; gauges over the live children only.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .exposition import LabelCap, render
+from .http import MetricsServer
 from .worker import TASK_LABELS, Snapshot, Totals, WorkerMetrics, families
 
 SNAPSHOT_EVERY = 1.0
@@ -163,3 +165,35 @@ class ProcessesMetrics:
             )
         healthy = all(process["healthy"] for process in processes)
         return healthy, {"status": "ok" if healthy else "unhealthy", "processes": processes}
+
+
+class Export:
+    """How one worker process hands out its figures while it runs: served at ``host:port``
+    (``/metrics`` and ``/livez``), or, in a child of ``--processes N``, written to the file
+    ``snapshot`` for the supervisor to serve their sum. The event-loop probe runs alongside."""
+
+    def __init__(self, metrics: WorkerMetrics, host: str, port: int, snapshot: str | None) -> None:
+        self.metrics = metrics
+        self._exporter: MetricsServer | SnapshotWriter = (
+            SnapshotWriter(metrics, snapshot)
+            if snapshot is not None
+            else MetricsServer(host, port, metrics=metrics.text, health=metrics.health)
+        )
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) being served; None for a snapshot, or before the server listens."""
+        server = self._exporter
+        return (server.host, server.port) if isinstance(server, MetricsServer) and server.port else None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.metrics.start_probe(loop)
+        try:
+            self._exporter.start()
+        except BaseException:
+            self.metrics.stop_probe()
+            raise
+
+    def stop(self) -> None:
+        self.metrics.stop_probe()
+        self._exporter.stop()  # a snapshot writer writes its last: every job is counted by now

@@ -54,7 +54,7 @@ __all__ = [
     "size",
     "unreachable",
     "unsafe_policy_message",
-    "warn_if_unsafe",
+    "warn_if_evicting",
 ]
 
 T = TypeVar("T")
@@ -337,24 +337,27 @@ def exit_code(found: list[Check], reachable: bool = True) -> int:
     return 1 if overall(found) == "fail" else 0
 
 
-async def warn_if_unsafe(
-    runner: AsyncRunner, log: logging.Logger, timeout: float = 5.0
-) -> RedisHealth | None:
-    """Read the server's health once and log a warning when its eviction policy can lose
-    jobs: for the start of a worker or the API, where someone reads the log. Never raises
-    (the check is advice, never a reason not to start); None when nothing could be read."""
+class Primaries(Protocol):
+    async def call_on_primaries(self, *args: Any) -> list[Any]: ...
+
+
+async def warn_if_evicting(transport: Primaries, log: logging.Logger, timeout: float = 5.0) -> None:
+    """Log a loud warning when a server may evict keys under memory pressure (an evicted job
+    is a lost job): for the start of a worker or the API, where someone reads the log. From
+    INFO, which managed services allow where they refuse CONFIG, on every primary (a cluster
+    has several). Never raises: the check is advice, never a reason not to start."""
     try:
         async with asyncio.timeout(timeout):
-            health = await aread(runner)
+            replies = await transport.call_on_primaries("INFO", "memory")
     except Exception as exc:
-        log.debug("could not read Redis's health at start: %r", exc)
-        return None
-    policy = health.eviction_policy
-    if policy and policy != SAFE_POLICY:
-        log.warning(
-            "UNSAFE REDIS SETTING, JOBS CAN BE LOST: %s (%s).", unsafe_policy_message(policy), health.server
-        )
-    return health
+        log.debug("could not read Redis's eviction policy at start: %r", exc)
+        return
+    for reply in replies:
+        fields = reply if isinstance(reply, dict) else parse_info(str(reply))
+        policy = str(fields.get("maxmemory_policy") or "")
+        if policy and policy != SAFE_POLICY:
+            log.warning("UNSAFE REDIS SETTING, JOBS CAN BE LOST: %s", unsafe_policy_message(policy))
+            return
 
 
 def families(health: RedisHealth | None) -> list[Family]:

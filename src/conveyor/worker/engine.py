@@ -42,8 +42,7 @@ from ..errors import RETRYABLE_REDIS_ERRORS
 from ..history.archiver import archive_until_closed
 from ..hooks import Hooks
 from ..metrics import redis_health
-from ..metrics.http import MetricsServer
-from ..metrics.processes import SnapshotWriter
+from ..metrics.processes import Export
 from ..metrics.worker import WorkerMetrics
 from ..ops import history as handoff_ops
 from ..ops.keys import QueueKeys
@@ -153,7 +152,7 @@ class Worker:
         if self.config.metrics_port is not None:
             self.metrics = self._new_metrics()
         self._metrics_snapshot: str | None = None
-        self._exporter: MetricsServer | SnapshotWriter | None = None
+        self._export: Export | None = None
 
     @property
     def processed(self) -> int:
@@ -180,9 +179,7 @@ class Worker:
     def metrics_address(self) -> tuple[str, int] | None:
         """Where ``/metrics`` and ``/livez`` are served (host, port), while the worker serves
         them; None otherwise. The port is the one bound, also when ``metrics_port`` was 0."""
-        if isinstance(self._exporter, MetricsServer) and self._exporter.port:
-            return self._exporter.host, self._exporter.port
-        return None
+        return self._export.address if self._export is not None else None
 
     def snapshot_metrics_to(self, path: str) -> None:
         """Write this process's figures to the file ``path`` (JSON, every second and once more at
@@ -222,34 +219,16 @@ class Worker:
             await self._serve(install_signal_handlers)
             return
         # From the start, so that /livez answers while the worker waits for Redis to register.
-        self._export_metrics(self.metrics)
+        export = Export(
+            self.metrics, self.config.metrics_host, self.config.metrics_port or 0, self._metrics_snapshot
+        )
+        export.start(self._loop)
+        self._export = export
         try:
             await self._serve(install_signal_handlers)
         finally:
-            self._stop_exporting(self.metrics)
-
-    def _export_metrics(self, metrics: WorkerMetrics) -> None:
-        metrics.start_probe(self._loop)
-        if self._metrics_snapshot is not None:
-            self._exporter = SnapshotWriter(metrics, self._metrics_snapshot)
-        else:
-            self._exporter = MetricsServer(
-                self.config.metrics_host,
-                self.config.metrics_port or 0,
-                metrics=metrics.text,
-                health=metrics.health,
-            )
-        try:
-            self._exporter.start()
-        except BaseException:
-            metrics.stop_probe()
-            raise
-
-    def _stop_exporting(self, metrics: WorkerMetrics) -> None:
-        metrics.stop_probe()
-        if self._exporter is not None:
-            self._exporter.stop()  # a snapshot writer writes its last: every job is counted by now
-            self._exporter = None
+            export.stop()
+            self._export = None
 
     async def _serve(self, install_signal_handlers: bool) -> None:
         if install_signal_handlers:
@@ -309,7 +288,7 @@ class Worker:
             # Before the first claim, so that every job this worker finishes is handed off;
             # the store itself is opened by the archiver, which may wait for the database.
             await self._with_retries(self._enable_history)
-        await self._check_eviction_policy()
+        await redis_health.warn_if_evicting(self.transport, log, timeout=2)
         await self._start_heartbeat(beat_transport, runner)
         return runner
 
@@ -617,23 +596,6 @@ class Worker:
             await asyncio.wait(pending, timeout=1.0)
 
     # ------------------------------------------------------------------ checks
-    async def _check_eviction_policy(self) -> None:
-        """Warn when Redis may evict keys under memory pressure: an evicted job is a lost job.
-        From INFO, which managed services allow where they refuse CONFIG, on every primary
-        (a cluster has several)."""
-        try:
-            replies = await asyncio.wait_for(self.transport.call_on_primaries("INFO", "memory"), 2)
-        except Exception:
-            return  # the check is advice, never a reason not to start
-        for reply in replies:
-            fields = reply if isinstance(reply, dict) else redis_health.parse_info(str(reply))
-            policy = str(fields.get("maxmemory_policy") or "")
-            if policy and policy != redis_health.SAFE_POLICY:
-                log.warning(
-                    "UNSAFE REDIS SETTING, JOBS CAN BE LOST: %s", redis_health.unsafe_policy_message(policy)
-                )
-                return
-
     async def _with_retries(self, action: Any) -> Any:
         """Run ``action`` until Redis answers; a worker rides out a Redis restart instead of
         exiting. Only while starting, which a stop cancels (see ``_started``)."""
